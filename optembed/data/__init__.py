@@ -1,0 +1,1 @@
+"""Data: raw formats, DuckDB preprocessing, synthetic generation, device-resident splits."""

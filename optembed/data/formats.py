@@ -1,0 +1,219 @@
+"""Raw input formats: how to read a file and turn each column into a label or a field token.
+
+Every format is described by a :class:`FormatSpec`: the DuckDB ``read_csv``/``read_parquet``
+call that loads the raw columns as text, the SQL expression of the 0/1 label, and one SQL
+expression per field giving the field's token (NULL means "missing"). Validity checks are SQL
+expressions too, so the whole parse runs inside DuckDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optembed.errors import ConfigError
+
+FORMATS = ("criteo", "avazu", "kdd12", "csv", "parquet")
+DEFAULT_MIN_COUNT = {"criteo": 2, "avazu": 2, "kdd12": 10, "csv": 2, "parquet": 2}
+
+CRITEO_INT = [f"I{i}" for i in range(1, 14)]
+CRITEO_CAT = [f"C{i}" for i in range(1, 27)]
+AVAZU_COLUMNS = (
+    "id,click,hour,C1,banner_pos,site_id,site_domain,site_category,app_id,app_domain,app_category,"
+    "device_id,device_ip,device_model,device_type,device_conn_type,C14,C15,C16,C17,C18,C19,C20,C21"
+).split(",")
+KDD12_COLUMNS = [
+    "Click", "Impression", "DisplayURL", "AdID", "AdvertiserID", "Depth", "Position",
+    "QueryID", "KeywordID", "TitleID", "DescriptionID", "UserID",
+]
+
+
+def q(name: str) -> str:
+    """Quote a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(text: str) -> str:
+    """Quote a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def numeric_value(col: str) -> str:
+    """The column as a finite DOUBLE, NULL when empty or not a number."""
+    v = f"TRY_CAST({q(col)} AS DOUBLE)"
+    return f"(CASE WHEN isfinite({v}) THEN {v} END)"
+
+
+def log_square_token(col: str) -> str:
+    """Criteo's integer transform as a text token: v > 2 -> floor(ln(v)^2), else v itself."""
+    v = numeric_value(col)
+    return (
+        f"(CASE WHEN {v} > 2 THEN CAST(CAST(floor(ln({v}) ^ 2) AS BIGINT) AS VARCHAR) "
+        f"WHEN {v} = floor({v}) THEN CAST(CAST({v} AS BIGINT) AS VARCHAR) "
+        f"ELSE CAST({v} AS VARCHAR) END)"
+    )
+
+
+def binary_label(col: str) -> str:
+    """A 0/1 label; NULL when the value is anything else (true/false are accepted)."""
+    c = q(col)
+    return (
+        f"(CASE WHEN lower(trim({c})) IN ('true', 'false') THEN CAST(lower(trim({c})) = 'true' AS INTEGER) "
+        f"WHEN TRY_CAST({c} AS DOUBLE) IN (0, 1) THEN CAST(TRY_CAST({c} AS DOUBLE) AS INTEGER) END)"
+    )
+
+
+@dataclass
+class FieldSpec:
+    name: str
+    token_sql: str  # SQL expression of the field's token over the raw columns, NULL = missing
+    kind: str = "categorical"  # or "numeric" (log-square bucketed)
+    check_sql: str | None = None  # SQL that is TRUE when the raw value is invalid
+    source: str | None = None  # the raw column the check reads (default: name)
+
+    @property
+    def source_column(self) -> str:
+        return self.source or self.name
+
+
+@dataclass
+class FormatSpec:
+    name: str
+    reader_sql: str  # a DuckDB table function call producing raw VARCHAR columns
+    label_sql: str  # SQL expression of the label, NULL when invalid
+    label_column: str
+    fields: list[FieldSpec] = field(default_factory=list)
+    expected_columns: int | None = None
+    header: bool = False
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+def _csv_reader(path: Path, columns: list[str] | None, delim: str, header: bool, quote: str) -> str:
+    parts = [
+        lit(str(path)),
+        f"delim={lit(delim)}",
+        f"header={'true' if header else 'false'}",
+        f"quote={lit(quote)}",
+        "escape=''" if quote == "" else f"escape={lit(quote)}",
+        "store_rejects=true",
+        "ignore_errors=true",
+        "null_padding=false",
+    ]
+    if columns is not None:
+        cols = ", ".join(f"{lit(c)}: 'VARCHAR'" for c in columns)
+        parts += [f"columns={{{cols}}}", "auto_detect=false"]
+    else:
+        parts += ["all_varchar=true"]
+    return f"read_csv({', '.join(parts)})"
+
+
+def criteo_spec(path: Path) -> FormatSpec:
+    columns = ["label", *CRITEO_INT, *CRITEO_CAT]
+    fields = [
+        FieldSpec(
+            c,
+            log_square_token(c),
+            kind="numeric",
+            check_sql=f"({q(c)} IS NOT NULL AND {numeric_value(c)} IS NULL)",
+        )
+        for c in CRITEO_INT
+    ]
+    fields += [FieldSpec(c, q(c)) for c in CRITEO_CAT]
+    return FormatSpec(
+        "criteo",
+        _csv_reader(path, columns, "\t", header=False, quote=""),
+        binary_label("label"),
+        "label",
+        fields,
+        expected_columns=40,
+    )
+
+
+def avazu_spec(path: Path) -> FormatSpec:
+    hour = q("hour")
+    day = f"TRY_STRPTIME('20' || substr({hour}, 1, 6), '%Y%m%d')"
+    valid_hour = f"(length({hour}) = 8 AND {day} IS NOT NULL AND TRY_CAST(substr({hour}, 7, 2) AS INTEGER) BETWEEN 0 AND 23)"
+    fields = [FieldSpec(c, q(c)) for c in AVAZU_COLUMNS[3:]]
+    hour_check = f"(NOT coalesce({valid_hour}, false))"
+    time_fields = [
+        FieldSpec("hour_of_day", f"CAST(TRY_CAST(substr({hour}, 7, 2) AS INTEGER) AS VARCHAR)", check_sql=hour_check, source="hour"),
+        FieldSpec("weekday", f"CAST(dayofweek({day}) AS VARCHAR)"),
+        FieldSpec("is_weekend", f"CAST(CAST(dayofweek({day}) IN (0, 6) AS INTEGER) AS VARCHAR)"),
+    ]
+    return FormatSpec(
+        "avazu",
+        _csv_reader(path, None, ",", header=True, quote='"'),
+        binary_label("click"),
+        "click",
+        time_fields + fields,
+        expected_columns=len(AVAZU_COLUMNS),
+        header=True,
+    )
+
+
+def kdd12_spec(path: Path, keep_impression: bool = True) -> FormatSpec:
+    click = numeric_value("Click")
+    label = f"(CASE WHEN {click} >= 0 AND {click} = floor({click}) THEN CAST({click} > 0 AS INTEGER) END)"
+    names = KDD12_COLUMNS[1:] if keep_impression else KDD12_COLUMNS[2:]
+    return FormatSpec(
+        "kdd12",
+        _csv_reader(path, KDD12_COLUMNS, "\t", header=False, quote=""),
+        label,
+        "Click",
+        [FieldSpec(c, q(c)) for c in names],
+        expected_columns=len(KDD12_COLUMNS),
+    )
+
+
+def generic_spec(
+    path: Path,
+    fmt: str,
+    header_columns: list[str],
+    label: str | None,
+    fields: list[str] | None,
+    numeric: list[str] | None,
+    delimiter: str,
+) -> FormatSpec:
+    """A CSV/TSV with a header, or a Parquet file, with a declared label and field list."""
+    label = label or ("label" if "label" in header_columns else None)
+    if label is None:
+        raise ConfigError(f"--label is required: no 'label' column among {', '.join(header_columns[:12])}")
+    if label not in header_columns:
+        raise ConfigError(f"label column '{label}' is not in the header ({', '.join(header_columns[:12])})")
+    names = fields if fields else [c for c in header_columns if c != label]
+    for name in [*names, *(numeric or [])]:
+        if name not in header_columns:
+            raise ConfigError(f"field '{name}' is not in the header ({', '.join(header_columns[:12])})")
+    if label in names:
+        raise ConfigError(f"the label column '{label}' cannot also be a field")
+    numeric_set = set(numeric or [])
+    specs = [
+        FieldSpec(
+            n,
+            log_square_token(n),
+            kind="numeric",
+            check_sql=f"({q(n)} IS NOT NULL AND {numeric_value(n)} IS NULL)",
+        )
+        if n in numeric_set
+        else FieldSpec(n, f"NULLIF(CAST({q(n)} AS VARCHAR), '')")
+        for n in names
+    ]
+    if fmt == "parquet":
+        reader = f"read_parquet({lit(str(path))})"
+        label_sql = binary_label_any(label)
+        return FormatSpec("parquet", reader, label_sql, label, specs, expected_columns=None, header=True)
+    reader = _csv_reader(path, None, delimiter, header=True, quote='"')
+    return FormatSpec("csv", reader, binary_label(label), label, specs, expected_columns=len(header_columns), header=True)
+
+
+def binary_label_any(col: str) -> str:
+    """Like :func:`binary_label` for columns of any type (Parquet)."""
+    c = q(col)
+    text = f"CAST({c} AS VARCHAR)"
+    return (
+        f"(CASE WHEN lower({text}) IN ('true', 'false') THEN CAST(lower({text}) = 'true' AS INTEGER) "
+        f"WHEN TRY_CAST({text} AS DOUBLE) IN (0, 1) THEN CAST(TRY_CAST({text} AS DOUBLE) AS INTEGER) END)"
+    )

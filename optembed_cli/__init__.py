@@ -1,0 +1,1 @@
+"""The ``optembed`` command line: thin Typer commands that call ``pipelines`` and render with Rich."""

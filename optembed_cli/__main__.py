@@ -1,0 +1,3 @@
+from optembed_cli.main import main
+
+main()

@@ -1,0 +1,88 @@
+"""``optembed preprocess``: raw data -> encoded Parquet splits and vocabularies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from optembed.data.preprocess import PreprocessConfig
+from optembed.errors import ConfigError
+from optembed_cli import ui
+from optembed_cli.options import ArtifactsOpt, ForceOpt, JsonOpt, open_store, split_list
+from pipelines import preprocess as stage
+from pipelines.store import Manifest
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--split must be three numbers like 0.8,0.1,0.1, got '{text}'") from None
+    if len(parts) != 3:
+        raise ConfigError(f"--split must be three numbers like 0.8,0.1,0.1, got '{text}'")
+    return parts  # type: ignore[return-value]
+
+
+@ui.handle_errors
+def preprocess(
+    file: Annotated[Path, typer.Argument(help="Raw data file.", show_default=False)],
+    format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="criteo | avazu | kdd12 | csv | parquet (default: parquet for *.parquet, else criteo)."),
+    ] = None,
+    min_count: Annotated[
+        int | None, typer.Option(help="Values seen fewer times go to the field's OOV id (default 2; 10 for kdd12).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Train,val,test fractions.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 2022,
+    count_on: Annotated[str, typer.Option(help="Count values on the 'train' split or on 'all' data.")] = "train",
+    label: Annotated[str | None, typer.Option(help="csv/parquet: the label column (default 'label').")] = None,
+    fields: Annotated[str | None, typer.Option(help="csv/parquet: comma-separated field columns (default: all but the label).")] = None,
+    numeric: Annotated[
+        str | None, typer.Option(help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).")
+    ] = None,
+    delimiter: Annotated[str | None, typer.Option(help="csv: the delimiter (default ',' or tab for .tsv/.txt).")] = None,
+    drop_impression: Annotated[bool, typer.Option(help="kdd12: do not use Impression as a field.")] = False,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Drop malformed rows (counted in the manifest) instead of failing.")] = False,
+    hash_input: Annotated[bool, typer.Option(help="Fingerprint the input by a full hash instead of size+mtime+ends.")] = False,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Encode a raw CTR file into train/val/test Parquet splits with per-field vocabularies."""
+    fmt = format or ("parquet" if file.suffix.lower() == ".parquet" else "criteo")
+    options = PreprocessConfig(
+        fmt=fmt.lower(),
+        min_count=min_count,
+        split=parse_split(split),
+        seed=seed,
+        count_on=count_on,
+        skip_bad_rows=skip_bad_rows,
+        label=label,
+        fields=split_list(fields),
+        numeric=split_list(numeric),
+        delimiter=delimiter,
+        keep_impression=not drop_impression,
+        memory_limit=memory_limit,
+    )
+    store = open_store(artifacts)
+    with ui.reporter(quiet=json) as rep:
+        manifest = stage.run(stage.PreprocessStage(file, options, hash_input=hash_input, force=force), store, rep)
+    ui.announce(manifest, json)
+    if not json:
+        render(manifest)
+
+
+def render(manifest: Manifest) -> None:
+    schema = stage.load_schema(manifest)
+    table = Table(title=f"{schema['format']} fields", header_style="bold")
+    for col in ("field", "kind", "cardinality", "OOV rows", "missing rows"):
+        table.add_column(col, justify="left" if col in ("field", "kind") else "right")
+    for f in schema["fields"]:
+        table.add_row(f["name"], f["kind"], f"{f['cardinality']:,}", f"{f['oov_rows']:,}", f"{f['missing_rows']:,}")
+    ui.out.print(table)
+    ui.out.print(ui.metrics_table("preprocess", manifest.metrics))

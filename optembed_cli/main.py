@@ -1,0 +1,56 @@
+"""Entry point: the ``optembed`` Typer application."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+try:  # recent Typer vendors Click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older Typer depends on Click
+    from click import exceptions as click_exc
+
+from optembed_cli import ui
+from optembed_cli.commands import artifacts, demo, preprocess, synth
+
+app = typer.Typer(
+    name="optembed",
+    help="Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(demo.demo)
+app.command()(synth.synth)
+app.command()(preprocess.preprocess)
+app.command()(artifacts.artifacts)
+app.command()(artifacts.show)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; usage errors are reported on one stderr line with exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="optembed", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError:
+        sys.exit(0)  # the help text was already shown
+    except click_exc.UsageError as exc:
+        hint = f" (see 'optembed {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "optembed" else ""
+        raise SystemExit(_one_line(f"error: {exc.format_message()}{hint}", 2)) from None
+    except typer.Abort:
+        raise SystemExit(_one_line("error: aborted", 130)) from None
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click_exc.ClickException as exc:
+        raise SystemExit(_one_line(f"error: {exc.format_message()}", exc.exit_code)) from None
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str, code: int) -> int:
+    ui.err.print(" ".join(message.split()), soft_wrap=True, markup=False)
+    return code
+
+
+if __name__ == "__main__":
+    main()

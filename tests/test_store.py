@@ -1,0 +1,138 @@
+"""The artifact store: fingerprints, caching, --force, atomic publish, lookup."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from optembed.errors import ArtifactError
+from pipelines.stage import execute
+from pipelines.store import MANIFEST, Manifest, Store, default_root, fingerprint
+
+
+def test_fingerprint_is_stable_and_sensitive() -> None:
+    base = fingerprint("s", 1, {"a": 1, "b": [1, 2]}, {"up": "abc"})
+    assert base == fingerprint("s", 1, {"b": [1, 2], "a": 1}, {"up": "abc"})  # key order is irrelevant
+    variants = [
+        fingerprint("t", 1, {"a": 1, "b": [1, 2]}, {"up": "abc"}),
+        fingerprint("s", 2, {"a": 1, "b": [1, 2]}, {"up": "abc"}),
+        fingerprint("s", 1, {"a": 2, "b": [1, 2]}, {"up": "abc"}),
+        fingerprint("s", 1, {"a": 1, "b": [2, 1]}, {"up": "abc"}),
+        fingerprint("s", 1, {"a": 1, "b": [1, 2]}, {"up": "abd"}),
+    ]
+    assert len({base, *variants}) == 6
+    assert len(base) == 16 and int(base, 16) >= 0
+
+
+def writer_of(payload: str, calls: list[int]):
+    def build(tmp: Path, manifest: Manifest) -> None:
+        calls.append(1)
+        (tmp / "out.txt").write_text(payload)
+        manifest.outputs = {"out": "out.txt"}
+        manifest.metrics = {"n": len(calls)}
+
+    return build
+
+
+def test_execute_caches_and_force_reruns(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    calls: list[int] = []
+    first = execute(store, "demo", 1, {"x": 1}, {}, writer_of("hello", calls))
+    assert not first.cached and calls == [1]
+    assert first.path == tmp_path / "demo" / first.fingerprint
+    assert first.output("out").read_text() == "hello"
+    on_disk = json.loads((first.path / MANIFEST).read_text())
+    assert on_disk["stage"] == "demo" and on_disk["params"] == {"x": 1} and on_disk["schema_version"] == 1
+    assert on_disk["outputs"] == {"out": "out.txt"} and on_disk["created"]
+
+    again = execute(store, "demo", 1, {"x": 1}, {}, writer_of("other", calls))
+    assert again.cached and calls == [1] and again.fingerprint == first.fingerprint
+    assert again.output("out").read_text() == "hello"
+
+    forced = execute(store, "demo", 1, {"x": 1}, {}, writer_of("new", calls), force=True)
+    assert not forced.cached and calls == [1, 1]
+    assert forced.output("out").read_text() == "new"
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == [first.fingerprint]
+
+    other = execute(store, "demo", 1, {"x": 2}, {}, writer_of("x2", calls))
+    assert other.fingerprint != first.fingerprint
+    downstream = execute(store, "next", 1, {}, {"demo": other}, writer_of("d", calls))
+    assert downstream.upstream == {"demo": other.fingerprint}
+
+
+def test_crash_mid_write_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def crashing(tmp: Path, manifest: Manifest) -> None:
+        (tmp / "half.bin").write_bytes(b"\0" * 100)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        execute(store, "demo", 1, {"x": 1}, {}, crashing)
+    assert list((tmp_path / "demo").iterdir()) == []
+    assert store.list() == []
+
+
+def test_crash_during_force_keeps_previous(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    first = execute(store, "demo", 1, {}, {}, writer_of("v1", []))
+
+    def crashing(tmp: Path, manifest: Manifest) -> None:
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        execute(store, "demo", 1, {}, {}, crashing, force=True)
+    assert first.output("out").read_text() == "v1"
+    assert len(store.list("demo")) == 1
+
+
+def test_stale_temp_folders_are_cleaned(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    dead = tmp_path / "demo" / ".tmp-abc-999999999"  # no such pid
+    dead.mkdir(parents=True)
+    (dead / "junk").write_text("x")
+    mine = store.temp_dir("demo", "def")
+    mine.mkdir()
+    assert store.clean_stale("demo") == 1
+    assert not dead.exists() and mine.exists()
+
+
+def test_resolve_by_prefix_path_newest_and_stage(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a = execute(store, "alpha", 1, {"i": 1}, {}, writer_of("a", []))
+    b = execute(store, "alpha", 1, {"i": 2}, {}, writer_of("b", []))
+    (b.path / MANIFEST).write_text(json.dumps({**b.to_dict(), "created": "9999-01-01T00:00:00+00:00"}))
+    assert store.resolve(a.fingerprint[:10]).fingerprint == a.fingerprint
+    assert store.resolve(str(a.path)).fingerprint == a.fingerprint
+    assert store.resolve(None, "alpha").fingerprint == b.fingerprint
+    with pytest.raises(ArtifactError, match="expected beta"):
+        store.resolve(a.fingerprint, "beta")
+    with pytest.raises(ArtifactError, match="no beta artifact"):
+        store.resolve(None, "beta")
+    with pytest.raises(ArtifactError, match="no artifact matches"):
+        store.resolve("zzzz")
+    with pytest.raises(ArtifactError, match="ambiguous"):
+        store.resolve("")
+
+
+def test_manifest_schema_version_is_checked(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a = execute(store, "alpha", 1, {}, {}, writer_of("a", []))
+    data = json.loads((a.path / MANIFEST).read_text())
+    data["schema_version"] = 99
+    (a.path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        store.load(a.path)
+
+
+def test_store_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPTEMBED_ARTIFACTS", raising=False)
+    assert default_root() == Path("artifacts")
+    monkeypatch.setenv("OPTEMBED_ARTIFACTS", str(tmp_path / "env"))
+    assert default_root() == tmp_path / "env"
+    assert default_root(tmp_path / "opt") == tmp_path / "opt"
+    assert Store().root == (tmp_path / "env").resolve()
+    assert os.environ["OPTEMBED_ARTIFACTS"].endswith("env")
