@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
     from click import exceptions as click_exc
 
 from optembed_cli import ui
-from optembed_cli.commands import artifacts, demo, preprocess, synth
+from optembed_cli.commands import artifacts, demo, preprocess, supernet, synth
 
 app = typer.Typer(
     name="optembed",
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.command()(demo.demo)
 app.command()(synth.synth)
 app.command()(preprocess.preprocess)
+app.command()(supernet.supernet)
 app.command()(artifacts.artifacts)
 app.command()(artifacts.show)
 

@@ -124,7 +124,7 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.progress.console.print(Text(text))
+            self.progress.console.print(Text(text), soft_wrap=True)
 
     def stop(self) -> None:
         if self.started:

@@ -1,0 +1,7 @@
+"""Neural-network building blocks shared by the CTR backbones."""
+
+from optembed.layers.embedding import FieldEmbedding
+from optembed.layers.interactions import CrossNetwork, PairwiseInnerProduct, fm_second_order
+from optembed.layers.mlp import MLP
+
+__all__ = ["MLP", "CrossNetwork", "FieldEmbedding", "PairwiseInnerProduct", "fm_second_order"]

@@ -1,0 +1,44 @@
+"""The multi-layer perceptron used by every backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """``Linear -> BatchNorm1d (optional) -> ReLU -> Dropout`` per hidden layer.
+
+    With ``out_dim`` set (default 1) a final ``Linear(hidden[-1], out_dim)`` follows;
+    with ``out_dim=None`` the module stops after the last hidden block (used by DCN,
+    whose deep tower is concatenated with the cross network before the output layer).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+        out_dim: int | None = 1,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        if out_dim is not None:
+            layers.append(nn.Linear(width, out_dim))
+            width = out_dim
+        self.layers = nn.Sequential(*layers)
+        self.output_dim = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)

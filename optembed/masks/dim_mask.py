@@ -1,0 +1,43 @@
+"""Field-wise dimension masks: keep the first ``width`` columns of each field's embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_widths(
+    batch: int,
+    n_fields: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Widths drawn uniformly from ``1..dim`` per sample and field: ``LongTensor(batch, n)``.
+
+    A ``generator`` must live on ``device``.
+    """
+    return torch.randint(1, dim + 1, (batch, n_fields), generator=generator, device=device)
+
+
+def prefix_mask(widths: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(..., n)`` widths -> ``(..., n, dim)`` mask, 1 where column index < width."""
+    cols = torch.arange(dim, device=widths.device)
+    return (cols < widths.unsqueeze(-1)).to(dtype)
+
+
+def apply_widths(emb: Tensor, widths: Tensor) -> Tensor:
+    """Mask ``(B, n, D)`` embeddings with widths ``(n,)`` (shared) or ``(B, n)`` (per sample)."""
+    return emb * prefix_mask(widths, emb.shape[-1], emb.dtype)
+
+
+def apply_candidates(emb: Tensor, candidates: Tensor, flatten: bool = True) -> Tensor:
+    """Apply ``C`` candidate width vectors ``(C, n)`` to ``(B, n, D)`` embeddings at once.
+
+    Returns ``(C, B, n, D)``, or with ``flatten`` ``(C * B, n, D)`` in candidate-major
+    order (rows ``c * B .. c * B + B - 1`` belong to candidate ``c``; pair them with
+    ``x.repeat(C, 1)``).
+    """
+    masks = prefix_mask(candidates, emb.shape[-1], emb.dtype)  # (C, n, D)
+    out = emb.unsqueeze(0) * masks.unsqueeze(1)
+    return out.flatten(0, 1) if flatten else out

@@ -1,0 +1,22 @@
+"""CTR backbones (FNN, DeepFM, DCN, IPNN) over a maskable embedding table."""
+
+from optembed.models.base import MODES, CTRModel, mode_flags
+from optembed.models.config import MODEL_NAMES, ModelConfig
+from optembed.models.dcn import DCN
+from optembed.models.deepfm import DeepFM
+from optembed.models.fnn import FNN
+from optembed.models.ipnn import IPNN
+from optembed.models.registry import build_model
+
+__all__ = [
+    "DCN",
+    "FNN",
+    "IPNN",
+    "MODEL_NAMES",
+    "MODES",
+    "CTRModel",
+    "DeepFM",
+    "ModelConfig",
+    "build_model",
+    "mode_flags",
+]

@@ -1,0 +1,104 @@
+"""The CTR model base: a shared embedding table, the row mask, the width mask, a head."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from optembed.errors import ConfigError
+from optembed.layers.embedding import FieldEmbedding
+from optembed.masks.dim_mask import apply_candidates, apply_widths
+from optembed.masks.row_mask import RowPruner
+from optembed.models.config import ModelConfig
+
+# mode -> (prune_rows, sample_dims)
+MODE_FLAGS: dict[str, tuple[bool, bool]] = {
+    "optembed": (True, True),
+    "prune-only": (True, False),  # OptEmbed-E
+    "dims-only": (False, True),  # OptEmbed-D
+    "none": (False, False),  # the original model
+}
+MODES = tuple(MODE_FLAGS)
+
+
+def mode_flags(mode: str) -> tuple[bool, bool]:
+    """``mode`` -> ``(prune_rows, sample_dims)``."""
+    if mode not in MODE_FLAGS:
+        raise ConfigError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    return MODE_FLAGS[mode]
+
+
+class CTRModel(nn.Module, ABC):
+    """Embedding lookup -> (row mask) -> (prefix width mask) -> backbone head -> logits.
+
+    ``pruner`` always exists so checkpoints are uniform; it is applied only when
+    ``prune_rows``. ``sample_dims`` tells the trainer to pass sampled widths to
+    :meth:`forward`; the model itself applies whatever widths it is given.
+    ``row_mask`` (``None`` unless set with :meth:`set_row_mask`) is a fixed boolean mask
+    over the table's rows that, once set, replaces the learnable row mask (re-training under
+    a frozen ``m_e*``); it is not saved in the state dict.
+    """
+
+    row_mask: Tensor | None
+
+    def __init__(
+        self, cardinalities: Sequence[int], cfg: ModelConfig, prune_rows: bool, sample_dims: bool
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prune_rows = prune_rows
+        self.sample_dims = sample_dims
+        self.embedding = FieldEmbedding(cardinalities, cfg.embed_dim, init_std=cfg.init_std)
+        self.pruner = RowPruner(self.embedding.n_fields, cfg.norm)
+        self.register_buffer("row_mask", None, persistent=False)
+        self.build_head()
+
+    @property
+    def n_fields(self) -> int:
+        return self.embedding.n_fields
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embedding.dim
+
+    @abstractmethod
+    def build_head(self) -> None:
+        """Create the backbone's modules (called at the end of ``__init__``)."""
+
+    @abstractmethod
+    def head(self, emb: Tensor, x: Tensor) -> Tensor:
+        """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``."""
+
+    def set_row_mask(self, mask: Tensor | None) -> None:
+        """Freeze the row mask to ``mask`` (``BoolTensor(|f|)``), or go back with ``None``."""
+        if mask is not None and mask.shape != (self.embedding.num_rows,):
+            raise ConfigError(
+                f"A row mask needs {self.embedding.num_rows} entries, got {tuple(mask.shape)}."
+            )
+        self.row_mask = None if mask is None else mask.to(self.embedding.weight.device, bool)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``(B, n)`` ids -> ``(B, n, D)`` embeddings, row-masked when ``prune_rows``."""
+        emb = self.embedding(x)
+        if self.row_mask is not None:
+            keep = self.row_mask[self.embedding.global_ids(x)]
+            return emb * keep.unsqueeze(-1).to(emb.dtype)
+        if self.prune_rows:
+            emb, _ = self.pruner(emb)
+        return emb
+
+    def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
+        """Logits ``(B,)``; ``widths`` of shape ``(B, n)`` or ``(n,)`` keep prefix columns."""
+        emb = self.embed(x)
+        if widths is not None:
+            emb = apply_widths(emb, widths)
+        return self.head(emb, x)
+
+    def forward_candidates(self, x: Tensor, candidates: Tensor) -> Tensor:
+        """Logits ``(C, B)`` of ``C`` candidate width vectors ``(C, n)``, one embedding lookup."""
+        emb = self.embed(x)
+        n_cand, batch = candidates.shape[0], x.shape[0]
+        stacked = apply_candidates(emb, candidates, flatten=True)
+        return self.head(stacked, x.repeat(n_cand, 1)).view(n_cand, batch)

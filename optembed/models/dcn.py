@@ -1,0 +1,24 @@
+"""DCN: a cross network and an MLP in parallel on the flattened embeddings, then a linear layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from optembed.layers.interactions import CrossNetwork
+from optembed.layers.mlp import MLP
+from optembed.models.base import CTRModel
+
+
+class DCN(CTRModel):
+    def build_head(self) -> None:
+        cfg = self.cfg
+        in_dim = self.n_fields * cfg.embed_dim
+        self.cross = CrossNetwork(in_dim, cfg.cross_layers)
+        self.deep = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=None)
+        self.out = nn.Linear(in_dim + self.deep.output_dim, 1)
+
+    def head(self, emb: Tensor, x: Tensor) -> Tensor:
+        flat = emb.flatten(1)
+        both = torch.cat([self.cross(flat), self.deep(flat)], dim=1)
+        return self.out(both).squeeze(-1)

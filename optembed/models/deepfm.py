@@ -1,0 +1,28 @@
+"""DeepFM: first-order linear term + FM second-order term + MLP, summed into one logit."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from optembed.layers.embedding import FieldEmbedding
+from optembed.layers.interactions import fm_second_order
+from optembed.layers.mlp import MLP
+from optembed.models.base import CTRModel
+
+
+class DeepFM(CTRModel):
+    """The linear term is a scalar weight per feature (same global ids as the table) plus a
+    bias; it is not subject to the row or width masks, which act on the table ``E`` only.
+    """
+
+    def build_head(self) -> None:
+        cfg = self.cfg
+        self.linear = FieldEmbedding(self.embedding.cardinalities, 1, init_std=cfg.init_std)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+
+    def head(self, emb: Tensor, x: Tensor) -> Tensor:
+        first = self.linear(x).sum(dim=(1, 2))
+        deep = self.mlp(emb.flatten(1)).squeeze(-1)
+        return self.bias + first + fm_second_order(emb) + deep

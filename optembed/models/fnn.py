@@ -1,0 +1,17 @@
+"""FNN: the flattened field embeddings fed to an MLP."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from optembed.layers.mlp import MLP
+from optembed.models.base import CTRModel
+
+
+class FNN(CTRModel):
+    def build_head(self) -> None:
+        cfg = self.cfg
+        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+
+    def head(self, emb: Tensor, x: Tensor) -> Tensor:
+        return self.mlp(emb.flatten(1)).squeeze(-1)

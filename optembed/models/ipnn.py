@@ -1,0 +1,22 @@
+"""IPNN: all pairwise inner products of field embeddings, with the flattened embeddings, to an MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from optembed.layers.interactions import PairwiseInnerProduct
+from optembed.layers.mlp import MLP
+from optembed.models.base import CTRModel
+
+
+class IPNN(CTRModel):
+    def build_head(self) -> None:
+        cfg = self.cfg
+        self.products = PairwiseInnerProduct(self.n_fields)
+        in_dim = self.n_fields * cfg.embed_dim + self.products.output_dim
+        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+
+    def head(self, emb: Tensor, x: Tensor) -> Tensor:
+        features = torch.cat([emb.flatten(1), self.products(emb)], dim=1)
+        return self.mlp(features).squeeze(-1)

@@ -1,0 +1,1 @@
+"""Training: configuration, device selection, the epoch loop and evaluation."""

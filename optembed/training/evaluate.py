@@ -1,0 +1,53 @@
+"""Evaluation under ``torch.inference_mode`` with large batches, metrics computed on device."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from optembed.data.tensors import SplitTensors
+from optembed.metrics import auc, logloss
+from optembed.models.base import CTRModel
+
+
+@torch.inference_mode()
+def predict(
+    model: CTRModel,
+    split: SplitTensors,
+    device: torch.device,
+    batch_size: int = 32768,
+    widths: Tensor | None = None,
+    amp: str = "none",
+) -> Tensor:
+    """Logits for every row of ``split`` (in order), as a float32 tensor on ``device``."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(split), dtype=torch.float32, device=device)
+    try:
+        start = 0
+        for xb, _ in split.batches(batch_size, device):
+            with autocast(device, amp):
+                logits = model(xb, widths)
+            out[start : start + xb.shape[0]] = logits.float()
+            start += xb.shape[0]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate(
+    model: CTRModel,
+    split: SplitTensors,
+    device: torch.device,
+    batch_size: int = 32768,
+    widths: Tensor | None = None,
+    amp: str = "none",
+) -> dict[str, float]:
+    """``{"auc", "logloss"}`` of the model on one split."""
+    logits = predict(model, split, device, batch_size, widths, amp)
+    labels = split.y.to(device, non_blocking=True)
+    return {"auc": auc(labels, logits), "logloss": logloss(labels, logits)}
+
+
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")

@@ -1,0 +1,234 @@
+"""The epoch loop shared by ``supernet`` and ``retrain``.
+
+Batches are sliced from device-resident tensors through a device-side permutation; in
+``sample_dims`` mode every sample draws one width per field. The loss is BCE plus
+``alpha * sum(exp(-t))`` while the row thresholds are learnable. After every epoch the model
+is evaluated on validation (and test) data; the best validation AUC is kept and training stops
+after ``patience`` epochs without improvement. A NaN/inf loss stops training with a clear error.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from optembed.data.tensors import SplitTensors
+from optembed.errors import TrainingError
+from optembed.masks.dim_mask import sample_widths
+from optembed.models.base import CTRModel
+from optembed.progress import NULL, Reporter
+from optembed.training.config import TrainConfig
+from optembed.training.evaluate import autocast, evaluate
+
+EpochStats = Callable[[CTRModel], dict[str, float]]
+Checkpointer = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_val_auc: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    train_samples_per_s: float = 0.0
+
+
+def learns_thresholds(model: CTRModel) -> bool:
+    return model.prune_rows and model.row_mask is None
+
+
+def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Adam (with weight decay) for embeddings and network; thresholds on their own optimizer."""
+    threshold = model.pruner.threshold
+    others = [p for p in model.parameters() if p is not threshold and p.requires_grad]
+    fused = bool(others) and others[0].is_cuda
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.Adam(others, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    ]
+    if learns_thresholds(model):
+        if cfg.threshold_optimizer == "sgd":
+            optimizers.append(torch.optim.SGD([threshold], lr=cfg.threshold_lr))
+        else:
+            optimizers.append(torch.optim.Adam([threshold], lr=cfg.threshold_lr))
+    return optimizers
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: CTRModel,
+        cfg: TrainConfig,
+        device: torch.device,
+        reporter: Reporter = NULL,
+        epoch_stats: EpochStats | None = None,
+    ) -> None:
+        cfg.validate()
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.reporter = reporter
+        self.epoch_stats = epoch_stats
+        self.optimizers = build_optimizers(self.model, cfg)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed)
+        self.forward: Callable[..., Tensor] = torch.compile(self.model) if cfg.compile else self.model
+
+    # -- one step -------------------------------------------------------------------------
+    def loss(self, xb: Tensor, yb: Tensor) -> Tensor:
+        model = self.model
+        widths = None
+        if model.sample_dims:
+            widths = sample_widths(xb.shape[0], model.n_fields, model.embed_dim, self.generator, self.device)
+        with autocast(self.device, self.cfg.amp):
+            logits = self.forward(xb, widths)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
+        if learns_thresholds(model) and self.cfg.alpha > 0:
+            loss = loss + self.cfg.alpha * model.pruner.regularizer()
+        return loss
+
+    def step(self, xb: Tensor, yb: Tensor) -> Tensor:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss = self.loss(xb, yb)
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+        return loss.detach()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def state(self, epoch: int, best: FitResult, bad_epochs: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "generator": self.generator.get_state(),
+            "best_state": best.best_state,
+            "best_epoch": best.best_epoch,
+            "best_val_auc": best.best_val_auc,
+            "history": best.history,
+            "bad_epochs": bad_epochs,
+        }
+
+    def fit(
+        self,
+        train: SplitTensors,
+        val: SplitTensors,
+        test: SplitTensors | None = None,
+        resume: dict[str, Any] | None = None,
+        checkpoint: Checkpointer | None = None,
+    ) -> FitResult:
+        cfg = self.cfg
+        if len(train) == 0:
+            raise TrainingError("the training split is empty")
+        if len(val) == 0:
+            raise TrainingError("the validation split is empty")
+        best = FitResult(best_state=_cpu_copy(self.model.state_dict()), best_epoch=0, best_val_auc=-math.inf)
+        start_epoch, bad_epochs = 1, 0
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            for opt, st in zip(self.optimizers, resume["optimizers"], strict=True):
+                opt.load_state_dict(st)
+            self.generator.set_state(resume["generator"])
+            best = FitResult(resume["best_state"], resume["best_epoch"], resume["best_val_auc"], resume["history"])
+            start_epoch, bad_epochs = resume["epoch"] + 1, resume["bad_epochs"]
+            self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
+            if bad_epochs > cfg.patience:
+                return best
+        total_samples, total_seconds = 0, 0.0
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            record = self._epoch(epoch, train)
+            total_samples += len(train)
+            total_seconds += record["train_seconds"]
+            record.update(_prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp)))
+            if test is not None and len(test):
+                record.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp)))
+            if self.epoch_stats is not None:
+                record.update(self.epoch_stats(self.model))
+            best.history.append(record)
+            improved = record["val_auc"] > best.best_val_auc
+            if improved:
+                best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_epoch, best.best_val_auc, bad_epochs = epoch, record["val_auc"], 0
+            else:
+                bad_epochs += 1
+            self.reporter.message(_summary(record, improved))
+            if checkpoint is not None:
+                checkpoint(self.state(epoch, best, bad_epochs))
+            if bad_epochs > cfg.patience:
+                best.stopped_early = True
+                self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
+                break
+        best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
+        return best
+
+    def _epoch(self, epoch: int, train: SplitTensors) -> dict[str, Any]:
+        cfg = self.cfg
+        self.model.train()
+        task = self.reporter.task(f"epoch {epoch}/{cfg.epochs}", total=len(train), unit="sample")
+        loss_sum = torch.zeros((), device=self.device)
+        steps = 0
+        checked = 0.0
+        self._sync()
+        started = time.perf_counter()
+        for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True):
+            loss_sum += self.step(xb, yb)
+            steps += 1
+            task.advance(xb.shape[0])
+            if steps % cfg.check_every == 0:
+                checked = self._check_finite(loss_sum, epoch, steps)
+        total = self._check_finite(loss_sum, epoch, steps)
+        self._sync()
+        seconds = time.perf_counter() - started
+        task.close()
+        del checked
+        return {
+            "epoch": epoch,
+            "train_loss": total / max(steps, 1),
+            "train_seconds": seconds,
+            "train_samples_per_s": len(train) / seconds if seconds else 0.0,
+        }
+
+    def _check_finite(self, loss_sum: Tensor, epoch: int, step: int) -> float:
+        value = float(loss_sum)
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the training loss became {value} at epoch {epoch}, step {step} (lr {self.cfg.lr:g}); "
+                "the last good epoch's checkpoint is kept; try a lower --lr"
+            )
+        return value
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def _cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in copy.copy(state).items()}
+
+
+def _summary(record: dict[str, Any], improved: bool) -> str:
+    parts = [
+        f"epoch {record['epoch']}",
+        f"loss {record['train_loss']:.5f}",
+        f"val AUC {record['val_auc']:.5f}",
+        f"val logloss {record['val_logloss']:.5f}",
+    ]
+    if "test_auc" in record:
+        parts.append(f"test AUC {record['test_auc']:.5f}")
+    if "sparsity" in record:
+        parts.append(f"sparsity {record['sparsity']:.4f}")
+    parts.append(f"{record['train_samples_per_s']:,.0f} samples/s")
+    return " | ".join(parts) + (" *" if improved else "")

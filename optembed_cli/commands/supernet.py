@@ -1,0 +1,92 @@
+"""``optembed supernet``: train the OptEmbed supernet (row pruning + one-shot width supernet)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import typer
+from rich.table import Table
+
+from optembed_cli import ui
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, open_store
+from optembed_cli.training_options import (
+    AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
+    EpochsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, NormOpt, PatienceOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt,
+    model_config, train_config,
+)
+from pipelines import supernet as stage
+from pipelines.store import Manifest
+
+DEFAULTS = stage.TrainConfig()
+
+
+@ui.handle_errors
+def supernet(
+    source: FromOpt = None,
+    model: ModelOpt = "deepfm",
+    mode: Annotated[
+        str, typer.Option(help="optembed (rows + widths) | prune-only (OptEmbed-E) | dims-only (OptEmbed-D) | none.")
+    ] = "optembed",
+    embed_dim: EmbedDimOpt = 64,
+    mlp: MlpOpt = "1024,512,256",
+    dropout: DropoutOpt = 0.0,
+    batch_norm: BatchNormOpt = True,
+    cross_layers: CrossLayersOpt = 6,
+    norm: NormOpt = "l1",
+    epochs: EpochsOpt = DEFAULTS.epochs,
+    batch_size: BatchOpt = DEFAULTS.batch_size,
+    lr: LrOpt = DEFAULTS.lr,
+    weight_decay: WdOpt = DEFAULTS.weight_decay,
+    alpha: AlphaOpt = DEFAULTS.alpha,
+    threshold_lr: TLrOpt = DEFAULTS.threshold_lr,
+    threshold_optimizer: TOptOpt = DEFAULTS.threshold_optimizer,
+    patience: PatienceOpt = DEFAULTS.patience,
+    eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = "none",
+    compile: CompileOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Train the supernet on a preprocess artifact; keep the best checkpoint and its row mask."""
+    config = stage.SupernetStage(
+        model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, norm),
+        mode=mode,
+        train=train_config(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
+            threshold_lr=threshold_lr, threshold_optimizer=threshold_optimizer, patience=patience,
+            eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
+        ),
+        source=source,
+        device=device,
+        resume=resume,
+        force=force,
+    )
+    store = open_store(artifacts)
+    if source is None and not json:
+        ui.said_upstream(store.resolve(None, stage.UPSTREAM), source, json)
+    with ui.reporter(quiet=json) as rep:
+        manifest = stage.run(config, store, rep)
+    ui.announce(manifest, json)
+    if not json:
+        render(manifest)
+
+
+def render(manifest: Manifest) -> None:
+    ui.out.print(ui.metrics_table(f"supernet {manifest.params['model']['name']} ({manifest.params['mode']})", manifest.metrics))
+    info = torch.load(manifest.output("row_mask"), weights_only=False)
+    if not info["pruned"]:
+        return
+    payload = torch.load(manifest.output("model"), map_location="cpu", weights_only=True)
+    table = Table(title="rows kept per field", header_style="bold")
+    for col in ("field", "rows", "kept", "kept %", "threshold"):
+        table.add_column(col, justify="left" if col == "field" else "right")
+    for name, rows, kept, t in zip(
+        payload["field_names"], info["rows_per_field"], info["kept_per_field"], info["thresholds"], strict=True
+    ):
+        table.add_row(name, f"{rows:,}", f"{kept:,}", f"{100 * kept / rows:.1f}", f"{t:.4f}")
+    ui.out.print(table)

@@ -1,0 +1,178 @@
+"""The ``supernet`` stage: train with learnable row pruning and/or random per-field widths.
+
+Outputs (all self-describing): ``model.pt`` (best checkpoint by validation AUC), ``init.pt``
+(the initial weights, for ``retrain --init rewind``), ``row_mask.pt`` (the frozen row mask
+m_e*, per-field kept counts and thresholds), ``curves.parquet`` (one row per epoch).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from optembed.errors import ArtifactError, TrainingError
+from optembed.models.base import CTRModel, mode_flags
+from optembed.models.checkpoint import save_model
+from optembed.models.config import ModelConfig
+from optembed.models.registry import build_model
+from optembed.progress import NULL, Reporter
+from optembed.training.config import TrainConfig
+from optembed.training.device import resolve_device
+from optembed.training.trainer import Trainer
+from pipelines.data import load_dataset, read_schema
+from pipelines.stage import execute
+from pipelines.store import Manifest, Store
+
+STAGE = "supernet"
+VERSION = 1
+UPSTREAM = "preprocess"
+RESUME_PREFIX = ".resume-"
+
+
+@dataclass
+class SupernetStage:
+    model: ModelConfig
+    mode: str = "optembed"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str | None = None  # preprocess artifact (fingerprint prefix or folder); None = newest
+    device: str = "auto"
+    resume: bool = False
+    force: bool = False
+
+
+def train_params(cfg: TrainConfig) -> dict[str, Any]:
+    """Training options that change the result (not speed knobs)."""
+    params = cfg.to_dict()
+    for key in ("eval_batch_size", "check_every", "compile"):
+        params.pop(key)
+    return params
+
+
+def row_stats(model: CTRModel) -> dict[str, float]:
+    """Sparsity of the row mask plus threshold and norm statistics of the table."""
+    emb = model.embedding
+    with torch.no_grad():
+        if model.prune_rows:
+            kept = int(model.pruner.table_mask(emb.weight, emb.field_of_row).sum())
+        else:
+            kept = emb.num_rows
+        t = model.pruner.threshold.detach()
+        norms = emb.weight.detach().abs().sum(dim=1)
+    return {
+        "sparsity": 1.0 - kept / emb.num_rows,
+        "kept_rows": kept,
+        "threshold_min": float(t.min()),
+        "threshold_mean": float(t.mean()),
+        "threshold_max": float(t.max()),
+        "norm_min": float(norms.min()),
+        "norm_mean": float(norms.mean()),
+        "norm_max": float(norms.max()),
+    }
+
+
+def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    mode_flags(config.mode)  # validate early
+    config.train.validate()
+    upstream = store.resolve(config.source, UPSTREAM)
+    read_schema(upstream)
+    device = resolve_device(config.device)
+    params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
+
+    def build(tmp: Path, manifest: Manifest) -> None:
+        resume_dir = store.root / STAGE / f"{RESUME_PREFIX}{manifest.fingerprint}"
+        data = load_dataset(upstream, device)
+        if len(data.splits["train"]) == 0:
+            raise TrainingError("the training split is empty")
+        torch.manual_seed(config.train.seed)
+        model = build_model(data.cardinalities, config.model, config.mode).to(device)
+        save_model(tmp / "init.pt", model, config.mode, data.field_names)
+        resume_state = _load_resume(resume_dir, device) if config.resume else None
+        if config.resume and resume_state is None:
+            reporter.message("no interrupted run to resume; starting from scratch")
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats)
+
+        def checkpoint(state: dict[str, Any]) -> None:
+            resume_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(state, resume_dir / "checkpoint.tmp")
+            (resume_dir / "checkpoint.tmp").replace(resume_dir / "checkpoint.pt")
+
+        result = trainer.fit(data.splits["train"], data.splits["val"], data.splits["test"], resume_state, checkpoint)
+        if not result.history:
+            raise TrainingError("no epoch was trained")
+        model.load_state_dict(result.best_state)
+        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        mask_info = _row_mask(model)
+        torch.save(mask_info, tmp / "row_mask.pt")
+        save_model(
+            tmp / "model.pt",
+            model,
+            config.mode,
+            data.field_names,
+            extra={"best_epoch": result.best_epoch, "preprocess": upstream.fingerprint},
+        )
+        pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
+        d = config.model.embed_dim
+        kept = int(mask_info["mask"].sum())
+        manifest.outputs = {
+            "model": "model.pt",
+            "init": "init.pt",
+            "row_mask": "row_mask.pt",
+            "curves": "curves.parquet",
+        }
+        manifest.metrics = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "val_auc": best["val_auc"],
+            "val_logloss": best["val_logloss"],
+            "test_auc": best.get("test_auc"),
+            "test_logloss": best.get("test_logloss"),
+            "sparsity": 1.0 - kept / model.embedding.num_rows,
+            "kept_rows": kept,
+            "total_rows": model.embedding.num_rows,
+            "embedding_params": kept * d,
+            "train_samples_per_s": round(result.train_samples_per_s, 1),
+            "device": str(device),
+        }
+        shutil.rmtree(resume_dir, ignore_errors=True)
+
+    return execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force)
+
+
+def _row_mask(model: CTRModel) -> dict[str, Any]:
+    emb = model.embedding
+    if model.prune_rows:
+        mask = model.pruner.table_mask(emb.weight, emb.field_of_row).cpu()
+    else:
+        mask = torch.ones(emb.num_rows, dtype=torch.bool)
+    kept = torch.bincount(emb.field_of_row.cpu()[mask], minlength=emb.n_fields)
+    return {
+        "mask": mask,
+        "kept_per_field": kept.tolist(),
+        "rows_per_field": list(emb.cardinalities),
+        "thresholds": model.pruner.threshold.detach().cpu().tolist(),
+        "pruned": model.prune_rows,
+    }
+
+
+def _load_resume(resume_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    path = resume_dir / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise ArtifactError(f"cannot read the resume checkpoint {path}: {exc}") from None
+
+
+def load_row_mask(manifest: Manifest) -> dict[str, Any]:
+    if manifest.stage != STAGE:
+        raise ArtifactError(f"artifact {manifest.fingerprint} is a {manifest.stage} artifact, expected supernet")
+    return torch.load(manifest.output("row_mask"), weights_only=False)
+
