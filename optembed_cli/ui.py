@@ -159,7 +159,7 @@ def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None
 def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> None:
     """When the upstream artifact was picked by default, say which one."""
     if explicit is None and not as_json:
-        err.print(f"using the newest {manifest.stage} artifact {manifest.fingerprint} ({manifest.created})")
+        err.print(f"using the newest {manifest.stage} artifact {manifest.fingerprint} ({manifest.created})", soft_wrap=True)
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> Table:

@@ -15,11 +15,11 @@ THRESHOLD_OPTIMIZERS = ("sgd", "adam")
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 2048
-    lr: float = 3e-4
-    weight_decay: float = 1e-5
-    alpha: float = 1e-4  # weight of the threshold regulariser sum(exp(-t))
+    lr: float = 1e-3
+    weight_decay: float = 1e-4  # Adam's L2 term: rows that do not help shrink towards 0
+    alpha: float = 1e-3  # weight of the threshold regulariser sum(exp(-t))
     threshold_lr: float = 1e-2
-    threshold_optimizer: str = "adam"
+    threshold_optimizer: str = "adam"  # Adam follows the gradient's sign at a steady pace
     patience: int = 2
     eval_batch_size: int = 32768
     seed: int = 2022

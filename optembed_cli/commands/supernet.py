@@ -15,6 +15,7 @@ from optembed_cli.training_options import (
     EpochsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, NormOpt, PatienceOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt,
     model_config, train_config,
 )
+from optembed.models.base import mode_flags
 from pipelines import supernet as stage
 from pipelines.store import Manifest
 
@@ -66,6 +67,7 @@ def supernet(
         resume=resume,
         force=force,
     )
+    mode_flags(mode)
     store = open_store(artifacts)
     if source is None and not json:
         ui.said_upstream(store.resolve(None, stage.UPSTREAM), source, json)
