@@ -28,7 +28,6 @@ class FieldEmbedding(nn.Module):
     """
 
     offsets: Tensor
-    field_of_row: Tensor
 
     def __init__(
         self,
@@ -53,14 +52,17 @@ class FieldEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(sum(cards), dim))
         counts = torch.tensor(cards, dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(counts, 0) - counts)
-        field_ids = torch.arange(len(cards), dtype=torch.long)
-        # Derivable from the cardinalities, so kept out of checkpoints.
-        self.register_buffer("field_of_row", torch.repeat_interleave(field_ids, counts), persistent=False)
         nn.init.normal_(self.weight, mean=0.0, std=init_std)
 
     @property
     def n_fields(self) -> int:
         return len(self.cardinalities)
+
+    @property
+    def field_of_row(self) -> Tensor:
+        """The field of every table row, ``LongTensor(|f|)`` (computed on demand, never stored)."""
+        counts = torch.tensor(self.cardinalities, dtype=torch.long, device=self.offsets.device)
+        return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
 
     @property
     def num_rows(self) -> int:

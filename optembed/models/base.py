@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from optembed.errors import ConfigError
@@ -42,6 +43,8 @@ class CTRModel(nn.Module, ABC):
     """
 
     row_mask: Tensor | None
+    id_remap: Tensor | None
+    fixed_widths: Tensor | None
 
     def __init__(
         self, cardinalities: Sequence[int], cfg: ModelConfig, prune_rows: bool, sample_dims: bool
@@ -53,6 +56,8 @@ class CTRModel(nn.Module, ABC):
         self.embedding = FieldEmbedding(cardinalities, cfg.embed_dim, init_std=cfg.init_std)
         self.pruner = RowPruner(self.embedding.n_fields, cfg.norm)
         self.register_buffer("row_mask", None, persistent=False)
+        self.register_buffer("id_remap", None, persistent=False)
+        self.register_buffer("fixed_widths", None, persistent=False)
         self.build_head()
 
     @property
@@ -79,6 +84,32 @@ class CTRModel(nn.Module, ABC):
             )
         self.row_mask = None if mask is None else mask.to(self.embedding.weight.device, bool)
 
+    def set_fixed_masks(self, keep: Tensor | None, widths: Tensor | None) -> None:
+        """Re-training under fixed masks: pruned rows (``keep`` False) are read as their field's
+        OOV id 0 (by the embedding and by any per-feature term alike), and every field uses its
+        fixed prefix width (``widths``, ``(n,)``). ``None`` removes either mask.
+        """
+        device = self.embedding.weight.device
+        if keep is None:
+            self.id_remap = None
+        else:
+            if keep.shape != (self.embedding.num_rows,):
+                raise ConfigError(f"A row mask needs {self.embedding.num_rows} entries, got {tuple(keep.shape)}.")
+            local = torch.arange(self.embedding.num_rows, device=device) - self.embedding.offsets[self.embedding.field_of_row]
+            self.id_remap = torch.where(keep.to(device, torch.bool), local, torch.zeros_like(local))
+        if widths is None:
+            self.fixed_widths = None
+        else:
+            if widths.shape != (self.n_fields,) or int(widths.min()) < 1 or int(widths.max()) > self.embed_dim:
+                raise ConfigError(f"Fixed widths must be {self.n_fields} values in 1..{self.embed_dim}.")
+            self.fixed_widths = widths.to(device, torch.long)
+
+    def remap(self, x: Tensor) -> Tensor:
+        """Per-field ids with pruned ids replaced by the field's OOV id (identity without a mask)."""
+        if self.id_remap is None:
+            return x
+        return self.id_remap[self.embedding.global_ids(x)]
+
     def embed(self, x: Tensor) -> Tensor:
         """``(B, n)`` ids -> ``(B, n, D)`` embeddings, row-masked when ``prune_rows``."""
         emb = self.embedding(x)
@@ -91,7 +122,10 @@ class CTRModel(nn.Module, ABC):
 
     def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
         """Logits ``(B,)``; ``widths`` of shape ``(B, n)`` or ``(n,)`` keep prefix columns."""
+        x = self.remap(x)
         emb = self.embed(x)
+        if widths is None:
+            widths = self.fixed_widths
         if widths is not None:
             emb = apply_widths(emb, widths)
         return self.head(emb, x)

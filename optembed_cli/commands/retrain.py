@@ -1,0 +1,78 @@
+"""``optembed retrain``: re-train under the found masks and export per-field dense tables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optembed_cli import ui
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, open_store
+from optembed_cli.training_options import (
+    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EpochsOpt,
+    EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, model_config, train_config,
+)
+from pipelines import retrain as stage
+from pipelines.store import Manifest
+
+DEFAULTS = stage.TrainConfig()
+
+
+@ui.handle_errors
+def retrain(
+    source: FromOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Train the Original model: no row mask, full width.")] = False,
+    init: Annotated[str, typer.Option(help="fresh | rewind (start from the supernet's initial weights).")] = "fresh",
+    model: ModelOpt = "deepfm",
+    embed_dim: EmbedDimOpt = 64,
+    mlp: MlpOpt = "1024,512,256",
+    dropout: DropoutOpt = 0.0,
+    batch_norm: BatchNormOpt = True,
+    cross_layers: CrossLayersOpt = 6,
+    epochs: EpochsOpt = DEFAULTS.epochs,
+    batch_size: BatchOpt = DEFAULTS.batch_size,
+    lr: LrOpt = DEFAULTS.lr,
+    weight_decay: WdOpt = DEFAULTS.weight_decay,
+    patience: PatienceOpt = DEFAULTS.patience,
+    eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = "none",
+    compile: CompileOpt = False,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Re-train from a search (OptEmbed) or supernet (OptEmbed-E) artifact, or --full; export the compact model.
+
+    The model options apply only to --full from a preprocess artifact; otherwise the supernet's
+    architecture is reused.
+    """
+    config = stage.RetrainStage(
+        source=source,
+        full=full,
+        init=init,
+        train=train_config(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
+        ),
+        model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
+        device=device,
+        force=force,
+    )
+    store = open_store(artifacts)
+    with ui.reporter(quiet=json) as rep:
+        manifest = stage.run(config, store, rep)
+    ui.announce(manifest, json)
+    if not json:
+        render(manifest)
+
+
+def render(manifest: Manifest) -> None:
+    metrics = {k: v for k, v in manifest.metrics.items() if k != "widths"}
+    ui.out.print(ui.metrics_table(f"retrain ({manifest.metrics['variant']})", metrics))
+    ratio = manifest.metrics["dense_bytes"] / max(manifest.metrics["compact_bytes"], 1)
+    ui.out.print(
+        f"compact model: {manifest.output('compact')} ({manifest.metrics['compact_bytes']:,} bytes, "
+        f"{ratio:.1f}x smaller than the dense masked model file)"
+    )

@@ -1,0 +1,197 @@
+"""The ``retrain`` stage: train from scratch under fixed masks and export the compact model.
+
+Sources:
+- a ``search`` artifact: the searched widths and its supernet's row mask (OptEmbed);
+- a ``supernet`` artifact: its row mask (if it pruned rows) at full width (OptEmbed-E, or
+  the Original model for a ``--mode none`` supernet);
+- ``full=True``: the Original model (no masks) on the same data; the source may then also be
+  a ``preprocess`` artifact, with the model configuration given explicitly.
+
+Pruned ids are read as their field's OOV id while re-training, so the exported per-field
+tables (kept rows only, ``D_f`` columns) reproduce the trained model's predictions exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from optembed.errors import ArtifactError, ConfigError
+from optembed.models.checkpoint import load_model, save_model
+from optembed.models.compact import export_compact, save_compact
+from optembed.models.config import ModelConfig
+from optembed.models.registry import build_model
+from optembed.progress import NULL, Reporter
+from optembed.training.config import TrainConfig
+from optembed.training.device import resolve_device
+from optembed.training.trainer import Trainer
+from pipelines.data import load_dataset, read_schema
+from pipelines.stage import execute
+from pipelines.store import Manifest, Store
+from pipelines.supernet import load_row_mask, train_params
+
+STAGE = "retrain"
+VERSION = 1
+SOURCES = ("search", "supernet", "preprocess")
+INITS = ("fresh", "rewind")
+
+
+@dataclass
+class RetrainStage:
+    source: str | None = None  # search/supernet (or preprocess with full=True); None = newest search
+    full: bool = False
+    init: str = "fresh"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig | None = None  # only for full=True from a preprocess artifact
+    device: str = "auto"
+    force: bool = False
+
+
+@dataclass
+class Plan:
+    """What to train: upstream artifacts, model config, fixed masks and a variant label."""
+
+    upstream: dict[str, Manifest]
+    preprocess: Manifest
+    model: ModelConfig
+    keep: torch.Tensor | None
+    widths: list[int] | None
+    variant: str
+    supernet: Manifest | None = None
+
+
+def resolve_chain(store: Store, manifest: Manifest) -> dict[str, Manifest]:
+    """The artifact and all of its ancestors, by stage."""
+    chain = {manifest.stage: manifest}
+    frontier = [manifest]
+    while frontier:
+        current = frontier.pop()
+        for stage, fp in current.upstream.items():
+            found = store.lookup(stage, fp)
+            if found is None:
+                raise ArtifactError(f"upstream {stage} artifact {fp} of {current.stage} {current.fingerprint} is missing")
+            chain.setdefault(stage, found)
+            frontier.append(found)
+    return chain
+
+
+def plan(config: RetrainStage, store: Store) -> Plan:
+    wanted = SOURCES if config.full else ("search", "supernet")
+    if config.source is None:
+        candidates = [m for s in ("search", "supernet") for m in store.list(s)]
+        if not candidates:
+            raise ArtifactError(f"no search or supernet artifact in {store.root}; run those stages first or pass --from")
+        source = max(candidates, key=lambda m: (m.created, m.fingerprint))
+    else:
+        source = store.resolve(config.source, wanted)
+    chain = resolve_chain(store, source)
+    pre = chain["preprocess"]
+    read_schema(pre)
+    sn = chain.get("supernet")
+    if sn is not None:
+        payload = torch.load(sn.output("model"), map_location="cpu", weights_only=True)
+        model = ModelConfig.from_dict(payload["model_config"])
+        mode = payload["mode"]
+    else:
+        if config.model is None:
+            raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
+        model, mode = config.model, "none"
+    if config.init == "rewind" and sn is None:
+        raise ConfigError("--init rewind needs a supernet (or search) artifact as the source")
+    if config.full:
+        return Plan({"source": source}, pre, model, None, None, "original", sn)
+    mask_info = load_row_mask(sn)  # type: ignore[arg-type]
+    keep = mask_info["mask"] if mask_info["pruned"] else None
+    widths = None
+    if source.stage == "search":
+        widths = read_best_widths(source, payload["field_names"])
+    variant = {(True, True): "optembed", (True, False): "optembed-e", (False, True): "optembed-d"}.get(
+        (keep is not None, widths is not None), "original"
+    )
+    if mode == "none" and source.stage == "supernet":
+        variant = "original"
+    return Plan({"source": source}, pre, model, keep, widths, variant, sn)
+
+
+def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
+    best = json.loads(search.output("best").read_text())
+    widths = best["widths"]
+    if isinstance(widths, dict):
+        missing = [n for n in field_names if n not in widths]
+        if missing:
+            raise ArtifactError(f"search artifact {search.fingerprint} has no width for {', '.join(missing[:5])}")
+        return [int(widths[n]) for n in field_names]
+    if len(widths) != len(field_names):
+        raise ArtifactError(f"search artifact {search.fingerprint} has {len(widths)} widths for {len(field_names)} fields")
+    return [int(w) for w in widths]
+
+
+def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    if config.init not in INITS:
+        raise ConfigError(f"unknown --init '{config.init}'; choose fresh or rewind")
+    config.train.validate()
+    p = plan(config, store)
+    device = resolve_device(config.device)
+    params: dict[str, Any] = {
+        "full": config.full,
+        "init": config.init,
+        "variant": p.variant,
+        "model": p.model.to_dict(),
+        "train": train_params(config.train),
+    }
+    upstream = {**p.upstream, "preprocess": p.preprocess}
+
+    def build(tmp: Path, manifest: Manifest) -> None:
+        data = load_dataset(p.preprocess, device)
+        torch.manual_seed(config.train.seed)
+        model = build_model(data.cardinalities, p.model, "none")
+        if config.init == "rewind":
+            init_model, _ = load_model(p.supernet.output("init"))  # type: ignore[union-attr]
+            model.load_state_dict(init_model.state_dict())
+        model = model.to(device)
+        keep = p.keep if p.keep is not None else torch.ones(model.embedding.num_rows, dtype=torch.bool)
+        keep = keep.clone()
+        keep[model.embedding.offsets.cpu()] = True  # OOV rows stay: pruned ids are read as OOV
+        dim = p.model.embed_dim
+        widths = torch.tensor(p.widths if p.widths is not None else [dim] * model.n_fields)
+        model.set_fixed_masks(keep, widths)
+        result = Trainer(model, config.train, device, reporter).fit(
+            data.splits["train"], data.splits["val"], data.splits["test"]
+        )
+        model.load_state_dict(result.best_state)
+        model.eval()
+        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
+        save_model(tmp / "model.pt", model, "none", data.field_names, extra=extra)
+        compact = export_compact(model.cpu(), keep, widths, data.field_names)
+        save_compact(tmp / "compact.pt", compact, extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
+        pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
+        total = model.embedding.num_rows * dim
+        emb_params = compact.embedding_params()
+        manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
+        manifest.metrics = {
+            "variant": p.variant,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "val_auc": best["val_auc"],
+            "val_logloss": best["val_logloss"],
+            "test_auc": best.get("test_auc"),
+            "test_logloss": best.get("test_logloss"),
+            "embedding_params": emb_params,
+            "sparsity": 1.0 - emb_params / total,
+            "kept_rows": sum(compact.kept),
+            "total_rows": model.embedding.num_rows,
+            "widths": compact.widths,
+            "compact_bytes": (tmp / "compact.pt").stat().st_size,
+            "dense_bytes": (tmp / "model.pt").stat().st_size,
+            "train_samples_per_s": round(result.train_samples_per_s, 1),
+            "device": str(device),
+        }
+
+    return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)

@@ -1,0 +1,109 @@
+"""retrain: fixed masks, the compact export equals the masked model, variants and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from optembed.errors import ArtifactError, ConfigError
+from optembed.models.checkpoint import load_model
+from optembed.models.compact import export_compact, load_compact
+from optembed.models.config import ModelConfig
+from optembed.models.registry import build_model
+from optembed.training.config import TrainConfig
+from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipelines import retrain, supernet
+
+FAST = TrainConfig(epochs=1, batch_size=512)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    store, pre, truth = synthetic_preprocess(tmp_path_factory.mktemp("rt"), rows=8000)
+    sn = small_supernet(store, "prune-only", epochs=2)
+    return store, pre, sn
+
+
+def random_ids(cards: list[int], n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, c, (n,), generator=g) for c in cards], dim=1)
+
+
+@pytest.mark.parametrize("name", ["fnn", "deepfm", "dcn", "ipnn"])
+def test_compact_equals_masked_model(name: str) -> None:
+    torch.manual_seed(1)
+    cards = [9, 2, 40, 6, 13]
+    model = build_model(cards, ModelConfig(name, embed_dim=8, mlp_dims=(16, 8)), "none")
+    keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(2)) > 0.5
+    widths = torch.tensor([1, 8, 3, 5, 2])
+    model.set_fixed_masks(keep, widths)
+    model.train()
+    model(random_ids(cards, 256, 3)).sum().backward()  # BatchNorm statistics move
+    model.eval()
+    compact = export_compact(model, keep, widths, [f"f{i}" for i in range(5)])
+    x = random_ids(cards, 500, 4)
+    assert torch.equal(model(x), compact(x))
+    assert compact.widths == widths.tolist()
+    kept = [int(keep[o : o + c].sum() + (0 if keep[o] else 1)) for o, c in zip(model.embedding.offsets.tolist(), cards)]
+    assert compact.kept == kept
+    assert compact.embedding_params() == sum(k * w for k, w in zip(kept, widths.tolist()))
+    # pruned ids behave exactly like the field's OOV id
+    pruned = (~keep[: cards[0]]).nonzero().squeeze(1)
+    if pruned.numel():
+        x2 = x.clone()
+        x2[:, 0] = pruned[0]
+        x3 = x.clone()
+        x3[:, 0] = 0
+        assert torch.equal(compact(x2), compact(x3))
+
+
+def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None:
+    store, pre, sn = prepared
+    m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
+    assert m.metrics["variant"] == "optembed-e"
+    assert m.upstream == {"source": sn.fingerprint, "preprocess": pre.fingerprint}
+    compact, payload = load_compact(m.output("compact"))
+    masked, _ = load_model(m.output("model"))
+    extra = torch.load(m.output("model"), weights_only=True)["extra"]
+    masked.set_fixed_masks(extra["keep"], torch.tensor(extra["widths"]))
+    masked.eval()
+    x = random_ids(list(masked.embedding.cardinalities), 300, 5)
+    assert torch.allclose(masked(x), compact(x), atol=1e-6)
+    assert m.metrics["compact_bytes"] < m.metrics["dense_bytes"]
+    sn_kept = supernet.load_row_mask(sn)["kept_per_field"]
+    assert all(k in (s, s + 1) for k, s in zip(compact.kept, sn_kept))  # + the OOV row when pruned
+    assert m.metrics["sparsity"] > 0
+
+
+def test_retrain_full_is_original(prepared) -> None:
+    store, pre, sn = prepared
+    m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, full=True, train=FAST, device="cpu"), store)
+    assert m.metrics["variant"] == "original" and m.metrics["sparsity"] == 0.0
+    model_cfg = ModelConfig("fnn", embed_dim=4, mlp_dims=(8,))
+    m2 = retrain.run(
+        retrain.RetrainStage(source=pre.fingerprint, full=True, train=FAST, model=model_cfg, device="cpu"), store
+    )
+    assert m2.params["model"]["name"] == "fnn"
+
+
+def test_retrain_rewind_uses_supernet_init(prepared) -> None:
+    store, _, sn = prepared
+    m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, init="rewind", train=FAST, device="cpu"), store)
+    assert m.params["init"] == "rewind" and m.fingerprint != retrain.run(
+        retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store
+    ).fingerprint
+
+
+def test_retrain_errors(prepared, cli) -> None:
+    store, pre, sn = prepared
+    with pytest.raises(ArtifactError, match="expected search or supernet"):
+        retrain.run(retrain.RetrainStage(source=pre.fingerprint, train=FAST), store)
+    with pytest.raises(ConfigError, match="unknown --init"):
+        retrain.run(retrain.RetrainStage(source=sn.fingerprint, init="warm", train=FAST), store)
+    res = cli("retrain", "--artifacts", store.root, "--from", pre.fingerprint)
+    assert res.exit_code == 2 and "expected search or supernet" in res.stderr
+    ok = cli("retrain", "--artifacts", store.root, "--from", sn.fingerprint, "--epochs", "1", "--json", "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["stage"] == "retrain"
