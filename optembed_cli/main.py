@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
     from click import exceptions as click_exc
 
 from optembed_cli import ui
-from optembed_cli.commands import artifacts, demo, preprocess, retrain, supernet, synth
+from optembed_cli.commands import artifacts, demo, evaluate, preprocess, retrain, supernet, synth
 
 app = typer.Typer(
     name="optembed",
@@ -26,6 +26,7 @@ app.command()(synth.synth)
 app.command()(preprocess.preprocess)
 app.command()(supernet.supernet)
 app.command()(retrain.retrain)
+app.command()(evaluate.evaluate)
 app.command()(artifacts.artifacts)
 app.command()(artifacts.show)
 

@@ -30,7 +30,7 @@ from rich.text import Text
 from optembed.errors import OptembedError
 from pipelines.store import Manifest
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])

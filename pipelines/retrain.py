@@ -72,7 +72,8 @@ def resolve_chain(store: Store, manifest: Manifest) -> dict[str, Manifest]:
     frontier = [manifest]
     while frontier:
         current = frontier.pop()
-        for stage, fp in current.upstream.items():
+        for key, fp in current.upstream.items():
+            stage = key.split("#")[0]
             found = store.lookup(stage, fp)
             if found is None:
                 raise ArtifactError(f"upstream {stage} artifact {fp} of {current.stage} {current.fingerprint} is missing")
@@ -105,7 +106,7 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     if config.init == "rewind" and sn is None:
         raise ConfigError("--init rewind needs a supernet (or search) artifact as the source")
     if config.full:
-        return Plan({"source": source}, pre, model, None, None, "original", sn)
+        return Plan({source.stage: source}, pre, model, None, None, "original", sn)
     mask_info = load_row_mask(sn)  # type: ignore[arg-type]
     keep = mask_info["mask"] if mask_info["pruned"] else None
     widths = None
@@ -116,7 +117,7 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     )
     if mode == "none" and source.stage == "supernet":
         variant = "original"
-    return Plan({"source": source}, pre, model, keep, widths, variant, sn)
+    return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
 
 
 def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:

@@ -63,7 +63,7 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     store, pre, sn = prepared
     m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
     assert m.metrics["variant"] == "optembed-e"
-    assert m.upstream == {"source": sn.fingerprint, "preprocess": pre.fingerprint}
+    assert m.upstream == {"supernet": sn.fingerprint, "preprocess": pre.fingerprint}
     compact, payload = load_compact(m.output("compact"))
     masked, _ = load_model(m.output("model"))
     extra = torch.load(m.output("model"), weights_only=True)["extra"]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optembed.errors import ArtifactError
@@ -32,6 +31,19 @@ VERSION = 1
 
 
 class CompactModel(nn.Module):
+    """Per-field dense tables packed into one flat buffer, read with a single gather.
+
+    Field ``f``'s table (``kept_f`` rows x ``D_f`` columns, row-major) starts at
+    ``field_start[f]`` in ``flat``; ids go through one concatenated remap (original id ->
+    compact row). A lookup computes ``start + row * D_f + column`` for the first ``D_f``
+    columns and zero elsewhere, so the cost does not grow with the number of fields.
+    """
+
+    field_start: Tensor
+    field_width: Tensor
+    remap: Tensor
+    remap_offsets: Tensor
+
     def __init__(
         self,
         backbone: CTRModel,
@@ -43,39 +55,54 @@ class CompactModel(nn.Module):
         self.backbone = backbone
         # The backbone's own full table is never used: keep an empty placeholder.
         backbone.embedding.weight = nn.Parameter(torch.empty(0, backbone.embed_dim), requires_grad=False)
-        self.tables = nn.ParameterList([nn.Parameter(t.detach().clone()) for t in tables])
-        for f, remap in enumerate(remaps):
-            self.register_buffer(f"remap_{f}", remap.to(torch.int32).clone())
-        self.field_names = list(field_names)
         self.dim = backbone.embed_dim
+        self.field_names = list(field_names)
+        self._kept = [int(t.shape[0]) for t in tables]
+        widths = [int(t.shape[1]) for t in tables]
+        sizes = torch.tensor([k * w for k, w in zip(self._kept, widths, strict=True)], dtype=torch.long)
+        self.flat = nn.Parameter(torch.cat([t.detach().reshape(-1) for t in tables]).clone())
+        self.register_buffer("field_start", torch.cumsum(sizes, 0) - sizes)
+        self.register_buffer("field_width", torch.tensor(widths, dtype=torch.long))
+        cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
+        self.register_buffer("remap", torch.cat([r.to(torch.int32) for r in remaps]))
+        self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
 
     @property
     def widths(self) -> list[int]:
-        return [int(t.shape[1]) for t in self.tables]
+        return self.field_width.tolist()
 
     @property
     def kept(self) -> list[int]:
-        return [int(t.shape[0]) for t in self.tables]
+        return list(self._kept)
+
+    def table(self, f: int) -> Tensor:
+        """Field ``f``'s table as a ``(kept_f, D_f)`` view of the flat buffer."""
+        start, width = int(self.field_start[f]), int(self.field_width[f])
+        return self.flat[start : start + self._kept[f] * width].view(self._kept[f], width)
+
+    def field_remap(self, f: int) -> Tensor:
+        start = int(self.remap_offsets[f])
+        card = (int(self.remap_offsets[f + 1]) if f + 1 < len(self._kept) else self.remap.numel()) - start
+        return self.remap[start : start + card]
 
     def compact_ids(self, x: Tensor) -> Tensor:
-        cols = [getattr(self, f"remap_{f}")[x[:, f].long()] for f in range(len(self.tables))]
-        return torch.stack(cols, dim=1).long()
+        return self.remap[x.long() + self.remap_offsets].long()
 
     def forward(self, x: Tensor) -> Tensor:
         xc = self.compact_ids(x)
-        parts = [
-            F.pad(F.embedding(xc[:, f], table), (0, self.dim - table.shape[1]))
-            for f, table in enumerate(self.tables)
-        ]
-        return self.backbone.head(torch.stack(parts, dim=1), xc)
+        cols = torch.arange(self.dim, device=x.device)
+        inside = cols < self.field_width.unsqueeze(1)  # (n, D)
+        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + cols  # (B, n, D)
+        emb = self.flat[torch.where(inside, index, 0)] * inside
+        return self.backbone.head(emb, xc)
 
     def embedding_params(self) -> int:
-        return sum(t.numel() for t in self.tables)
+        return self.flat.numel()
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held in memory: embedding tables, id remaps, everything else (the network)."""
-        tables = sum(t.numel() * t.element_size() for t in self.tables)
-        remaps = sum(b.numel() * b.element_size() for n, b in self.named_buffers() if n.startswith("remap_"))
+        tables = self.flat.numel() * self.flat.element_size()
+        remaps = self.remap.numel() * self.remap.element_size()
         total = sum(p.numel() * p.element_size() for p in self.parameters())
         total += sum(b.numel() * b.element_size() for b in self.buffers())
         return {"tables": tables, "remaps": remaps, "network": total - tables - remaps, "total": total}
@@ -124,8 +151,8 @@ def save_compact(path: Path, compact: CompactModel, extra: dict[str, Any] | None
             "field_names": compact.field_names,
             "widths": compact.widths,
             "kept": compact.kept,
-            "tables": [t.detach().cpu() for t in compact.tables],
-            "remaps": [getattr(compact, f"remap_{f}").cpu() for f in range(len(compact.tables))],
+            "tables": [compact.table(f).detach().cpu().clone() for f in range(len(compact.kept))],
+            "remaps": [compact.field_remap(f).cpu().clone() for f in range(len(compact.kept))],
             "head_state": state,
             "extra": extra or {},
         },

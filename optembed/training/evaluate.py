@@ -7,12 +7,11 @@ from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
 from optembed.metrics import auc, logloss
-from optembed.models.base import CTRModel
 
 
 @torch.inference_mode()
 def predict(
-    model: CTRModel,
+    model: torch.nn.Module,
     split: SplitTensors,
     device: torch.device,
     batch_size: int = 32768,
@@ -27,7 +26,7 @@ def predict(
         start = 0
         for xb, _ in split.batches(batch_size, device):
             with autocast(device, amp):
-                logits = model(xb, widths)
+                logits = model(xb) if widths is None else model(xb, widths)
             out[start : start + xb.shape[0]] = logits.float()
             start += xb.shape[0]
     finally:
@@ -36,7 +35,7 @@ def predict(
 
 
 def evaluate(
-    model: CTRModel,
+    model: torch.nn.Module,
     split: SplitTensors,
     device: torch.device,
     batch_size: int = 32768,

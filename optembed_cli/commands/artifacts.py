@@ -10,7 +10,7 @@ from rich.table import Table
 from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, open_store
 
-KEY_PARAMS = ("fmt", "model", "mode", "population", "generations", "epochs", "batch_size", "lr", "init", "groups")
+KEY_PARAMS = ("fmt", "model", "mode", "variant", "population", "generations", "init", "groups")
 KEY_METRICS = ("rows", "val_auc", "test_auc", "best_val_auc", "sparsity", "test_logloss", "embedding_params")
 
 
@@ -35,7 +35,7 @@ def artifacts(
     for col in ("stage", "id", "created", "params", "metrics"):
         table.add_column(col)
     for m in found:
-        params = ", ".join(f"{k}={ui.fmt(m.params[k])}" for k in KEY_PARAMS if k in m.params)
+        params = ", ".join(f"{k}={_short(m.params[k])}" for k in KEY_PARAMS if k in m.params)
         metrics = ", ".join(f"{k}={ui.fmt(m.metrics[k])}" for k in KEY_METRICS if k in m.metrics)
         table.add_row(m.stage, m.fingerprint, m.created.replace("+00:00", "Z"), params, metrics)
     ui.out.print(table)
@@ -49,3 +49,9 @@ def show(
     """Print one artifact's manifest as JSON."""
     manifest = open_store(artifacts).resolve(ref)
     ui.out.print_json(manifest.to_json())
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    return ui.fmt(value)

@@ -1,0 +1,215 @@
+"""The ``evaluate`` stage: compare models on the test split, size and speed included.
+
+Accepted sources: ``retrain`` (the deployable compact model), ``supernet`` (the supernet as
+trained: learnable row mask, full width) and ``search`` (the supernet under the searched
+widths and frozen row mask: "OptEmbed without re-training"). All must come from the same
+preprocess artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from optembed.errors import ArtifactError, ConfigError
+from optembed.models.checkpoint import load_model
+from optembed.models.compact import load_compact
+from optembed.progress import NULL, Reporter
+from optembed.training.device import resolve_device
+from optembed.training.evaluate import evaluate
+from optembed.training.latency import measure_latency, module_bytes
+from pipelines.data import load_dataset
+from pipelines.retrain import read_best_widths, resolve_chain
+from pipelines.stage import execute
+from pipelines.store import Manifest, Store
+from pipelines.supernet import load_row_mask
+
+STAGE = "evaluate"
+VERSION = 1
+SOURCES = ("retrain", "supernet", "search")
+
+
+@dataclass
+class EvaluateStage:
+    sources: list[str] = field(default_factory=list)  # empty: every retrain artifact of the newest data
+    device: str = "auto"
+    eval_batch_size: int = 32768
+    latency: bool = True
+    plot: bool = False
+    force: bool = False
+
+
+@dataclass
+class Candidate:
+    label: str
+    manifest: Manifest
+    model: nn.Module
+    embedding_params: int
+    total_rows: int
+    dim: int
+    file_bytes: int
+    info: dict[str, Any]
+
+
+def pick_sources(config: EvaluateStage, store: Store) -> list[Manifest]:
+    if config.sources:
+        found = [store.resolve(ref, SOURCES) for ref in config.sources]
+    else:
+        runs = store.list("retrain")
+        if not runs:
+            raise ArtifactError(f"no retrain artifact in {store.root}; pass --from or run retrain first")
+        newest = runs[-1].upstream.get("preprocess")
+        found = [m for m in runs if m.upstream.get("preprocess") == newest]
+    seen: dict[str, Manifest] = {}
+    for m in found:
+        seen.setdefault(m.fingerprint, m)
+    return list(seen.values())
+
+
+def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
+    if manifest.stage == "retrain":
+        model, payload = load_compact(manifest.output("compact"), device)
+        return Candidate(
+            manifest.metrics.get("variant", "retrain"), manifest, model, model.embedding_params(),
+            manifest.metrics["total_rows"], model.dim, manifest.output("compact").stat().st_size,
+            {"widths": model.widths, "kept": model.kept, "field_names": model.field_names},
+        )
+    chain = resolve_chain(store, manifest)
+    sn = chain["supernet"]
+    model, payload = load_model(sn.output("model"), device)
+    mask = load_row_mask(sn)
+    dim = model.embed_dim
+    kept = mask["kept_per_field"]
+    if manifest.stage == "search":
+        widths = read_best_widths(manifest, payload["field_names"])
+        if mask["pruned"]:
+            model.set_row_mask(mask["mask"])
+        model.set_fixed_masks(None, torch.tensor(widths))
+        label = "optembed (no retrain)" if mask["pruned"] else "optembed-d (no retrain)"
+    else:
+        widths = [dim] * model.n_fields
+        label = f"supernet ({payload['mode']})"
+    params = sum(k * w for k, w in zip(kept, widths, strict=True))
+    return Candidate(
+        label, manifest, model.eval(), params, model.embedding.num_rows, dim, sn.output("model").stat().st_size,
+        {"widths": widths, "kept": kept, "field_names": payload["field_names"]},
+    )
+
+
+def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    sources = pick_sources(config, store)
+    pres = {m.fingerprint: resolve_chain(store, m)["preprocess"] for m in sources}
+    distinct = {p.fingerprint for p in pres.values()}
+    if len(distinct) > 1:
+        raise ArtifactError(
+            f"the artifacts come from {len(distinct)} different preprocess artifacts ({', '.join(sorted(distinct))}); "
+            "evaluate models of the same data together"
+        )
+    pre = next(iter(pres.values()))
+    device = resolve_device(config.device)
+    params = {"sources": sorted(m.fingerprint for m in sources), "latency": config.latency, "plot": config.plot}
+    upstream = {f"{m.stage}#{i}": m for i, m in enumerate(sorted(sources, key=lambda m: m.fingerprint))}
+
+    def build(tmp: Path, manifest: Manifest) -> None:
+        data = load_dataset(pre, device, splits=("test",))
+        test = data.splits["test"]
+        rows: list[dict[str, Any]] = []
+        task = reporter.task("evaluating", total=len(sources), unit="model")
+        for m in sources:
+            cand = load_candidate(store, m, device)
+            metrics = evaluate(cand.model, test, device, config.eval_batch_size)
+            row: dict[str, Any] = {
+                "id": m.fingerprint,
+                "stage": m.stage,
+                "model": m.params.get("model", {}).get("name") or _model_name(store, m),
+                "variant": cand.label,
+                "test_auc": metrics["auc"],
+                "test_logloss": metrics["logloss"],
+                "sparsity": 1.0 - cand.embedding_params / (cand.total_rows * cand.dim),
+                "embedding_params": cand.embedding_params,
+                "total_params": _total_params(cand),
+                "file_bytes": cand.file_bytes,
+                "memory_bytes": module_bytes(cand.model),
+                "widths": cand.info["widths"],
+                "kept": cand.info["kept"],
+            }
+            if config.latency:
+                row.update(measure_latency(cand.model, test.x[:4096], device))
+            rows.append(row)
+            task.advance(1)
+        task.close()
+        (tmp / "metrics.json").write_text(json.dumps({"preprocess": pre.fingerprint, "models": rows}, indent=2) + "\n")
+        (tmp / "report.md").write_text(report_markdown(rows, pre, data.field_names))
+        manifest.outputs = {"metrics": "metrics.json", "report": "report.md"}
+        if config.plot:
+            from optembed.plots import write_plots
+
+            candidates = _search_candidates(store, sources)
+            for name, file in write_plots(tmp, rows, data.field_names, candidates).items():
+                manifest.outputs[name] = file
+        best = max(rows, key=lambda r: r["test_auc"])
+        manifest.metrics = {
+            "models": len(rows),
+            "best_test_auc": best["test_auc"],
+            "best_variant": best["variant"],
+            "device": str(device),
+        }
+
+    if config.eval_batch_size < 1:
+        raise ConfigError("--eval-batch-size must be positive")
+    return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)
+
+
+def _model_name(store: Store, manifest: Manifest) -> str:
+    sn = resolve_chain(store, manifest).get("supernet")
+    return sn.params["model"]["name"] if sn else "?"
+
+
+def _total_params(cand: Candidate) -> int:
+    non_table = sum(
+        p.numel() for n, p in cand.model.named_parameters() if n not in ("embedding.weight", "flat", "backbone.embedding.weight")
+    )
+    return cand.embedding_params + non_table
+
+
+def _search_candidates(store: Store, sources: list[Manifest]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    out: list[dict[str, Any]] = []
+    for m in sources:
+        chain = resolve_chain(store, m)
+        search = chain.get("search")
+        if search is not None and "candidates" in search.outputs:
+            out = pq.read_table(search.output("candidates")).to_pylist()
+            break
+    return out
+
+
+def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list[str]) -> str:
+    lines = [
+        "# optembed evaluation",
+        "",
+        f"Test split of preprocess artifact `{pre.fingerprint}` ({pre.metrics.get('rows_test', '?')} rows).",
+        "",
+        "| model | variant | id | test AUC | logloss | sparsity | emb. params | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r['test_auc']:.5f} | {r['test_logloss']:.5f} | "
+            f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['total_params']:,} | {r['file_bytes']:,} | "
+            f"{r['memory_bytes']:,} | {r.get('latency_p50_ms', float('nan')):.3f} | {r.get('latency_p99_ms', float('nan')):.3f} | "
+            f"{r.get('throughput_samples_per_s', float('nan')):,.0f} |"
+        )
+    lines += ["", "Sparsity = 1 - remaining embedding parameters / (all rows x D).", ""]
+    lines += ["## Per-field widths / kept rows", "", "| field | " + " | ".join(r["variant"] for r in rows) + " |"]
+    lines.append("|---|" + "---|" * len(rows))
+    for f, name in enumerate(field_names):
+        cells = [f"{r['widths'][f]} / {r['kept'][f]:,}" for r in rows]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""evaluate: a comparison of compact, supernet and original models from the same data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optembed.errors import ArtifactError
+from optembed.models.compact import load_compact
+from optembed.training.config import TrainConfig
+from optembed.training.latency import module_bytes
+from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipelines import evaluate, retrain
+
+FAST = TrainConfig(epochs=1, batch_size=512)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("ev"), rows=6000)
+    sn = small_supernet(store, "prune-only", epochs=1)
+    pruned = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
+    full = retrain.run(retrain.RetrainStage(source=sn.fingerprint, full=True, train=FAST, device="cpu"), store)
+    return store, pre, sn, pruned, full
+
+
+def test_evaluate_table_matches_retrain_metrics(prepared) -> None:
+    store, pre, sn, pruned, full = prepared
+    m = evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint, sn.fingerprint], device="cpu"), store)
+    rows = {r["id"]: r for r in json.loads(m.output("metrics").read_text())["models"]}
+    assert set(rows) == {pruned.fingerprint, full.fingerprint, sn.fingerprint}
+    for art in (pruned, full):
+        r = rows[art.fingerprint]
+        assert r["test_auc"] == pytest.approx(art.metrics["test_auc"], abs=1e-6)
+        assert r["sparsity"] == pytest.approx(art.metrics["sparsity"], abs=1e-9)
+        assert r["file_bytes"] == art.metrics["compact_bytes"]
+        assert r["latency_p50_ms"] > 0 and r["throughput_samples_per_s"] > 0
+    assert rows[full.fingerprint]["sparsity"] == 0.0
+    assert rows[pruned.fingerprint]["embedding_params"] < rows[full.fingerprint]["embedding_params"]
+    assert rows[pruned.fingerprint]["memory_bytes"] < rows[full.fingerprint]["memory_bytes"]
+    compact, _ = load_compact(pruned.output("compact"))
+    assert rows[pruned.fingerprint]["memory_bytes"] == module_bytes(compact)
+    report = m.output("report").read_text()
+    assert pruned.fingerprint[:10] in report and "optembed-e" in report
+
+
+def test_evaluate_plots(prepared) -> None:
+    pytest.importorskip("matplotlib")
+    store, _, _, pruned, full = prepared
+    m = evaluate.run(
+        evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint], device="cpu", latency=False, plot=True),
+        store,
+    )
+    for name in ("plot_tradeoff", "plot_fields"):
+        data = m.output(name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_evaluate_rejects_mixed_data(prepared) -> None:
+    store, _, _, pruned, _ = prepared
+    # a second data set in the same store: models of different data are not compared
+    store2, pre2, _ = synthetic_preprocess(store.root.parent, rows=3000, seed=1)
+    sn2 = small_supernet(store2, "none", epochs=1)
+    with pytest.raises(ArtifactError, match="different preprocess"):
+        evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, sn2.fingerprint], device="cpu"), store)
+    with pytest.raises(ArtifactError, match="expected retrain or supernet or search"):
+        evaluate.run(evaluate.EvaluateStage(sources=[pre2.fingerprint], device="cpu"), store)
+
+
+def test_cli_evaluate(prepared, cli) -> None:
+    store, _, _, pruned, full = prepared
+    res = cli("evaluate", "--artifacts", store.root, "--from", pruned.fingerprint, "--from", full.fingerprint, "--no-latency")
+    assert res.exit_code == 0, res.output
+    assert "optembed-e" in res.stdout and "original" in res.stdout
+    bad = cli("evaluate", "--artifacts", store.root, "--from", "0000000000")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
