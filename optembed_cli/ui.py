@@ -143,8 +143,9 @@ def reporter(quiet: bool = False) -> Iterator[RichReporter]:
 
 def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
     """Say whether a stage ran or was cached; with --json print only the manifest on stdout."""
-    if as_json:
-        sys.stdout.write(manifest.to_json() + "\n")
+    if as_json:  # the manifest plus where it lives, for shell scripts
+        data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached}
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
         return
     where = manifest.path or "?"
