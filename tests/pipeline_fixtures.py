@@ -15,7 +15,7 @@ from pipelines.store import Manifest, Store
 SMALL_MODEL = ModelConfig("deepfm", embed_dim=8, mlp_dims=(32, 16))
 
 
-def synthetic_preprocess(root: Path, rows: int = 20000, seed: int = 0) -> tuple[Store, Manifest, dict]:
+def synthetic_preprocess(root: Path, rows: int = 40000, seed: int = 0) -> tuple[Store, Manifest, dict]:
     store = Store(root / "artifacts")
     data = root / f"synth-{rows}-{seed}.txt"
     if not data.exists():
