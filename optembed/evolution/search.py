@@ -1,0 +1,166 @@
+"""The evolutionary loop: score a random population, then keep the best and breed from them.
+
+Scores are computed once per distinct candidate (remembered across generations) and every
+generation's new candidates go to the scorer in a single call, so a batched scorer can
+evaluate them together. A population is always held as widths, scores and origins indexed
+by one ordering, so a ranking can never drift away from the scores it came from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optembed.errors import ConfigError
+from optembed.evolution.config import EvolutionConfig
+from optembed.evolution.operators import crossover, mutate, params_of, random_candidates, shrink_to_budget
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+GenerationHook = Callable[[dict[str, Any]], None]
+MAX_ROUNDS = 20  # rejection rounds before over-budget or duplicate offspring are repaired instead
+
+
+@dataclass
+class SearchResult:
+    best: np.ndarray  # (n_fields,) widths
+    best_score: float
+    best_params: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # every member of every generation
+    convergence: list[dict[str, Any]] = field(default_factory=list)  # one row per generation
+    evaluations: int = 0
+
+
+@dataclass
+class _Population:
+    widths: np.ndarray  # (P, n)
+    scores: np.ndarray  # (P,)
+    origins: list[str]
+
+    def ranked(self) -> _Population:
+        key = np.where(np.isnan(self.scores), -np.inf, self.scores)
+        order = np.argsort(-key, kind="stable")
+        return _Population(self.widths[order], self.scores[order], [self.origins[i] for i in order])
+
+    def top(self, k: int) -> _Population:
+        ranked = self.ranked()
+        return _Population(ranked.widths[:k].copy(), ranked.scores[:k].copy(), ["elite"] * min(k, len(ranked.origins)))
+
+
+def evolve(
+    score: Scorer,
+    kept: np.ndarray,
+    dim: int,
+    cfg: EvolutionConfig,
+    total_rows: int | None = None,
+    on_generation: GenerationHook | None = None,
+) -> SearchResult:
+    """Search one width in ``1..dim`` per field maximising ``score``.
+
+    ``kept`` holds the rows each field keeps under the row mask (the parameter count of a
+    candidate is ``kept @ widths``); ``total_rows`` (default ``kept.sum()``) is the table's
+    full row count, the base of ``cfg.target_sparsity``. ``score`` maps ``(C, n)`` widths to
+    ``C`` scores (higher is better).
+    """
+    cfg.validate()
+    kept = np.asarray(kept, dtype=np.int64)
+    if dim < 1 or kept.ndim != 1 or len(kept) == 0:
+        raise ConfigError("the search needs at least one field and a positive embedding width")
+    total = int(kept.sum()) if total_rows is None else int(total_rows)
+    budget = cfg.budget(total, dim)
+    if budget is not None and int(kept.sum()) > budget:
+        raise ConfigError(
+            f"no candidate can meet the budget: even width 1 everywhere needs {int(kept.sum()):,} "
+            f"embedding parameters, above the budget of {budget:,}"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    memo: dict[bytes, float] = {}
+    n_c, n_m = cfg.counts()
+    result = SearchResult(best=np.empty(0, np.int64), best_score=float("nan"), best_params=0)
+
+    def scored(widths: np.ndarray, origins: list[str]) -> tuple[_Population, int]:
+        fresh = [i for i, row in enumerate(widths) if row.tobytes() not in memo]
+        unique: dict[bytes, int] = {}
+        for i in fresh:
+            unique.setdefault(widths[i].tobytes(), i)
+        if unique:
+            rows = np.stack([widths[i] for i in unique.values()])
+            values = np.asarray(score(rows), dtype=np.float64)
+            if values.shape != (len(rows),):
+                raise ValueError(f"the scorer returned shape {values.shape} for {len(rows)} candidates")
+            memo.update(zip(unique.keys(), values.tolist()))
+        scores = np.array([memo[row.tobytes()] for row in widths], dtype=np.float64)
+        return _Population(widths, scores, origins), len(unique)
+
+    def offspring(make: Callable[[int], np.ndarray], count: int, taken: set[bytes]) -> np.ndarray:
+        """``count`` new candidates within the budget and not already in the population."""
+        accepted: list[np.ndarray] = []
+        for _ in range(MAX_ROUNDS):
+            need = count - len(accepted)
+            if need <= 0:
+                break
+            batch = make(2 * need)
+            ok = np.ones(len(batch), bool) if budget is None else params_of(batch, kept) <= budget
+            for row in batch[ok]:
+                key = row.tobytes()
+                if key not in taken:
+                    taken.add(key)
+                    accepted.append(row)
+                    if len(accepted) == count:
+                        break
+        need = count - len(accepted)
+        if need > 0:  # the budget or a converged population left too few: repair instead of reject
+            repaired = make(need)
+            if budget is not None:
+                repaired = shrink_to_budget(repaired, kept, budget)
+            accepted.extend(repaired)
+        return np.stack(accepted) if accepted else np.empty((0, len(kept)), np.int64)
+
+    def record(generation: int, pop: _Population, evaluated: int, started: float) -> None:
+        ranked = pop.ranked()
+        params = params_of(ranked.widths, kept)
+        for rank, (w, s, o, p) in enumerate(zip(ranked.widths, ranked.scores, ranked.origins, params)):
+            result.history.append(
+                {"generation": generation, "rank": rank, "origin": o, "widths": w.tolist(), "params": int(p), "val_auc": float(s)}
+            )
+        row = {
+            "generation": generation,
+            "best_auc": float(ranked.scores[0]),
+            "mean_auc": float(np.nanmean(ranked.scores)) if not np.isnan(ranked.scores).all() else float("nan"),
+            "best_params": int(params[0]),
+            "best_sparsity": 1.0 - int(params[0]) / (total * dim),
+            "evaluated": evaluated,
+            "seconds": time.perf_counter() - started,
+        }
+        result.convergence.append(row)
+        result.evaluations += evaluated
+        if on_generation is not None:
+            on_generation(row)
+
+    started = time.perf_counter()
+    taken: set[bytes] = set()
+    initial = offspring(lambda c: random_candidates(rng, c, len(kept), dim), cfg.population, taken)
+    pop, evaluated = scored(initial, ["random"] * len(initial))
+    record(0, pop, evaluated, started)
+    for generation in range(1, cfg.generations + 1):
+        started = time.perf_counter()
+        elites = pop.top(cfg.topk)
+        taken = {row.tobytes() for row in elites.widths}
+        children = offspring(lambda c: crossover(rng, elites.widths, c)[0], n_c, taken) if n_c else elites.widths[:0]
+        mutants = (
+            offspring(lambda c: mutate(rng, elites.widths, c, cfg.mutation_prob, dim)[0], n_m, taken)
+            if n_m
+            else elites.widths[:0]
+        )
+        widths = np.concatenate([elites.widths, children, mutants])
+        origins = elites.origins + ["crossover"] * len(children) + ["mutation"] * len(mutants)
+        pop, evaluated = scored(widths, origins)
+        record(generation, pop, evaluated, started)
+    best = pop.ranked()
+    result.best = best.widths[0].copy()
+    result.best_score = float(best.scores[0])
+    result.best_params = int(params_of(best.widths[:1], kept)[0])
+    return result

@@ -1,0 +1,150 @@
+"""The whole OptEmbed chain: preprocess -> supernet -> search -> retrain -> evaluate.
+
+Every step is an ordinary stage, so finished steps are reused from the store (cached) and a
+rerun after an interruption continues where it stopped. Variants (the paper's ablations):
+
+- ``original``: the plain model at full width (re-trained with ``--full``);
+- ``optembed-e``: row pruning only (a ``prune-only`` supernet, re-trained under its row mask);
+- ``optembed-d``: width search only (a ``dims-only`` supernet, searched, re-trained);
+- ``optembed``: both (an ``optembed`` supernet, searched, re-trained);
+- ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from optembed.data.preprocess import PreprocessConfig
+from optembed.errors import ConfigError
+from optembed.models.config import ModelConfig
+from optembed.progress import NULL, Reporter
+from optembed.training.config import TrainConfig
+from pipelines import evaluate, preprocess, retrain, search, supernet
+from pipelines.store import Manifest, Store
+
+VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")
+SUPERNET_MODE = {"optembed-e": "prune-only", "optembed-d": "dims-only", "optembed": "optembed", "optembed-noretrain": "optembed"}
+
+
+@dataclass
+class ChainConfig:
+    data: Path
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("deepfm"))
+    supernet: TrainConfig = field(default_factory=TrainConfig)
+    retrain: TrainConfig = field(default_factory=TrainConfig)
+    search: dict[str, Any] = field(default_factory=dict)
+    variants: tuple[str, ...] = VARIANTS
+    device: str = "auto"
+    latency: bool = True
+    plot: bool = False
+
+    def validate(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        if not self.variants:
+            raise ConfigError("no variant to run")
+
+
+def _dataclass_from(cls: type, data: dict[str, Any], section: str, **fixed: Any) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
+    return cls(**{**data, **fixed})
+
+
+def load_config(path: Path) -> ChainConfig:
+    """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "run"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
+    data = dict(raw.get("data", {}))
+    if "path" not in data:
+        raise ConfigError(f"{path}: [data] needs a 'path'")
+    data_path = Path(data.pop("path"))
+    if not data_path.is_absolute():
+        data_path = (path.parent / data_path).resolve()
+    if "format" in data:
+        data["fmt"] = data.pop("format")
+    if "split" in data:
+        data["split"] = tuple(data["split"])
+    pre = _dataclass_from(PreprocessConfig, data, "data")
+    model_raw = dict(raw.get("model", {}))
+    model = _dataclass_from(ModelConfig, model_raw, "model", name=model_raw.get("name", "deepfm"))
+    run_raw = dict(raw.get("run", {}))
+    cfg = ChainConfig(
+        data=data_path,
+        preprocess=pre,
+        model=model,
+        supernet=_dataclass_from(TrainConfig, raw.get("supernet", {}), "supernet"),
+        retrain=_dataclass_from(TrainConfig, raw.get("retrain", {}), "retrain"),
+        search=dict(raw.get("search", {})),
+        variants=tuple(run_raw.pop("variants", VARIANTS)),
+        device=run_raw.pop("device", "auto"),
+        latency=run_raw.pop("latency", True),
+        plot=run_raw.pop("plot", False),
+    )
+    if run_raw:
+        raise ConfigError(f"unknown key(s) in [run]: {', '.join(sorted(run_raw))}")
+    return cfg
+
+
+def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[str, Manifest]:
+    """Run every needed stage; returns the artifacts by step name (``evaluate`` last)."""
+    config.validate()
+    config.supernet.validate()
+    config.retrain.validate()
+    done: dict[str, Manifest] = {}
+
+    def step(name: str, manifest: Manifest) -> Manifest:
+        reporter.message(f"{name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})")
+        done[name] = manifest
+        return manifest
+
+    pre = step("preprocess", preprocess.run(preprocess.PreprocessStage(config.data, config.preprocess), store, reporter))
+    supernets: dict[str, Manifest] = {}
+    for variant in config.variants:
+        mode = SUPERNET_MODE.get(variant)
+        if mode is None or mode in supernets:
+            continue
+        stage_cfg = supernet.SupernetStage(
+            model=config.model, mode=mode, train=config.supernet, source=pre.fingerprint, device=config.device
+        )
+        supernets[mode] = step(f"supernet {mode}", supernet.run(stage_cfg, store, reporter))
+    searches: dict[str, Manifest] = {}
+    for mode in ("dims-only", "optembed"):
+        if mode in supernets and any(SUPERNET_MODE.get(v) == mode and v != "optembed-e" for v in config.variants):
+            s_cfg = _dataclass_from(
+                search.SearchStage, config.search, "search", source=supernets[mode].fingerprint, device=config.device
+            )
+            searches[mode] = step(f"search {mode}", search.run(s_cfg, store, reporter))
+    evaluated: list[str] = []
+    for variant in config.variants:
+        if variant == "optembed-noretrain":
+            evaluated.append(searches["optembed"].fingerprint)
+            continue
+        source = {"original": pre, "optembed-e": supernets.get("prune-only")}.get(variant)
+        if source is None:
+            source = searches[SUPERNET_MODE[variant]]
+        r_cfg = retrain.RetrainStage(
+            source=source.fingerprint,
+            full=variant == "original",
+            model=config.model,
+            train=config.retrain,
+            device=config.device,
+        )
+        evaluated.append(step(f"retrain {variant}", retrain.run(r_cfg, store, reporter)).fingerprint)
+    e_cfg = evaluate.EvaluateStage(sources=evaluated, device=config.device, latency=config.latency, plot=config.plot)
+    step("evaluate", evaluate.run(e_cfg, store, reporter))
+    return done

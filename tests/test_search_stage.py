@@ -1,0 +1,171 @@
+"""The search stage end to end: batched fitness equals the naive loop, artifacts, retrain/evaluate
+from a search, the CLI and its errors, and the whole chain from a TOML file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from optembed.errors import ConfigError
+from optembed.evolution import EvolutionConfig, evolve
+from optembed.evolution.fitness import BatchedScorer, NaiveScorer
+from optembed.models.checkpoint import load_model
+from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipelines import evaluate, retrain, search
+from pipelines.data import load_dataset
+from pipelines.supernet import load_row_mask
+
+CPU = torch.device("cpu")
+SMALL = {"population": 12, "generations": 4, "topk": 4, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    store, pre, truth = synthetic_preprocess(tmp_path_factory.mktemp("search"))
+    sn = small_supernet(store, "optembed", epochs=2)
+    return store, pre, sn, truth
+
+
+def _scorers(pre, sn, rows_per_pass: int = 3000):
+    model, _ = load_model(sn.output("model"), CPU)
+    info = load_row_mask(sn)
+    model.set_row_mask(info["mask"])
+    val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
+    return BatchedScorer(model, val, CPU, rows_per_pass=rows_per_pass, group=5), NaiveScorer(model, val, CPU, batch_size=1000), model, info
+
+
+def test_batched_fitness_equals_one_pass_per_candidate(prepared) -> None:
+    _, pre, sn, _ = prepared
+    batched, naive, model, info = _scorers(pre, sn)
+    cands = np.random.default_rng(0).integers(1, model.embed_dim + 1, size=(13, model.n_fields))
+    cands[0] = model.embed_dim
+    np.testing.assert_allclose(batched(cands), naive(cands), atol=1e-6)
+    # full width reproduces the supernet's own validation AUC (row mask applied, no width mask)
+    assert batched(cands[:1])[0] == pytest.approx(sn.metrics["val_auc"], abs=1e-6)
+    # and an evolutionary run picks the same best candidate with either scorer
+    cfg = EvolutionConfig(population=8, generations=3, topk=3, seed=2)
+    kept = np.asarray(info["kept_per_field"])
+    a = evolve(batched, kept, model.embed_dim, cfg)
+    b = evolve(naive, kept, model.embed_dim, cfg)
+    assert np.array_equal(a.best, b.best) and a.best_score == pytest.approx(b.best_score, abs=1e-6)
+
+
+def test_search_artifact(prepared) -> None:
+    store, pre, sn, _ = prepared
+    m = search.run(search.SearchStage(source=sn.fingerprint, seed=1, **SMALL), store)
+    assert set(m.outputs) == {"candidates", "convergence", "best"} and m.upstream == {"supernet": sn.fingerprint}
+    best = json.loads(m.output("best").read_text())
+    _, payload = load_model(sn.output("model"))
+    assert list(best["widths"]) == payload["field_names"]
+    widths = np.array(list(best["widths"].values()))
+    assert widths.min() >= 1 and widths.max() <= 8
+    rows = pq.read_table(m.output("candidates")).to_pylist()
+    assert len(rows) == 12 * 5
+    assert best["val_auc"] == pytest.approx(max(r["val_auc"] for r in rows))
+    top = max(rows, key=lambda r: r["val_auc"])
+    assert top["widths"] == widths.tolist()
+    # the recorded AUC is the supernet's AUC under those widths, recomputed independently
+    _, naive, _, info = _scorers(pre, sn)
+    assert naive(widths[None])[0] == pytest.approx(best["val_auc"], abs=1e-6)
+    params = int(np.dot(widths, info["kept_per_field"]))
+    assert best["params"] == params == m.metrics["best_params"]
+    assert m.metrics["sparsity"] == pytest.approx(1 - params / (sum(info["rows_per_field"]) * 8))
+    assert len(search.read_convergence(m)) == 5
+    again = search.run(search.SearchStage(source=sn.fingerprint, seed=1, **SMALL), store)
+    assert again.cached and again.fingerprint == m.fingerprint
+
+
+def test_retrain_and_evaluate_from_search(prepared) -> None:
+    store, _, sn, _ = prepared
+    m = search.run(search.SearchStage(source=sn.fingerprint, target_sparsity=0.9, **SMALL), store)
+    best = json.loads(m.output("best").read_text())
+    assert best["sparsity"] >= 0.9
+    cfg = retrain.RetrainStage(source=m.fingerprint, train=retrain.TrainConfig(epochs=1, batch_size=512), device="cpu")
+    r = retrain.run(cfg, store)
+    assert r.metrics["variant"] == "optembed"
+    assert r.metrics["widths"] == list(best["widths"].values())
+    e = evaluate.run(evaluate.EvaluateStage(sources=[r.fingerprint, m.fingerprint], device="cpu", latency=False), store)
+    rows = json.loads(e.output("metrics").read_text())["models"]
+    no_retrain = next(x for x in rows if x["stage"] == "search")
+    assert no_retrain["embedding_params"] == best["params"]
+    assert no_retrain["sparsity"] == pytest.approx(best["sparsity"])
+
+
+def test_search_refuses_unsearchable_supernets_and_budgets(prepared) -> None:
+    store, pre, sn, _ = prepared
+    plain = small_supernet(store, "prune-only", epochs=1)
+    with pytest.raises(ConfigError, match="without random widths"):
+        search.run(search.SearchStage(source=plain.fingerprint, **SMALL), store)
+    with pytest.raises(ConfigError, match="no candidate can meet the budget"):
+        search.run(search.SearchStage(source=sn.fingerprint, param_budget=10, **SMALL), store)
+
+
+def test_cli_search(prepared, cli) -> None:
+    store, pre, sn, _ = prepared
+    base = ["--artifacts", store.root, "--population", "6", "--generations", "2", "--topk", "3", "--device", "cpu"]
+    res = cli("search", *base, "--from", sn.fingerprint, "--json", "--mutation", "3", "--crossover", "0")
+    assert res.exit_code == 0, res.output
+    man = json.loads(res.stdout)
+    assert man["stage"] == "search" and man["params"]["evolution"]["crossover"] == 0
+    res = cli("search", *base, "--from", sn.fingerprint)
+    assert res.exit_code == 0 and "search convergence" in res.stdout
+    for extra, message in [
+        (["--from", pre.fingerprint], "expected supernet"),
+        (["--from", sn.fingerprint, "--topk", "9"], "--topk"),
+        (["--from", sn.fingerprint, "--param-budget", "5"], "no candidate can meet the budget"),
+        (["--from", sn.fingerprint, "--target-sparsity", "1.5"], "--target-sparsity"),
+    ]:
+        bad = cli("search", *base, *extra)
+        lines = [l for l in bad.stderr.splitlines() if l.strip()]
+        assert bad.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, bad.stderr)
+
+
+def test_run_chain_from_toml(tmp_path: Path, prepared, cli) -> None:
+    store, pre, _, _ = prepared
+    data = pre.params["input"]["path"] if "input" in pre.params else None
+    raw = next(store.root.parent.glob("synth-*.txt")) if data is None else Path(data)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[data]
+path = "{raw}"
+format = "criteo"
+
+[model]
+name = "fnn"
+embed_dim = 4
+mlp_dims = [16]
+
+[supernet]
+epochs = 1
+batch_size = 1024
+
+[retrain]
+epochs = 1
+batch_size = 1024
+
+[search]
+population = 6
+generations = 1
+topk = 3
+
+[run]
+variants = ["original", "optembed"]
+device = "cpu"
+latency = false
+"""
+    )
+    res = cli("run", config, "--artifacts", tmp_path / "a", "--json")
+    assert res.exit_code == 0, res.output
+    man = json.loads(res.stdout)
+    rows = json.loads((Path(man["path"]) / "metrics.json").read_text())["models"]
+    assert [r["variant"] for r in rows] and {r["stage"] for r in rows} == {"retrain"}
+    assert len(rows) == 2 and all(r["model"] == "fnn" for r in rows)
+    config.write_text(config.read_text().replace("[search]", "[search]\nflavour = 1"))
+    bad = cli("run", config, "--artifacts", tmp_path / "a")
+    assert bad.exit_code == 2 and "unknown key(s) in [search]: flavour" in bad.stderr
