@@ -26,6 +26,7 @@ def run(
     embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.")] = 64,
     mlp: Annotated[str, typer.Option("--mlp", help="MLP sizes for --data.")] = "1024,512,256",
     epochs: Annotated[int, typer.Option(help="Epochs of supernet and retrain for --data.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Training batch size for --data.")] = 2048,
     population: Annotated[int, typer.Option(help="Search population for --data.")] = 40,
     generations: Annotated[int, typer.Option(help="Search generations for --data.")] = 30,
     variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(chain.VARIANTS),
@@ -42,8 +43,8 @@ def run(
             data=data,
             preprocess=PreprocessConfig(fmt=format),
             model=ModelConfig(model, embed_dim=embed_dim, mlp_dims=parse_dims(mlp)),
-            supernet=chain.TrainConfig(epochs=epochs),
-            retrain=chain.TrainConfig(epochs=epochs),
+            supernet=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
+            retrain=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
             search={"population": population, "generations": generations, "topk": min(15, max(2, population // 2))},
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
         )
