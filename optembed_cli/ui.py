@@ -188,3 +188,26 @@ def fmt(value: Any) -> str:
 
 def elapsed(start: float) -> str:
     return f"{time.perf_counter() - start:.1f}s"
+
+
+def run_stage(
+    run: Callable[[Any, Any, Any], Manifest],
+    config: Any,
+    artifacts: Any,
+    as_json: bool,
+    render: Callable[[Manifest], None],
+    upstream: str | None = None,
+    source: str | None = None,
+) -> Manifest:
+    """Open the store, name a defaulted upstream artifact, run a stage with progress, show it."""
+    from pipelines.store import Store
+
+    store = Store(artifacts)
+    if upstream is not None and source is None and not as_json:
+        said_upstream(store.resolve(None, upstream), source, as_json)
+    with reporter(quiet=as_json) as rep:
+        manifest = run(config, store, rep)
+    announce(manifest, as_json)
+    if not as_json:
+        render(manifest)
+    return manifest

@@ -19,6 +19,7 @@ from typing import Any
 
 from optembed.data.preprocess import PreprocessConfig
 from optembed.errors import ConfigError
+from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
@@ -56,6 +57,14 @@ def _dataclass_from(cls: type, data: dict[str, Any], section: str, **fixed: Any)
     if unknown:
         raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
     return cls(**{**data, **fixed})
+
+
+def search_stage(raw: dict[str, Any], source: str, device: str) -> search.SearchStage:
+    """A search stage from the flat [search] keys: evolution hyperparameters plus stage options."""
+    evo_keys = {f.name for f in fields(EvolutionConfig)}
+    evolution = _dataclass_from(EvolutionConfig, {k: v for k, v in raw.items() if k in evo_keys}, "search")
+    rest = {k: v for k, v in raw.items() if k not in evo_keys}
+    return _dataclass_from(search.SearchStage, rest, "search", source=source, device=device, evolution=evolution)
 
 
 def load_config(path: Path) -> ChainConfig:
@@ -125,9 +134,7 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
     searches: dict[str, Manifest] = {}
     for mode in ("dims-only", "optembed"):
         if mode in supernets and any(SUPERNET_MODE.get(v) == mode and v != "optembed-e" for v in config.variants):
-            s_cfg = _dataclass_from(
-                search.SearchStage, config.search, "search", source=supernets[mode].fingerprint, device=config.device
-            )
+            s_cfg = search_stage(config.search, supernets[mode].fingerprint, config.device)
             searches[mode] = step(f"search {mode}", search.run(s_cfg, store, reporter))
     evaluated: list[str] = []
     for variant in config.variants:

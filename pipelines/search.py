@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +39,11 @@ UPSTREAM = "supernet"
 @dataclass
 class SearchStage:
     source: str | None = None  # supernet artifact (fingerprint prefix or folder); None = newest
-    population: int = 40
-    generations: int = 30
-    topk: int = 15
-    crossover: int | None = None
-    mutation: int | None = None
-    mutation_prob: float = 0.1
-    param_budget: int | None = None
-    target_sparsity: float | None = None
-    seed: int = 0
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     device: str = "auto"
     rows_per_pass: int = 131072
     amp: str = "none"
     force: bool = False
-
-    def evolution(self) -> EvolutionConfig:
-        names = {f.name for f in fields(EvolutionConfig)}
-        return EvolutionConfig(**{k: v for k, v in vars(self).items() if k in names})
 
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
@@ -71,7 +59,7 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
 
 
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
-    evo = config.evolution()
+    evo = config.evolution
     evo.validate()
     if config.rows_per_pass < 1:
         raise ConfigError("--rows-per-pass must be positive")

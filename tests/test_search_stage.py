@@ -21,7 +21,11 @@ from pipelines.data import load_dataset
 from pipelines.supernet import load_row_mask
 
 CPU = torch.device("cpu")
-SMALL = {"population": 12, "generations": 4, "topk": 4, "device": "cpu"}
+
+
+def _stage(source: str, **evolution: object) -> search.SearchStage:
+    evo = EvolutionConfig(population=12, generations=4, topk=4, **evolution)  # type: ignore[arg-type]
+    return search.SearchStage(source=source, evolution=evo, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def test_batched_fitness_equals_one_pass_per_candidate(prepared) -> None:
 
 def test_search_artifact(prepared) -> None:
     store, pre, sn, _ = prepared
-    m = search.run(search.SearchStage(source=sn.fingerprint, seed=1, **SMALL), store)
+    m = search.run(_stage(sn.fingerprint, seed=1), store)
     assert set(m.outputs) == {"candidates", "convergence", "best"} and m.upstream == {"supernet": sn.fingerprint}
     best = json.loads(m.output("best").read_text())
     _, payload = load_model(sn.output("model"))
@@ -76,13 +80,13 @@ def test_search_artifact(prepared) -> None:
     assert best["params"] == params == m.metrics["best_params"]
     assert m.metrics["sparsity"] == pytest.approx(1 - params / (sum(info["rows_per_field"]) * 8))
     assert len(search.read_convergence(m)) == 5
-    again = search.run(search.SearchStage(source=sn.fingerprint, seed=1, **SMALL), store)
+    again = search.run(_stage(sn.fingerprint, seed=1), store)
     assert again.cached and again.fingerprint == m.fingerprint
 
 
 def test_retrain_and_evaluate_from_search(prepared) -> None:
     store, _, sn, _ = prepared
-    m = search.run(search.SearchStage(source=sn.fingerprint, target_sparsity=0.9, **SMALL), store)
+    m = search.run(_stage(sn.fingerprint, target_sparsity=0.9), store)
     best = json.loads(m.output("best").read_text())
     assert best["sparsity"] >= 0.9
     cfg = retrain.RetrainStage(source=m.fingerprint, train=retrain.TrainConfig(epochs=1, batch_size=512), device="cpu")
@@ -100,9 +104,9 @@ def test_search_refuses_unsearchable_supernets_and_budgets(prepared) -> None:
     store, pre, sn, _ = prepared
     plain = small_supernet(store, "prune-only", epochs=1)
     with pytest.raises(ConfigError, match="without random widths"):
-        search.run(search.SearchStage(source=plain.fingerprint, **SMALL), store)
+        search.run(_stage(plain.fingerprint), store)
     with pytest.raises(ConfigError, match="no candidate can meet the budget"):
-        search.run(search.SearchStage(source=sn.fingerprint, param_budget=10, **SMALL), store)
+        search.run(_stage(sn.fingerprint, param_budget=10), store)
 
 
 def test_cli_search(prepared, cli) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, JsonOpt, open_store
+from optembed_cli.options import ArtifactsOpt, ForceOpt, JsonOpt
 from pipelines import evaluate as stage
 from pipelines.store import Manifest
 
@@ -32,12 +32,7 @@ def evaluate(
     config = stage.EvaluateStage(
         sources=sources or [], device=device, eval_batch_size=eval_batch_size, latency=latency, plot=plot, force=force
     )
-    store = open_store(artifacts)
-    with ui.reporter(quiet=json) as rep:
-        manifest = stage.run(config, store, rep)
-    ui.announce(manifest, json)
-    if not json:
-        render(manifest)
+    ui.run_stage(stage.run, config, artifacts, json, render)
 
 
 def render(manifest: Manifest) -> None:

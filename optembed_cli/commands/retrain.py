@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, open_store
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EpochsOpt,
     EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, model_config, train_config,
@@ -60,12 +60,7 @@ def retrain(
         device=device,
         force=force,
     )
-    store = open_store(artifacts)
-    with ui.reporter(quiet=json) as rep:
-        manifest = stage.run(config, store, rep)
-    ui.announce(manifest, json)
-    if not json:
-        render(manifest)
+    ui.run_stage(stage.run, config, artifacts, json, render)
 
 
 def render(manifest: Manifest) -> None:

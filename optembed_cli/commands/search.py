@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from optembed.evolution import EvolutionConfig
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, open_store
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import AmpOpt, DeviceOpt
 from pipelines import search as stage
 from pipelines.store import Manifest
 
-DEFAULTS = stage.SearchStage()
+DEFAULTS = EvolutionConfig()
 
 
 @ui.handle_errors
@@ -36,7 +37,7 @@ def search(
         float | None, typer.Option(help="Least sparsity a candidate must reach (a budget of (1-s)*rows*D).", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = DEFAULTS.seed,
-    rows_per_pass: Annotated[int, typer.Option(help="Rows (candidates x batch) per backbone call.")] = DEFAULTS.rows_per_pass,
+    rows_per_pass: Annotated[int, typer.Option(help="Rows (candidates x batch) per backbone call.")] = stage.SearchStage.rows_per_pass,
     device: DeviceOpt = "auto",
     amp: AmpOpt = "none",
     artifacts: ArtifactsOpt = None,
@@ -44,20 +45,15 @@ def search(
     json: JsonOpt = False,
 ) -> None:
     """Search the widths that keep the supernet's validation AUC highest (no training)."""
-    config = stage.SearchStage(
-        source=source, population=population, generations=generations, topk=topk, crossover=crossover,
-        mutation=mutation, mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity,
-        seed=seed, device=device, rows_per_pass=rows_per_pass, amp=amp, force=force,
+    evolution = EvolutionConfig(
+        population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
+        mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
     )
-    config.evolution().validate()
-    store = open_store(artifacts)
-    if source is None and not json:
-        ui.said_upstream(store.resolve(None, stage.UPSTREAM), source, json)
-    with ui.reporter(quiet=json) as rep:
-        manifest = stage.run(config, store, rep)
-    ui.announce(manifest, json)
-    if not json:
-        render(manifest)
+    evolution.validate()
+    config = stage.SearchStage(
+        source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, amp=amp, force=force
+    )
+    ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
 
 def render(manifest: Manifest) -> None:

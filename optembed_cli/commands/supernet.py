@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, open_store
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
     EpochsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, NormOpt, PatienceOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt,
@@ -68,14 +68,7 @@ def supernet(
         force=force,
     )
     mode_flags(mode)
-    store = open_store(artifacts)
-    if source is None and not json:
-        ui.said_upstream(store.resolve(None, stage.UPSTREAM), source, json)
-    with ui.reporter(quiet=json) as rep:
-        manifest = stage.run(config, store, rep)
-    ui.announce(manifest, json)
-    if not json:
-        render(manifest)
+    ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
 
 def render(manifest: Manifest) -> None:
