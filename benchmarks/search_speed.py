@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", type=int, default=40)
     ap.add_argument("--generations", type=int, default=3)
     ap.add_argument("--reference-candidates", type=int, default=3)
-    ap.add_argument("--rows-per-pass", type=int, default=None, help="default: 262144 on CUDA, 65536 on CPU")
+    ap.add_argument("--rows-per-pass", type=int, default=None, help="default: 262144 on CUDA, 4096 on CPU")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     val_rows = args.val_rows or (1_000_000 if cuda else 20_000)
     train_rows = args.train_rows or (2_000_000 if cuda else 100_000)
-    rows_per_pass = args.rows_per_pass or (262_144 if cuda else 65_536)
+    rows_per_pass = args.rows_per_pass or (262_144 if cuda else 4096)
     torch.manual_seed(0)
     train, val = criteo_shaped(train_rows, seed=1), criteo_shaped(val_rows, seed=2)
     train, val = train.to(device), val.to(device)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = torch.bincount(model.embedding.field_of_row[model.row_mask], minlength=model.n_fields).cpu().numpy()
     evo = EvolutionConfig(population=args.population, generations=args.generations, topk=min(15, args.population // 2))
     batched = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass)
-    naive = NaiveScorer(model, val, device)
+    naive = NaiveScorer(model, val, device, batch_size=32768 if cuda else 2048)
 
     batched(np.full((2, model.n_fields), args.dim))  # warm up
     start = time.perf_counter()

@@ -41,7 +41,7 @@ class SearchStage:
     source: str | None = None  # supernet artifact (fingerprint prefix or folder); None = newest
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     device: str = "auto"
-    rows_per_pass: int = 131072
+    rows_per_pass: int | None = None  # rows per backbone call; None: by device (CPUs prefer cache-sized calls)
     amp: str = "none"
     force: bool = False
 
@@ -61,7 +61,7 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     evo = config.evolution
     evo.validate()
-    if config.rows_per_pass < 1:
+    if config.rows_per_pass is not None and config.rows_per_pass < 1:
         raise ConfigError("--rows-per-pass must be positive")
     if config.amp not in ("none", "bf16"):
         raise ConfigError(f"unknown --amp '{config.amp}'; choose none or bf16")
@@ -92,7 +92,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         labels = val.y
         if len(val) == 0 or int(labels.min()) == int(labels.max()):
             raise TrainingError("the validation split needs both positive and negative rows to rank candidates by AUC")
-        scorer = BatchedScorer(model, val, device, rows_per_pass=config.rows_per_pass, amp=config.amp)
+        rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
+        scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp)
         full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])
         task = reporter.task("search", total=evo.generations + 1, unit="gen")
 

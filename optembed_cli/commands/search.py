@@ -37,7 +37,9 @@ def search(
         float | None, typer.Option(help="Least sparsity a candidate must reach (a budget of (1-s)*rows*D).", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = DEFAULTS.seed,
-    rows_per_pass: Annotated[int, typer.Option(help="Rows (candidates x batch) per backbone call.")] = stage.SearchStage.rows_per_pass,
+    rows_per_pass: Annotated[
+        int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
+    ] = None,
     device: DeviceOpt = "auto",
     amp: AmpOpt = "none",
     artifacts: ArtifactsOpt = None,
