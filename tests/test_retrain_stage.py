@@ -31,20 +31,25 @@ def random_ids(cards: list[int], n: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randint(0, c, (n,), generator=g) for c in cards], dim=1)
 
 
-@pytest.mark.parametrize("name", ["fnn", "deepfm", "dcn", "ipnn"])
-def test_compact_equals_masked_model(name: str) -> None:
+@pytest.mark.parametrize(
+    "name, width_list", [("fnn", [1, 8, 3, 5, 2]), ("deepfm", [1, 8, 3, 5, 2]), ("deepfm", [3, 8, 3, 1, 3]), ("dcn", [2, 2, 2, 2, 2]), ("ipnn", [1, 8, 3, 5, 2])]
+)
+def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
     torch.manual_seed(1)
     cards = [9, 2, 40, 6, 13]
     model = build_model(cards, ModelConfig(name, embed_dim=8, mlp_dims=(16, 8)), "none")
     keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(2)) > 0.5
-    widths = torch.tensor([1, 8, 3, 5, 2])
+    widths = torch.tensor(width_list)
     model.set_fixed_masks(keep, widths)
     model.train()
     model(random_ids(cards, 256, 3)).sum().backward()  # BatchNorm statistics move
     model.eval()
     compact = export_compact(model, keep, widths, [f"f{i}" for i in range(5)])
     x = random_ids(cards, 500, 4)
-    assert torch.equal(model(x), compact(x))
+    assert torch.equal(model(x), compact(x))  # row gathers per width group
+    assert torch.equal(model(x[:5]), compact(x[:5]))  # one element-wise gather (small batches)
+    for f, w in enumerate(width_list):  # each field's table is its own (kept, D_f) block
+        assert compact.table(f).shape[1] == w
     assert compact.widths == widths.tolist()
     kept = [int(keep[o : o + c].sum() + (0 if keep[o] else 1)) for o, c in zip(model.embedding.offsets.tolist(), cards)]
     assert compact.kept == kept

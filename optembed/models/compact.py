@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optembed.errors import ArtifactError
@@ -27,16 +28,18 @@ from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 
 FORMAT = "optembed-compact"
+SMALL_BATCH = 64  # below this many rows one element-wise gather beats per-group row gathers
 VERSION = 1
 
 
 class CompactModel(nn.Module):
-    """Per-field dense tables packed into one flat buffer, read with a single gather.
+    """Per-field dense tables packed into one flat buffer, read one width group at a time.
 
-    Field ``f``'s table (``kept_f`` rows x ``D_f`` columns, row-major) starts at
-    ``field_start[f]`` in ``flat``; ids go through one concatenated remap (original id ->
-    compact row). A lookup computes ``start + row * D_f + column`` for the first ``D_f``
-    columns and zero elsewhere, so the cost does not grow with the number of fields.
+    Fields of equal width ``w`` are stacked into one ``(rows, w)`` group table and the groups are
+    laid end to end in ``flat``; field ``f``'s table (``kept_f`` rows x ``D_f`` columns,
+    row-major) starts at ``field_start[f]``. Ids go through one concatenated remap (original
+    id -> compact row). A lookup gathers whole rows per group (one gather per distinct width,
+    not per field) and writes them, zero-padded to ``D``, into the backbone's input.
     """
 
     field_start: Tensor
@@ -59,10 +62,27 @@ class CompactModel(nn.Module):
         self.field_names = list(field_names)
         self._kept = [int(t.shape[0]) for t in tables]
         widths = [int(t.shape[1]) for t in tables]
-        sizes = torch.tensor([k * w for k, w in zip(self._kept, widths, strict=True)], dtype=torch.long)
-        self.flat = nn.Parameter(torch.cat([t.detach().reshape(-1) for t in tables]).clone())
-        self.register_buffer("field_start", torch.cumsum(sizes, 0) - sizes)
+        order = sorted(range(len(tables)), key=lambda f: (widths[f], f))  # fields grouped by width
+        starts = [0] * len(tables)
+        self._groups: list[tuple[int, int, int]] = []  # (width, flat start, rows) per width group
+        group_fields: list[list[int]] = []
+        row_offset = [0] * len(tables)
+        position = 0
+        for f in order:
+            if not self._groups or self._groups[-1][0] != widths[f]:
+                self._groups.append((widths[f], position, 0))
+                group_fields.append([])
+            width, start, rows = self._groups[-1]
+            starts[f], row_offset[f] = position, rows
+            self._groups[-1] = (width, start, rows + self._kept[f])
+            group_fields[-1].append(f)
+            position += self._kept[f] * widths[f]
+        self.flat = nn.Parameter(torch.cat([tables[f].detach().reshape(-1) for f in order]).clone())
+        self.register_buffer("field_start", torch.tensor(starts, dtype=torch.long))
         self.register_buffer("field_width", torch.tensor(widths, dtype=torch.long))
+        self.register_buffer("row_offset", torch.tensor(row_offset, dtype=torch.long), persistent=False)
+        for g, fields in enumerate(group_fields):
+            self.register_buffer(f"group_fields_{g}", torch.tensor(fields, dtype=torch.long), persistent=False)
         cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
         self.register_buffer("remap", torch.cat([r.to(torch.int32) for r in remaps]))
         self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
@@ -90,11 +110,25 @@ class CompactModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         xc = self.compact_ids(x)
-        cols = torch.arange(self.dim, device=x.device)
+        emb = self._gather_elements(xc) if x.shape[0] < SMALL_BATCH else self._gather_rows(xc)
+        return self.backbone.head(emb, xc)
+
+    def _gather_rows(self, xc: Tensor) -> Tensor:
+        """Whole-row gathers, one per width group: fast for large batches."""
+        rows = xc + self.row_offset  # row within the field's width group
+        emb = self.flat.new_zeros(xc.shape[0], len(self._kept), self.dim)
+        for g, (width, start, n_rows) in enumerate(self._groups):
+            fields = getattr(self, f"group_fields_{g}")
+            table = self.flat[start : start + n_rows * width].view(n_rows, width)
+            emb[:, fields, :width] = F.embedding(rows[:, fields], table)
+        return emb
+
+    def _gather_elements(self, xc: Tensor) -> Tensor:
+        """One element-wise gather over all fields: fewest operations, for small batches."""
+        cols = torch.arange(self.dim, device=xc.device)
         inside = cols < self.field_width.unsqueeze(1)  # (n, D)
         index = (self.field_start + xc * self.field_width).unsqueeze(-1) + cols  # (B, n, D)
-        emb = self.flat[torch.where(inside, index, 0)] * inside
-        return self.backbone.head(emb, xc)
+        return self.flat[torch.where(inside, index, 0)] * inside
 
     def embedding_params(self) -> int:
         return self.flat.numel()
