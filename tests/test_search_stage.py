@@ -102,9 +102,10 @@ def test_retrain_and_evaluate_from_search(prepared) -> None:
 
 def test_search_refuses_unsearchable_supernets_and_budgets(prepared) -> None:
     store, pre, sn, _ = prepared
-    plain = small_supernet(store, "prune-only", epochs=1)
-    with pytest.raises(ConfigError, match="without random widths"):
-        search.run(_stage(plain.fingerprint), store)
+    for mode in ("prune-only", "none"):
+        plain = small_supernet(store, mode, epochs=1)
+        with pytest.raises(ConfigError, match=f"--mode {mode}, without random widths"):
+            search.run(_stage(plain.fingerprint), store)
     with pytest.raises(ConfigError, match="no candidate can meet the budget"):
         search.run(_stage(sn.fingerprint, param_budget=10), store)
 
