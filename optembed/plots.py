@@ -20,6 +20,14 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _by_search(candidates: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Candidates grouped by the search they come from (key ``search``; one group without it)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in candidates:
+        groups.setdefault(str(c.get("search", "search")), []).append(c)
+    return groups
+
+
 def write_plots(
     out: Path, rows: Sequence[dict[str, Any]], field_names: Sequence[str], candidates: Sequence[dict[str, Any]]
 ) -> dict[str, str]:
@@ -28,10 +36,11 @@ def write_plots(
     files: dict[str, str] = {}
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    if candidates:
+    searches = _by_search(candidates)
+    for (name, group), color in zip(searches.items(), ("grey", "tan", "lightblue", "pink")):
         ax.scatter(
-            [c["params"] for c in candidates], [c["val_auc"] for c in candidates],
-            s=8, alpha=0.3, color="grey", label="search candidates (val AUC)",
+            [c["params"] for c in group], [c["val_auc"] for c in group],
+            s=8, alpha=0.3, color=color, label=f"candidates of {name} (val AUC)",
         )
     for r in rows:
         ax.scatter([r["embedding_params"]], [r["test_auc"]], s=40, label=f"{r['variant']} (test AUC)")
@@ -45,18 +54,20 @@ def write_plots(
     plt.close(fig)
     files["plot_tradeoff"] = "tradeoff.png"
 
-    if candidates:
-        by_gen: dict[int, list[float]] = {}
-        for c in candidates:
-            by_gen.setdefault(int(c["generation"]), []).append(float(c["val_auc"]))
-        gens = sorted(by_gen)
-        best, running = [], float("-inf")
-        for g in gens:
-            running = max(running, max(by_gen[g]))
-            best.append(running)
+    if searches:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(gens, best, marker="o", label="best so far")
-        ax.plot(gens, [sum(v) / len(v) for v in (by_gen[g] for g in gens)], marker=".", label="generation mean")
+        for name, group in searches.items():
+            by_gen: dict[int, list[float]] = {}
+            for c in group:
+                by_gen.setdefault(int(c["generation"]), []).append(float(c["val_auc"]))
+            gens = sorted(by_gen)
+            best, running = [], float("-inf")
+            for g in gens:
+                running = max(running, max(by_gen[g]))
+                best.append(running)
+            line = ax.plot(gens, best, marker="o", label=f"{name}: best so far")[0]
+            means = [sum(v) / len(v) for v in (by_gen[g] for g in gens)]
+            ax.plot(gens, means, marker=".", linestyle=":", color=line.get_color(), label=f"{name}: generation mean")
         ax.set_xlabel("generation")
         ax.set_ylabel("validation AUC")
         ax.set_title("search convergence")

@@ -181,12 +181,15 @@ def _search_candidates(store: Store, sources: list[Manifest]) -> list[dict[str, 
     import pyarrow.parquet as pq
 
     out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for m in sources:
         chain = resolve_chain(store, m)
         search = chain.get("search")
-        if search is not None and "candidates" in search.outputs:
-            out = pq.read_table(search.output("candidates")).to_pylist()
-            break
+        if search is not None and "candidates" in search.outputs and search.fingerprint not in seen:
+            seen.add(search.fingerprint)
+            mode = chain["supernet"].params.get("mode", "?") if "supernet" in chain else "?"
+            label = f"search {search.fingerprint[:8]} ({mode})"
+            out.extend({**row, "search": label} for row in pq.read_table(search.output("candidates")).to_pylist())
     return out
 
 
