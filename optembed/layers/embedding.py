@@ -24,7 +24,8 @@ class FieldEmbedding(nn.Module):
     row-pruning thresholds, which start at 0.
 
     ``sparse`` makes the table's gradient a sparse tensor (only the looked-up rows), for
-    sparse optimizers; it is a plain attribute and may be switched after construction.
+    sparse optimizers; it is a plain attribute and may be switched after construction (the
+    trainer sets it from ``--embedding-optimizer``).
     """
 
     offsets: Tensor
@@ -48,11 +49,17 @@ class FieldEmbedding(nn.Module):
             raise ConfigError(f"The embedding init std must be positive, got {init_std}.")
         self.cardinalities: tuple[int, ...] = tuple(cards)
         self.dim = int(dim)
+        self.init_std = float(init_std)
         self.sparse = sparse
         self.weight = nn.Parameter(torch.empty(sum(cards), dim))
         counts = torch.tensor(cards, dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(counts, 0) - counts)
-        nn.init.normal_(self.weight, mean=0.0, std=init_std)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw every entry again from ``N(0, init_std^2)`` (``generator`` on the table's device)."""
+        nn.init.normal_(self.weight, mean=0.0, std=self.init_std, generator=generator)
 
     @property
     def n_fields(self) -> int:

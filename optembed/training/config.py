@@ -9,6 +9,22 @@ from optembed.errors import ConfigError
 
 AMP_MODES = ("none", "bf16")
 THRESHOLD_OPTIMIZERS = ("sgd", "adam")
+# Optimizer of the embedding tables (the shared table and DeepFM's per-feature linear weights);
+# the dense network always uses Adam. See optembed.training.optimizers.
+EMBEDDING_OPTIMIZERS = ("adam", "sparse-adam", "rowwise-adagrad")
+# Frequency-adaptive learning rate of the embedding rows, lr_v = lr * scale(count_v); see
+# optembed.training.freq_lr.
+FREQ_LR_FORMS = ("none", "clip", "smooth")
+# Keys added after the first release: left out of the stage parameters (hence the fingerprints)
+# while they hold these defaults, so artifacts trained before they existed keep their identity.
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "embedding_optimizer": "adam",
+    "embedding_lr": None,
+    "freq_lr": "none",
+    "freq_lr_c0": 100.0,
+    "freq_lr_power": 0.5,
+    "reinit_embeddings_each_epoch": False,
+}
 
 
 @dataclass
@@ -26,6 +42,12 @@ class TrainConfig:
     amp: str = "none"
     compile: bool = False
     check_every: int = 50  # steps between loss finiteness checks (each one syncs the device)
+    embedding_optimizer: str = "adam"  # adam (dense, today's behaviour) | sparse-adam | rowwise-adagrad
+    embedding_lr: float | None = None  # learning rate of the embedding tables; None = lr
+    freq_lr: str = "none"  # none | clip: (c0 / max(c0, n))^p | smooth: (1 + n / c0)^-p
+    freq_lr_c0: float = 100.0
+    freq_lr_power: float = 0.5
+    reinit_embeddings_each_epoch: bool = False  # re-draw the embedding tables after every epoch
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -42,6 +64,43 @@ class TrainConfig:
             raise ConfigError(f"unknown --amp '{self.amp}'; choose {' or '.join(AMP_MODES)}")
         if self.threshold_optimizer not in THRESHOLD_OPTIMIZERS:
             raise ConfigError(f"unknown --threshold-optimizer '{self.threshold_optimizer}'")
+        if self.embedding_optimizer not in EMBEDDING_OPTIMIZERS:
+            raise ConfigError(
+                f"unknown --embedding-optimizer '{self.embedding_optimizer}'; choose {' | '.join(EMBEDDING_OPTIMIZERS)}"
+            )
+        if self.embedding_lr is not None and self.embedding_lr <= 0:
+            raise ConfigError("--embedding-lr must be positive")
+        if self.freq_lr not in FREQ_LR_FORMS:
+            raise ConfigError(f"unknown --freq-lr '{self.freq_lr}'; choose {' | '.join(FREQ_LR_FORMS)}")
+        if self.freq_lr != "none" and (self.freq_lr_c0 <= 0 or self.freq_lr_power < 0):
+            raise ConfigError("--freq-lr-c0 must be positive and --freq-lr-power must not be negative")
+
+    @property
+    def sparse_embeddings(self) -> bool:
+        """Whether the embedding tables produce sparse gradients (every optimizer but dense Adam)."""
+        return self.embedding_optimizer != "adam"
+
+    def warnings(self) -> list[str]:
+        """One line per accepted but questionable combination (shown before training)."""
+        out = []
+        if self.embedding_optimizer == "sparse-adam" and self.weight_decay > 0:
+            out.append(
+                f"warning: sparse-adam applies no weight decay to the embedding rows; "
+                f"--weight-decay {self.weight_decay:g} applies to the dense network only"
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_params(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the later options that hold their defaults (or do nothing:
+        the ``freq_lr`` constants when ``freq_lr`` is ``none``), for stable fingerprints."""
+        params = self.to_dict()
+        if params["freq_lr"] == "none":
+            params.pop("freq_lr_c0")
+            params.pop("freq_lr_power")
+        for key, default in OPTIONAL_DEFAULTS.items():
+            if key in params and params[key] == default:
+                params.pop(key)
+        return params

@@ -5,6 +5,11 @@ Batches are sliced from device-resident tensors through a device-side permutatio
 ``alpha * sum(exp(-t))`` while the row thresholds are learnable. After every epoch the model
 is evaluated on validation (and test) data; the best validation AUC is kept and training stops
 after ``patience`` epochs without improvement. A NaN/inf loss stops training with a clear error.
+
+Embedding options (``--embedding-optimizer``, ``--freq-lr``, ``--reinit-embeddings-each-epoch``)
+act on the embedding tables only - every :class:`FieldEmbedding` of the model: the shared
+table and DeepFM's per-feature linear weights; see :mod:`optembed.training.optimizers` and
+:mod:`optembed.training.freq_lr`.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
-from optembed.errors import TrainingError
+from optembed.errors import ConfigError, TrainingError
+from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import autocast, evaluate
+from optembed.training.freq_lr import remapped_counts, row_scale
+from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -40,20 +48,49 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     train_samples_per_s: float = 0.0
+    optimizer_state_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def learns_thresholds(model: CTRModel) -> bool:
     return model.prune_rows and model.row_mask is None
 
 
+def embedding_tables(model: CTRModel) -> list[FieldEmbedding]:
+    """The model's embedding tables: the shared table first, then any per-feature table."""
+    return [m for m in model.modules() if isinstance(m, FieldEmbedding)]
+
+
 def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Adam (with weight decay) for embeddings and network; thresholds on their own optimizer."""
+    """Adam (with weight decay) for the network - and the embedding tables with
+    ``embedding_optimizer="adam"``; otherwise the tables get their own sparse optimizer (and
+    produce sparse gradients). Thresholds are on their own optimizer, last.
+    """
     threshold = model.pruner.threshold
-    others = [p for p in model.parameters() if p is not threshold and p.requires_grad]
-    fused = bool(others) and others[0].is_cuda
+    tables = [t.weight for t in embedding_tables(model)]
+    for t in embedding_tables(model):
+        t.sparse = cfg.sparse_embeddings
+    table_ids = {id(w) for w in tables}
+    emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else cfg.lr
+    if cfg.embedding_optimizer == "adam":
+        dense = [p for p in model.parameters() if p is not threshold and p.requires_grad]
+        groups: list[Any] = dense
+        if emb_lr != cfg.lr:
+            groups = [
+                {"params": [p for p in dense if id(p) not in table_ids]},
+                {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr},
+            ]
+    else:
+        dense = [p for p in model.parameters() if p is not threshold and id(p) not in table_ids and p.requires_grad]
+        groups = dense
+    fused = bool(dense) and dense[0].is_cuda
     optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.Adam(others, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+        torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     ]
+    trainable = [w for w in tables if w.requires_grad]
+    if cfg.embedding_optimizer == "sparse-adam" and trainable:
+        optimizers.append(torch.optim.SparseAdam(trainable, lr=emb_lr))
+    elif cfg.embedding_optimizer == "rowwise-adagrad" and trainable:
+        optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.weight_decay))
     if learns_thresholds(model):
         if cfg.threshold_optimizer == "sgd":
             optimizers.append(torch.optim.SGD([threshold], lr=cfg.threshold_lr))
@@ -70,7 +107,9 @@ class Trainer:
         device: torch.device,
         reporter: Reporter = NULL,
         epoch_stats: EpochStats | None = None,
+        row_counts: Tensor | None = None,
     ) -> None:
+        """``row_counts``: training count of every table row (``--freq-lr`` needs them)."""
         cfg.validate()
         self.model = model.to(device)
         self.cfg = cfg
@@ -78,9 +117,48 @@ class Trainer:
         self.reporter = reporter
         self.epoch_stats = epoch_stats
         self.optimizers = build_optimizers(self.model, cfg)
+        self._steps: list[Callable[[], Any]] = [opt.step for opt in self.optimizers]
+        if cfg.freq_lr != "none":
+            self._set_freq_lr(row_counts)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
         self.forward: Callable[..., Tensor] = torch.compile(self.model) if cfg.compile else self.model
+
+    def _set_freq_lr(self, row_counts: Tensor | None) -> None:
+        cfg, emb = self.cfg, self.model.embedding
+        if row_counts is None:
+            raise ConfigError("--freq-lr needs the id counts of the preprocess artifact (vocab/<field>.parquet); none were found")
+        if row_counts.shape != (emb.num_rows,):
+            raise ConfigError(f"--freq-lr needs one count per table row ({emb.num_rows}), got {tuple(row_counts.shape)}")
+        counts = row_counts.to(self.device, torch.long)
+        if self.model.id_remap is not None:  # pruned ids are read as the OOV row: it gets their counts
+            counts = remapped_counts(counts, self.model.id_remap, emb.offsets, emb.field_of_row)
+        scale = row_scale(counts, cfg.freq_lr, cfg.freq_lr_c0, cfg.freq_lr_power).to(self.device)
+        tables = [t.weight for t in embedding_tables(self.model) if t.weight.requires_grad]
+        opt = self.optimizers[0] if cfg.embedding_optimizer == "adam" else self.optimizers[1]
+        if isinstance(opt, RowWiseAdagrad):
+            for w in tables:
+                opt.set_row_scale(w, scale)
+        else:
+            self._steps[self.optimizers.index(opt)] = RowLRScale(opt, {w: scale for w in tables}).step
+
+    def reinit_embeddings(self, epoch: int) -> None:
+        """Re-draw the embedding tables (not the network, not the thresholds) and forget their
+        optimizer state; seeded by ``seed`` and ``epoch``, so a resumed run re-draws the same."""
+        gen = torch.Generator(device=self.model.embedding.weight.device)
+        gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        for table in embedding_tables(self.model):
+            table.reset_parameters(gen)
+            for opt in self.optimizers:
+                opt.state.pop(table.weight, None)
+
+    def optimizer_state_bytes(self) -> dict[str, int]:
+        """Bytes of optimizer state: in all, and of the embedding tables alone."""
+        tables = [t.weight for t in embedding_tables(self.model)]
+        return {
+            "optimizer_state_bytes": sum(state_bytes(opt) for opt in self.optimizers),
+            "embedding_optimizer_state_bytes": sum(state_bytes(opt, tables) for opt in self.optimizers),
+        }
 
     # -- one step -------------------------------------------------------------------------
     def loss(self, xb: Tensor, yb: Tensor) -> Tensor:
@@ -100,8 +178,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         loss = self.loss(xb, yb)
         loss.backward()
-        for opt in self.optimizers:
-            opt.step()
+        for opt_step in self._steps:
+            opt_step()
         return loss.detach()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -161,13 +239,17 @@ class Trainer:
             else:
                 bad_epochs += 1
             self.reporter.message(_summary(record, improved))
+            stop = bad_epochs > cfg.patience
+            if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
+                self.reinit_embeddings(epoch)
             if checkpoint is not None:
                 checkpoint(self.state(epoch, best, bad_epochs))
-            if bad_epochs > cfg.patience:
+            if stop:
                 best.stopped_early = True
                 self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
+        best.optimizer_state_bytes = self.optimizer_state_bytes()
         return best
 
     def _epoch(self, epoch: int, train: SplitTensors) -> dict[str, Any]:
