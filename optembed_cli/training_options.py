@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from optembed_cli import ui
 from optembed.errors import ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
@@ -30,6 +32,30 @@ SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling an
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
 AmpOpt = Annotated[str, typer.Option(help="Mixed precision: none | bf16.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+EmbOptimizerOpt = Annotated[
+    str,
+    typer.Option(
+        help="Optimizer of the embedding tables: adam (dense, with the network) | sparse-adam (batch rows only; "
+        "no weight decay) | rowwise-adagrad (batch rows only; one accumulator per row). The network keeps Adam."
+    ),
+]
+EmbLrOpt = Annotated[float | None, typer.Option(help="Learning rate of the embedding tables (default: --lr).")]
+FreqLrOpt = Annotated[
+    str,
+    typer.Option(
+        help="Frequency-adaptive embedding learning rate from the preprocess counts n: none | "
+        "clip: lr * (c0 / max(c0, n))^p | smooth: lr * (1 + n / c0)^-p."
+    ),
+]
+FreqC0Opt = Annotated[float, typer.Option(help="--freq-lr constant c0 (a count).")]
+FreqPowerOpt = Annotated[float, typer.Option(help="--freq-lr exponent p.")]
+ReinitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reinit-embeddings-each-epoch",
+        help="Re-draw the embedding tables after every epoch (the network and thresholds are kept).",
+    ),
+]
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
@@ -57,6 +83,10 @@ def model_config(
 
 
 def train_config(**kwargs: object) -> TrainConfig:
+    """Build and validate the training options; questionable combinations get one warning line
+    each on stderr (also with ``--json``)."""
     cfg = TrainConfig(**kwargs)  # type: ignore[arg-type]
     cfg.validate()
+    for line in cfg.warnings():
+        ui.err.print(Text(line), soft_wrap=True)
     return cfg

@@ -31,7 +31,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
-from pipelines.data import load_dataset, read_schema
+from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.supernet import load_row_mask, train_params
@@ -138,6 +138,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         raise ConfigError(f"unknown --init '{config.init}'; choose fresh or rewind")
     config.train.validate()
     p = plan(config, store)
+    counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
     params: dict[str, Any] = {
         "full": config.full,
@@ -162,7 +163,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         dim = p.model.embed_dim
         widths = torch.tensor(p.widths if p.widths is not None else [dim] * model.n_fields)
         model.set_fixed_masks(keep, widths)
-        result = Trainer(model, config.train, device, reporter).fit(
+        result = Trainer(model, config.train, device, reporter, row_counts=counts).fit(
             data.splits["train"], data.splits["val"], data.splits["test"]
         )
         model.load_state_dict(result.best_state)
@@ -192,6 +193,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
             "dense_bytes": (tmp / "model.pt").stat().st_size,
             "train_samples_per_s": round(result.train_samples_per_s, 1),
+            **result.optimizer_state_bytes,
             "device": str(device),
         }
 

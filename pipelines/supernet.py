@@ -25,7 +25,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
-from pipelines.data import load_dataset, read_schema
+from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 
@@ -47,8 +47,10 @@ class SupernetStage:
 
 
 def train_params(cfg: TrainConfig) -> dict[str, Any]:
-    """Training options that change the result (not speed knobs)."""
-    params = cfg.to_dict()
+    """Training options that change the result (not speed knobs). The embedding options
+    (``embedding_optimizer``, ``freq_lr``, ...) appear only when they differ from their defaults,
+    so artifacts made before they existed keep their fingerprints."""
+    params = cfg.to_params()
     for key in ("eval_batch_size", "check_every", "compile"):
         params.pop(key)
     return params
@@ -81,6 +83,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
     read_schema(upstream)
+    counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
@@ -95,7 +98,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         resume_state = _load_resume(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats)
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts)
 
         def checkpoint(state: dict[str, Any]) -> None:
             resume_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "total_rows": model.embedding.num_rows,
             "embedding_params": kept * d,
             "train_samples_per_s": round(result.train_samples_per_s, 1),
+            **result.optimizer_state_bytes,
             "device": str(device),
         }
         shutil.rmtree(resume_dir, ignore_errors=True)

@@ -9,8 +9,9 @@ import typer
 from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
-    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EpochsOpt,
-    EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, model_config, train_config,
+    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
+    EmbOptimizerOpt, EpochsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
+    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, model_config, train_config,
 )
 from pipelines import retrain as stage
 from pipelines.store import Manifest
@@ -39,6 +40,12 @@ def retrain(
     device: DeviceOpt = "auto",
     amp: AmpOpt = "none",
     compile: CompileOpt = False,
+    embedding_optimizer: EmbOptimizerOpt = DEFAULTS.embedding_optimizer,
+    embedding_lr: EmbLrOpt = None,
+    freq_lr: FreqLrOpt = DEFAULTS.freq_lr,
+    freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
+    freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
+    reinit_embeddings_each_epoch: ReinitOpt = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
@@ -55,6 +62,9 @@ def retrain(
         train=train_config(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
+            embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
+            freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
+            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch,
         ),
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         device=device,

@@ -12,8 +12,8 @@ from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
-    EpochsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, NormOpt, PatienceOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt,
-    model_config, train_config,
+    EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
+    ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
 )
 from optembed.models.base import mode_flags
 from pipelines import supernet as stage
@@ -48,6 +48,12 @@ def supernet(
     device: DeviceOpt = "auto",
     amp: AmpOpt = "none",
     compile: CompileOpt = False,
+    embedding_optimizer: EmbOptimizerOpt = DEFAULTS.embedding_optimizer,
+    embedding_lr: EmbLrOpt = None,
+    freq_lr: FreqLrOpt = DEFAULTS.freq_lr,
+    freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
+    freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
+    reinit_embeddings_each_epoch: ReinitOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -61,6 +67,9 @@ def supernet(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
             threshold_lr=threshold_lr, threshold_optimizer=threshold_optimizer, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
+            embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
+            freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
+            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch,
         ),
         source=source,
         device=device,
