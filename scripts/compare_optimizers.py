@@ -1,0 +1,122 @@
+"""Compare the embedding training options on synthetic data, over a few epochs.
+
+Dense Adam vs ``sparse-adam`` vs ``rowwise-adagrad``, each plain, with ``--freq-lr`` and with
+``--reinit-embeddings-each-epoch``: synthetic Criteo-format data (``optembed synth``) is
+preprocessed, then one ``supernet`` artifact is trained per variant (early stopping off, so
+every epoch is recorded). Prints a Markdown table: validation AUC after every epoch, the best
+epoch, its test AUC, seconds per epoch, embedding and total optimizer state, row sparsity.
+
+Usage::
+
+    python scripts/compare_optimizers.py                                # small, a few minutes on CPU
+    python scripts/compare_optimizers.py --rows 1000000 --epochs 5 --device cuda --out table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from optembed.data.preprocess import PreprocessConfig  # noqa: E402
+from optembed.data.synth import generate  # noqa: E402
+from optembed.models.config import ModelConfig  # noqa: E402
+from optembed.training.config import EMBEDDING_OPTIMIZERS, TrainConfig  # noqa: E402
+from pipelines import preprocess, supernet  # noqa: E402
+from pipelines.store import Store  # noqa: E402
+
+REMEDIES = ("plain", "freq-lr", "reinit")
+
+
+def human(n: float) -> str:
+    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return f"{n:.0f} B"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=100_000, help="synthetic rows (split 8:1:1)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--model", default="deepfm")
+    ap.add_argument("--mode", default="none", help="supernet mode: none (the original model), prune-only, ...")
+    ap.add_argument("--embed-dim", type=int, default=16)
+    ap.add_argument("--mlp", default="64,32")
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=1e-3, help="network (and Adam/SparseAdam embedding) learning rate")
+    ap.add_argument("--adagrad-lr", type=float, default=1e-2, help="embedding learning rate of rowwise-adagrad")
+    ap.add_argument("--weight-decay", type=float, default=1e-5)
+    ap.add_argument("--freq-lr", default="clip")
+    ap.add_argument("--freq-lr-c0", type=float, default=100.0)
+    ap.add_argument("--freq-lr-power", type=float, default=0.5)
+    ap.add_argument("--optimizers", default=",".join(EMBEDDING_OPTIMIZERS))
+    ap.add_argument("--remedies", default=",".join(REMEDIES))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None, help="data and artifacts (default: a temporary folder)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        data = work / f"synth-{args.rows}-{args.seed}.txt"
+        if not data.exists():
+            generate(data, args.rows, fmt="criteo", seed=args.seed)
+        store = Store(work / "artifacts")
+        pre = preprocess.run(preprocess.PreprocessStage(data, PreprocessConfig()), store)
+        model = ModelConfig(args.model, embed_dim=args.embed_dim, mlp_dims=tuple(int(v) for v in args.mlp.split(",")))
+        rows = []
+        for opt in args.optimizers.split(","):
+            for remedy in args.remedies.split(","):
+                cfg = TrainConfig(
+                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.epochs,
+                    weight_decay=0.0 if opt == "sparse-adam" else args.weight_decay, seed=args.seed,
+                    embedding_optimizer=opt, embedding_lr=args.adagrad_lr if opt == "rowwise-adagrad" else None,
+                    freq_lr=args.freq_lr if remedy == "freq-lr" else "none",
+                    freq_lr_c0=args.freq_lr_c0, freq_lr_power=args.freq_lr_power,
+                    reinit_embeddings_each_epoch=remedy == "reinit",
+                )
+                m = supernet.run(
+                    supernet.SupernetStage(model=model, mode=args.mode, train=cfg, source=pre.fingerprint,
+                                           device=args.device),
+                    store,
+                )
+                curves = pq.read_table(m.output("curves")).to_pylist()
+                rows.append((opt, remedy, m, curves))
+                aucs = " ".join(f"{c['val_auc']:.4f}" for c in curves)
+                print(f"{opt:<16} {remedy:<8} val AUC by epoch {aucs}", file=sys.stderr)
+
+    epochs = max(len(c) for *_, c in rows)
+    head = ["embedding optimizer", "remedy"] + [f"val AUC e{e}" for e in range(1, epochs + 1)]
+    head += ["best epoch", "test AUC (best)", "s/epoch", "embedding opt. state", "all opt. state", "sparsity"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    for opt, remedy, m, curves in rows:
+        aucs = [f"{c['val_auc']:.4f}" for c in curves] + [""] * (epochs - len(curves))
+        secs = sum(c["train_seconds"] for c in curves) / len(curves)
+        cells = [opt, remedy, *aucs, str(m.metrics["best_epoch"]), f"{m.metrics['test_auc']:.4f}", f"{secs:.2f}",
+                 human(m.metrics["embedding_optimizer_state_bytes"]), human(m.metrics["optimizer_state_bytes"]),
+                 f"{m.metrics['sparsity']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    setup = (
+        f"{args.rows:,} synthetic Criteo rows, {pre.metrics['total_cardinality']:,} table rows; {args.model} D={args.embed_dim} "
+        f"MLP {args.mlp}, mode {args.mode}, batch {args.batch_size}, lr {args.lr:g} (rowwise-adagrad embeddings "
+        f"{args.adagrad_lr:g}), weight decay {args.weight_decay:g} (0 for sparse-adam); freq-lr {args.freq_lr} "
+        f"c0={args.freq_lr_c0:g} p={args.freq_lr_power:g}; {args.epochs} epochs, no early stopping."
+    )
+    table = setup + "\n\n" + "\n".join(lines) + "\n"
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
