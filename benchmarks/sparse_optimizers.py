@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             del trainer, model
 
     table = "\n".join(
-        f"| {b:,} | {n} | {r:,.0f} | {human(e)} | {human(a)} | {p:.2f} |" for b, n, r, e, a, p in results
+        f"| {b:,} | {n} | {r:,.0f} | {human(e)} | {human(a)} | {'-' if p != p else f'{p:.2f}'} |"
+        for b, n, r, e, a, p in results
     )
     body = f"""
 Embedding optimizers: one supernet training step (`--mode {args.mode}`, forward, backward, all

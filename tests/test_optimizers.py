@@ -298,3 +298,29 @@ def test_field_embedding_reset_parameters_is_seeded() -> None:
     first = emb.weight.detach().clone()
     emb.reset_parameters(torch.Generator().manual_seed(7))
     assert torch.equal(first, emb.weight)
+
+
+def test_resume_with_reinit_and_sparse_optimizer_continues_exactly() -> None:
+    def run(**kwargs):
+        torch.manual_seed(0)
+        model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,)), "prune-only")
+        cfg = TrainConfig(
+            epochs=3, batch_size=256, patience=5, embedding_optimizer="rowwise-adagrad", freq_lr="smooth",
+            reinit_embeddings_each_epoch=True,
+        )
+        counts = torch.arange(model.embedding.num_rows) * 10
+        return Trainer(model, cfg, CPU, row_counts=counts).fit(planted(1500, 1), planted(400, 2), **kwargs)
+
+    full = run()
+    saved: list[dict] = []
+
+    def crash_after_first(state: dict) -> None:
+        saved.append(state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=crash_after_first)
+    resumed = run(resume=saved[0])
+    assert [r["val_auc"] for r in resumed.history] == [r["val_auc"] for r in full.history]
+    for k, v in full.best_state.items():
+        assert torch.equal(v, resumed.best_state[k]), k
