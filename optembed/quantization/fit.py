@@ -1,0 +1,107 @@
+"""Training a product quantizer on one table: weighted reconstruction, balance, contrast."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.pq import ProductQuantizer, code_dtype
+
+CONTRAST_ROWS = 1024  # rows of the batch used as each other's negatives
+
+
+def popularity_weights(counts: Tensor | None, mode: str, rows: int) -> Tensor:
+    """Per-row loss weights: ``log2(1 + count)`` (``log``), ``count`` (``linear``) or 1 (``none``).
+
+    Rows never counted keep a small weight so that every row still gets a sensible code.
+    """
+    if mode == "none" or counts is None:
+        return torch.ones(rows)
+    c = counts.double().clamp(min=0)
+    w = torch.log2(1 + c) if mode == "log" else c
+    return w.clamp(min=1e-3).float()
+
+
+@dataclass
+class FitStats:
+    rows: int
+    groups: int
+    codebook: int
+    mse: float  # mean squared error per row, relative to the mean squared row norm
+    weighted_mse: float  # the same, popularity-weighted
+    codes_used: float  # distinct codes used per group, averaged over groups
+    perplexity: float  # exp(entropy) of the code histogram per group, averaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _losses(pq: ProductQuantizer, x: Tensor, w: Tensor, cfg: QuantizerConfig) -> Tensor:
+    d = pq.distances(x)
+    q = pq.decode(d.argmin(dim=-1))
+    scale = (x * x).sum(1).mean().clamp(min=1e-12)
+    loss = (w * ((x - q) ** 2).sum(1)).sum() / w.sum() / scale
+    if cfg.balance_weight > 0 and pq.codebook > 1:
+        soft = torch.softmax(-d / (cfg.soft_temperature * scale / pq.groups), dim=-1)
+        mean = soft.mean(0)  # (groups, K)
+        entropy = -(mean * torch.log(mean + 1e-12)).sum(-1) / math.log(pq.codebook)
+        loss = loss - cfg.balance_weight * entropy.mean()
+    if cfg.contrastive_weight > 0 and x.shape[0] > 1:
+        xs, qs = x[:CONTRAST_ROWS], q[:CONTRAST_ROWS]
+        logits = -torch.cdist(xs, qs).pow(2) / (cfg.temperature * scale)
+        loss = loss + cfg.contrastive_weight * F.cross_entropy(logits, torch.arange(xs.shape[0], device=x.device))
+    return loss
+
+
+@torch.no_grad()
+def encode_all(pq: ProductQuantizer, table: Tensor, chunk: int = 65536) -> Tensor:
+    codes = torch.cat([pq.encode(table[i : i + chunk]) for i in range(0, table.shape[0], chunk)])
+    return codes.to(code_dtype(pq.codebook))
+
+
+@torch.no_grad()
+def fit_stats(pq: ProductQuantizer, table: Tensor, codes: Tensor, weights: Tensor) -> FitStats:
+    err = ((table - pq.decode(codes)) ** 2).sum(1)
+    scale = float((table * table).sum(1).mean().clamp(min=1e-12))
+    used, perp = [], []
+    for g in range(pq.groups):
+        hist = torch.bincount(codes[:, g].long(), minlength=pq.codebook).double()
+        p = hist / hist.sum()
+        used.append(int((hist > 0).sum()))
+        perp.append(float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())))
+    w = weights.to(err.device)
+    return FitStats(
+        rows=table.shape[0], groups=pq.groups, codebook=pq.codebook,
+        mse=float(err.mean()) / scale, weighted_mse=float((w * err).sum() / w.sum()) / scale,
+        codes_used=sum(used) / len(used), perplexity=sum(perp) / len(perp),
+    )
+
+
+def fit_quantizer(
+    table: Tensor, counts: Tensor | None, cfg: QuantizerConfig, device: torch.device | str = "cpu"
+) -> tuple[ProductQuantizer, Tensor, FitStats]:
+    """Learn a quantizer of ``table``'s rows; returns it, the codes (uint8/uint16) and statistics."""
+    cfg.validate()
+    device = torch.device(device)
+    table = table.detach().float().to(device)
+    n, dim = table.shape
+    weights = popularity_weights(counts, cfg.popularity, n).to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pq = ProductQuantizer(dim, cfg.groups, cfg.codebook)
+    pq.init_from(table.cpu(), gen)
+    pq = pq.to(device)
+    opt = torch.optim.Adam(pq.parameters(), lr=cfg.lr)
+    for _ in range(cfg.steps):
+        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen).to(device)
+        loss = _losses(pq, table[idx], weights[idx], cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    codes = encode_all(pq, table)
+    return pq, codes, fit_stats(pq, table, codes, weights)
