@@ -1,9 +1,10 @@
 """Raw input formats: how to read a file and turn each column into a label or a field token.
 
 Every format is described by a :class:`FormatSpec`: the DuckDB ``read_csv``/``read_parquet``
-call that loads the raw columns as text, the SQL expression of the 0/1 label, and one SQL
-expression per field giving the field's token (NULL means "missing"). Validity checks are SQL
-expressions too, so the whole parse runs inside DuckDB.
+call that loads the raw columns (as text, or typed where the format fixes the type: Criteo's
+integer columns are read as DOUBLE, so a non-number is a rejected line), the SQL expression of the
+0/1 label, and one SQL expression per field giving the field's token (NULL means "missing").
+Validity checks are SQL expressions too, so the whole parse runs inside DuckDB.
 """
 
 from __future__ import annotations
@@ -54,12 +55,27 @@ def log_square_token(col: str) -> str:
     )
 
 
+def typed_log_square_token(col: str) -> str:
+    """Criteo's integer transform on a DOUBLE column, as a DOUBLE token (see :func:`number_text`)."""
+    c = q(col)
+    return f"(CASE WHEN {c} > 2 THEN floor(ln({c}) ^ 2) ELSE {c} END)"
+
+
+def number_text(expr: str) -> str:
+    """A DOUBLE token as the text :func:`log_square_token` gives: integral values without '.0'."""
+    return (
+        f"(CASE WHEN {expr} = floor({expr}) AND abs({expr}) < 9e18 THEN CAST(CAST({expr} AS BIGINT) AS VARCHAR) "
+        f"ELSE CAST({expr} AS VARCHAR) END)"
+    )
+
+
 def binary_label(col: str) -> str:
     """A 0/1 label; NULL when the value is anything else (true/false are accepted)."""
     c = q(col)
     return (
-        f"(CASE WHEN lower(trim({c})) IN ('true', 'false') THEN CAST(lower(trim({c})) = 'true' AS INTEGER) "
-        f"WHEN TRY_CAST({c} AS DOUBLE) IN (0, 1) THEN CAST(TRY_CAST({c} AS DOUBLE) AS INTEGER) END)"
+        f"(CASE {c} WHEN '0' THEN 0 WHEN '1' THEN 1 "  # the common case, without parsing
+        f"ELSE (CASE WHEN lower(trim({c})) IN ('true', 'false') THEN CAST(lower(trim({c})) = 'true' AS INTEGER) "
+        f"WHEN TRY_CAST({c} AS DOUBLE) IN (0, 1) THEN CAST(TRY_CAST({c} AS DOUBLE) AS INTEGER) END) END)"
     )
 
 
@@ -70,10 +86,15 @@ class FieldSpec:
     kind: str = "categorical"  # or "numeric" (log-square bucketed)
     check_sql: str | None = None  # SQL that is TRUE when the raw value is invalid
     source: str | None = None  # the raw column the check reads (default: name)
+    token_type: str = "VARCHAR"  # SQL type of the token; DOUBLE tokens are stored as number_text
 
     @property
     def source_column(self) -> str:
         return self.source or self.name
+
+    def text_sql(self, expr: str) -> str:
+        """SQL turning a token (``expr``) into the text stored in the vocabulary."""
+        return number_text(expr) if self.token_type == "DOUBLE" else expr
 
 
 @dataclass
@@ -85,13 +106,16 @@ class FormatSpec:
     fields: list[FieldSpec] = field(default_factory=list)
     expected_columns: int | None = None
     header: bool = False
+    columns: list[str] = field(default_factory=list)  # the raw columns in file order, when fixed
 
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
 
-def _csv_reader(path: Path, columns: list[str] | None, delim: str, header: bool, quote: str) -> str:
+def _csv_reader(
+    path: Path, columns: list[str] | dict[str, str] | None, delim: str, header: bool, quote: str
+) -> str:
     parts = [
         lit(str(path)),
         f"delim={lit(delim)}",
@@ -103,7 +127,8 @@ def _csv_reader(path: Path, columns: list[str] | None, delim: str, header: bool,
         "null_padding=false",
     ]
     if columns is not None:
-        cols = ", ".join(f"{lit(c)}: 'VARCHAR'" for c in columns)
+        types = columns if isinstance(columns, dict) else dict.fromkeys(columns, "VARCHAR")
+        cols = ", ".join(f"{lit(c)}: {lit(t)}" for c, t in types.items())
         parts += [f"columns={{{cols}}}", "auto_detect=false"]
     else:
         parts += ["all_varchar=true"]
@@ -111,13 +136,15 @@ def _csv_reader(path: Path, columns: list[str] | None, delim: str, header: bool,
 
 
 def criteo_spec(path: Path) -> FormatSpec:
-    columns = ["label", *CRITEO_INT, *CRITEO_CAT]
+    """Criteo's TSV; the reader parses the integer columns as DOUBLE (a non-number is a CAST reject)."""
+    columns = {"label": "VARCHAR", **dict.fromkeys(CRITEO_INT, "DOUBLE"), **dict.fromkeys(CRITEO_CAT, "VARCHAR")}
     fields = [
         FieldSpec(
             c,
-            log_square_token(c),
+            typed_log_square_token(c),
             kind="numeric",
-            check_sql=f"({q(c)} IS NOT NULL AND {numeric_value(c)} IS NULL)",
+            check_sql=f"(NOT isfinite({q(c)}))",
+            token_type="DOUBLE",
         )
         for c in CRITEO_INT
     ]
@@ -129,6 +156,7 @@ def criteo_spec(path: Path) -> FormatSpec:
         "label",
         fields,
         expected_columns=40,
+        columns=list(columns),
     )
 
 

@@ -1,8 +1,9 @@
 """Raw CTR data -> encoded Parquet splits and per-field vocabularies, all inside DuckDB.
 
-The work is out of core: DuckDB parses the raw file into a database file inside the output
-folder (spilling to disk under its memory limit), validates it, splits it with a seeded
-hash permutation, counts values per field, builds vocabularies and encodes every split.
+The work is out of core: DuckDB parses the raw file once into an in-memory table (spilling to
+disk under its memory limit), validates it, splits it by a seeded hash of each row's position
+(exact sizes, no sort), counts values per field with one GROUP BY each, builds vocabularies and
+encodes every split with hash joins, writing each split in file order.
 
 Id layout of every field: 0 = OOV (values seen fewer than ``min_count`` times, or never seen
 in the counting split), 1 = missing, 2.. = kept values by decreasing count. Every field
@@ -12,6 +13,7 @@ reserves both special ids, so ``cardinality = 2 + kept values``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -25,6 +27,7 @@ import duckdb
 from optembed.data.formats import (
     DEFAULT_MIN_COUNT,
     FORMATS,
+    FieldSpec,
     FormatSpec,
     avazu_spec,
     criteo_spec,
@@ -159,19 +162,21 @@ def preprocess(path: str | Path, cfg: PreprocessConfig, out_dir: Path, reporter:
     path = Path(path)
     check_input(path)
     started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "_duckdb"
     work.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(work / "work.duckdb"))
+    con = duckdb.connect()  # in memory; spills under ``work`` past the memory limit
     try:
         con.execute(f"SET memory_limit={lit(cfg.memory_limit)}")
         con.execute(f"SET temp_directory={lit(str(work / 'spill'))}")
         con.execute("SET enable_progress_bar=false")
+        con.execute("SET preserve_insertion_order=true")  # rowid = file order: the split depends on it
         con.execute(f"SET threads={int(cfg.threads or os.cpu_count() or 1)}")
         spec = build_spec(con, path, cfg)
         n_fields = len(spec.fields)
         if n_fields == 0:
             raise ConfigError("no fields to encode: give --fields or a file with columns besides the label")
-        steps = _Steps(reporter, total=8 + n_fields)
+        steps = _Steps(reporter, total=5 + n_fields)
         result = _run(con, path, spec, cfg, out_dir, steps)
     except duckdb.Error as exc:
         raise DataError(f"{path.name}: {_first_line(exc)}") from None
@@ -184,6 +189,12 @@ def preprocess(path: str | Path, cfg: PreprocessConfig, out_dir: Path, reporter:
     return result
 
 
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    """The first row of a query (the result is consumed whole)."""
+    rows = con.execute(sql).fetchall()
+    return rows[0] if rows else ()
+
+
 def _run(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -192,110 +203,79 @@ def _run(
     out_dir: Path,
     step: _Steps,
 ) -> PreprocessResult:
+    # One scan of the file: label, validity flag and the field tokens, in file order.
     step(f"parsing {path.name}")
-    con.execute(f"CREATE TABLE raw AS SELECT * FROM {spec.reader_sql}")
-    bad_lines = _check_rejects(con, path, spec, cfg)
-    n_raw = con.execute("SELECT count(*) FROM raw").fetchone()[0]
-    if n_raw == 0:
+    tokens = ", ".join(f"{f.token_sql} AS c{i}" for i, f in enumerate(spec.fields))
+    checks = [f.check_sql for f in spec.fields if f.check_sql]
+    bad_value = " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+    con.execute(
+        f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, "
+        f"CAST(NULL AS TINYINT) AS split, {tokens} "
+        f"FROM {spec.reader_sql}"
+    )
+    bad_lines, cast_lines = _check_rejects(con, path, spec, cfg)
+    n_raw, n_no_label, n_bad_value = _one(
+        con, "SELECT count(*), count(*) - count(label), count(*) FILTER (WHERE bad AND label IS NOT NULL) FROM parsed"
+    )
+    if n_raw == 0 and bad_lines + cast_lines == 0:
         raise DataError(f"{path.name} has no data rows")
 
     step("validating labels and values")
-    bad_labels = _check_rows(con, path, cfg, f"{spec.label_sql} IS NULL", "a label outside {0,1}", [spec.label_column])
-    checks = {f.source_column: f.check_sql for f in spec.fields if f.check_sql}
-    bad_value = " OR ".join(f"coalesce({c}, false)" for c in checks.values()) or "false"
-    bad_values = _check_rows(
-        con, path, cfg, f"({bad_value}) AND {spec.label_sql} IS NOT NULL", "a non-numeric value in a numeric field", list(checks)
+    bad_labels = _check_rows(con, path, spec, cfg, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
+    checked = list(dict.fromkeys(f.source_column for f in spec.fields if f.check_sql))
+    bad_values = cast_lines + _check_rows(
+        con, path, spec, cfg, int(n_bad_value), "bad AND label IS NOT NULL", "a non-numeric value in a numeric field", checked
     )
-    tokens = ", ".join(f"{f.token_sql} AS c{i}" for i, f in enumerate(spec.fields))
-    con.execute(
-        f"CREATE TABLE parsed AS SELECT raw.rowid AS rid, {spec.label_sql} AS label, {tokens} FROM raw "
-        f"WHERE {spec.label_sql} IS NOT NULL AND NOT ({bad_value})"
-    )
-    con.execute("DROP TABLE raw")
-    n = con.execute("SELECT count(*) FROM parsed").fetchone()[0]
+    n = int(n_raw) - bad_labels - bad_values + cast_lines
     if n == 0:
         raise DataError(f"{path.name} has no valid data rows")
 
+    # The split: every good row gets a seeded 64-bit hash of its position; the (n_train)-th and
+    # (n_train + n_val)-th smallest hashes are the cut points, so the sizes are exact and no sort runs.
     step("splitting")
     sizes = _split_sizes(n, cfg.split)
     if min(sizes) == 0:
         raise DataError(f"{path.name}: {n} rows are too few for the split {','.join(f'{p:g}' for p in cfg.split)}")
-    n_train, n_val = sizes[0], sizes[1]
+    good = "label IS NOT NULL AND NOT bad"
+    key = f"hash(rowid, {int(cfg.seed)})"
+    q_train = (sizes[0] - 0.5) / n
+    q_val = (sizes[0] + sizes[1] - 0.5) / n
+    t_train, t_val = _one(con, f"SELECT quantile_disc({key}, [{q_train!r}, {q_val!r}]) FROM parsed WHERE {good}")[0]
     con.execute(
-        "CREATE TABLE perm AS SELECT rid, row_number() OVER (ORDER BY hash(rid, "
-        f"{int(cfg.seed)}), rid) - 1 AS r FROM parsed"
+        f"UPDATE parsed SET split = CASE WHEN {key} <= {int(t_train)}::UBIGINT THEN 0 "
+        f"WHEN {key} <= {int(t_val)}::UBIGINT THEN 1 ELSE 2 END WHERE {good}"
     )
-    token_cols = ", ".join(f"p.c{i}" for i in range(len(spec.fields)))
-    con.execute(
-        "CREATE TABLE data AS SELECT perm.r, CAST(CASE WHEN perm.r < "
-        f"{n_train} THEN 0 WHEN perm.r < {n_train + n_val} THEN 1 ELSE 2 END AS TINYINT) AS split, "
-        f"CAST(p.label AS TINYINT) AS label, {token_cols} FROM parsed p JOIN perm USING (rid)"
-    )
-    con.execute("DROP TABLE parsed")
-    con.execute("DROP TABLE perm")
+    stats = con.execute(
+        "SELECT split, count(*), sum(label) FROM parsed WHERE split IS NOT NULL GROUP BY split ORDER BY split"
+    ).fetchall()
+    rows = {name: 0 for name in SPLITS}
+    positives = {name: 0 for name in SPLITS}
+    for s, c, p in stats:
+        rows[SPLITS[s]], positives[SPLITS[s]] = int(c), int(p or 0)
 
-    where = "split = 0" if cfg.count_on == "train" else "true"
     min_count = cfg.resolved_min_count()
-    fields_meta: list[dict[str, Any]] = []
-    (out_dir / "vocab").mkdir(parents=True, exist_ok=True)
-    for i, fspec in enumerate(spec.fields):
-        step(f"counting {fspec.name}")
-        con.execute(
-            f"CREATE TABLE vocab_{i} AS SELECT value, CAST(row_number() OVER (ORDER BY n DESC, value) + 1 AS INTEGER) AS id, "
-            f"n AS count FROM (SELECT c{i} AS value, count(*) AS n FROM data WHERE {where} AND c{i} IS NOT NULL "
-            f"GROUP BY c{i}) WHERE n >= {min_count}"
-        )
-        distinct, rare_rows, missing_rows = con.execute(
-            f"SELECT count(DISTINCT c{i}), count(c{i}) - coalesce((SELECT sum(count) FROM vocab_{i}), 0), "
-            f"count(*) - count(c{i}) FROM data WHERE {where}"
-        ).fetchone()
-        kept = con.execute(f"SELECT count(*) FROM vocab_{i}").fetchone()[0]
-        vocab_file = f"vocab/{fspec.name if _SAFE_NAME.match(fspec.name) else f'field_{i:03d}'}.parquet"
-        con.execute(
-            f"COPY (SELECT NULL::VARCHAR AS value, {OOV_ID} AS id, CAST({int(rare_rows)} AS BIGINT) AS count, 'oov' AS special "
-            f"UNION ALL SELECT NULL::VARCHAR, {MISSING_ID}, CAST({int(missing_rows)} AS BIGINT), 'missing' "
-            f"UNION ALL SELECT value, id, count, NULL FROM vocab_{i} ORDER BY id) "
-            f"TO {lit(str(out_dir / vocab_file))} (FORMAT parquet)"
-        )
-        fields_meta.append(
-            {
-                "name": fspec.name,
-                "kind": fspec.kind,
-                "cardinality": 2 + int(kept),
-                "kept_values": int(kept),
-                "distinct_values": int(distinct),
-                "oov_rows": int(rare_rows),
-                "missing_rows": int(missing_rows),
-                "oov_id": OOV_ID,
-                "missing_id": MISSING_ID,
-                "vocab": vocab_file,
-            }
-        )
+    counted = "split = 0" if cfg.count_on == "train" else "split IS NOT NULL"
+    fields_meta = [
+        _vocabulary(con, i, fspec, counted, min_count, out_dir, step) for i, fspec in enumerate(spec.fields)
+    ]
 
-    step("encoding")
+    step("encoding and writing the splits")
     joins = " ".join(f"LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in range(len(spec.fields)))
     encoded = ", ".join(
-        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER) AS c{i}"
-        for i in range(len(spec.fields))
+        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER) AS {q(f.name)}"
+        for i, f in enumerate(spec.fields)
     )
-    con.execute(f"CREATE TABLE enc AS SELECT d.r, d.split, d.label, {encoded} FROM data d {joins}")
-    con.execute("DROP TABLE data")
-
+    # Hash joins do not keep the row order: each split is sorted back into file order (rowid), so
+    # the output is deterministic and keeps the file's (often temporal) order within each split.
     outputs: dict[str, str] = {}
-    columns = ", ".join(f"c{i} AS {q(f.name)}" for i, f in enumerate(spec.fields))
     for split_id, name in enumerate(SPLITS):
-        step(f"writing {name}.parquet")
         con.execute(
-            f"COPY (SELECT label, {columns} FROM enc WHERE split = {split_id} ORDER BY r) "
-            f"TO {lit(str(out_dir / f'{name}.parquet'))} (FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT d.label, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d "
+            f"{joins} ORDER BY d.rid) TO {lit(str(out_dir / f'{name}.parquet'))} (FORMAT parquet, COMPRESSION zstd)"
         )
         outputs[name] = f"{name}.parquet"
-    stats = con.execute(
-        "SELECT split, count(*), avg(label) FROM enc GROUP BY split ORDER BY split"
-    ).fetchall()
-    rows = {SPLITS[s]: int(c) for s, c, _ in stats}
-    pos = {SPLITS[s]: float(p) for s, _, p in stats}
-    pos["all"] = float(con.execute("SELECT avg(label) FROM enc").fetchone()[0])
+    pos = {name: positives[name] / rows[name] for name in SPLITS}
+    pos["all"] = sum(positives.values()) / n
 
     schema = {
         "format": spec.name,
@@ -317,7 +297,7 @@ def _run(
     outputs["schema"] = "schema.json"
     outputs["vocab"] = "vocab"
     metrics = {
-        "rows": sum(rows.values()),
+        "rows": n,
         "rows_train": rows["train"],
         "rows_val": rows["val"],
         "rows_test": rows["test"],
@@ -330,6 +310,54 @@ def _run(
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
 
 
+def _vocabulary(
+    con: duckdb.DuckDBPyConnection,
+    i: int,
+    fspec: FieldSpec,
+    counted: str,
+    min_count: int,
+    out_dir: Path,
+    step: _Steps,
+) -> dict[str, Any]:
+    """Count field ``i`` over the counted rows (one GROUP BY, NULL = missing included), keep the
+    values seen at least ``min_count`` times as ``vocab_i`` (ids 2.. by decreasing count, ties by
+    text) and write ``vocab/<field>.parquet``."""
+    step(f"counting {fspec.name}")
+    con.execute(f"CREATE TEMP TABLE counts_{i} AS SELECT c{i} AS value, count(*) AS n FROM parsed WHERE {counted} GROUP BY c{i}")
+    distinct, rare_rows, missing_rows = _one(
+        con,
+        f"SELECT count(value), coalesce(sum(n) FILTER (WHERE value IS NOT NULL AND n < {min_count}), 0), "
+        f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0) FROM counts_{i}",
+    )
+    con.execute(
+        f"CREATE TEMP TABLE vocab_{i} AS SELECT value, text, CAST(row_number() OVER (ORDER BY n DESC, text) + 1 AS INTEGER) AS id, "
+        f"n AS count FROM (SELECT value, {fspec.text_sql('value')} AS text, n FROM counts_{i} "
+        f"WHERE value IS NOT NULL AND n >= {min_count})"
+    )
+    con.execute(f"DROP TABLE counts_{i}")
+    kept = int(_one(con, f"SELECT count(*) FROM vocab_{i}")[0])
+    vocab_file = f"vocab/{fspec.name if _SAFE_NAME.match(fspec.name) else f'field_{i:03d}'}.parquet"
+    (out_dir / "vocab").mkdir(parents=True, exist_ok=True)
+    con.execute(
+        f"COPY (SELECT NULL::VARCHAR AS value, {OOV_ID} AS id, CAST({int(rare_rows)} AS BIGINT) AS count, 'oov' AS special "
+        f"UNION ALL SELECT NULL::VARCHAR, {MISSING_ID}, CAST({int(missing_rows)} AS BIGINT), 'missing' "
+        f"UNION ALL SELECT text, id, count, NULL FROM vocab_{i} ORDER BY id) "
+        f"TO {lit(str(out_dir / vocab_file))} (FORMAT parquet)"
+    )
+    return {
+        "name": fspec.name,
+        "kind": fspec.kind,
+        "cardinality": 2 + kept,
+        "kept_values": kept,
+        "distinct_values": int(distinct),
+        "oov_rows": int(rare_rows),
+        "missing_rows": int(missing_rows),
+        "oov_id": OOV_ID,
+        "missing_id": MISSING_ID,
+        "vocab": vocab_file,
+    }
+
+
 def _split_sizes(n: int, split: tuple[float, float, float]) -> list[int]:
     n_train = int(round(n * split[0]))
     n_val = int(round(n * split[1]))
@@ -340,28 +368,58 @@ def _split_sizes(n: int, split: tuple[float, float, float]) -> list[int]:
 _COLUMNS_FOUND = re.compile(r"Expected Number of Columns:\s*(\d+)\s*Found:\s*(\d+)")
 
 
-def _check_rejects(con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, cfg: PreprocessConfig) -> int:
-    """Lines DuckDB could not split into the expected columns: an error unless skipped."""
+def _check_rejects(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, cfg: PreprocessConfig
+) -> tuple[int, int]:
+    """Lines the CSV reader rejected: (lines it could not split into the expected columns, lines
+    with a value not of its column's type, as a non-number in a Criteo integer column). An error
+    naming the first such line unless ``--skip-bad-rows``."""
     try:
         rows = con.execute(
-            "SELECT line, error_type, error_message FROM reject_errors ORDER BY line"
+            "SELECT line, CAST(error_type AS VARCHAR), column_name, csv_line, error_message FROM reject_errors ORDER BY line"
         ).fetchall()
     except duckdb.Error:
-        return 0  # Parquet input: no CSV rejects table
+        return 0, 0  # Parquet input: no CSV rejects table
     if not rows:
-        return 0
-    lines = {r[0] for r in rows}
+        return 0, 0
+    kinds: dict[int, set[str]] = {}
+    for line, kind, *_ in rows:
+        kinds.setdefault(line, set()).add(str(kind))
+    cast_lines = sorted(line for line, k in kinds.items() if k == {"CAST"})
+    other_lines = sorted(set(kinds) - set(cast_lines))
     if cfg.skip_bad_rows:
-        return len(lines)
-    line, kind, message = rows[0]
-    found = _COLUMNS_FOUND.search(message or "")
-    if found:
-        detail = f"line {line} has {found.group(2)} columns, expected {found.group(1)}"
-    elif kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
-        detail = f"line {line} has the wrong number of columns (expected {spec.expected_columns})"
-    else:
-        detail = f"line {line}: {str(kind).lower()}: {_one_line(message)}"
-    raise DataError(f"{path.name}: {detail} ({len(lines)} bad line{'s' if len(lines) > 1 else ''}; --skip-bad-rows drops them)")
+        return len(other_lines), len(cast_lines)
+    if other_lines:
+        first = next(r for r in rows if r[0] == other_lines[0])
+        line, kind, _, _, message = first
+        found = _COLUMNS_FOUND.search(message or "")
+        if found:
+            detail = f"line {line} has {found.group(2)} columns, expected {found.group(1)}"
+        elif kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
+            detail = f"line {line} has the wrong number of columns (expected {spec.expected_columns})"
+        else:
+            detail = f"line {line}: {str(kind).lower()}: {_one_line(message)}"
+        count = len(other_lines)
+        raise DataError(f"{path.name}: {detail} ({count} bad line{'s' if count > 1 else ''}; --skip-bad-rows drops them)")
+    line = cast_lines[0]
+    columns = [r[2] for r in rows if r[0] == line and r[2]]
+    values = _raw_values(next(r[3] for r in rows if r[0] == line), spec, columns)
+    count = len(cast_lines)
+    raise DataError(
+        f"{path.name}: {count} row{'s' if count > 1 else ''} with a non-numeric value in a numeric field "
+        f"(first in line {line}: {values}); fix the file or pass --skip-bad-rows"
+    )
+
+
+def _raw_values(csv_line: str | None, spec: FormatSpec, columns: list[str]) -> str:
+    """``col='value'`` for the named columns of a rejected raw line (as far as it can be split)."""
+    parts = (csv_line or "").rstrip("\r\n").split("\t")
+    names = spec.columns or []
+    shown = []
+    for c in columns[:3]:
+        k = names.index(c) if c in names else -1
+        shown.append(f"{c}={parts[k]!r}" if 0 <= k < len(parts) else c)
+    return ", ".join(shown) or _one_line(csv_line)
 
 
 def _one_line(text: str | None) -> str:
@@ -371,28 +429,35 @@ def _one_line(text: str | None) -> str:
 def _check_rows(
     con: duckdb.DuckDBPyConnection,
     path: Path,
+    spec: FormatSpec,
     cfg: PreprocessConfig,
+    count: int,
     condition: str,
     what: str,
     columns: list[str],
 ) -> int:
-    """Count raw rows matching ``condition``: an error naming the first one unless skipped."""
-    count, first = con.execute(f"SELECT count(*), min(rowid) FROM raw WHERE {condition}").fetchone()
+    """``count`` parsed rows match ``condition``: an error naming the first one unless skipped.
+    The raw values are read back from the file (only on this error path)."""
     if not count:
         return 0
     if cfg.skip_bad_rows:
-        return int(count)
-    detail = f"first in data row {int(first) + 1}"
+        return count
+    first = int(_one(con, f"SELECT min(rowid) FROM parsed WHERE {condition}")[0])
+    detail = f"first in data row {first + 1}"
     if columns:
-        values = con.execute(f"SELECT {', '.join(q(c) for c in columns)} FROM raw WHERE rowid = {int(first)}").fetchone()
-        shown = [f"{c}={v!r}" for c, v in zip(columns, values, strict=True)]
+        raw = _one(con, f"SELECT {', '.join(q(c) for c in columns)} FROM {spec.reader_sql} LIMIT 1 OFFSET {first}")
+        shown = [f"{c}={v!r}" for c, v in zip(columns, raw, strict=True)]
         if len(columns) > 1:  # name the offending numeric column(s) only
-            ok = con.execute(
-                f"SELECT {', '.join(f'TRY_CAST({q(c)} AS DOUBLE) IS NOT NULL OR {q(c)} IS NULL' for c in columns)} "
-                f"FROM raw WHERE rowid = {int(first)}"
-            ).fetchone()
+            ok = [v is None or _is_number(v) for v in raw]
             shown = [s for s, good in zip(shown, ok, strict=True) if not good] or shown[:1]
         detail += ": " + ", ".join(shown[:3])
     raise DataError(
         f"{path.name}: {count} row{'s' if count > 1 else ''} with {what} ({detail}); fix the file or pass --skip-bad-rows"
     )
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
