@@ -50,6 +50,11 @@ class ChainConfig:
         if not self.variants:
             raise ConfigError("no variant to run")
 
+    def warnings(self) -> list[str]:
+        """The training options' warnings, one line each, naming the section they come from."""
+        lines = [f"[supernet] {w}" for w in self.supernet.warnings()]
+        return lines + [f"[retrain] {w}" for w in self.retrain.warnings()]
+
 
 def _dataclass_from(cls: type, data: dict[str, Any], section: str, **fixed: Any) -> Any:
     known = {f.name for f in fields(cls)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -111,3 +112,16 @@ def test_cli_embedding_options_and_errors(prepared, cli, tmp_path) -> None:
     lines = [l for l in bad.stderr.splitlines() if l.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "--freq-lr needs id counts" in lines[0], bad.stderr
     assert torch.is_tensor(read_id_counts(pre))
+
+
+def test_run_config_warns_about_sparse_adam_weight_decay(tmp_path: Path) -> None:
+    """A TOML run with sparse-adam and weight decay names the section of the questionable option."""
+    from pipelines import chain
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[data]\npath = "x.txt"\n\n[supernet]\nweight_decay = 0.0\nembedding_optimizer = "sparse-adam"\n\n'
+        '[retrain]\nweight_decay = 1e-5\nembedding_optimizer = "sparse-adam"\n'
+    )
+    lines = chain.load_config(config).warnings()
+    assert len(lines) == 1 and lines[0].startswith("[retrain] warning: sparse-adam") and "1e-05" in lines[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from optembed.data.preprocess import PreprocessConfig
 from optembed.errors import ConfigError
@@ -60,6 +61,8 @@ def run(
 
 def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, quiet: bool) -> dict:
     store = open_store(artifacts)
+    for line in cfg.warnings():
+        ui.err.print(Text(line), soft_wrap=True)
     with ui.reporter(quiet=quiet) as rep:
         done = chain.run(cfg, store, rep)
     if not quiet:
