@@ -13,7 +13,6 @@ reserves both special ids, so ``cardinality = 2 + kept values``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from optembed.data.formats import (
     lit,
     q,
 )
+from optembed.data.validation import check_input, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
 from optembed.progress import NULL, Reporter
 
@@ -92,20 +92,6 @@ class PreprocessResult:
     schema: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
-
-
-def check_input(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"input file not found: {path}")
-    if path.is_dir():
-        raise DataError(f"input is a folder, not a file: {path}")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(1)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not head:
-        raise DataError(f"input file is empty: {path}")
 
 
 def _header_columns(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, delimiter: str | None) -> list[str]:
@@ -189,12 +175,6 @@ def preprocess(path: str | Path, cfg: PreprocessConfig, out_dir: Path, reporter:
     return result
 
 
-def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
-    """The first row of a query (the result is consumed whole)."""
-    rows = con.execute(sql).fetchall()
-    return rows[0] if rows else ()
-
-
 def _run(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -213,17 +193,17 @@ def _run(
         f"CAST(NULL AS TINYINT) AS split, {tokens} "
         f"FROM {spec.reader_sql}"
     )
-    bad_lines, cast_lines = _check_rejects(con, path, spec, cfg)
-    n_raw, n_no_label, n_bad_value = _one(
+    bad_lines, cast_lines = check_rejects(con, path, spec, cfg)
+    n_raw, n_no_label, n_bad_value = first_row(
         con, "SELECT count(*), count(*) - count(label), count(*) FILTER (WHERE bad AND label IS NOT NULL) FROM parsed"
     )
     if n_raw == 0 and bad_lines + cast_lines == 0:
         raise DataError(f"{path.name} has no data rows")
 
     step("validating labels and values")
-    bad_labels = _check_rows(con, path, spec, cfg, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
+    bad_labels = check_rows(con, path, spec, cfg, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
     checked = list(dict.fromkeys(f.source_column for f in spec.fields if f.check_sql))
-    bad_values = cast_lines + _check_rows(
+    bad_values = cast_lines + check_rows(
         con, path, spec, cfg, int(n_bad_value), "bad AND label IS NOT NULL", "a non-numeric value in a numeric field", checked
     )
     n = int(n_raw) - bad_labels - bad_values + cast_lines
@@ -240,7 +220,7 @@ def _run(
     key = f"hash(rowid, {int(cfg.seed)})"
     q_train = (sizes[0] - 0.5) / n
     q_val = (sizes[0] + sizes[1] - 0.5) / n
-    t_train, t_val = _one(con, f"SELECT quantile_disc({key}, [{q_train!r}, {q_val!r}]) FROM parsed WHERE {good}")[0]
+    t_train, t_val = first_row(con, f"SELECT quantile_disc({key}, [{q_train!r}, {q_val!r}]) FROM parsed WHERE {good}")[0]
     con.execute(
         f"UPDATE parsed SET split = CASE WHEN {key} <= {int(t_train)}::UBIGINT THEN 0 "
         f"WHEN {key} <= {int(t_val)}::UBIGINT THEN 1 ELSE 2 END WHERE {good}"
@@ -324,7 +304,7 @@ def _vocabulary(
     text) and write ``vocab/<field>.parquet``."""
     step(f"counting {fspec.name}")
     con.execute(f"CREATE TEMP TABLE counts_{i} AS SELECT c{i} AS value, count(*) AS n FROM parsed WHERE {counted} GROUP BY c{i}")
-    distinct, rare_rows, missing_rows = _one(
+    distinct, rare_rows, missing_rows = first_row(
         con,
         f"SELECT count(value), coalesce(sum(n) FILTER (WHERE value IS NOT NULL AND n < {min_count}), 0), "
         f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0) FROM counts_{i}",
@@ -335,7 +315,7 @@ def _vocabulary(
         f"WHERE value IS NOT NULL AND n >= {min_count})"
     )
     con.execute(f"DROP TABLE counts_{i}")
-    kept = int(_one(con, f"SELECT count(*) FROM vocab_{i}")[0])
+    kept = int(first_row(con, f"SELECT count(*) FROM vocab_{i}")[0])
     vocab_file = f"vocab/{fspec.name if _SAFE_NAME.match(fspec.name) else f'field_{i:03d}'}.parquet"
     (out_dir / "vocab").mkdir(parents=True, exist_ok=True)
     con.execute(
@@ -365,99 +345,3 @@ def _split_sizes(n: int, split: tuple[float, float, float]) -> list[int]:
     return [n_train, n_val, n - n_train - n_val]
 
 
-_COLUMNS_FOUND = re.compile(r"Expected Number of Columns:\s*(\d+)\s*Found:\s*(\d+)")
-
-
-def _check_rejects(
-    con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, cfg: PreprocessConfig
-) -> tuple[int, int]:
-    """Lines the CSV reader rejected: (lines it could not split into the expected columns, lines
-    with a value not of its column's type, as a non-number in a Criteo integer column). An error
-    naming the first such line unless ``--skip-bad-rows``."""
-    try:
-        rows = con.execute(
-            "SELECT line, CAST(error_type AS VARCHAR), column_name, csv_line, error_message FROM reject_errors ORDER BY line"
-        ).fetchall()
-    except duckdb.Error:
-        return 0, 0  # Parquet input: no CSV rejects table
-    if not rows:
-        return 0, 0
-    kinds: dict[int, set[str]] = {}
-    for line, kind, *_ in rows:
-        kinds.setdefault(line, set()).add(str(kind))
-    cast_lines = sorted(line for line, k in kinds.items() if k == {"CAST"})
-    other_lines = sorted(set(kinds) - set(cast_lines))
-    if cfg.skip_bad_rows:
-        return len(other_lines), len(cast_lines)
-    if other_lines:
-        first = next(r for r in rows if r[0] == other_lines[0])
-        line, kind, _, _, message = first
-        found = _COLUMNS_FOUND.search(message or "")
-        if found:
-            detail = f"line {line} has {found.group(2)} columns, expected {found.group(1)}"
-        elif kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
-            detail = f"line {line} has the wrong number of columns (expected {spec.expected_columns})"
-        else:
-            detail = f"line {line}: {str(kind).lower()}: {_one_line(message)}"
-        count = len(other_lines)
-        raise DataError(f"{path.name}: {detail} ({count} bad line{'s' if count > 1 else ''}; --skip-bad-rows drops them)")
-    line = cast_lines[0]
-    columns = [r[2] for r in rows if r[0] == line and r[2]]
-    values = _raw_values(next(r[3] for r in rows if r[0] == line), spec, columns)
-    count = len(cast_lines)
-    raise DataError(
-        f"{path.name}: {count} row{'s' if count > 1 else ''} with a non-numeric value in a numeric field "
-        f"(first in line {line}: {values}); fix the file or pass --skip-bad-rows"
-    )
-
-
-def _raw_values(csv_line: str | None, spec: FormatSpec, columns: list[str]) -> str:
-    """``col='value'`` for the named columns of a rejected raw line (as far as it can be split)."""
-    parts = (csv_line or "").rstrip("\r\n").split("\t")
-    names = spec.columns or []
-    shown = []
-    for c in columns[:3]:
-        k = names.index(c) if c in names else -1
-        shown.append(f"{c}={parts[k]!r}" if 0 <= k < len(parts) else c)
-    return ", ".join(shown) or _one_line(csv_line)
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())[:200]
-
-
-def _check_rows(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    spec: FormatSpec,
-    cfg: PreprocessConfig,
-    count: int,
-    condition: str,
-    what: str,
-    columns: list[str],
-) -> int:
-    """``count`` parsed rows match ``condition``: an error naming the first one unless skipped.
-    The raw values are read back from the file (only on this error path)."""
-    if not count:
-        return 0
-    if cfg.skip_bad_rows:
-        return count
-    first = int(_one(con, f"SELECT min(rowid) FROM parsed WHERE {condition}")[0])
-    detail = f"first in data row {first + 1}"
-    if columns:
-        raw = _one(con, f"SELECT {', '.join(q(c) for c in columns)} FROM {spec.reader_sql} LIMIT 1 OFFSET {first}")
-        shown = [f"{c}={v!r}" for c, v in zip(columns, raw, strict=True)]
-        if len(columns) > 1:  # name the offending numeric column(s) only
-            ok = [v is None or _is_number(v) for v in raw]
-            shown = [s for s, good in zip(shown, ok, strict=True) if not good] or shown[:1]
-        detail += ": " + ", ".join(shown[:3])
-    raise DataError(
-        f"{path.name}: {count} row{'s' if count > 1 else ''} with {what} ({detail}); fix the file or pass --skip-bad-rows"
-    )
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
