@@ -100,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            it = data.batches(batch, device, generator=trainer.generator, shuffle=True)
+            gen = trainer.generator
+            it = data.batches(batch, device, generator=gen, shuffle=True)
 
-            def next_batch():
+            def next_batch(batch: int = batch, gen: torch.Generator = gen) -> tuple[torch.Tensor, torch.Tensor]:
                 nonlocal it
                 try:
                     return next(it)
                 except StopIteration:
-                    it = data.batches(batch, device, generator=trainer.generator, shuffle=True)
+                    it = data.batches(batch, device, generator=gen, shuffle=True)
                     return next(it)
 
             for _ in range(max(3, steps // 10)):
