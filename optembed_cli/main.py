@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
     from click import exceptions as click_exc
 
 from optembed_cli import ui
-from optembed_cli.commands import artifacts, demo, evaluate, preprocess, retrain, run, search, supernet, synth
+from optembed_cli.commands import artifacts, compress, demo, evaluate, preprocess, retrain, run, search, supernet, synth
 
 app = typer.Typer(
     name="optembed",
@@ -27,6 +27,7 @@ app.command()(preprocess.preprocess)
 app.command()(supernet.supernet)
 app.command()(search.search)
 app.command()(retrain.retrain)
+app.command()(compress.compress)
 app.command()(evaluate.evaluate)
 app.command()(run.run)
 app.command()(artifacts.artifacts)

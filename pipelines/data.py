@@ -45,33 +45,34 @@ def load_dataset(
     return Dataset(schema, loaded)
 
 
-def read_id_counts(manifest: Manifest) -> torch.Tensor:
+def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tensor:
     """Training counts of every id, ``LongTensor(total cardinality)`` in the shared table's row
     order (field by field, id 0 = OOV, 1 = missing, 2.. kept values), from ``vocab/<field>.parquet``.
 
-    Raises :class:`ConfigError` (one line) when the artifact has no usable counts.
+    Raises :class:`ConfigError` (one line, starting with ``purpose``) when the artifact has no
+    usable counts.
     """
     import pyarrow.parquet as pq
 
     schema = read_schema(manifest)
     if manifest.path is None or "vocab" not in manifest.outputs:
-        raise ConfigError(f"--freq-lr needs id counts, but preprocess artifact {manifest.fingerprint} has no vocabularies")
+        raise ConfigError(f"{purpose} needs id counts, but preprocess artifact {manifest.fingerprint} has no vocabularies")
     parts = []
     for f in schema["fields"]:
         card = int(f["cardinality"])
         path = manifest.path / f.get("vocab", "")
         if "vocab" not in f or not path.is_file():
             raise ConfigError(
-                f"--freq-lr needs id counts, but preprocess artifact {manifest.fingerprint} has no vocabulary "
+                f"{purpose} needs id counts, but preprocess artifact {manifest.fingerprint} has no vocabulary "
                 f"file for field {f['name']}"
             )
         table = pq.read_table(path)
         if "id" not in table.column_names or "count" not in table.column_names:
-            raise ConfigError(f"--freq-lr needs id counts, but {path} has no id/count columns")
+            raise ConfigError(f"{purpose} needs id counts, but {path} has no id/count columns")
         ids = torch.as_tensor(table.column("id").to_numpy(zero_copy_only=False).astype("int64"))
         counts = torch.as_tensor(table.column("count").fill_null(0).to_numpy(zero_copy_only=False).astype("int64"))
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= card):
-            raise ConfigError(f"--freq-lr: {path} has ids outside 0..{card - 1}")
+            raise ConfigError(f"{purpose}: {path} has ids outside 0..{card - 1}")
         out = torch.zeros(card, dtype=torch.long)
         out.index_add_(0, ids, counts)
         parts.append(out)

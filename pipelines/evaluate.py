@@ -1,9 +1,12 @@
 """The ``evaluate`` stage: compare models on the test split, size and speed included.
 
-Accepted sources: ``retrain`` (the deployable compact model), ``supernet`` (the supernet as
-trained: learnable row mask, full width) and ``search`` (the supernet under the searched
-widths and frozen row mask: "OptEmbed without re-training"). All must come from the same
-preprocess artifact.
+Accepted sources: ``retrain`` (the deployable compact model), ``compress`` (its quantized
+form: codes + codebooks), ``supernet`` (the supernet as trained: learnable row mask, full
+width) and ``search`` (the supernet under the searched widths and frozen row mask: "OptEmbed
+without re-training"). All must come from the same preprocess artifact.
+
+Embedding bytes are what the tables hold (float32 values, codes and codebooks); the ratio
+compares them with the dense float32 Original table (all rows x D x 4 bytes).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from optembed.errors import ArtifactError, ConfigError
 from optembed.models.checkpoint import load_model
 from optembed.models.compact import load_compact
+from optembed.quantization.model import load_quantized
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
@@ -31,7 +35,7 @@ from pipelines.supernet import load_row_mask
 
 STAGE = "evaluate"
 VERSION = 1
-SOURCES = ("retrain", "supernet", "search")
+SOURCES = ("retrain", "compress", "supernet", "search")
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Candidate:
     dim: int
     file_bytes: int
     info: dict[str, Any]
+    embedding_bytes: int = 0
+    kept_params: int = 0  # kept rows x widths: the parameters the masks leave (sparsity)
 
 
 def pick_sources(config: EvaluateStage, store: Store) -> list[Manifest]:
@@ -78,6 +84,20 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
             manifest.metrics.get("variant", "retrain"), manifest, model, model.embedding_params(),
             manifest.metrics["total_rows"], model.dim, manifest.output("compact").stat().st_size,
             {"widths": model.widths, "kept": model.kept, "field_names": model.field_names},
+            embedding_bytes=model.flat.numel() * model.flat.element_size(), kept_params=model.embedding_params(),
+        )
+    if manifest.stage == "compress":
+        qmodel, payload = load_quantized(manifest.output("model"), device)
+        source = store.lookup("retrain", manifest.upstream["retrain"])
+        if source is None:
+            raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
+        kept_params = sum(k * w for k, w in zip(qmodel.kept, qmodel.widths, strict=True))
+        return Candidate(
+            f"{manifest.metrics.get('variant', 'retrain')} + pq", manifest, qmodel, qmodel.embedding_params(),
+            source.metrics["total_rows"], qmodel.dim, manifest.output("model").stat().st_size,
+            {"widths": qmodel.widths, "kept": qmodel.kept, "field_names": qmodel.field_names,
+             "model": qmodel.backbone.cfg.name},
+            embedding_bytes=qmodel.memory_bytes()["embedding"], kept_params=kept_params,
         )
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]
@@ -98,6 +118,7 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     return Candidate(
         label, manifest, model.eval(), params, model.embedding.num_rows, dim, sn.output("model").stat().st_size,
         {"widths": widths, "kept": kept, "field_names": payload["field_names"]},
+        embedding_bytes=params * model.embedding.weight.element_size(), kept_params=params,
     )
 
 
@@ -126,12 +147,14 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             row: dict[str, Any] = {
                 "id": m.fingerprint,
                 "stage": m.stage,
-                "model": m.params.get("model", {}).get("name") or _model_name(store, m),
+                "model": cand.info.get("model") or m.params.get("model", {}).get("name") or _model_name(store, m),
                 "variant": cand.label,
                 "test_auc": metrics["auc"],
                 "test_logloss": metrics["logloss"],
-                "sparsity": 1.0 - cand.embedding_params / (cand.total_rows * cand.dim),
+                "sparsity": 1.0 - cand.kept_params / (cand.total_rows * cand.dim),
                 "embedding_params": cand.embedding_params,
+                "embedding_bytes": cand.embedding_bytes,
+                "ratio_vs_original": cand.total_rows * cand.dim * 4 / max(cand.embedding_bytes, 1),
                 "total_params": _total_params(cand),
                 "file_bytes": cand.file_bytes,
                 "memory_bytes": module_bytes(cand.model),
@@ -172,7 +195,8 @@ def _model_name(store: Store, manifest: Manifest) -> str:
 
 def _total_params(cand: Candidate) -> int:
     non_table = sum(
-        p.numel() for n, p in cand.model.named_parameters() if n not in ("embedding.weight", "flat", "backbone.embedding.weight")
+        p.numel() for n, p in cand.model.named_parameters()
+        if n not in ("embedding.weight", "flat", "backbone.embedding.weight") and not n.startswith("fields.")
     )
     return cand.embedding_params + non_table
 
@@ -199,17 +223,24 @@ def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list
         "",
         f"Test split of preprocess artifact `{pre.fingerprint}` ({pre.metrics.get('rows_test', '?')} rows).",
         "",
-        "| model | variant | id | test AUC | logloss | sparsity | emb. params | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | id | test AUC | logloss | sparsity | emb. params | emb. bytes | ratio | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r['test_auc']:.5f} | {r['test_logloss']:.5f} | "
-            f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['total_params']:,} | {r['file_bytes']:,} | "
+            f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['embedding_bytes']:,} | {r['ratio_vs_original']:.1f}x | "
+            f"{r['total_params']:,} | {r['file_bytes']:,} | "
             f"{r['memory_bytes']:,} | {r.get('latency_p50_ms', float('nan')):.3f} | {r.get('latency_p99_ms', float('nan')):.3f} | "
             f"{r.get('throughput_samples_per_s', float('nan')):,.0f} |"
         )
-    lines += ["", "Sparsity = 1 - remaining embedding parameters / (all rows x D).", ""]
+    lines += [
+        "",
+        "Sparsity = 1 - kept rows x widths / (all rows x D). Emb. params: float parameters of the tables "
+        "(codebooks and float tables for a quantized model); emb. bytes: what the tables hold (values, codes, "
+        "codebooks); ratio: the dense float32 Original table's bytes / emb. bytes.",
+        "",
+    ]
     lines += ["## Per-field widths / kept rows", "", "| field | " + " | ".join(r["variant"] for r in rows) + " |"]
     lines.append("|---|" + "---|" * len(rows))
     for f, name in enumerate(field_names):

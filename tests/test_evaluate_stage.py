@@ -64,7 +64,7 @@ def test_evaluate_rejects_mixed_data(prepared) -> None:
     sn2 = small_supernet(store2, "none", epochs=1)
     with pytest.raises(ArtifactError, match="different preprocess"):
         evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, sn2.fingerprint], device="cpu"), store)
-    with pytest.raises(ArtifactError, match="expected retrain or supernet or search"):
+    with pytest.raises(ArtifactError, match="expected retrain or compress or supernet or search"):
         evaluate.run(evaluate.EvaluateStage(sources=[pre2.fingerprint], device="cpu"), store)
 
 

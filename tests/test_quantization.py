@@ -58,7 +58,7 @@ def test_popularity_weighting_favours_frequent_rows() -> None:
     errors = {}
     for mode in ("none", "log"):
         cfg = QuantizerConfig(
-            groups=2, codebook=16, steps=150, batch_size=512, popularity=mode, balance_weight=0, contrastive_weight=0
+            groups=2, codebook=16, steps=150, batch_size=512, max_epochs=100, popularity=mode, balance_weight=0, contrastive_weight=0
         )
         pq, codes, _ = fit_quantizer(table, counts, cfg)
         with torch.no_grad():

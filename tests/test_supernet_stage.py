@@ -44,19 +44,25 @@ def test_artifact_is_self_describing(prepared) -> None:
 
 
 def test_prune_only_prunes_noise_fields_more(prepared) -> None:
+    """On 40k planted rows a single run is noisy (one seed may prune every field alike), so the
+    claim is about the typical run: the median over three seeds keeps a clearly smaller share of
+    the noise fields' rows than of the informative fields' rows."""
     store, _, truth = prepared
-    m = small_supernet(store, "prune-only", epochs=3)
-    info = supernet.load_row_mask(m)
-    _, payload = load_model(m.output("model"))
-    names = payload["field_names"]
     noise = set(truth["noise_fields"])
+    ratios = []
+    for seed in (0, 1, 2):
+        m = small_supernet(store, "prune-only", epochs=3, seed=seed)
+        info = supernet.load_row_mask(m)
+        _, payload = load_model(m.output("model"))
+        names = payload["field_names"]
 
-    def kept_share(select: bool) -> float:
-        kept = sum(k for n, k in zip(names, info["kept_per_field"]) if (n in noise) == select)
-        rows = sum(r for n, r in zip(names, info["rows_per_field"]) if (n in noise) == select)
-        return kept / rows
+        def kept_share(select: bool) -> float:
+            kept = sum(k for n, k in zip(names, info["kept_per_field"]) if (n in noise) == select)
+            rows = sum(r for n, r in zip(names, info["rows_per_field"]) if (n in noise) == select)
+            return kept / rows
 
-    assert kept_share(True) < 0.7 * kept_share(False), (kept_share(True), kept_share(False))
+        ratios.append(kept_share(True) / kept_share(False))
+    assert sorted(ratios)[1] < 0.7, ratios
 
 
 def test_original_model_beats_chance(prepared) -> None:

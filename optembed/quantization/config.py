@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import torch
 
 from optembed.errors import ConfigError
 
 POPULARITY = ("log", "linear", "none")
+CODE_DTYPES = {"uint8": 256, "uint16": 65536}  # dtype -> largest codebook it can index
 MAX_CODEBOOK = 65536  # codes are stored as uint8 (K <= 256) or uint16
 
 
@@ -16,7 +20,8 @@ class QuantizerConfig:
     """``groups`` sub-vectors per row, ``codebook`` entries per group.
 
     Loss = popularity-weighted reconstruction
-    - ``balance_weight`` * normalised entropy of the batch-mean soft code assignment
+    - ``balance_weight`` * normalised entropy of the batch's code histogram (hard counts forward,
+      soft assignments backward)
     + ``contrastive_weight`` * InfoNCE(row -> its own quantized vector, temperature ``temperature``).
     """
 
@@ -26,11 +31,13 @@ class QuantizerConfig:
     balance_weight: float = 0.1
     contrastive_weight: float = 0.1
     temperature: float = 0.1
-    soft_temperature: float = 1.0  # of the soft assignment used by the balance term
+    soft_temperature: float = 0.1  # of the soft assignments that carry the balance term's gradient
     steps: int = 300
+    max_epochs: float = 10.0  # at most this many passes over a table's rows (small tables need few steps)
     batch_size: int = 4096
     lr: float = 0.01
     seed: int = 0
+    code_dtype: str = "auto"  # uint8 up to 256 entries, else uint16
 
     def validate(self) -> None:
         if self.groups < 1:
@@ -39,14 +46,29 @@ class QuantizerConfig:
             raise ConfigError(
                 f"--codebook must be in 2..{MAX_CODEBOOK} so a code fits in uint16, got {self.codebook}"
             )
+        if self.code_dtype != "auto" and self.code_dtype not in CODE_DTYPES:
+            raise ConfigError(f"unknown --code-dtype '{self.code_dtype}'; choose auto, uint8 or uint16")
+        if self.code_dtype in CODE_DTYPES and self.codebook > CODE_DTYPES[self.code_dtype]:
+            raise ConfigError(
+                f"--codebook {self.codebook} does not fit {self.code_dtype} codes (at most "
+                f"{CODE_DTYPES[self.code_dtype]} entries); use a smaller codebook or --code-dtype uint16"
+            )
         if self.popularity not in POPULARITY:
             raise ConfigError(f"unknown --popularity '{self.popularity}'; choose {', '.join(POPULARITY)}")
         if self.balance_weight < 0 or self.contrastive_weight < 0:
             raise ConfigError("--balance-weight and --contrastive-weight must not be negative")
         if self.temperature <= 0 or self.soft_temperature <= 0:
             raise ConfigError("temperatures must be positive")
-        if self.steps < 0 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("steps must be >= 0, batch size >= 2 and the learning rate positive")
+        if self.steps < 0 or self.batch_size < 2 or self.lr <= 0 or self.max_epochs <= 0:
+            raise ConfigError("steps must be >= 0, batch size >= 2, the learning rate and max epochs positive")
+
+    def torch_code_dtype(self) -> torch.dtype:
+        name = self.code_dtype if self.code_dtype != "auto" else ("uint8" if self.codebook <= 256 else "uint16")
+        return torch.uint8 if name == "uint8" else torch.uint16
+
+    def steps_for(self, rows: int) -> int:
+        """Optimizer steps for a table of ``rows`` rows: ``steps``, capped at ``max_epochs`` passes."""
+        return min(self.steps, max(1, math.ceil(self.max_epochs * rows / self.batch_size)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,7 +13,7 @@ from torch import Tensor
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.pq import ProductQuantizer, code_dtype
 
-CONTRAST_ROWS = 1024  # rows of the batch used as each other's negatives
+CONTRAST_ROWS = 512  # rows of the batch used as each other's negatives
 
 
 def popularity_weights(counts: Tensor | None, mode: str, rows: int) -> Tensor:
@@ -44,13 +44,18 @@ class FitStats:
 
 def _losses(pq: ProductQuantizer, x: Tensor, w: Tensor, cfg: QuantizerConfig) -> Tensor:
     d = pq.distances(x)
-    q = pq.decode(d.argmin(dim=-1))
+    hard = d.argmin(dim=-1)
+    q = pq.decode(hard)
     scale = (x * x).sum(1).mean().clamp(min=1e-12)
     loss = (w * ((x - q) ** 2).sum(1)).sum() / w.sum() / scale
     if cfg.balance_weight > 0 and pq.codebook > 1:
+        # Entropy of the batch's code histogram: its value counts the hard assignments (what the
+        # stored codes will use), its gradient flows through the soft assignments (straight
+        # through), so rarely used entries are pulled towards the rows and overused ones pushed off.
         soft = torch.softmax(-d / (cfg.soft_temperature * scale / pq.groups), dim=-1)
-        mean = soft.mean(0)  # (groups, K)
-        entropy = -(mean * torch.log(mean + 1e-12)).sum(-1) / math.log(pq.codebook)
+        assign = F.one_hot(hard, pq.codebook).to(soft.dtype) + soft - soft.detach()
+        usage = assign.mean(0)  # (groups, K)
+        entropy = -(usage * torch.log(usage.clamp(min=1e-6))).sum(-1) / math.log(pq.codebook)
         loss = loss - cfg.balance_weight * entropy.mean()
     if cfg.contrastive_weight > 0 and x.shape[0] > 1:
         xs, qs = x[:CONTRAST_ROWS], q[:CONTRAST_ROWS]
@@ -97,11 +102,11 @@ def fit_quantizer(
     pq.init_from(table.cpu(), gen)
     pq = pq.to(device)
     opt = torch.optim.Adam(pq.parameters(), lr=cfg.lr)
-    for _ in range(cfg.steps):
+    for _ in range(cfg.steps_for(n)):
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen).to(device)
         loss = _losses(pq, table[idx], weights[idx], cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    codes = encode_all(pq, table)
+    codes = encode_all(pq, table).to(cfg.torch_code_dtype())
     return pq, codes, fit_stats(pq, table, codes, weights)

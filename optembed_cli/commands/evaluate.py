@@ -18,7 +18,7 @@ from pipelines.store import Manifest
 def evaluate(
     sources: Annotated[
         list[str] | None,
-        typer.Option("--from", help="retrain, supernet or search artifact (repeatable; default: all retrain runs of the newest data)."),
+        typer.Option("--from", help="retrain, compress, supernet or search artifact (repeatable; default: all retrain runs of the newest data)."),
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNG plots into the artifact.")] = False,
     latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Measure inference latency and throughput.")] = True,
@@ -38,13 +38,13 @@ def evaluate(
 def render(manifest: Manifest) -> None:
     rows = _json.loads(manifest.output("metrics").read_text())["models"]
     table = Table(title="evaluation (test split)", header_style="bold")
-    cols = ("model", "variant", "id", "test AUC", "logloss", "sparsity", "emb. params", "file bytes", "p50 ms", "samples/s")
+    cols = ("model", "variant", "id", "test AUC", "logloss", "sparsity", "emb. bytes", "ratio", "file bytes", "p50 ms", "samples/s")
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "variant", "id") else "right")
     for r in rows:
         table.add_row(
             r["model"], r["variant"], r["id"][:10], f"{r['test_auc']:.5f}", f"{r['test_logloss']:.5f}",
-            f"{r['sparsity']:.4f}", f"{r['embedding_params']:,}", f"{r['file_bytes']:,}",
+            f"{r['sparsity']:.4f}", f"{r['embedding_bytes']:,}", f"{r['ratio_vs_original']:.1f}x", f"{r['file_bytes']:,}",
             f"{r['latency_p50_ms']:.3f}" if "latency_p50_ms" in r else "-",
             f"{r['throughput_samples_per_s']:,.0f}" if "throughput_samples_per_s" in r else "-",
         )

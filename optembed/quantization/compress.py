@@ -1,0 +1,75 @@
+"""Quantize a compact model field by field: large tables become codes + codebooks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optembed.models.compact import CompactModel
+from optembed.progress import NULL, Reporter
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.fit import fit_quantizer
+from optembed.quantization.model import CodedField, DenseField, FieldTable, QuantizedModel, from_compact
+
+
+def compact_row_counts(compact: CompactModel, id_counts: Sequence[Tensor]) -> list[Tensor]:
+    """Per field, the training count of every compact row: the counts of all original ids that
+    the remap sends to it (a pruned id counts for its field's OOV row)."""
+    out = []
+    for f, counts in enumerate(id_counts):
+        remap = compact.field_remap(f).long().cpu()
+        if counts.numel() != remap.numel():
+            raise ValueError(f"field {f}: {counts.numel()} counts for {remap.numel()} ids")
+        rows = torch.zeros(compact.kept[f], dtype=torch.long)
+        out.append(rows.scatter_add_(0, remap, counts.long().cpu()))
+    return out
+
+
+def quantize_compact(
+    compact: CompactModel,
+    row_counts: Sequence[Tensor] | None,
+    cfg: QuantizerConfig,
+    min_rows: int,
+    device: torch.device | str = "cpu",
+    reporter: Reporter = NULL,
+) -> tuple[QuantizedModel, list[dict[str, Any]]]:
+    """Fit a product quantizer on every field with more than ``min_rows`` rows whose coded form is
+    smaller than its float table; the others stay float. Returns the model and one statistics
+    row per field (rows, width, coded or not and why, bytes before/after, errors, code usage)."""
+    cfg.validate()
+    fields: list[FieldTable] = []
+    stats: list[dict[str, Any]] = []
+    task = reporter.task("quantizing", total=len(compact.kept), unit="field")
+    for f, name in enumerate(compact.field_names):
+        table = compact.table(f).detach().float().cpu()
+        rows, width = table.shape
+        dense_bytes = table.numel() * 4
+        row: dict[str, Any] = {"field": name, "rows": rows, "width": width, "float_bytes": dense_bytes}
+        groups = max(1, min(cfg.groups, width))
+        sub_dim = -(-width // groups)
+        code_size = torch.empty(0, dtype=cfg.torch_code_dtype()).element_size()
+        coded_bytes = rows * groups * code_size + groups * cfg.codebook * sub_dim * 4
+        if rows <= min_rows or coded_bytes >= dense_bytes:
+            reason = f"rows <= {min_rows}" if rows <= min_rows else "codes would not be smaller"
+            fields.append(DenseField(table))
+            row.update(coded=False, reason=reason, bytes=dense_bytes, mse=0.0, weighted_mse=0.0, codes_used=None,
+                       perplexity=None, seconds=0.0)
+        else:
+            started = time.perf_counter()
+            counts = row_counts[f] if row_counts is not None else None
+            pq, codes, fit = fit_quantizer(table, counts, cfg, device)
+            seconds = time.perf_counter() - started
+            field = CodedField(codes.cpu(), pq.codebooks.detach().cpu(), width)
+            fields.append(field)
+            nbytes = sum(field.byte_counts().values())
+            row.update(coded=True, reason="", bytes=nbytes, seconds=round(seconds, 3), **{
+                k: v for k, v in fit.to_dict().items() if k in ("mse", "weighted_mse", "codes_used", "perplexity")
+            })
+        stats.append(row)
+        task.advance(1)
+    task.close()
+    return from_compact(compact, fields), stats

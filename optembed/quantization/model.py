@@ -1,0 +1,220 @@
+"""A compact model whose large per-field tables are product-quantized (codes + codebooks).
+
+Every field keeps the compact model's id remap (original id -> compact row; not stored when
+nothing was pruned, as for an Original model, where it is the identity). A field with more
+rows than ``min_rows`` stores one code per row and group (uint8 for codebooks of at most 256
+entries, else uint16) and ``groups`` small codebooks; the other fields keep their float table.
+A lookup decodes on the fly (gather the codes of the batch's rows, gather their codebook
+entries, concatenate the groups): no full table is ever rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optembed.errors import ArtifactError
+from optembed.models.base import CTRModel
+from optembed.models.compact import CompactModel
+from optembed.models.config import ModelConfig
+from optembed.models.registry import build_model
+
+FORMAT = "optembed-quantized"
+VERSION = 1
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class DenseField(nn.Module):
+    """A field kept as a float table ``(rows, width)``."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table.detach().float().clone())
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.table.shape[1])
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.table)
+
+    def byte_counts(self) -> dict[str, int]:
+        return {"codes": 0, "codebooks": 0, "float_tables": _nbytes(self.table)}
+
+
+class CodedField(nn.Module):
+    """A product-quantized field: ``codes`` ``(rows, groups)`` and ``codebooks``
+    ``(groups, K, sub_dim)``; a row is its groups' entries concatenated, cut to ``width``."""
+
+    codes: Tensor
+
+    def __init__(self, codes: Tensor, codebooks: Tensor, width: int) -> None:
+        super().__init__()
+        if codes.dtype not in (torch.uint8, torch.uint16):
+            raise ValueError(f"codes must be uint8 or uint16, got {codes.dtype}")
+        self.register_buffer("codes", codes.clone())
+        self.codebooks = nn.Parameter(codebooks.detach().float().clone())
+        self._width = int(width)
+
+    @property
+    def rows(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def groups(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    def forward(self, ids: Tensor) -> Tensor:
+        codes = self.codes[ids].long()  # (B, groups)
+        groups = torch.arange(self.groups, device=codes.device)
+        parts = self.codebooks[groups, codes]  # (B, groups, sub_dim)
+        return parts.reshape(ids.shape[0], -1)[:, : self._width]
+
+    def byte_counts(self) -> dict[str, int]:
+        return {"codes": _nbytes(self.codes), "codebooks": _nbytes(self.codebooks), "float_tables": 0}
+
+
+FieldTable = DenseField | CodedField
+
+
+class QuantizedModel(nn.Module):
+    """The backbone of a compact model over per-field :class:`DenseField`/:class:`CodedField`
+    tables; each field's ``width`` columns are zero-padded to the backbone's ``D``."""
+
+    remap: Tensor | None
+    remap_offsets: Tensor
+
+    def __init__(
+        self, backbone: CTRModel, fields: Sequence[FieldTable], remaps: Sequence[Tensor], field_names: Sequence[str]
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        backbone.embedding.weight = nn.Parameter(torch.empty(0, backbone.embed_dim), requires_grad=False)
+        self.dim = backbone.embed_dim
+        self.fields = nn.ModuleList(fields)
+        self.field_names = list(field_names)
+        cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
+        # Nothing pruned (an Original model): every remap is the identity and none is stored.
+        identity = all(torch.equal(r.long(), torch.arange(r.numel())) for r in remaps)
+        self.cardinalities = [int(c) for c in cards]
+        self.register_buffer("remap", None if identity else torch.cat([r.to(torch.int32) for r in remaps]))
+        self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
+
+    @property
+    def widths(self) -> list[int]:
+        return [f.width for f in self.fields]
+
+    @property
+    def kept(self) -> list[int]:
+        return [f.rows for f in self.fields]
+
+    @property
+    def coded(self) -> list[bool]:
+        return [isinstance(f, CodedField) for f in self.fields]
+
+    def field_remap(self, f: int) -> Tensor:
+        """Original id -> row of field ``f`` (the identity when nothing was pruned)."""
+        if self.remap is None:
+            return torch.arange(self.cardinalities[f], device=self.remap_offsets.device)
+        start = int(self.remap_offsets[f])
+        return self.remap[start : start + self.cardinalities[f]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        xc = x.long() if self.remap is None else self.remap[x.long() + self.remap_offsets].long()
+        emb = self.remap_offsets.new_zeros(xc.shape[0], len(self.fields), self.dim, dtype=torch.float32)
+        for f, table in enumerate(self.fields):
+            emb[:, f, : table.width] = table(xc[:, f])
+        return self.backbone.head(emb, xc)
+
+    def embedding_params(self) -> int:
+        """Float parameters of the embedding: codebooks and uncompressed tables."""
+        return sum(p.numel() for f in self.fields for p in f.parameters())
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Exact bytes held: codes, codebooks, float tables, id remaps, the network, and totals."""
+        out = {"codes": 0, "codebooks": 0, "float_tables": 0}
+        for f in self.fields:
+            for key, value in f.byte_counts().items():
+                out[key] += value
+        out["embedding"] = out["codes"] + out["codebooks"] + out["float_tables"]
+        out["remaps"] = (0 if self.remap is None else _nbytes(self.remap)) + _nbytes(self.remap_offsets)
+        total = sum(_nbytes(p) for p in self.parameters()) + sum(_nbytes(b) for b in self.buffers())
+        out["network"] = total - out["embedding"] - out["remaps"]
+        out["total"] = total
+        return out
+
+
+def from_compact(compact: CompactModel, fields: Sequence[FieldTable]) -> QuantizedModel:
+    """A :class:`QuantizedModel` with ``compact``'s network, id remaps and the given field tables."""
+    cfg = compact.backbone.cfg
+    backbone = build_model(compact.kept, cfg, "none")
+    state = {k: v for k, v in compact.backbone.state_dict().items() if k != "embedding.weight"}
+    state["embedding.weight"] = backbone.embedding.weight
+    backbone.load_state_dict(state)
+    remaps = [compact.field_remap(f).detach().cpu() for f in range(len(compact.kept))]
+    return QuantizedModel(backbone, list(fields), remaps, compact.field_names)
+
+
+def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | None = None) -> None:
+    fields: list[dict[str, Any]] = []
+    for f in model.fields:
+        if isinstance(f, CodedField):
+            fields.append({"kind": "coded", "codes": f.codes.cpu(), "codebooks": f.codebooks.detach().cpu(), "width": f.width})
+        else:
+            fields.append({"kind": "dense", "table": f.table.detach().cpu()})
+    state = {k: v.cpu() for k, v in model.backbone.state_dict().items() if k != "embedding.weight"}
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_config": model.backbone.cfg.to_dict(),
+            "field_names": model.field_names,
+            "kept": model.kept,
+            "fields": fields,
+            "cardinalities": model.cardinalities,
+            "remaps": None if model.remap is None else [model.field_remap(f).cpu().clone() for f in range(len(model.fields))],
+            "head_state": state,
+            "extra": extra or {},
+        },
+        path,
+    )
+
+
+def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[QuantizedModel, dict[str, Any]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"quantized model file missing: {path}") from None
+    except Exception as exc:
+        raise ArtifactError(f"cannot read quantized model {path}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not an optembed quantized model")
+    if payload.get("version") != VERSION:
+        raise ArtifactError(f"{path} has quantized model version {payload.get('version')}, expected {VERSION}")
+    backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
+    state = dict(payload["head_state"])
+    state["embedding.weight"] = backbone.embedding.weight
+    backbone.load_state_dict(state)
+    fields: list[FieldTable] = [
+        CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
+        for f in payload["fields"]
+    ]
+    remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
+    model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
+    return model.to(device).eval(), payload

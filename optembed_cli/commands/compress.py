@@ -1,0 +1,71 @@
+"""``optembed compress``: product-quantize a retrained model's large embedding tables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.finetune import FinetuneConfig
+from optembed_cli import ui
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
+from pipelines import compress as stage
+from pipelines.store import Manifest
+
+Q = QuantizerConfig()
+FT = FinetuneConfig()
+
+
+@ui.handle_errors
+def compress(
+    source: FromOpt = None,
+    min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float.")] = 10_000,
+    groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.")] = Q.groups,
+    codebook: Annotated[int, typer.Option(help="Entries per group's codebook (256 -> one byte per code).")] = Q.codebook,
+    code_dtype: Annotated[str, typer.Option(help="auto | uint8 | uint16.")] = Q.code_dtype,
+    popularity: Annotated[str, typer.Option(help="Reconstruction weight per row: log (log2(1+count)) | linear | none.")] = Q.popularity,
+    balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.")] = Q.balance_weight,
+    contrastive_weight: Annotated[float, typer.Option(help="Weight of the InfoNCE term; 0 turns it off.")] = Q.contrastive_weight,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature.")] = Q.temperature,
+    quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).")] = Q.steps,
+    quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.")] = Q.lr,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).")] = FT.epochs,
+    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuning.")] = FT.lr,
+    batch_size: BatchOpt = FT.batch_size,
+    patience: PatienceOpt = FT.patience,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field."""
+    config = stage.CompressStage(
+        source=source,
+        quantizer=QuantizerConfig(
+            groups=groups, codebook=codebook, code_dtype=code_dtype, popularity=popularity,
+            balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
+            steps=quantizer_steps, lr=quantizer_lr, seed=seed,
+        ),
+        min_rows=min_rows,
+        finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
+        device=device,
+        force=force,
+    )
+    ui.run_stage(stage.run, config, artifacts, json, render, upstream="retrain", source=source)
+
+
+def render(manifest: Manifest) -> None:
+    m = manifest.metrics
+    shown = {k: m[k] for k in (
+        "variant", "coded_fields", "fields", "source_test_auc", "quantized_test_auc", "test_auc", "auc_delta",
+        "embedding_bytes", "code_bytes", "codebook_bytes", "float_table_bytes", "remap_bytes", "network_bytes",
+        "original_embedding_bytes", "source_embedding_bytes", "ratio_vs_original", "ratio_vs_source", "quantizer_seconds",
+    ) if k in m}
+    ui.out.print(ui.metrics_table(f"compress ({m.get('variant', '?')})", shown))
+    ui.out.print(
+        f"embedding: {m['embedding_bytes']:,} bytes, {m['ratio_vs_original']:.1f}x smaller than the dense float32 "
+        f"Original table, {m['ratio_vs_source']:.1f}x smaller than the source's tables; model: {manifest.output('model')}"
+    )

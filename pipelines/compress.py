@@ -1,0 +1,132 @@
+"""The ``compress`` stage: product-quantize a retrained model's large tables, then fine-tune.
+
+Source: a ``retrain`` artifact (OptEmbed, OptEmbed-E/-D or the Original model). Its compact
+model is quantized field by field (:func:`quantize_compact`) with popularity weights from the
+preprocess vocabulary counts, fine-tuned with the codes fixed, and saved as a self-describing
+quantized model. The metrics compare embedding bytes with the dense float32 Original table
+(all rows x D x 4) and with the source's compact tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from optembed.errors import ConfigError
+from optembed.models.compact import load_compact
+from optembed.progress import NULL, Reporter
+from optembed.quantization.compress import compact_row_counts, quantize_compact
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.finetune import FinetuneConfig, finetune
+from optembed.quantization.model import save_quantized
+from optembed.training.device import resolve_device
+from optembed.training.evaluate import evaluate
+from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.retrain import resolve_chain
+from pipelines.stage import execute
+from pipelines.store import Manifest, Store
+
+STAGE = "compress"
+VERSION = 1
+
+
+@dataclass
+class CompressStage:
+    source: str | None = None  # a retrain artifact; None = the newest one
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    min_rows: int = 10_000
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    device: str = "auto"
+    force: bool = False
+
+    def validate(self) -> None:
+        self.quantizer.validate()
+        if self.min_rows < 0:
+            raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
+        ft = self.finetune
+        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 1:
+            raise ConfigError("--finetune-epochs must be >= 0, --finetune-lr positive, batch size and patience >= 1")
+
+
+def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(counts, cardinalities))
+
+
+def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    config.validate()
+    source = store.resolve(config.source, "retrain")
+    chain = resolve_chain(store, source)
+    pre = chain["preprocess"]
+    schema = read_schema(pre)
+    cards = [int(f["cardinality"]) for f in schema["fields"]]
+    counts = None
+    if config.quantizer.popularity != "none":
+        counts = split_counts(read_id_counts(pre, purpose="compress --popularity"), cards)
+    device = resolve_device(config.device)
+    params: dict[str, Any] = {
+        "quantizer": config.quantizer.to_dict(),
+        "min_rows": config.min_rows,
+        "finetune": vars(config.finetune).copy(),
+    }
+    upstream = {"retrain": source, "preprocess": pre}
+
+    def build(tmp: Path, manifest: Manifest) -> None:
+        compact, _ = load_compact(source.output("compact"), "cpu")
+        if compact.field_names != [f["name"] for f in schema["fields"]]:
+            raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
+        data = load_dataset(pre, device)
+        val, test = data.splits["val"], data.splits["test"]
+        before_test = evaluate(compact.to(device), test, device, config.finetune.eval_batch_size)
+        compact = compact.cpu()
+        row_counts = compact_row_counts(compact, counts) if counts is not None else None
+        started = time.perf_counter()
+        model, stats = quantize_compact(compact, row_counts, config.quantizer, config.min_rows, device, reporter)
+        quantizer_seconds = time.perf_counter() - started
+        result = finetune(model, config.finetune, data.splits["train"], val, test, device, reporter)
+        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        fitted = result.history[0]
+        mem = model.memory_bytes()
+        dim = compact.dim
+        original_bytes = sum(cards) * dim * 4
+        source_bytes = compact.flat.numel() * compact.flat.element_size()
+        save_quantized(tmp / "model.pt", model.cpu(), extra={"source": source.fingerprint, "preprocess": pre.fingerprint,
+                                                             "variant": source.metrics.get("variant", "retrain")})
+        pq.write_table(pa.Table.from_pylist(stats), tmp / "fields.parquet")
+        pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
+        manifest.outputs = {"model": "model.pt", "fields": "fields.parquet", "curves": "curves.parquet"}
+        coded = [s for s in stats if s["coded"]]
+        manifest.metrics = {
+            "variant": source.metrics.get("variant", "retrain"),
+            "source_test_auc": before_test["auc"],
+            "source_test_logloss": before_test["logloss"],
+            "quantized_test_auc": fitted.get("test_auc"),
+            "test_auc": best.get("test_auc"),
+            "test_logloss": best.get("test_logloss"),
+            "val_auc": best["val_auc"],
+            "auc_delta": best.get("test_auc", float("nan")) - before_test["auc"],
+            "best_epoch": result.best_epoch,
+            "coded_fields": len(coded),
+            "fields": len(stats),
+            "embedding_bytes": mem["embedding"],
+            "code_bytes": mem["codes"],
+            "codebook_bytes": mem["codebooks"],
+            "float_table_bytes": mem["float_tables"],
+            "remap_bytes": mem["remaps"],
+            "network_bytes": mem["network"],
+            "total_bytes": mem["total"],
+            "original_embedding_bytes": original_bytes,
+            "source_embedding_bytes": source_bytes,
+            "ratio_vs_original": original_bytes / max(mem["embedding"], 1),
+            "ratio_vs_source": source_bytes / max(mem["embedding"], 1),
+            "quantizer_seconds": round(quantizer_seconds, 3),
+            "file_bytes": (tmp / "model.pt").stat().st_size,
+            "device": str(device),
+        }
+
+    return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)

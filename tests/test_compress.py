@@ -1,0 +1,170 @@
+"""compress: quantized fields, exact memory accounting, the balance term, the stage and its CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from optembed.models.compact import export_compact
+from optembed.models.config import ModelConfig
+from optembed.models.registry import build_model
+from optembed.quantization import QuantizerConfig, fit_quantizer
+from optembed.quantization.compress import compact_row_counts, quantize_compact
+from optembed.quantization.finetune import FinetuneConfig
+from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
+from optembed.training.config import TrainConfig
+from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
+from pipelines import compress, evaluate, retrain
+
+FAST_Q = QuantizerConfig(groups=4, codebook=16, steps=60, batch_size=512)
+
+
+def tiny_compact(cards: list[int], widths: list[int], keep_fraction: float = 1.0, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(cards, ModelConfig("deepfm", embed_dim=8, mlp_dims=(16,)), "none")
+    keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(seed)) < keep_fraction
+    model.set_fixed_masks(keep, torch.tensor(widths))
+    model.eval()
+    return model, export_compact(model, keep, torch.tensor(widths), [f"f{i}" for i in range(len(cards))])
+
+
+def test_coded_field_decodes_codes_to_the_quantized_rows() -> None:
+    table = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
+    pq, codes, _ = fit_quantizer(table, None, QuantizerConfig(groups=4, codebook=8, steps=20, batch_size=128))
+    field = CodedField(codes, pq.codebooks.detach(), 6)
+    ids = torch.tensor([0, 5, 5, 299, 17])
+    with torch.no_grad():
+        expected = pq.quantize(table[ids])[1]
+    assert torch.allclose(field(ids), expected)
+    assert torch.equal(field(ids), pq.decode(codes[ids].long()).detach())
+
+
+def test_memory_accounting_matches_a_hand_count(tmp_path: Path) -> None:
+    cards, widths = [300, 3, 40], [5, 2, 8]
+    model, compact = tiny_compact(cards, widths)
+    q = QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64)
+    qmodel, stats = quantize_compact(compact, None, q, min_rows=50)
+    assert qmodel.coded == [True, False, False]  # only the 300-row field is large enough
+    # field 0: 300 rows x 2 groups x 1 byte; codebooks 2 x 4 entries x ceil(5/2)=3 columns x 4 bytes
+    # fields 1, 2: float tables 3 x 2 and 40 x 8 values x 4 bytes; the identity remaps are not stored
+    mem = qmodel.memory_bytes()
+    assert (mem["codes"], mem["codebooks"], mem["float_tables"]) == (600, 96, 24 + 1280)
+    assert mem["embedding"] == 600 + 96 + 1304 and mem["remaps"] == 3 * 8
+    assert [s["bytes"] for s in stats] == [696, 24, 1280]
+    # a model built from a pruned compact model keeps its int32 remaps and counts them
+    _, pruned = tiny_compact(cards, widths, keep_fraction=0.5, seed=1)
+    pmodel, _ = quantize_compact(pruned, None, q, min_rows=50)
+    assert pmodel.memory_bytes()["remaps"] == sum(cards) * 4 + 3 * 8
+    # save/load round trip: identical predictions, same bytes
+    save_quantized(tmp_path / "q.pt", qmodel)
+    loaded, _ = load_quantized(tmp_path / "q.pt")
+    x = torch.stack([torch.randint(0, c, (64,)) for c in cards], dim=1)
+    with torch.no_grad():
+        assert torch.equal(qmodel.eval()(x), loaded(x))
+    assert loaded.memory_bytes() == mem
+
+
+def test_uncoded_fields_reproduce_the_compact_model_exactly() -> None:
+    cards, widths = [30, 3, 40], [5, 2, 8]
+    _, compact = tiny_compact(cards, widths, keep_fraction=0.6, seed=2)
+    qmodel = from_compact(compact, [DenseField(compact.table(f)) for f in range(3)]).eval()
+    x = torch.stack([torch.randint(0, c, (100,)) for c in cards], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(qmodel(x), compact(x), atol=1e-6)
+
+
+def test_compact_row_counts_sum_pruned_ids_into_the_oov_row() -> None:
+    cards, widths = [6], [4]
+    model, _ = tiny_compact(cards, widths)
+    keep = torch.tensor([True, True, False, True, False, True])
+    compact = export_compact(model, keep, torch.tensor(widths), ["f0"])
+    counts = compact_row_counts(compact, [torch.tensor([1, 10, 100, 1000, 10000, 5])])
+    assert counts[0].tolist() == [1 + 100 + 10000, 10, 1000, 5]
+
+
+def planted_table() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four tight, popular clusters (80% of the rows) and a spread-out, rare tail."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 3000, 8
+    centers = torch.randn(4, d, generator=g) * 2
+    table = centers[torch.randint(0, 4, (n,), generator=g)] + 0.05 * torch.randn(n, d, generator=g)
+    tail = torch.rand(n, generator=g) < 0.2
+    table[tail] = torch.randn(int(tail.sum()), d, generator=g) * 2
+    counts = torch.where(tail, torch.ones(n), torch.full((n,), 1000.0))
+    return table, counts
+
+
+def test_balance_term_raises_codebook_usage() -> None:
+    table, counts = planted_table()
+    base = dict(groups=1, codebook=32, steps=300, batch_size=512, max_epochs=100, contrastive_weight=0.0, lr=0.05)
+    _, _, without = fit_quantizer(table, counts, QuantizerConfig(balance_weight=0.0, **base))
+    _, _, with_ = fit_quantizer(table, counts, QuantizerConfig(balance_weight=0.1, **base))
+    assert with_.codes_used >= without.codes_used
+    assert with_.perplexity > 1.3 * without.perplexity, (with_.perplexity, without.perplexity)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("cmp"), rows=20000)
+    r = retrain.run(
+        retrain.RetrainStage(source=pre.fingerprint, full=True, model=SMALL_MODEL,
+                             train=TrainConfig(epochs=2, batch_size=512), device="cpu"),
+        store,
+    )
+    return store, pre, r
+
+
+def test_stage_compresses_and_keeps_the_auc(trained) -> None:
+    store, pre, source = trained
+    cfg = compress.CompressStage(source=source.fingerprint, quantizer=FAST_Q, min_rows=200,
+                                 finetune=FinetuneConfig(epochs=1), device="cpu")
+    m = compress.run(cfg, store)
+    met = m.metrics
+    assert met["coded_fields"] > 0 and abs(met["test_auc"] - met["source_test_auc"]) < 0.01
+    schema = json.loads(pre.output("schema").read_text())
+    assert met["original_embedding_bytes"] == sum(f["cardinality"] for f in schema["fields"]) * 8 * 4
+    assert met["embedding_bytes"] == met["code_bytes"] + met["codebook_bytes"] + met["float_table_bytes"]
+    assert met["ratio_vs_original"] == pytest.approx(met["original_embedding_bytes"] / met["embedding_bytes"])
+    model, _ = load_quantized(m.output("model"))
+    x = torch.stack([torch.randint(0, f["cardinality"], (256,)) for f in schema["fields"]], dim=1)
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+    assert compress.run(cfg, store).cached
+    ev = evaluate.run(evaluate.EvaluateStage(sources=[source.fingerprint, m.fingerprint], device="cpu", latency=False), store)
+    rows = {r["stage"]: r for r in json.loads(ev.output("metrics").read_text())["models"]}
+    assert rows["compress"]["variant"] == "original + pq" and rows["compress"]["model"] == "deepfm"
+    assert rows["compress"]["embedding_bytes"] == met["embedding_bytes"]
+    assert rows["compress"]["ratio_vs_original"] > rows["retrain"]["ratio_vs_original"] == pytest.approx(1.0)
+
+
+def test_cli_compress_and_bad_input(trained, cli, tmp_path: Path) -> None:
+    store, pre, source = trained
+    root = store.root
+    ok = cli("compress", "--from", source.fingerprint, "--min-rows", "200", "--codebook", "16", "--quantizer-steps", "30",
+             "--finetune-epochs", "0", "--device", "cpu", "--artifacts", root, "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["metrics"]["best_epoch"] == 0
+    before = sorted(p.name for p in (root / "compress").iterdir())
+    cases = [
+        (["--from", source.fingerprint, "--codebook", "300", "--code-dtype", "uint8"], "does not fit uint8"),
+        (["--from", pre.fingerprint], "expected retrain"),
+        (["--from", source.fingerprint, "--groups", "0"], "--groups"),
+    ]
+    for extra, message in cases:
+        res = cli("compress", *extra, "--device", "cpu", "--artifacts", root)
+        lines = [l for l in res.stderr.splitlines() if l.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, res.stderr)
+    # a source whose preprocess artifact lost its vocabulary counts
+    copy = tmp_path / "store"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "preprocess" / pre.fingerprint / "vocab")
+    res = cli("compress", "--from", source.fingerprint, "--device", "cpu", "--artifacts", copy, "--force")
+    assert res.exit_code == 2 and "needs id counts" in res.stderr, res.stderr
+    assert sorted(p.name for p in (root / "compress").iterdir()) == before
