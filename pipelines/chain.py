@@ -8,6 +8,9 @@ rerun after an interruption continues where it stopped. Variants (the paper's ab
 - ``optembed-d``: width search only (a ``dims-only`` supernet, searched, re-trained);
 - ``optembed``: both (an ``optembed`` supernet, searched, re-trained);
 - ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks.
+
+Optionally (``compress = {"variants": [...], ...}``) re-trained variants are also compressed
+(product quantization, see :mod:`pipelines.compress`) and evaluated beside the others.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
-from pipelines import evaluate, preprocess, retrain, search, supernet
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.finetune import FinetuneConfig
+from pipelines import compress, evaluate, preprocess, retrain, search, supernet
 from pipelines.store import Manifest, Store
 
 VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")
@@ -38,6 +43,7 @@ class ChainConfig:
     supernet: TrainConfig = field(default_factory=TrainConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
     search: dict[str, Any] = field(default_factory=dict)
+    compress: dict[str, Any] = field(default_factory=dict)  # "variants" to compress + compress options
     variants: tuple[str, ...] = VARIANTS
     device: str = "auto"
     latency: bool = True
@@ -49,6 +55,9 @@ class ChainConfig:
             raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
         if not self.variants:
             raise ConfigError("no variant to run")
+        for v in self.compress.get("variants", ()):
+            if v not in self.variants or v == "optembed-noretrain":
+                raise ConfigError(f"[compress] variant '{v}' is not a re-trained variant of this run ({', '.join(self.variants)})")
 
     def warnings(self) -> list[str]:
         """The training options' warnings, one line each, naming the section they come from."""
@@ -72,6 +81,20 @@ def search_stage(raw: dict[str, Any], source: str, device: str) -> search.Search
     return _dataclass_from(search.SearchStage, rest, "search", source=source, device=device, evolution=evolution)
 
 
+def compress_stage(raw: dict[str, Any], source: str, device: str) -> compress.CompressStage:
+    """A compress stage from the flat [compress] keys: quantizer keys (``groups``, ``codebook``, ...),
+    ``finetune_*`` keys, ``min_rows``; ``variants`` is the chain's own key."""
+    q_keys = {f.name for f in fields(QuantizerConfig)}
+    rest = {k: v for k, v in raw.items() if k != "variants"}
+    quantizer = _dataclass_from(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress")
+    ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
+    finetune = _dataclass_from(FinetuneConfig, ft, "compress")
+    other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
+    return _dataclass_from(
+        compress.CompressStage, other, "compress", source=source, device=device, quantizer=quantizer, finetune=finetune
+    )
+
+
 def load_config(path: Path) -> ChainConfig:
     """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
     try:
@@ -80,7 +103,7 @@ def load_config(path: Path) -> ChainConfig:
         raise ConfigError(f"configuration file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "run"})
+    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "run"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     data = dict(raw.get("data", {}))
@@ -104,6 +127,7 @@ def load_config(path: Path) -> ChainConfig:
         supernet=_dataclass_from(TrainConfig, raw.get("supernet", {}), "supernet"),
         retrain=_dataclass_from(TrainConfig, raw.get("retrain", {}), "retrain"),
         search=dict(raw.get("search", {})),
+        compress=dict(raw.get("compress", {})),
         variants=tuple(run_raw.pop("variants", VARIANTS)),
         device=run_raw.pop("device", "auto"),
         latency=run_raw.pop("latency", True),
@@ -119,6 +143,8 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
     config.validate()
     config.supernet.validate()
     config.retrain.validate()
+    if config.compress:
+        compress_stage(config.compress, "", config.device).validate()  # bad keys fail before any training
     done: dict[str, Manifest] = {}
 
     def step(name: str, manifest: Manifest) -> Manifest:
@@ -156,7 +182,11 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
             train=config.retrain,
             device=config.device,
         )
-        evaluated.append(step(f"retrain {variant}", retrain.run(r_cfg, store, reporter)).fingerprint)
+        trained = step(f"retrain {variant}", retrain.run(r_cfg, store, reporter))
+        evaluated.append(trained.fingerprint)
+        if variant in config.compress.get("variants", ()):
+            c_cfg = compress_stage(config.compress, trained.fingerprint, config.device)
+            evaluated.append(step(f"compress {variant}", compress.run(c_cfg, store, reporter)).fingerprint)
     e_cfg = evaluate.EvaluateStage(sources=evaluated, device=config.device, latency=config.latency, plot=config.plot)
     step("evaluate", evaluate.run(e_cfg, store, reporter))
     return done

@@ -168,3 +168,22 @@ def test_cli_compress_and_bad_input(trained, cli, tmp_path: Path) -> None:
     res = cli("compress", "--from", source.fingerprint, "--device", "cpu", "--artifacts", copy, "--force")
     assert res.exit_code == 2 and "needs id counts" in res.stderr, res.stderr
     assert sorted(p.name for p in (root / "compress").iterdir()) == before
+
+
+def test_run_config_compress_section(tmp_path: Path) -> None:
+    from pipelines import chain
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[data]\npath = "x.txt"\n\n[compress]\nvariants = ["optembed"]\ncodebook = 64\nmin_rows = 5\n'
+        'finetune_epochs = 0\n\n[run]\nvariants = ["original", "optembed"]\n'
+    )
+    cfg = chain.load_config(config)
+    stage = chain.compress_stage(cfg.compress, "abc", "cpu")
+    assert (stage.quantizer.codebook, stage.min_rows, stage.finetune.epochs, stage.source) == (64, 5, 0, "abc")
+    config.write_text(config.read_text().replace("codebook = 64", "codebok = 64"))
+    with pytest.raises(Exception, match="unknown key"):
+        chain.compress_stage(chain.load_config(config).compress, "abc", "cpu")
+    config.write_text(config.read_text().replace('variants = ["optembed"]', 'variants = ["optembed-e"]'))
+    with pytest.raises(Exception, match="not a re-trained variant"):
+        chain.load_config(config).validate()

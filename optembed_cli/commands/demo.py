@@ -44,6 +44,8 @@ def demo(
         supernet=TrainConfig(epochs=epochs, batch_size=2048),
         retrain=TrainConfig(epochs=epochs, batch_size=2048),
         search={"population": 20, "generations": 8, "topk": 8},
+        # the demo's tables are small: quantize every field over 2,000 rows, 64 codes of 2 groups
+        compress={"variants": ["original", "optembed"], "min_rows": 2000, "groups": 2, "codebook": 64},
         device=device,
         plot=_has_matplotlib(),
     )

@@ -31,12 +31,15 @@ def run(
     population: Annotated[int, typer.Option(help="Search population for --data.")] = 40,
     generations: Annotated[int, typer.Option(help="Search generations for --data.")] = 30,
     variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(chain.VARIANTS),
+    compress: Annotated[
+        str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.")
+    ] = "",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (overrides the configuration).")] = "",
     plot: Annotated[bool, typer.Option("--plot", help="Write evaluation plots.")] = False,
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Run preprocess -> supernet -> search -> retrain -> evaluate and compare the variants."""
+    """Run preprocess -> supernet -> search -> retrain (-> compress) -> evaluate and compare the variants."""
     if config is not None:
         cfg = chain.load_config(config)
     elif data is not None:
@@ -48,6 +51,7 @@ def run(
             retrain=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
             search={"population": population, "generations": generations, "topk": min(15, max(2, population // 2))},
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+            compress={"variants": [v.strip() for v in compress.split(",") if v.strip()]} if compress.strip() else {},
         )
     else:
         raise ConfigError("give a configuration file or --data FILE")
