@@ -83,6 +83,11 @@ class CompactModel(nn.Module):
         self.register_buffer("row_offset", torch.tensor(row_offset, dtype=torch.long), persistent=False)
         for g, fields in enumerate(group_fields):
             self.register_buffer(f"group_fields_{g}", torch.tensor(fields, dtype=torch.long), persistent=False)
+        cols = torch.arange(self.dim)
+        inside = cols < torch.tensor(widths, dtype=torch.long).unsqueeze(1)  # (n, D): the stored columns
+        self.register_buffer("cols", cols, persistent=False)
+        self.register_buffer("inside", inside, persistent=False)
+        self.register_buffer("inside_f", inside.to(self.flat.dtype), persistent=False)
         cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
         self.register_buffer("remap", torch.cat([r.to(torch.int32) for r in remaps]))
         self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
@@ -125,10 +130,8 @@ class CompactModel(nn.Module):
 
     def _gather_elements(self, xc: Tensor) -> Tensor:
         """One element-wise gather over all fields: fewest operations, for small batches."""
-        cols = torch.arange(self.dim, device=xc.device)
-        inside = cols < self.field_width.unsqueeze(1)  # (n, D)
-        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + cols  # (B, n, D)
-        return self.flat[torch.where(inside, index, 0)] * inside
+        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + self.cols  # (B, n, D)
+        return self.flat[torch.where(self.inside, index, 0)] * self.inside_f
 
     def embedding_params(self) -> int:
         return self.flat.numel()
