@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = steps * batch / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         results.append((batch, rate, peak))
-        print(f"batch {batch:>6}: {rate:>12,.0f} samples/s train step, peak GPU memory {peak:.2f} GiB")
+        memory = f", peak GPU memory {peak:.2f} GiB" if cuda else ""
+        print(f"batch {batch:>6}: {rate:>12,.0f} samples/s train step{memory}")
 
     model.eval()
     predict(model, data, device, batch_size=65536)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluation: {eval_rate:,.0f} samples/s (batch 65536)")
 
     if not args.no_write:
-        table = "\n".join(f"| {b:,} | {r:,.0f} | {p:.2f} |" for b, r, p in results)
+        table = "\n".join(f"| {b:,} | {r:,.0f} | {'-' if p != p else f'{p:.2f}'} |" for b, r, p in results)
         body = f"""
 Supernet training step (`--mode optembed`: row mask + threshold regulariser + random widths,
 forward, backward, all optimizer steps) on {rows:,} Criteo-shaped synthetic rows resident on the

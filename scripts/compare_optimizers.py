@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None, help="data and artifacts (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw validation AUC per epoch into this PNG (matplotlib)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out is not None:
         args.out.write_text(table)
+    if args.plot is not None:
+        plot_curves(rows, args.plot, setup)
     return 0
+
+
+def plot_curves(rows: list, path: Path, title: str) -> None:
+    """One panel per embedding optimizer, one line per remedy: validation AUC by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optimizers = list(dict.fromkeys(opt for opt, *_ in rows))
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(4.2 * len(optimizers), 3.6), sharey=True, squeeze=False)
+    for ax, opt in zip(axes[0], optimizers, strict=True):
+        for o, remedy, _, curves in rows:
+            if o == opt:
+                ax.plot([c["epoch"] for c in curves], [c["val_auc"] for c in curves], marker="o", label=remedy)
+        ax.set_title(opt)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation AUC")
+    axes[0][-1].legend()
+    fig.suptitle(title[:110] + ("..." if len(title) > 110 else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
