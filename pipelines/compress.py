@@ -33,7 +33,7 @@ from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 
 STAGE = "compress"
-VERSION = 1
+VERSION = 2  # 2: per-field codebook sizes, id remaps as keep bits
 
 
 @dataclass
@@ -112,6 +112,7 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
             "auc_delta": best.get("test_auc", float("nan")) - before_test["auc"],
             "best_epoch": result.best_epoch,
             "coded_fields": len(coded),
+            "field_codebooks": {s["field"]: s["codebook"] for s in coded},
             "fields": len(stats),
             "embedding_bytes": mem["embedding"],
             "code_bytes": mem["codes"],

@@ -53,12 +53,15 @@ def test_memory_accounting_matches_a_hand_count(tmp_path: Path) -> None:
     # fields 1, 2: float tables 3 x 2 and 40 x 8 values x 4 bytes; the identity remaps are not stored
     mem = qmodel.memory_bytes()
     assert (mem["codes"], mem["codebooks"], mem["float_tables"]) == (600, 96, 24 + 1280)
-    assert mem["embedding"] == 600 + 96 + 1304 and mem["remaps"] == 3 * 8
+    assert mem["embedding"] == 600 + 96 + 1304 and mem["remaps"] == 0
     assert [s["bytes"] for s in stats] == [696, 24, 1280]
-    # a model built from a pruned compact model keeps its int32 remaps and counts them
+    # a pruned compact model keeps its remap as keep bits: 343 ids padded to 512 = 16 int32 words,
+    # 2 blocks of 256 ids x int32 rank, 3 fields x (int64 base + int64 offset)
     _, pruned = tiny_compact(cards, widths, keep_fraction=0.5, seed=1)
     pmodel, _ = quantize_compact(pruned, None, q, min_rows=50)
-    assert pmodel.memory_bytes()["remaps"] == sum(cards) * 4 + 3 * 8
+    assert pmodel.memory_bytes()["remaps"] == 16 * 4 + 2 * 4 + 3 * 16
+    x = torch.stack([torch.randint(0, c, (500,)) for c in cards], dim=1)
+    assert torch.equal(pmodel.id_map(x), pruned.compact_ids(x))
     # save/load round trip: identical predictions, same bytes
     save_quantized(tmp_path / "q.pt", qmodel)
     loaded, _ = load_quantized(tmp_path / "q.pt")
@@ -66,6 +69,41 @@ def test_memory_accounting_matches_a_hand_count(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(qmodel.eval()(x), loaded(x))
     assert loaded.memory_bytes() == mem
+
+
+def test_codebook_size_follows_each_fields_rows() -> None:
+    # groups 2, K <= 64, codebooks <= 1/4 of the codes (uint8):
+    # field 0: 2000 x 8 -> codes 2000 x 2 = 4000 bytes; 2 x K x 4 columns x 4 bytes <= 1000 -> K = 16
+    # field 1: 300 x 8 -> codes 600 bytes; 32 K <= 150 -> K = 4
+    # field 2: 40 x 4 -> codes 80 bytes; 2 x K x 2 x 4 <= 20 -> K < 2: stays float (640 bytes)
+    cards, widths = [2000, 300, 40], [8, 8, 4]
+    model, compact = tiny_compact(cards, [8, 8, 8])
+    compact = export_compact(model, torch.ones(sum(cards), dtype=torch.bool), torch.tensor(widths), ["a", "b", "c"])
+    q = QuantizerConfig(groups=2, codebook=64, steps=5, batch_size=64)
+    qmodel, stats = quantize_compact(compact, None, q, min_rows=10)
+    assert [s["codebook"] for s in stats] == [16, 4, None]
+    assert [s["code_dtype"] for s in stats] == ["uint8", "uint8", None]
+    assert stats[2]["reason"].startswith("codebooks would exceed")
+    assert [s["bytes"] for s in stats] == [4000 + 2 * 16 * 4 * 4, 600 + 2 * 4 * 4 * 4, 40 * 4 * 4]
+    assert [tuple(f.codebooks.shape) for f in qmodel.fields[:2]] == [(2, 16, 4), (2, 4, 4)]
+    assert qmodel.fields[0].codes.dtype == torch.uint8
+    mem = qmodel.memory_bytes()
+    assert mem["embedding"] == sum(s["bytes"] for s in stats)
+
+
+def test_pruned_model_remap_and_predictions_survive_a_round_trip(tmp_path: Path) -> None:
+    cards, widths = [700, 3, 90], [6, 2, 8]
+    _, compact = tiny_compact(cards, widths, keep_fraction=0.3, seed=4)
+    q = QuantizerConfig(groups=2, codebook=8, steps=5, batch_size=64)
+    qmodel, _ = quantize_compact(compact, None, q, min_rows=50)
+    for f in range(3):
+        assert torch.equal(qmodel.field_remap(f), compact.field_remap(f).long())
+    save_quantized(tmp_path / "q.pt", qmodel)
+    loaded, _ = load_quantized(tmp_path / "q.pt")
+    x = torch.stack([torch.randint(0, c, (300,)) for c in cards], dim=1)
+    with torch.no_grad():
+        assert torch.equal(qmodel.eval()(x), loaded(x))
+    assert loaded.memory_bytes() == qmodel.memory_bytes()
 
 
 def test_uncoded_fields_reproduce_the_compact_model_exactly() -> None:

@@ -7,6 +7,8 @@ import torch
 
 from optembed.errors import ConfigError
 from optembed.quantization import ProductQuantizer, QuantizerConfig, code_dtype, fit_quantizer, popularity_weights
+from optembed.quantization.plan import plan_field
+from optembed.quantization.rank_remap import RankRemap, popcount32
 
 
 def test_codes_decode_to_the_quantized_rows_and_nearest_entries() -> None:
@@ -70,8 +72,69 @@ def test_popularity_weighting_favours_frequent_rows() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"codebook": 70000}, {"codebook": 1}, {"groups": 0}, {"popularity": "sqrt"}, {"temperature": 0.0}]
+    "kwargs",
+    [{"codebook": 70000}, {"codebook": 1}, {"groups": 0}, {"popularity": "sqrt"}, {"temperature": 0.0}, {"sub_dim": 0},
+     {"codebook_share": 0.0}],
 )
 def test_bad_quantizer_configs(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         QuantizerConfig(**kwargs).validate()
+
+
+@pytest.mark.parametrize(
+    "rows, width, kwargs, expected",
+    [
+        # groups 4 x 16 columns, uint8: codebooks 4 x K x 16 x 4 = 256 K bytes <= 0.25 x rows x 4 -> K <= rows / 256
+        (100_000, 64, {}, (4, 16, 256, "uint8")),
+        (12_517, 64, {}, (4, 16, 32, "uint8")),  # K <= 48.9
+        (1_460, 64, {}, (4, 16, 4, "uint8")),  # K <= 5.7
+        (583, 64, {}, (4, 16, 2, "uint8")),
+        (305, 64, {}, (4, 16, 0, "")),  # K <= 1.2: stays float
+        # groups from a sub-vector width: width 8 -> 1 group of 8; 32 K <= 2,500 -> K = 64
+        (10_000, 8, {"sub_dim": 16}, (1, 8, 64, "uint8")),
+        (10_000, 40, {"sub_dim": 16}, (3, 14, 32, "uint8")),  # 3 groups of 14 columns; 168 K <= 7,500
+        # K up to 1,024 (uint16): 4 x 1024 x 16 x 4 = 262,144 <= 0.25 x 300,000 x 8
+        (300_000, 64, {"codebook": 1024}, (4, 16, 1024, "uint16")),
+        # 20,000 rows: 512 entries (uint16) are too dear; 256 (uint8) too; 128 too; 64 fits 16,384 <= 20,000
+        (20_000, 64, {"codebook": 1024}, (4, 16, 64, "uint8")),
+        (1_000_000, 64, {"codebook": 300}, (4, 16, 300, "uint16")),  # not a power of two: kept as given
+        (30_000, 64, {"code_dtype": "uint16"}, (4, 16, 128, "uint16")),  # 256 K <= 0.25 x 30,000 x 8 = 60,000
+        (50, 4, {"codebook": 256, "codebook_share": 100.0}, (4, 1, 50, "uint8")),  # never more entries than rows
+    ],
+)
+def test_plan_field_sizes_each_codebook_from_its_rows(rows: int, width: int, kwargs: dict, expected: tuple) -> None:
+    plan = plan_field(rows, width, QuantizerConfig(**kwargs))
+    assert (plan.groups, plan.sub_dim, plan.codebook, plan.code_dtype) == expected
+    if plan.codebook:
+        size = 1 if plan.code_dtype == "uint8" else 2
+        assert plan.code_bytes == rows * plan.groups * size
+        assert plan.codebook_bytes == plan.groups * plan.codebook * plan.sub_dim * 4
+
+
+def test_popcount_against_python() -> None:
+    values = torch.randint(0, 2**32, (1000,), dtype=torch.long, generator=torch.Generator().manual_seed(0))
+    values[:3] = torch.tensor([0, 2**32 - 1, 2**31])
+    assert popcount32(values).tolist() == [bin(v).count("1") for v in values.tolist()]
+
+
+def test_rank_remap_equals_the_int32_remap_on_random_ids() -> None:
+    g = torch.Generator().manual_seed(3)
+    cards = [1, 2, 31, 257, 5000, 64, 1000]
+    remaps = []
+    for card, p in zip(cards, [0.5, 0.0, 0.9, 0.3, 0.05, 1.0, 0.5]):
+        keep = torch.rand(card, generator=g) < p
+        keep[0] = True
+        remap = torch.zeros(card, dtype=torch.int32)
+        remap[keep] = torch.arange(int(keep.sum()), dtype=torch.int32)
+        remaps.append(remap)
+    bitmap = RankRemap.from_remaps(remaps)
+    x = torch.stack([torch.randint(0, c, (4000,), generator=g) for c in cards], dim=1)
+    x[:len(cards)] = torch.tensor([c - 1 for c in cards])  # every field's last id
+    expected = torch.stack([remaps[f][x[:, f]].long() for f in range(len(cards))], dim=1)
+    assert torch.equal(bitmap(x), expected)
+    for f, remap in enumerate(remaps):
+        assert torch.equal(bitmap.field_rows(f, cards[f]), remap.long())
+    # 6,355 ids padded to 6,400 (25 blocks of 256): 200 int32 words + 25 int32 ranks + 7 x (base + offset) int64
+    assert bitmap.nbytes() == 200 * 4 + 25 * 4 + 7 * 16
+    with pytest.raises(ValueError):
+        RankRemap.from_remaps([torch.tensor([0, 2, 1])])  # kept ids out of order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from optembed.models.compact import CompactModel
 from optembed.progress import NULL, Reporter
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.fit import fit_quantizer
+from optembed.quantization.plan import plan_field
 from optembed.quantization.model import CodedField, DenseField, FieldTable, QuantizedModel, from_compact
 
 
@@ -37,9 +39,10 @@ def quantize_compact(
     device: torch.device | str = "cpu",
     reporter: Reporter = NULL,
 ) -> tuple[QuantizedModel, list[dict[str, Any]]]:
-    """Fit a product quantizer on every field with more than ``min_rows`` rows whose coded form is
-    smaller than its float table; the others stay float. Returns the model and one statistics
-    row per field (rows, width, coded or not and why, bytes before/after, errors, code usage)."""
+    """Fit a product quantizer on every field with more than ``min_rows`` rows whose coded form
+    (sized per field by :func:`plan_field`) is smaller than its float table; the others stay
+    float. Returns the model and one statistics row per field (rows, width, groups, codebook
+    size K and code dtype, coded or not and why, bytes before/after, errors, code usage)."""
     cfg.validate()
     fields: list[FieldTable] = []
     stats: list[dict[str, Any]] = []
@@ -49,24 +52,30 @@ def quantize_compact(
         rows, width = table.shape
         dense_bytes = table.numel() * 4
         row: dict[str, Any] = {"field": name, "rows": rows, "width": width, "float_bytes": dense_bytes}
-        groups = max(1, min(cfg.groups, width))
-        sub_dim = -(-width // groups)
-        code_size = torch.empty(0, dtype=cfg.torch_code_dtype()).element_size()
-        coded_bytes = rows * groups * code_size + groups * cfg.codebook * sub_dim * 4
-        if rows <= min_rows or coded_bytes >= dense_bytes:
-            reason = f"rows <= {min_rows}" if rows <= min_rows else "codes would not be smaller"
+        plan = plan_field(rows, width, cfg)
+        reason = ""
+        if rows <= min_rows:
+            reason = f"rows <= {min_rows}"
+        elif plan.codebook == 0:
+            reason = f"codebooks would exceed {cfg.codebook_share:g} of the codes"
+        elif plan.coded_bytes >= dense_bytes:
+            reason = "codes would not be smaller"
+        if reason:
             fields.append(DenseField(table))
             row.update(coded=False, reason=reason, bytes=dense_bytes, mse=0.0, weighted_mse=0.0, codes_used=None,
-                       perplexity=None, seconds=0.0)
+                       perplexity=None, seconds=0.0, groups=None, codebook=None, code_dtype=None)
         else:
             started = time.perf_counter()
             counts = row_counts[f] if row_counts is not None else None
-            pq, codes, fit = fit_quantizer(table, counts, cfg, device)
+            field_cfg = replace(cfg, groups=plan.groups, codebook=plan.codebook, sub_dim=None, code_dtype=plan.code_dtype)
+            pq, codes, fit = fit_quantizer(table, counts, field_cfg, device)
             seconds = time.perf_counter() - started
             field = CodedField(codes.cpu(), pq.codebooks.detach().cpu(), width)
             fields.append(field)
             nbytes = sum(field.byte_counts().values())
-            row.update(coded=True, reason="", bytes=nbytes, seconds=round(seconds, 3), **{
+            assert nbytes == plan.coded_bytes, (name, nbytes, plan)
+            row.update(coded=True, reason="", bytes=nbytes, groups=plan.groups, codebook=plan.codebook,
+                       code_dtype=plan.code_dtype, seconds=round(seconds, 3), **{
                 k: v for k, v in fit.to_dict().items() if k in ("mse", "weighted_mse", "codes_used", "perplexity")
             })
         stats.append(row)

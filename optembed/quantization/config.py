@@ -17,7 +17,9 @@ MAX_CODEBOOK = 65536  # codes are stored as uint8 (K <= 256) or uint16
 
 @dataclass(frozen=True)
 class QuantizerConfig:
-    """``groups`` sub-vectors per row, ``codebook`` entries per group.
+    """``groups`` sub-vectors per row (or ``ceil(D / sub_dim)`` when ``sub_dim`` is set), at most
+    ``codebook`` entries per group; each field's own codebook size is bounded by ``codebook_share``
+    (see :func:`optembed.quantization.plan.plan_field`).
 
     Loss = popularity-weighted reconstruction
     - ``balance_weight`` * normalised entropy of the batch's code histogram (hard counts forward,
@@ -38,6 +40,8 @@ class QuantizerConfig:
     lr: float = 0.01
     seed: int = 0
     code_dtype: str = "auto"  # uint8 up to 256 entries, else uint16
+    sub_dim: int | None = None  # when set, a field of width D gets ceil(D / sub_dim) groups (overrides groups)
+    codebook_share: float = 0.25  # a field's codebooks cost at most this fraction of its codes' bytes
 
     def validate(self) -> None:
         if self.groups < 1:
@@ -53,6 +57,10 @@ class QuantizerConfig:
                 f"--codebook {self.codebook} does not fit {self.code_dtype} codes (at most "
                 f"{CODE_DTYPES[self.code_dtype]} entries); use a smaller codebook or --code-dtype uint16"
             )
+        if self.sub_dim is not None and self.sub_dim < 1:
+            raise ConfigError(f"--sub-dim must be at least 1, got {self.sub_dim}")
+        if not self.codebook_share > 0:
+            raise ConfigError(f"--codebook-share must be positive, got {self.codebook_share}")
         if self.popularity not in POPULARITY:
             raise ConfigError(f"unknown --popularity '{self.popularity}'; choose {', '.join(POPULARITY)}")
         if self.balance_weight < 0 or self.contrastive_weight < 0:

@@ -1,7 +1,8 @@
 """A compact model whose large per-field tables are product-quantized (codes + codebooks).
 
-Every field keeps the compact model's id remap (original id -> compact row; not stored when
-nothing was pruned, as for an Original model, where it is the identity). A field with more
+Every field keeps the compact model's id remap (original id -> compact row), stored as a
+keep-bitmap plus rank counts (:class:`RankRemap`, about 1.13 bits per original id instead of an
+int32), and not stored at all when nothing was pruned (an Original model: the identity). A field with more
 rows than ``min_rows`` stores one code per row and group (uint8 for codebooks of at most 256
 entries, else uint16) and ``groups`` small codebooks; the other fields keep their float table.
 A lookup decodes on the fly (gather the codes of the batch's rows, gather their codebook
@@ -23,9 +24,10 @@ from optembed.models.base import CTRModel
 from optembed.models.compact import CompactModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
+from optembed.quantization.rank_remap import RankRemap
 
 FORMAT = "optembed-quantized"
-VERSION = 1
+VERSION = 2  # 2: id remaps as keep bits + rank counts (version 1 files, int32 remaps, still load)
 
 
 def _nbytes(t: Tensor) -> int:
@@ -97,24 +99,26 @@ class QuantizedModel(nn.Module):
     """The backbone of a compact model over per-field :class:`DenseField`/:class:`CodedField`
     tables; each field's ``width`` columns are zero-padded to the backbone's ``D``."""
 
-    remap: Tensor | None
-    remap_offsets: Tensor
-
     def __init__(
-        self, backbone: CTRModel, fields: Sequence[FieldTable], remaps: Sequence[Tensor], field_names: Sequence[str]
+        self, backbone: CTRModel, fields: Sequence[FieldTable], remaps: Sequence[Tensor] | RankRemap | None,
+        field_names: Sequence[str], cardinalities: Sequence[int] | None = None,
     ) -> None:
+        """``remaps``: per-field rank-form remaps (original id -> row), a ready :class:`RankRemap`
+        (then ``cardinalities`` are needed), or ``None`` for the identity (``cardinalities`` = rows)."""
         super().__init__()
         self.backbone = backbone
         backbone.embedding.weight = nn.Parameter(torch.empty(0, backbone.embed_dim), requires_grad=False)
         self.dim = backbone.embed_dim
         self.fields = nn.ModuleList(fields)
         self.field_names = list(field_names)
-        cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
-        # Nothing pruned (an Original model): every remap is the identity and none is stored.
-        identity = all(torch.equal(r.long(), torch.arange(r.numel())) for r in remaps)
-        self.cardinalities = [int(c) for c in cards]
-        self.register_buffer("remap", None if identity else torch.cat([r.to(torch.int32) for r in remaps]))
-        self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
+        if remaps is None or isinstance(remaps, RankRemap):
+            self.cardinalities = list(cardinalities) if cardinalities is not None else [f.rows for f in fields]
+            self.id_map = remaps
+        else:
+            self.cardinalities = [r.numel() for r in remaps]
+            # Nothing pruned (an Original model): every remap is the identity and none is stored.
+            identity = all(torch.equal(r.long(), torch.arange(r.numel())) for r in remaps)
+            self.id_map = None if identity else RankRemap.from_remaps(remaps)
 
     @property
     def widths(self) -> list[int]:
@@ -130,14 +134,13 @@ class QuantizedModel(nn.Module):
 
     def field_remap(self, f: int) -> Tensor:
         """Original id -> row of field ``f`` (the identity when nothing was pruned)."""
-        if self.remap is None:
-            return torch.arange(self.cardinalities[f], device=self.remap_offsets.device)
-        start = int(self.remap_offsets[f])
-        return self.remap[start : start + self.cardinalities[f]]
+        if self.id_map is None:
+            return torch.arange(self.cardinalities[f])
+        return self.id_map.field_rows(f, self.cardinalities[f])
 
     def forward(self, x: Tensor) -> Tensor:
-        xc = x.long() if self.remap is None else self.remap[x.long() + self.remap_offsets].long()
-        emb = self.remap_offsets.new_zeros(xc.shape[0], len(self.fields), self.dim, dtype=torch.float32)
+        xc = x.long() if self.id_map is None else self.id_map(x)
+        emb = torch.zeros(xc.shape[0], len(self.fields), self.dim, device=xc.device)
         for f, table in enumerate(self.fields):
             emb[:, f, : table.width] = table(xc[:, f])
         return self.backbone.head(emb, xc)
@@ -147,13 +150,14 @@ class QuantizedModel(nn.Module):
         return sum(p.numel() for f in self.fields for p in f.parameters())
 
     def memory_bytes(self) -> dict[str, int]:
-        """Exact bytes held: codes, codebooks, float tables, id remaps, the network, and totals."""
+        """Exact bytes held: codes, codebooks, float tables, the id remap (keep bits, rank counts,
+        field offsets; 0 for an Original model), the network, and totals."""
         out = {"codes": 0, "codebooks": 0, "float_tables": 0}
         for f in self.fields:
             for key, value in f.byte_counts().items():
                 out[key] += value
         out["embedding"] = out["codes"] + out["codebooks"] + out["float_tables"]
-        out["remaps"] = (0 if self.remap is None else _nbytes(self.remap)) + _nbytes(self.remap_offsets)
+        out["remaps"] = 0 if self.id_map is None else self.id_map.nbytes()
         total = sum(_nbytes(p) for p in self.parameters()) + sum(_nbytes(b) for b in self.buffers())
         out["network"] = total - out["embedding"] - out["remaps"]
         out["total"] = total
@@ -188,7 +192,7 @@ def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | No
             "kept": model.kept,
             "fields": fields,
             "cardinalities": model.cardinalities,
-            "remaps": None if model.remap is None else [model.field_remap(f).cpu().clone() for f in range(len(model.fields))],
+            "id_map": None if model.id_map is None else model.id_map.state(),
             "head_state": state,
             "extra": extra or {},
         },
@@ -205,7 +209,7 @@ def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[Quan
         raise ArtifactError(f"cannot read quantized model {path}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an optembed quantized model")
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in (1, VERSION):
         raise ArtifactError(f"{path} has quantized model version {payload.get('version')}, expected {VERSION}")
     backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
     state = dict(payload["head_state"])
@@ -215,6 +219,10 @@ def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[Quan
         CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
         for f in payload["fields"]
     ]
-    remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
-    model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
+    if payload["version"] == 1:  # int32 remaps, None for the identity
+        remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
+        model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
+    else:
+        id_map = None if payload["id_map"] is None else RankRemap(**payload["id_map"])
+        model = QuantizedModel(backbone, fields, id_map, payload["field_names"], payload["cardinalities"])
     return model.to(device).eval(), payload

@@ -23,7 +23,9 @@ def compress(
     source: FromOpt = None,
     min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float.")] = 10_000,
     groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.")] = Q.groups,
-    codebook: Annotated[int, typer.Option(help="Entries per group's codebook (256 -> one byte per code).")] = Q.codebook,
+    codebook: Annotated[int, typer.Option(help="Most entries per group's codebook (256 -> one byte per code); each field's own size is bounded by --codebook-share.")] = Q.codebook,
+    sub_dim: Annotated[int | None, typer.Option(help="Columns per sub-vector: a field of width D gets ceil(D / sub-dim) groups (overrides --groups).")] = Q.sub_dim,
+    codebook_share: Annotated[float, typer.Option(help="A field's codebooks cost at most this fraction of its codes' bytes (K shrinks by powers of two).")] = Q.codebook_share,
     code_dtype: Annotated[str, typer.Option(help="auto | uint8 | uint16.")] = Q.code_dtype,
     popularity: Annotated[str, typer.Option(help="Reconstruction weight per row: log (log2(1+count)) | linear | none.")] = Q.popularity,
     balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.")] = Q.balance_weight,
@@ -45,7 +47,7 @@ def compress(
     config = stage.CompressStage(
         source=source,
         quantizer=QuantizerConfig(
-            groups=groups, codebook=codebook, code_dtype=code_dtype, popularity=popularity,
+            groups=groups, codebook=codebook, code_dtype=code_dtype, sub_dim=sub_dim, codebook_share=codebook_share, popularity=popularity,
             balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
             steps=quantizer_steps, lr=quantizer_lr, seed=seed,
         ),
