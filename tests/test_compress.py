@@ -104,6 +104,14 @@ def test_pruned_model_remap_and_predictions_survive_a_round_trip(tmp_path: Path)
     with torch.no_grad():
         assert torch.equal(qmodel.eval()(x), loaded(x))
     assert loaded.memory_bytes() == qmodel.memory_bytes()
+    # a version-1 file (int32 remaps) still loads, to the same model
+    payload = torch.load(tmp_path / "q.pt", weights_only=True)
+    payload.update(version=1, remaps=[compact.field_remap(f).clone() for f in range(3)])
+    del payload["id_map"]
+    torch.save(payload, tmp_path / "v1.pt")
+    old, _ = load_quantized(tmp_path / "v1.pt")
+    with torch.no_grad():
+        assert torch.equal(old(x), loaded(x))
 
 
 def test_uncoded_fields_reproduce_the_compact_model_exactly() -> None:
@@ -194,6 +202,8 @@ def test_cli_compress_and_bad_input(trained, cli, tmp_path: Path) -> None:
         (["--from", source.fingerprint, "--codebook", "300", "--code-dtype", "uint8"], "does not fit uint8"),
         (["--from", pre.fingerprint], "expected retrain"),
         (["--from", source.fingerprint, "--groups", "0"], "--groups"),
+        (["--from", source.fingerprint, "--sub-dim", "0"], "--sub-dim"),
+        (["--from", source.fingerprint, "--codebook-share", "-1"], "--codebook-share"),
     ]
     for extra, message in cases:
         res = cli("compress", *extra, "--device", "cpu", "--artifacts", root)
