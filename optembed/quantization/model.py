@@ -1,10 +1,11 @@
 """A compact model whose large per-field tables are product-quantized (codes + codebooks).
 
 Every field keeps the compact model's id remap (original id -> compact row), stored as a
-keep-bitmap plus rank counts (:class:`RankRemap`, about 1.13 bits per original id instead of an
-int32), and not stored at all when nothing was pruned (an Original model: the identity). A field with more
-rows than ``min_rows`` stores one code per row and group (uint8 for codebooks of at most 256
-entries, else uint16) and ``groups`` small codebooks; the other fields keep their float table.
+keep-bitmap plus rank counts (:class:`RankRemap`, about 1.13 bits per original id instead of
+an int32), and not stored at all when nothing was pruned (an Original model: the identity).
+A coded field stores one code per row and group (uint8 for codebooks of at most 256 entries,
+else uint16) and one small codebook per group, sized for that field (see
+:mod:`optembed.quantization.plan`); the other fields keep their float table.
 A lookup decodes on the fly (gather the codes of the batch's rows, gather their codebook
 entries, concatenate the groups): no full table is ever rebuilt.
 """
