@@ -26,6 +26,7 @@ from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
+from optembed.training.evaluate import require_rankable
 from pipelines.data import load_dataset
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -89,9 +90,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             model.set_row_mask(mask_info["mask"])
         data = load_dataset(pre, device, splits=("val",))
         val = data.splits["val"]
-        labels = val.y
-        if len(val) == 0 or int(labels.min()) == int(labels.max()):
-            raise TrainingError("the validation split needs both positive and negative rows to rank candidates by AUC")
+        require_rankable(val, purpose="rank the candidates")
         rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
         scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp)
         full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])

@@ -140,3 +140,27 @@ def test_wrong_stage_is_rejected(prepared) -> None:
     store, pre, _ = prepared
     with pytest.raises(ArtifactError, match="expected supernet"):
         supernet.load_row_mask(pre)
+
+
+def test_single_class_validation_split_is_one_clear_error(tmp_path: Path, cli) -> None:
+    # 20 rows, of which only the 3rd and 17th are positive: the 2-row validation split is all negative.
+    lines = []
+    for i in range(20):
+        label = 1 if i in (2, 16) else 0
+        ints = "\t".join(str((i * 7 + j) % 5) for j in range(13))
+        cats = "\t".join(f"{(i + j) % 3:08x}" for j in range(26))
+        lines.append(f"{label}\t{ints}\t{cats}")
+    src = tmp_path / "tiny.txt"
+    src.write_text("\n".join(lines) + "\n")
+    root = tmp_path / "a"
+    pre = cli("preprocess", src, "--artifacts", root, "--seed", "2", "--json")
+    assert pre.exit_code == 0, pre.output
+    schema = json.loads((Path(json.loads(pre.stdout)["path"]) / "schema.json").read_text())
+    assert schema["rows"]["val"] == 2 and schema["positive_ratio"]["val"] == 0.0  # seed 2 puts no positive there
+    assert schema["positive_ratio"]["train"] > 0
+    res = cli("supernet", "--artifacts", root, "--embed-dim", "4", "--mlp", "8", "--epochs", "1")
+    assert res.exit_code == 2
+    assert "validation split (2 rows) has only negative labels" in res.stderr and "Traceback" not in res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0]
+    assert not list((root / "supernet").glob("*/manifest.json"))

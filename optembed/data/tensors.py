@@ -26,6 +26,10 @@ class SplitTensors:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def has_both_classes(self) -> bool:
+        """True when the split holds at least one positive and one negative row (AUC is defined)."""
+        return len(self) > 0 and bool((self.y > 0.5).any()) and bool((self.y < 0.5).any())
+
     @property
     def nbytes(self) -> int:
         return self.x.element_size() * self.x.numel() + self.y.element_size() * self.y.numel()

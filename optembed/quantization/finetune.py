@@ -18,7 +18,7 @@ from optembed.data.tensors import SplitTensors
 from optembed.errors import TrainingError
 from optembed.progress import NULL, Reporter
 from optembed.quantization.model import QuantizedModel
-from optembed.training.evaluate import evaluate
+from optembed.training.evaluate import evaluate, require_rankable
 
 
 @dataclass
@@ -58,6 +58,7 @@ def finetune(
 ) -> FinetuneResult:
     """Train for up to ``cfg.epochs`` epochs; the returned state is the best by validation AUC
     (possibly the starting point, epoch 0)."""
+    require_rankable(val)
     model = model.to(device)
     history = [{"epoch": 0, "loss": float("nan"), **_metrics(model, val, test, device, cfg.eval_batch_size)}]
     best_epoch, best_auc = 0, history[0]["val_auc"]

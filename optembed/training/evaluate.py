@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
+from optembed.errors import TrainingError
 from optembed.metrics import auc, logloss
 
 
@@ -50,3 +51,15 @@ def evaluate(
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
+def require_rankable(val: SplitTensors, purpose: str = "pick the best epoch") -> None:
+    """Raise :class:`TrainingError` unless validation AUC is defined on ``val`` (both classes)."""
+    if len(val) == 0:
+        raise TrainingError("the validation split is empty")
+    if not val.has_both_classes():
+        only = "positive" if bool((val.y > 0.5).all()) else "negative"
+        raise TrainingError(
+            f"the validation split ({len(val):,} rows) has only {only} labels, so its AUC, which is used to "
+            f"{purpose}, is undefined; use more data or a larger validation share (--split)"
+        )

@@ -32,7 +32,7 @@ from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
-from optembed.training.evaluate import autocast, evaluate
+from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 
@@ -207,8 +207,7 @@ class Trainer:
         cfg = self.cfg
         if len(train) == 0:
             raise TrainingError("the training split is empty")
-        if len(val) == 0:
-            raise TrainingError("the validation split is empty")
+        require_rankable(val)
         best = FitResult(best_state=_cpu_copy(self.model.state_dict()), best_epoch=0, best_val_auc=-math.inf)
         start_epoch, bad_epochs = 1, 0
         if resume is not None:
