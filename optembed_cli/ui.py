@@ -186,6 +186,16 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def size_change(before: float, after: float) -> str:
+    """``after`` bytes against ``before`` bytes in words: "3.2x smaller", "1.4x larger"."""
+    if after <= 0 or before <= 0:
+        return "of unknown relative size"
+    ratio = before / after
+    if round(ratio, 1) == 1.0:
+        return "about the same size as"
+    return f"{ratio:.1f}x smaller than" if ratio > 1 else f"{1 / ratio:.1f}x larger than"
+
+
 def elapsed(start: float) -> str:
     return f"{time.perf_counter() - start:.1f}s"
 

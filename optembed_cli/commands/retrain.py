@@ -76,8 +76,8 @@ def retrain(
 def render(manifest: Manifest) -> None:
     metrics = {k: v for k, v in manifest.metrics.items() if k != "widths"}
     ui.out.print(ui.metrics_table(f"retrain ({manifest.metrics['variant']})", metrics))
-    ratio = manifest.metrics["dense_bytes"] / max(manifest.metrics["compact_bytes"], 1)
+    change = ui.size_change(manifest.metrics["dense_bytes"], manifest.metrics["compact_bytes"])
     ui.out.print(
         f"compact model: {manifest.output('compact')} ({manifest.metrics['compact_bytes']:,} bytes, "
-        f"{ratio:.1f}x smaller than the dense masked model file)"
+        f"{change} the dense masked model file)"
     )
