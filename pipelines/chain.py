@@ -16,7 +16,7 @@ Optionally (``compress = {"variants": [...], ...}``) re-trained variants are als
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,45 @@ class ChainConfig:
         return lines + [f"[retrain] {w}" for w in self.retrain.warnings()]
 
 
+def _type_ok(value: Any, default: Any) -> bool:
+    """Whether a TOML ``value`` can stand for a field whose default is ``default``."""
+    if default is None or default is MISSING:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return True
+
+
 def _dataclass_from(cls: type, data: dict[str, Any], section: str, **fixed: Any) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table of keys, got {type(data).__name__} {data!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
+    for key, value in data.items():
+        f = known[key]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        if not _type_ok(value, default):
+            raise ConfigError(
+                f"[{section}] {key} = {value!r} should be of type {type(default).__name__} (like {default!r})"
+            )
     return cls(**{**data, **fixed})
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{name}' must be a [{name}] table, got {type(value).__name__} {value!r}")
+    return dict(value)
 
 
 def search_stage(raw: dict[str, Any], source: str, device: str) -> search.SearchStage:
@@ -106,7 +139,7 @@ def load_config(path: Path) -> ChainConfig:
     unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "run"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    data = dict(raw.get("data", {}))
+    data = _section(raw, "data")
     if "path" not in data:
         raise ConfigError(f"{path}: [data] needs a 'path'")
     data_path = Path(data.pop("path"))
@@ -117,17 +150,17 @@ def load_config(path: Path) -> ChainConfig:
     if "split" in data:
         data["split"] = tuple(data["split"])
     pre = _dataclass_from(PreprocessConfig, data, "data")
-    model_raw = dict(raw.get("model", {}))
+    model_raw = _section(raw, "model")
     model = _dataclass_from(ModelConfig, model_raw, "model", name=model_raw.get("name", "deepfm"))
-    run_raw = dict(raw.get("run", {}))
+    run_raw = _section(raw, "run")
     cfg = ChainConfig(
         data=data_path,
         preprocess=pre,
         model=model,
-        supernet=_dataclass_from(TrainConfig, raw.get("supernet", {}), "supernet"),
-        retrain=_dataclass_from(TrainConfig, raw.get("retrain", {}), "retrain"),
-        search=dict(raw.get("search", {})),
-        compress=dict(raw.get("compress", {})),
+        supernet=_dataclass_from(TrainConfig, _section(raw, "supernet"), "supernet"),
+        retrain=_dataclass_from(TrainConfig, _section(raw, "retrain"), "retrain"),
+        search=_section(raw, "search"),
+        compress=_section(raw, "compress"),
         variants=tuple(run_raw.pop("variants", VARIANTS)),
         device=run_raw.pop("device", "auto"),
         latency=run_raw.pop("latency", True),
@@ -143,8 +176,9 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
     config.validate()
     config.supernet.validate()
     config.retrain.validate()
+    search_stage(config.search, "", config.device).evolution.validate()  # bad keys fail before any training
     if config.compress:
-        compress_stage(config.compress, "", config.device).validate()  # bad keys fail before any training
+        compress_stage(config.compress, "", config.device).validate()
     done: dict[str, Manifest] = {}
 
     def step(name: str, manifest: Manifest) -> Manifest:
