@@ -49,7 +49,12 @@ class SplitTensors:
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield ``(x, y)`` batches on ``device``; shuffled by a permutation where the data lives."""
         n = len(self)
-        order = torch.randperm(n, generator=generator, device=self.x.device) if shuffle else None
+        order = None
+        if shuffle:
+            # The permutation is drawn where the generator lives (the training device), then moved
+            # to the data: data kept in pinned host memory is gathered on the host.
+            where = generator.device if generator is not None else self.x.device
+            order = torch.randperm(n, generator=generator, device=where).to(self.x.device)
         for start in range(0, n, batch_size):
             if order is None:
                 xb, yb = self.x[start : start + batch_size], self.y[start : start + batch_size]
