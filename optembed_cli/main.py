@@ -21,6 +21,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from optembed import __version__
+
+        ui.out.print(f"optembed {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed)."""
+
+
 app.command()(demo.demo)
 app.command()(synth.synth)
 app.command()(preprocess.preprocess)
