@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--min-rows", type=int, default=1000)
     ap.add_argument("--timing-rows", type=int, default=1_000_000, help="rows of the field timed alone (0: skip)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the data and the store here (default: a temporary folder); a rerun with other "
+                         "quantizer options reuses the cached chain")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -84,9 +87,12 @@ def main() -> None:
     qcfg = QuantizerConfig(groups=args.groups, codebook=args.codebook, steps=args.quantizer_steps,
                            sub_dim=args.sub_dim or None, codebook_share=args.codebook_share)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "criteo_scale.parquet"
-        _criteo_scale.write(data, args.rows, seed=0)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        data = tmp / f"criteo_scale_{args.rows}.parquet"
+        if not data.exists():  # an existing file keeps its identity, so cached stages stay valid
+            _criteo_scale.write(data, args.rows, seed=0)
         store = Store(Path(tmp) / "artifacts")
         train = dict(batch_size=args.batch_size, embedding_optimizer="rowwise-adagrad", embedding_lr=args.embedding_lr)
         cfg = chain.ChainConfig(
