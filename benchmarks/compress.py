@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--sub-dim", type=int, default=32, help="columns per sub-vector (0: --groups per field)")
     ap.add_argument("--codebook", type=int, default=256)
     ap.add_argument("--codebook-share", type=float, default=0.25)
+    ap.add_argument("--popularity", default="log", help="reconstruction weights: log, linear or none")
+    ap.add_argument("--kmeans-iters", type=int, default=QuantizerConfig.kmeans_iters)
     ap.add_argument("--quantizer-steps", type=int, default=150)
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--min-rows", type=int, default=1000)
@@ -85,7 +87,8 @@ def main() -> None:
     device = resolve_device(args.device)
     mlp = tuple(int(v) for v in args.mlp.split(","))
     qcfg = QuantizerConfig(groups=args.groups, codebook=args.codebook, steps=args.quantizer_steps,
-                           sub_dim=args.sub_dim or None, codebook_share=args.codebook_share)
+                           sub_dim=args.sub_dim or None, codebook_share=args.codebook_share,
+                           popularity=args.popularity, kmeans_iters=args.kmeans_iters)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.work or Path(scratch)
@@ -145,6 +148,7 @@ def render(args: argparse.Namespace, device: torch.device, results: list, timing
     lines = [
         f"`optembed compress` ({groups} per field, codebooks of at most {args.codebook} entries sized per field "
         f"(--codebook-share {args.codebook_share:g}: a field's codebooks cost at most that fraction of its codes), "
+        f"popularity weights `{args.popularity}`, {args.kmeans_iters} weighted k-means iterations then "
         f"{args.quantizer_steps} quantizer steps per field at most, fields over {args.min_rows:,} rows considered, "
         f"{args.finetune_epochs} fine-tuning epoch(s) with codes fixed) on the retrained Original and OptEmbed DeepFM "
         f"(D = {args.dim}, MLP {args.mlp}, supernet {args.supernet_epochs} epoch(s), retrain up to {args.epochs} epochs, "

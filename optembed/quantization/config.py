@@ -35,6 +35,7 @@ class QuantizerConfig:
     temperature: float = 0.1
     soft_temperature: float = 0.1  # of the soft assignments that carry the balance term's gradient
     steps: int = 300
+    kmeans_iters: int = 10  # popularity-weighted Lloyd iterations over all rows before the steps
     max_epochs: float = 10.0  # at most this many passes over a table's rows (small tables need few steps)
     batch_size: int = 4096
     lr: float = 0.01
@@ -57,6 +58,8 @@ class QuantizerConfig:
                 f"--codebook {self.codebook} does not fit {self.code_dtype} codes (at most "
                 f"{CODE_DTYPES[self.code_dtype]} entries); use a smaller codebook or --code-dtype uint16"
             )
+        if self.kmeans_iters < 0:
+            raise ConfigError(f"--kmeans-iters must be at least 0, got {self.kmeans_iters}")
         if self.sub_dim is not None and self.sub_dim < 1:
             raise ConfigError(f"--sub-dim must be at least 1, got {self.sub_dim}")
         if not self.codebook_share > 0:

@@ -65,6 +65,40 @@ def _losses(pq: ProductQuantizer, x: Tensor, w: Tensor, cfg: QuantizerConfig) ->
 
 
 @torch.no_grad()
+def weighted_kmeans(
+    pq: ProductQuantizer, table: Tensor, weights: Tensor, iters: int, chunk: int = 65536
+) -> None:
+    """Lloyd iterations on every group at once: each entry moves to the weighted mean of the
+    sub-vectors assigned to it (weights = popularity), so codes are spent where traffic is.
+    An entry that no row chose keeps its place."""
+    g, k, s = pq.groups, pq.codebook, pq.sub_dim
+    offsets = torch.arange(g, device=table.device) * k
+    for _ in range(iters):
+        sums = torch.zeros(g * k, s, device=table.device)
+        mass = torch.zeros(g * k, device=table.device)
+        for i in range(0, table.shape[0], chunk):
+            parts = pq.split(table[i : i + chunk])  # (n, g, s)
+            w = weights[i : i + chunk]
+            slot = (pq.encode(table[i : i + chunk]) + offsets).flatten()  # (n * g,)
+            sums.index_add_(0, slot, (parts * w[:, None, None]).reshape(-1, s))
+            mass.index_add_(0, slot, w.repeat_interleave(g))
+        filled = mass > 0
+        flat = pq.codebooks.data.view(g * k, s)
+        flat[filled] = sums[filled] / mass[filled, None]
+
+
+def weighted_init(pq: ProductQuantizer, table: Tensor, weights: Tensor, generator: torch.Generator) -> None:
+    """Start the codebooks from distinct rows drawn with probability proportional to ``weights``."""
+    n = table.shape[0]
+    if n < pq.codebook:
+        pq.init_from(table.cpu(), generator)
+        return
+    pick = torch.multinomial(weights.double().cpu(), pq.codebook, replacement=False, generator=generator)
+    with torch.no_grad():
+        pq.codebooks.copy_(pq.split(table[pick.to(table.device)]).transpose(0, 1))
+
+
+@torch.no_grad()
 def encode_all(pq: ProductQuantizer, table: Tensor, chunk: int = 65536) -> Tensor:
     codes = torch.cat([pq.encode(table[i : i + chunk]) for i in range(0, table.shape[0], chunk)])
     return codes.to(code_dtype(pq.codebook))
@@ -98,9 +132,12 @@ def fit_quantizer(
     n, dim = table.shape
     weights = popularity_weights(counts, cfg.popularity, n).to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    pq = ProductQuantizer(dim, cfg.groups, cfg.codebook)
-    pq.init_from(table.cpu(), gen)
-    pq = pq.to(device)
+    pq = ProductQuantizer(dim, cfg.groups, cfg.codebook).to(device)
+    if cfg.kmeans_iters > 0:
+        weighted_init(pq, table, weights, gen)
+        weighted_kmeans(pq, table, weights, cfg.kmeans_iters)
+    else:
+        pq.init_from(table.cpu(), gen)
     opt = torch.optim.Adam(pq.parameters(), lr=cfg.lr)
     for _ in range(cfg.steps_for(n)):
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen).to(device)

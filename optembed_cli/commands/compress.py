@@ -31,6 +31,7 @@ def compress(
     balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.")] = Q.balance_weight,
     contrastive_weight: Annotated[float, typer.Option(help="Weight of the InfoNCE term; 0 turns it off.")] = Q.contrastive_weight,
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature.")] = Q.temperature,
+    kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations over all rows that start the codebooks; 0: random rows.")] = Q.kmeans_iters,
     quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).")] = Q.steps,
     quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.")] = Q.lr,
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).")] = FT.epochs,
@@ -49,7 +50,7 @@ def compress(
         quantizer=QuantizerConfig(
             groups=groups, codebook=codebook, code_dtype=code_dtype, sub_dim=sub_dim, codebook_share=codebook_share, popularity=popularity,
             balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
-            steps=quantizer_steps, lr=quantizer_lr, seed=seed,
+            steps=quantizer_steps, kmeans_iters=kmeans_iters, lr=quantizer_lr, seed=seed,
         ),
         min_rows=min_rows,
         finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
