@@ -73,9 +73,15 @@ class QuantizerConfig:
         if self.steps < 0 or self.batch_size < 2 or self.lr <= 0 or self.max_epochs <= 0:
             raise ConfigError("steps must be >= 0, batch size >= 2, the learning rate and max epochs positive")
 
+    def code_dtype_for(self, codebook: int) -> str:
+        """The code dtype of a ``codebook``-entry codebook: ``code_dtype`` when forced, else the
+        smallest that indexes it (uint8 up to 256 entries, else uint16)."""
+        if self.code_dtype != "auto":
+            return self.code_dtype
+        return "uint8" if codebook <= 256 else "uint16"
+
     def torch_code_dtype(self) -> torch.dtype:
-        name = self.code_dtype if self.code_dtype != "auto" else ("uint8" if self.codebook <= 256 else "uint16")
-        return torch.uint8 if name == "uint8" else torch.uint16
+        return torch.uint8 if self.code_dtype_for(self.codebook) == "uint8" else torch.uint16
 
     def steps_for(self, rows: int) -> int:
         """Optimizer steps for a table of ``rows`` rows: ``steps``, capped at ``max_epochs`` passes."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from optembed.quantization.config import QuantizerConfig
 
 FLOAT_BYTES = 4
@@ -57,12 +55,6 @@ def field_groups(width: int, cfg: QuantizerConfig) -> int:
     return max(1, min(groups, width))
 
 
-def dtype_for(codebook: int, cfg: QuantizerConfig) -> str:
-    if cfg.code_dtype != "auto":
-        return cfg.code_dtype
-    return "uint8" if codebook <= 256 else "uint16"
-
-
 def _candidates(cfg: QuantizerConfig, rows: int) -> list[int]:
     """Codebook sizes to try, largest first: ``codebook`` then the powers of two below it, >= 2."""
     top = min(cfg.codebook, rows)
@@ -81,11 +73,7 @@ def plan_field(rows: int, width: int, cfg: QuantizerConfig) -> FieldPlan:
     groups = field_groups(width, cfg)
     sub_dim = math.ceil(width / groups)
     for k in _candidates(cfg, rows):
-        plan = FieldPlan(rows, width, groups, sub_dim, k, dtype_for(k, cfg))
+        plan = FieldPlan(rows, width, groups, sub_dim, k, cfg.code_dtype_for(k))
         if plan.codebook_bytes <= cfg.codebook_share * plan.code_bytes:
             return plan
     return FieldPlan(rows, width, groups, sub_dim, 0, "")
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return torch.uint8 if name == "uint8" else torch.uint16
