@@ -43,6 +43,7 @@ class SearchStage:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     device: str = "auto"
     rows_per_pass: int | None = None  # rows per backbone call; None: by device (CPUs prefer cache-sized calls)
+    block: int = 16  # columns per block of the first layer shared by all candidates (0: stack the candidates)
     amp: str = "none"
     force: bool = False
 
@@ -64,6 +65,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     evo.validate()
     if config.rows_per_pass is not None and config.rows_per_pass < 1:
         raise ConfigError("--rows-per-pass must be positive")
+    if config.block < 0:
+        raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {config.block}")
     if config.amp not in ("none", "bf16"):
         raise ConfigError(f"unknown --amp '{config.amp}'; choose none or bf16")
     sn, payload = _supernet_for_search(store, config.source)
@@ -92,7 +95,9 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         val = data.splits["val"]
         require_rankable(val, purpose="rank the candidates")
         rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
-        scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp)
+        scorer = BatchedScorer(
+            model, val, device, rows_per_pass=rows_per_pass, amp=config.amp, block=config.block or None
+        )
         full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])
         task = reporter.task("search", total=evo.generations + 1, unit="gen")
 

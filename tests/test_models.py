@@ -152,10 +152,12 @@ def test_candidate_stacked_head_equals_each_candidate(name: str) -> None:
     with torch.no_grad():
         stacked = model.head(apply_candidates(model.embed(x), cands), x.repeat(3, 1)).view(3, BATCH)
         via_method = model.forward_candidates(x, cands)
+        shared = model.forward_candidates(x, cands, block=3)  # blocks shared across candidates
         for c in range(3):
             one = model(x, cands[c])
             assert torch.allclose(stacked[c], one, atol=1e-5)
             assert torch.allclose(via_method[c], one, atol=1e-5)
+            assert torch.allclose(shared[c], one, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

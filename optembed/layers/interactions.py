@@ -16,6 +16,17 @@ def fm_second_order(emb: Tensor) -> Tensor:
     return 0.5 * (square_of_sum - sum_of_squares).sum(dim=-1)
 
 
+def fm_second_order_masked(emb: Tensor, masks: Tensor) -> Tensor:
+    """:func:`fm_second_order` of ``emb * masks[c]`` for every 0/1 mask ``c``: ``(B, n, D)``
+    embeddings and ``(C, n, D)`` masks -> ``(C, B)``, without building the ``C`` masked copies.
+    """
+    per_dim = masks.permute(2, 0, 1)  # (D, C, n): one product per embedding column
+    emb = emb.permute(2, 1, 0)  # (D, n, B)
+    sums = torch.bmm(per_dim, emb)  # (D, C, B): the masked sum over fields
+    squares = torch.bmm(per_dim, emb * emb)  # a 0/1 mask equals its square
+    return 0.5 * (sums * sums - squares).sum(dim=0)
+
+
 class PairwiseInnerProduct(nn.Module):
     """All ``n (n - 1) / 2`` inner products ``<e_i, e_j>``, ``i < j``, in row-major order."""
 

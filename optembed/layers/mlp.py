@@ -40,5 +40,14 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.output_dim = width
 
+    @property
+    def first(self) -> nn.Linear | None:
+        """The first linear layer (``None`` for an empty stack)."""
+        return self.layers[0] if len(self.layers) else None  # type: ignore[return-value]
+
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    def after_first(self, pre: Tensor) -> Tensor:
+        """The rest of the stack, given the first linear layer's output ``pre``."""
+        return self.layers[1:](pre)

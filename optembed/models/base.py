@@ -10,8 +10,9 @@ from torch import Tensor, nn
 
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.masks.dim_mask import apply_candidates, apply_widths
+from optembed.masks.dim_mask import apply_widths
 from optembed.masks.row_mask import RowPruner
+from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
 # mode -> (prune_rows, sample_dims)
@@ -76,6 +77,14 @@ class CTRModel(nn.Module, ABC):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``."""
 
+    def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
+        """Logits ``(C, B)`` of every candidate of ``cands`` on ``(B, n, D)`` embeddings.
+
+        This default stacks the masked embeddings and runs :meth:`head` once; backbones
+        override it to share work between candidates (see :class:`CandidateBatch`).
+        """
+        return self.head(cands.stacked(emb), x.repeat(cands.size, 1)).view(cands.size, x.shape[0])
+
     def set_row_mask(self, mask: Tensor | None) -> None:
         """Freeze the row mask to ``mask`` (``BoolTensor(|f|)``), or go back with ``None``."""
         if mask is not None and mask.shape != (self.embedding.num_rows,):
@@ -130,9 +139,8 @@ class CTRModel(nn.Module, ABC):
             emb = apply_widths(emb, widths)
         return self.head(emb, x)
 
-    def forward_candidates(self, x: Tensor, candidates: Tensor) -> Tensor:
-        """Logits ``(C, B)`` of ``C`` candidate width vectors ``(C, n)``, one embedding lookup."""
-        emb = self.embed(x)
-        n_cand, batch = candidates.shape[0], x.shape[0]
-        stacked = apply_candidates(emb, candidates, flatten=True)
-        return self.head(stacked, x.repeat(n_cand, 1)).view(n_cand, batch)
+    def forward_candidates(self, x: Tensor, candidates: Tensor, block: int | None = None) -> Tensor:
+        """Logits ``(C, B)`` of ``C`` candidate width vectors ``(C, n)``, one embedding lookup;
+        ``block`` as in :class:`CandidateBatch`."""
+        x = self.remap(x)
+        return self.head_candidates(self.embed(x), x, CandidateBatch(candidates, block))

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from optembed.layers.interactions import CrossNetwork
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
+from optembed.models.candidates import CandidateBatch
 
 
 class DCN(CTRModel):
@@ -22,3 +23,8 @@ class DCN(CTRModel):
         flat = emb.flatten(1)
         both = torch.cat([self.cross(flat), self.deep(flat)], dim=1)
         return self.out(both).squeeze(-1)
+
+    def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
+        cross = self.cross(cands.stacked(emb).flatten(1))
+        both = torch.cat([cross, cands.through_mlp(self.deep, emb)], dim=1)
+        return self.out(both).view(cands.size, x.shape[0])

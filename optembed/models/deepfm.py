@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from optembed.layers.embedding import FieldEmbedding
-from optembed.layers.interactions import fm_second_order
+from optembed.layers.interactions import fm_second_order, fm_second_order_masked
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
+from optembed.models.candidates import CandidateBatch
 
 
 class DeepFM(CTRModel):
@@ -26,3 +27,9 @@ class DeepFM(CTRModel):
         first = self.linear(x).sum(dim=(1, 2))
         deep = self.mlp(emb.flatten(1)).squeeze(-1)
         return self.bias + first + fm_second_order(emb) + deep
+
+    def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
+        first = self.linear(x).sum(dim=(1, 2))  # the same for every candidate
+        fm = fm_second_order_masked(emb, cands.masks(emb))
+        deep = cands.through_mlp(self.mlp, emb).view(cands.size, -1)
+        return self.bias + first + fm + deep

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
+from optembed.models.candidates import CandidateBatch
 
 
 class FNN(CTRModel):
@@ -15,3 +16,6 @@ class FNN(CTRModel):
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         return self.mlp(emb.flatten(1)).squeeze(-1)
+
+    def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
+        return cands.through_mlp(self.mlp, emb).view(cands.size, x.shape[0])

@@ -8,6 +8,7 @@ from torch import Tensor
 from optembed.layers.interactions import PairwiseInnerProduct
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
+from optembed.models.candidates import CandidateBatch
 
 
 class IPNN(CTRModel):
@@ -20,3 +21,7 @@ class IPNN(CTRModel):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         features = torch.cat([emb.flatten(1), self.products(emb)], dim=1)
         return self.mlp(features).squeeze(-1)
+
+    def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
+        products = self.products(cands.stacked(emb))
+        return cands.through_mlp(self.mlp, emb, extra=products).view(cands.size, x.shape[0])

@@ -40,6 +40,13 @@ def search(
     rows_per_pass: Annotated[
         int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
     ] = None,
+    block: Annotated[
+        int,
+        typer.Option(
+            help="Columns per block of the first layer that all candidates share (0: multiply each candidate's "
+            "masked input by the whole layer; same scores up to rounding, slower).",
+        ),
+    ] = 16,
     device: DeviceOpt = "auto",
     amp: AmpOpt = "none",
     artifacts: ArtifactsOpt = None,
@@ -53,7 +60,8 @@ def search(
     )
     evolution.validate()
     config = stage.SearchStage(
-        source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, amp=amp, force=force
+        source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
+        amp=amp, force=force,
     )
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
