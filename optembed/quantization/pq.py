@@ -55,9 +55,23 @@ class ProductQuantizer(nn.Module):
         cross = torch.einsum("ngd,gkd->ngk", parts, self.codebooks)
         return (parts * parts).sum(-1, keepdim=True) - 2 * cross + (self.codebooks**2).sum(-1).unsqueeze(0)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Nearest-entry codes ``(N, groups)`` as ``int64``."""
-        return self.distances(x).argmin(dim=-1)
+    @torch.no_grad()
+    def encode(self, x: Tensor, chunk: int = 4096) -> Tensor:
+        """Nearest-entry codes ``(N, groups)`` as ``int64``.
+
+        A row's own squared norm does not change which entry is nearest, so each chunk of rows
+        scores ``|c|^2 - 2 x.c`` with one batched product per chunk, laid out ``(groups, rows,
+        codebook)``; chunks keep that score tensor small.
+        """
+        books = self.codebooks.detach()
+        norms = (books * books).sum(-1).unsqueeze(1)  # (groups, 1, codebook)
+        books_t = books.transpose(1, 2)  # (groups, sub_dim, codebook)
+        codes = torch.empty(x.shape[0], self.groups, dtype=torch.long, device=x.device)
+        for i in range(0, x.shape[0], chunk):
+            parts = self.split(x[i : i + chunk].detach()).transpose(0, 1)  # (groups, rows, sub_dim)
+            scores = torch.baddbmm(norms, parts.to(books.dtype), books_t, alpha=-2)
+            codes[i : i + chunk] = scores.argmin(dim=-1).t()
+        return codes
 
     def decode(self, codes: Tensor) -> Tensor:
         """Codes ``(N, groups)`` (any integer dtype) -> rows ``(N, dim)``."""
