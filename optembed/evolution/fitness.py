@@ -1,8 +1,9 @@
 """Fitness of width candidates: validation AUC of the supernet under each candidate's widths.
 
-:class:`BatchedScorer` looks every validation batch up once and runs the backbone on many
-candidates stacked along the batch dimension; :class:`NaiveScorer` makes one full pass per
-candidate (the reference behaviour, kept as the yardstick for tests and benchmarks).
+:class:`BatchedScorer` looks every validation batch up once and scores many candidates on it
+together (the backbone's first layer shared through column blocks, or the candidates stacked
+along the batch dimension); :class:`NaiveScorer` makes one full pass per candidate (the
+reference behaviour, kept as the yardstick for tests and benchmarks).
 """
 
 from __future__ import annotations
