@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from optembed.data.tensors import SplitTensors
+from optembed.layers.prefix_linear import PrefixLinear
 from optembed.metrics import auc
 from optembed.models.base import CTRModel
 from optembed.models.candidates import CandidateBatch
@@ -64,9 +65,9 @@ class BatchedScorer:
         group = min(self.group, n_cand)
         if self.block is None:
             return max(1, self.rows_per_pass // group)
-        units = self.model.cfg.mlp_dims[0] if self.model.cfg.mlp_dims else 1
-        blocks = self.model.n_fields * -(-self.model.embed_dim // min(self.block, self.model.embed_dim))
-        return max(1, min(self.rows_per_pass // group, self.table_bytes // (4 * blocks * units)))
+        units = self.model.cfg.mlp_dims[0] if self.model.cfg.mlp_dims else 1  # the first layer's width
+        per_row = PrefixLinear.table_bytes_per_row(self.model.n_fields, self.model.embed_dim, self.block, units)
+        return max(1, min(self.rows_per_pass // group, self.table_bytes // per_row))
 
     @torch.inference_mode()
     def logits(self, candidates: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,11 @@ from optembed.layers.interactions import (
 )
 from optembed.layers.mlp import MLP
 
-__all__ = ["MLP", "CrossNetwork", "FieldEmbedding", "PairwiseInnerProduct", "fm_second_order",
+__all__ = [
+    "MLP",
+    "CrossNetwork",
+    "FieldEmbedding",
+    "PairwiseInnerProduct",
+    "fm_second_order",
     "fm_second_order_masked",
 ]

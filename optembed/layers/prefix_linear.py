@@ -43,7 +43,7 @@ class PrefixLinear:
         if block < 1:
             raise ValueError("block must be positive")
         self.n_fields, self.dim, self.block = n_fields, dim, min(block, dim)
-        self.n_blocks = -(-dim // self.block)
+        self.n_blocks = self.blocks_per_field(dim, block)
         self.pad = self.n_blocks * self.block - dim
         out = weight.shape[0]
         w = weight.detach().float().reshape(out, n_fields, dim)
@@ -61,6 +61,15 @@ class PrefixLinear:
         if buf is None or buf.shape != shape or buf.device != like.device:
             buf = self._buffers[name] = torch.empty(shape, dtype=torch.float32, device=like.device)
         return buf
+
+    @staticmethod
+    def blocks_per_field(dim: int, block: int) -> int:
+        return -(-dim // min(block, dim))
+
+    @classmethod
+    def table_bytes_per_row(cls, n_fields: int, dim: int, block: int, out_features: int) -> int:
+        """Bytes of the per-batch block table for each row of the batch."""
+        return 4 * n_fields * cls.blocks_per_field(dim, block) * out_features
 
     @property
     def out_features(self) -> int:
