@@ -125,9 +125,12 @@ class PrefixLinear:
         chosen = self._buffer("chosen", (batch * out_features, n_cand), emb)
         torch.mm(table.view(table.shape[0], -1).t(), prep.select_t, out=chosen)
         out = self._buffer("out", (n_cand, batch, out_features), emb)
-        out.copy_(chosen.t().view(n_cand, batch, out_features))
+        whole = chosen.t().view(n_cand, batch, out_features)
         if prep.rem_cols.shape[1]:
             flat = F.pad(emb.reshape(batch, -1), (0, 1))  # a zero column for the padding index
             left = flat[:, prep.rem_cols].transpose(0, 1)  # (C, B, R)
-            out.baddbmm_(left, prep.rem_weight)
+            torch.bmm(left, prep.rem_weight, out=out)
+            out += whole
+        else:
+            out.copy_(whole)
         return out.view(n_cand * batch, out_features)
