@@ -44,8 +44,7 @@ class CandidateBatch:
         """
         n, dim = emb.shape[1], emb.shape[2]
         if self.block is None:
-            flat = self.stacked(emb).flatten(1)
-            return linear(flat if extra is None else torch.cat([flat, extra], dim=1))
+            return linear(self._stacked_input(emb, extra))
         key = id(linear)
         if key not in self._layers:
             prefix = PrefixLinear(linear.weight[:, : n * dim], n, dim, self.block)
@@ -62,6 +61,10 @@ class CandidateBatch:
         """``mlp`` on ``[stacked(emb).flatten(1), extra]`` -> ``(C * B, mlp.output_dim)``."""
         first = mlp.first
         if first is None:
-            flat = self.stacked(emb).flatten(1)
-            return flat if extra is None else torch.cat([flat, extra], dim=1)
+            return self._stacked_input(emb, extra)
         return mlp.after_first(self.first_layer(first, emb, extra))
+
+    def _stacked_input(self, emb: Tensor, extra: Tensor | None) -> Tensor:
+        """``[stacked(emb).flatten(1), extra]``: every candidate's masked input, as a stacked layer sees it."""
+        flat = self.stacked(emb).flatten(1)
+        return flat if extra is None else torch.cat([flat, extra], dim=1)

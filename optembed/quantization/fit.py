@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.quantization.config import QuantizerConfig
-from optembed.quantization.pq import ProductQuantizer, code_dtype
+from optembed.quantization.pq import ProductQuantizer
 
 CONTRAST_ROWS = 512  # rows of the batch used as each other's negatives
 
@@ -99,12 +99,6 @@ def weighted_init(pq: ProductQuantizer, table: Tensor, weights: Tensor, generato
 
 
 @torch.no_grad()
-def encode_all(pq: ProductQuantizer, table: Tensor, chunk: int = 65536) -> Tensor:
-    codes = torch.cat([pq.encode(table[i : i + chunk]) for i in range(0, table.shape[0], chunk)])
-    return codes.to(code_dtype(pq.codebook))
-
-
-@torch.no_grad()
 def fit_stats(pq: ProductQuantizer, table: Tensor, codes: Tensor, weights: Tensor) -> FitStats:
     err = ((table - pq.decode(codes)) ** 2).sum(1)
     scale = float((table * table).sum(1).mean().clamp(min=1e-12))
@@ -145,5 +139,5 @@ def fit_quantizer(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    codes = encode_all(pq, table).to(cfg.torch_code_dtype())
+    codes = pq.encode(table).to(cfg.torch_code_dtype())  # encode works through the rows in chunks
     return pq, codes, fit_stats(pq, table, codes, weights)
