@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError
-from optembed.models.checkpoint import load_model, save_model
+from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
@@ -96,7 +96,7 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     read_schema(pre)
     sn = chain.get("supernet")
     if sn is not None:
-        payload = torch.load(sn.output("model"), map_location="cpu", weights_only=True)
+        payload = read_model_payload(sn.output("model"))
         model = ModelConfig.from_dict(payload["model_config"])
         mode = payload["mode"]
     else:

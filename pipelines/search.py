@@ -23,7 +23,7 @@ from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.fitness import BatchedScorer
 from optembed.models.base import mode_flags
-from optembed.models.checkpoint import load_model
+from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import require_rankable
@@ -50,7 +50,7 @@ class SearchStage:
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
     sn = store.resolve(source, UPSTREAM)
-    payload = torch.load(sn.output("model"), map_location="cpu", weights_only=True)
+    payload = read_model_payload(sn.output("model"))
     _, sample_dims = mode_flags(payload["mode"])
     if not sample_dims:
         raise ConfigError(

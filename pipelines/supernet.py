@@ -22,6 +22,7 @@ from optembed.models.checkpoint import save_model
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
+from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
@@ -33,6 +34,8 @@ STAGE = "supernet"
 VERSION = 1
 UPSTREAM = "preprocess"
 RESUME_PREFIX = ".resume-"
+ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
+RESUME_KEYS = ("epoch", "model", "optimizers", "generator", "best_state", "best_epoch", "best_val_auc", "history", "bad_epochs")
 
 
 @dataclass
@@ -169,14 +172,16 @@ def _load_resume(resume_dir: Path, device: torch.device) -> dict[str, Any] | Non
     path = resume_dir / "checkpoint.pt"
     if not path.is_file():
         return None
-    try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise ArtifactError(f"cannot read the resume checkpoint {path}: {exc}") from None
+    state = load_tensor_file(path, "resume checkpoint", map_location=device)
+    return expect_dict(state, path, "resume checkpoint", RESUME_KEYS)
 
 
 def load_row_mask(manifest: Manifest) -> dict[str, Any]:
     if manifest.stage != STAGE:
         raise ArtifactError(f"artifact {manifest.fingerprint} is a {manifest.stage} artifact, expected supernet")
-    return torch.load(manifest.output("row_mask"), weights_only=False)
+    path = manifest.output("row_mask")
+    info = expect_dict(load_tensor_file(path, "row mask file"), path, "row mask file", ROW_MASK_KEYS)
+    if not isinstance(info["mask"], torch.Tensor) or info["mask"].dtype != torch.bool:
+        raise ArtifactError(f"row mask file {path} holds no boolean mask; {FIX}")
+    return info
 

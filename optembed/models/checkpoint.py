@@ -12,6 +12,7 @@ from optembed.errors import ArtifactError
 from optembed.models.base import CTRModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
+from optembed.safe_load import expect_dict, load_tensor_file, rebuild
 
 FORMAT = "optembed-model"
 VERSION = 1
@@ -40,19 +41,24 @@ def save_model(path: Path, model: CTRModel, mode: str, field_names: Sequence[str
     torch.save(model_payload(model, mode, field_names, **kwargs), path)
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CTRModel, dict[str, Any]]:
-    """Rebuild a model from its file alone; returns the model and the payload."""
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"model file missing: {path}") from None
-    except Exception as exc:  # corrupt or foreign file
-        raise ArtifactError(f"cannot read model file {path}: {exc}") from None
+def read_model_payload(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checked payload of a model file (tensors and plain values only, never code)."""
+    payload = load_tensor_file(path, "model file", map_location=device)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an optembed model file")
     if payload.get("version") != VERSION:
         raise ArtifactError(f"{path} has model file version {payload.get('version')}, expected {VERSION}")
-    cfg = ModelConfig.from_dict(payload["model_config"])
-    model = build_model(payload["cardinalities"], cfg, payload["mode"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device), payload
+    expect_dict(payload, Path(path), "model file", ("model_config", "mode", "cardinalities", "field_names", "state_dict"))
+    return payload
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CTRModel, dict[str, Any]]:
+    """Rebuild a model from its file alone; returns the model and the payload."""
+    payload = read_model_payload(path, device)
+
+    def build() -> CTRModel:
+        model = build_model(payload["cardinalities"], ModelConfig.from_dict(payload["model_config"]), payload["mode"])
+        model.load_state_dict(payload["state_dict"])
+        return model.to(device)
+
+    return rebuild(path, "model file", build), payload

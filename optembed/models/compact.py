@@ -26,6 +26,7 @@ from optembed.layers.embedding import FieldEmbedding
 from optembed.models.base import CTRModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
+from optembed.safe_load import load_tensor_file, rebuild
 
 FORMAT = "optembed-compact"
 SMALL_BATCH = 64  # below this many rows one element-wise gather beats per-group row gathers
@@ -198,20 +199,18 @@ def save_compact(path: Path, compact: CompactModel, extra: dict[str, Any] | None
 
 
 def load_compact(path: Path, device: torch.device | str = "cpu") -> tuple[CompactModel, dict[str, Any]]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"compact model file missing: {path}") from None
-    except Exception as exc:
-        raise ArtifactError(f"cannot read compact model {path}: {exc}") from None
+    payload = load_tensor_file(path, "compact model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an optembed compact model")
     if payload.get("version") != VERSION:
         raise ArtifactError(f"{path} has compact model version {payload.get('version')}, expected {VERSION}")
-    cfg = ModelConfig.from_dict(payload["model_config"])
-    backbone = build_model(payload["kept"], cfg, "none")
-    state = dict(payload["head_state"])
-    state["embedding.weight"] = backbone.embedding.weight
-    backbone.load_state_dict(state)
-    model = CompactModel(backbone, payload["tables"], payload["remaps"], payload["field_names"])
-    return model.to(device).eval(), payload
+
+    def build() -> CompactModel:
+        backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
+        state = dict(payload["head_state"])
+        state["embedding.weight"] = backbone.embedding.weight
+        backbone.load_state_dict(state)
+        model = CompactModel(backbone, payload["tables"], payload["remaps"], payload["field_names"])
+        return model.to(device).eval()
+
+    return rebuild(path, "compact model file", build), payload

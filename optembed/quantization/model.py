@@ -25,6 +25,7 @@ from optembed.models.base import CTRModel
 from optembed.models.compact import CompactModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
+from optembed.safe_load import load_tensor_file, rebuild
 from optembed.quantization.rank_remap import RankRemap
 
 FORMAT = "optembed-quantized"
@@ -202,28 +203,27 @@ def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | No
 
 
 def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[QuantizedModel, dict[str, Any]]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"quantized model file missing: {path}") from None
-    except Exception as exc:
-        raise ArtifactError(f"cannot read quantized model {path}: {exc}") from None
+    payload = load_tensor_file(path, "quantized model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an optembed quantized model")
     if payload.get("version") not in (1, VERSION):
         raise ArtifactError(f"{path} has quantized model version {payload.get('version')}, expected {VERSION}")
-    backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
-    state = dict(payload["head_state"])
-    state["embedding.weight"] = backbone.embedding.weight
-    backbone.load_state_dict(state)
-    fields: list[FieldTable] = [
-        CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
-        for f in payload["fields"]
-    ]
-    if payload["version"] == 1:  # int32 remaps, None for the identity
-        remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
-        model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
-    else:
-        id_map = None if payload["id_map"] is None else RankRemap(**payload["id_map"])
-        model = QuantizedModel(backbone, fields, id_map, payload["field_names"], payload["cardinalities"])
-    return model.to(device).eval(), payload
+
+    def build() -> QuantizedModel:
+        backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
+        state = dict(payload["head_state"])
+        state["embedding.weight"] = backbone.embedding.weight
+        backbone.load_state_dict(state)
+        fields: list[FieldTable] = [
+            CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
+            for f in payload["fields"]
+        ]
+        if payload["version"] == 1:  # int32 remaps, None for the identity
+            remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
+            model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
+        else:
+            id_map = None if payload["id_map"] is None else RankRemap(**payload["id_map"])
+            model = QuantizedModel(backbone, fields, id_map, payload["field_names"], payload["cardinalities"])
+        return model.to(device).eval()
+
+    return rebuild(path, "quantized model file", build), payload

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
@@ -16,6 +15,7 @@ from optembed_cli.training_options import (
     ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
 )
 from optembed.models.base import mode_flags
+from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
 from pipelines.store import Manifest
 
@@ -82,10 +82,10 @@ def supernet(
 
 def render(manifest: Manifest) -> None:
     ui.out.print(ui.metrics_table(f"supernet {manifest.params['model']['name']} ({manifest.params['mode']})", manifest.metrics))
-    info = torch.load(manifest.output("row_mask"), weights_only=False)
+    info = stage.load_row_mask(manifest)
     if not info["pruned"]:
         return
-    payload = torch.load(manifest.output("model"), map_location="cpu", weights_only=True)
+    payload = read_model_payload(manifest.output("model"))
     table = Table(title="rows kept per field", header_style="bold")
     for col in ("field", "rows", "kept", "kept %", "threshold"):
         table.add_column(col, justify="left" if col == "field" else "right")
