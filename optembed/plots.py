@@ -28,6 +28,15 @@ def _by_search(candidates: Sequence[dict[str, Any]]) -> dict[str, list[dict[str,
     return groups
 
 
+def _front(candidates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidates no other beats with fewer-or-equal parameters and a higher AUC, by size."""
+    out: list[dict[str, Any]] = []
+    for c in sorted(candidates, key=lambda c: (c["params"], -c["val_auc"])):
+        if not out or c["val_auc"] > out[-1]["val_auc"]:
+            out.append(c)
+    return out
+
+
 def write_plots(
     out: Path, rows: Sequence[dict[str, Any]], field_names: Sequence[str], candidates: Sequence[dict[str, Any]]
 ) -> dict[str, str]:
@@ -42,6 +51,9 @@ def write_plots(
             [c["params"] for c in group], [c["val_auc"] for c in group],
             s=8, alpha=0.3, color=color, label=f"candidates of {name} (val AUC)",
         )
+        front = _front(group)
+        ax.step([c["params"] for c in front], [c["val_auc"] for c in front], where="post", color=color,
+                linewidth=1, label=f"front of {name}")
     for r in rows:
         ax.scatter([r["embedding_params"]], [r["test_auc"]], s=40, label=f"{r['variant']} (test AUC)")
     ax.set_xscale("log")

@@ -4,7 +4,8 @@ Every step is an ordinary stage, so finished steps are reused from the store (ca
 rerun after an interruption continues where it stopped. Variants (the paper's ablations):
 
 - ``original``: the plain model at full width (re-trained with ``--full``);
-- ``optembed-e``: row pruning only (a ``prune-only`` supernet, re-trained under its row mask);
+- ``optembed-e``: row pruning only (a ``prune-only`` supernet, its row levels searched within the
+  accuracy bound, re-trained under that row mask; with the paper's search, its learned mask);
 - ``optembed-d``: width search only (a ``dims-only`` supernet, searched, re-trained);
 - ``optembed``: both (an ``optembed`` supernet, searched, re-trained);
 - ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks.
@@ -107,9 +108,21 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def search_stage(raw: dict[str, Any], source: str, device: str) -> search.SearchStage:
-    """A search stage from the flat [search] keys: evolution hyperparameters plus stage options."""
+    """A search stage from the flat [search] keys: evolution hyperparameters plus stage options;
+    ``max_auc = true`` asks for the paper's max-AUC search (no tolerance, no row levels)."""
+    raw = dict(raw)
+    max_auc = raw.pop("max_auc", False)
+    if not isinstance(max_auc, bool):
+        raise ConfigError(f"[search] max_auc must be true or false, got {max_auc!r}")
+    if "row_levels" in raw:
+        if not isinstance(raw["row_levels"], list) or not all(isinstance(v, (int, float)) for v in raw["row_levels"]):
+            raise ConfigError(f"[search] row_levels must be a list of fractions, got {raw['row_levels']!r}")
+        raw["row_levels"] = tuple(float(v) for v in raw["row_levels"])
     evo_keys = {f.name for f in fields(EvolutionConfig)}
-    evolution = _dataclass_from(EvolutionConfig, {k: v for k, v in raw.items() if k in evo_keys}, "search")
+    evo_raw = {k: v for k, v in raw.items() if k in evo_keys}
+    if max_auc:
+        evo_raw["max_auc_drop"] = None
+    evolution = _dataclass_from(EvolutionConfig, evo_raw, "search")
     rest = {k: v for k, v in raw.items() if k not in evo_keys}
     return _dataclass_from(search.SearchStage, rest, "search", source=source, device=device, evolution=evolution)
 
@@ -197,16 +210,18 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
         )
         supernets[mode] = step(f"supernet {mode}", supernet.run(stage_cfg, store, reporter))
     searches: dict[str, Manifest] = {}
-    for mode in ("dims-only", "optembed"):
-        if mode in supernets and any(SUPERNET_MODE.get(v) == mode and v != "optembed-e" for v in config.variants):
+    for mode in ("prune-only", "dims-only", "optembed"):
+        if mode in supernets and any(SUPERNET_MODE.get(v) == mode for v in config.variants):
             s_cfg = search_stage(config.search, supernets[mode].fingerprint, config.device)
+            if mode == "prune-only" and not s_cfg.searches_rows(True):
+                continue  # the paper's OptEmbed-E: re-trained under the supernet's learned row mask
             searches[mode] = step(f"search {mode}", search.run(s_cfg, store, reporter))
     evaluated: list[str] = []
     for variant in config.variants:
         if variant == "optembed-noretrain":
             evaluated.append(searches["optembed"].fingerprint)
             continue
-        source = {"original": pre, "optembed-e": supernets.get("prune-only")}.get(variant)
+        source = {"original": pre, "optembed-e": searches.get("prune-only", supernets.get("prune-only"))}.get(variant)
         if source is None:
             source = searches[SUPERNET_MODE[variant]]
         r_cfg = retrain.RetrainStage(

@@ -31,6 +31,7 @@ from pipelines.data import load_dataset
 from pipelines.retrain import read_best_widths, resolve_chain
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
+from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask
 
 STAGE = "evaluate"
@@ -102,15 +103,19 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]
     model, payload = load_model(sn.output("model"), device)
-    mask = load_row_mask(sn)
+    mask = search_row_mask(manifest, sn) if manifest.stage == "search" else load_row_mask(sn)
     dim = model.embed_dim
     kept = mask["kept_per_field"]
     if manifest.stage == "search":
         widths = read_best_widths(manifest, payload["field_names"])
-        if mask["pruned"]:
-            model.set_row_mask(mask["mask"])
-        model.set_fixed_masks(None, torch.tensor(widths))
-        label = "optembed (no retrain)" if mask["pruned"] else "optembed-d (no retrain)"
+        keep = None
+        if mask["pruned"]:  # scored as retrain applies it: pruned ids read as their field's OOV row
+            keep = mask["mask"].clone()
+            keep[model.embedding.offsets.cpu()] = True
+            kept = torch.bincount(model.embedding.field_of_row.cpu()[keep], minlength=model.n_fields).tolist()
+            model.set_row_mask(keep)
+        model.set_fixed_masks(keep, torch.tensor(widths))
+        label = {"prune-only": "optembed-e", "dims-only": "optembed-d"}.get(payload["mode"], "optembed") + " (no retrain)"
     else:
         widths = [dim] * model.n_fields
         label = f"supernet ({payload['mode']})"

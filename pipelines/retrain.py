@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError
+from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
 from optembed.models.config import ModelConfig
@@ -34,12 +35,13 @@ from optembed.training.trainer import Trainer
 from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
+from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask, train_params
 
 STAGE = "retrain"
 VERSION = 1
 SOURCES = ("search", "supernet", "preprocess")
-INITS = ("fresh", "rewind")
+INITS = ("fresh", "rewind", "supernet")  # supernet: warm start from the trained supernet
 
 
 @dataclass
@@ -103,14 +105,17 @@ def plan(config: RetrainStage, store: Store) -> Plan:
         if config.model is None:
             raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
         model, mode = config.model, "none"
-    if config.init == "rewind" and sn is None:
-        raise ConfigError("--init rewind needs a supernet (or search) artifact as the source")
+    if config.init in ("rewind", "supernet") and sn is None:
+        raise ConfigError(f"--init {config.init} needs a supernet (or search) artifact as the source")
     if config.full:
         return Plan({source.stage: source}, pre, model, None, None, "original", sn)
-    mask_info = load_row_mask(sn)  # type: ignore[arg-type]
+    if source.stage == "search":
+        mask_info = search_row_mask(source, sn)  # type: ignore[arg-type]
+    else:
+        mask_info = load_row_mask(sn)  # type: ignore[arg-type]
     keep = mask_info["mask"] if mask_info["pruned"] else None
     widths = None
-    if source.stage == "search":
+    if source.stage == "search" and mode_flags(mode)[1]:  # a prune-only supernet's search sets rows only
         widths = read_best_widths(source, payload["field_names"])
     variant = {(True, True): "optembed", (True, False): "optembed-e", (False, True): "optembed-d"}.get(
         (keep is not None, widths is not None), "original"
@@ -135,7 +140,7 @@ def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
 
 def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     if config.init not in INITS:
-        raise ConfigError(f"unknown --init '{config.init}'; choose fresh or rewind")
+        raise ConfigError(f"unknown --init '{config.init}'; choose fresh, rewind or supernet")
     config.train.validate()
     p = plan(config, store)
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
@@ -153,8 +158,9 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         data = load_dataset(p.preprocess, device)
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, p.model, "none")
-        if config.init == "rewind":
-            init_model, _ = load_model(p.supernet.output("init"))  # type: ignore[union-attr]
+        if config.init in ("rewind", "supernet"):
+            start = p.supernet.output("init" if config.init == "rewind" else "model")  # type: ignore[union-attr]
+            init_model, _ = load_model(start)
             model.load_state_dict(init_model.state_dict())
         model = model.to(device)
         keep = p.keep if p.keep is not None else torch.ones(model.embedding.num_rows, dtype=torch.bool)

@@ -1,9 +1,20 @@
-"""The ``search`` stage: evolutionary search of one embedding width per field on a supernet.
+"""The ``search`` stage: per-field row levels and widths on a trained supernet (no training).
 
-Fitness is the validation AUC of the supernet under its frozen row mask m_e* and the
-candidate's prefix widths (no training). Outputs: ``candidates.parquet`` (every member of every
-generation with its widths, parameters and AUC), ``convergence.parquet`` (one row per
-generation) and ``best.json`` (the best widths by field name, read by ``retrain``).
+Fitness is the validation AUC of the supernet under a row mask and a candidate's prefix widths,
+scored as ``retrain`` applies them (pruned ids read as their field's OOV row).
+
+Accuracy-bounded (the default, ``max_auc_drop`` set): on a supernet that prunes rows, each field
+first gets the smallest row level (fraction of its top rows by norm) that keeps the validation AUC
+within the tolerance of the best seen (:mod:`optembed.evolution.row_levels`); then the evolutionary
+width search returns the smallest candidate within the tolerance of the best candidate. The
+paper's search (``max_auc_drop`` None) keeps the supernet's learned row mask m_e* and returns the
+candidate of highest AUC.
+
+Outputs: ``candidates.parquet`` (every member of every generation with its widths, parameters and
+AUC), ``convergence.parquet`` (one row per generation), ``front.parquet`` (every scored candidate
+no other beats in both size and AUC), ``best.json`` (the chosen widths by field name, read by
+``retrain``), and with a row search ``row_mask.pt`` (the chosen row mask, in the supernet's
+format) and ``row_levels.parquet`` (per field: its level, rows kept, each level's AUC alone).
 """
 
 from __future__ import annotations
@@ -21,7 +32,9 @@ import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
+from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer
+from optembed.evolution.row_levels import DEFAULT_LEVELS, RowLevelResult, search_row_levels
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
@@ -30,10 +43,10 @@ from optembed.training.evaluate import require_rankable
 from pipelines.data import load_dataset
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.supernet import load_row_mask
+from pipelines.supernet import load_row_mask, read_row_mask_file
 
 STAGE = "search"
-VERSION = 1
+VERSION = 2  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search
 UPSTREAM = "supernet"
 
 
@@ -45,19 +58,39 @@ class SearchStage:
     rows_per_pass: int | None = None  # rows per backbone call; None: by device (CPUs prefer cache-sized calls)
     block: int = 16  # columns per block of the first layer shared by all candidates (0: stack the candidates)
     amp: str = "none"
+    rows: bool = True  # search per-field row levels (supernets that prune rows, accuracy-bounded search only)
+    row_levels: tuple[float, ...] = DEFAULT_LEVELS
     force: bool = False
+
+    def searches_rows(self, pruned: bool) -> bool:
+        return self.rows and pruned and self.evolution.max_auc_drop is not None
 
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
     sn = store.resolve(source, UPSTREAM)
     payload = read_model_payload(sn.output("model"))
-    _, sample_dims = mode_flags(payload["mode"])
-    if not sample_dims:
+    prune_rows, sample_dims = mode_flags(payload["mode"])
+    if not sample_dims and not prune_rows:
         raise ConfigError(
-            f"supernet {sn.fingerprint} was trained with --mode {payload['mode']}, without random widths, so its "
-            "widths cannot be searched; train one with --mode optembed or --mode dims-only"
+            f"supernet {sn.fingerprint} was trained with --mode none: it has neither row thresholds nor random "
+            "widths to search; train one with --mode optembed, prune-only or dims-only"
         )
     return sn, payload
+
+
+def search_row_mask(search: Manifest, supernet: Manifest) -> dict[str, Any]:
+    """The row mask a search artifact settled on: its own row levels, else its supernet's m_e*."""
+    if "row_mask" in search.outputs:
+        return read_row_mask_file(search.output("row_mask"))
+    return load_row_mask(supernet)
+
+
+def _with_oov(mask: torch.Tensor, cardinalities: list[int]) -> torch.Tensor:
+    """``mask`` with every field's OOV row kept (pruned ids are read as it)."""
+    out = mask.clone().bool()
+    starts = np.cumsum([0] + cardinalities[:-1])
+    out[torch.as_tensor(starts, dtype=torch.long)] = True
+    return out
 
 
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
@@ -69,79 +102,194 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {config.block}")
     if config.amp not in ("none", "bf16"):
         raise ConfigError(f"unknown --amp '{config.amp}'; choose none or bf16")
+    if not config.row_levels or any(not 0.0 <= q < 1.0 for q in config.row_levels):
+        raise ConfigError(f"--row-levels must be fractions in [0, 1), got {list(config.row_levels)}")
     sn, payload = _supernet_for_search(store, config.source)
     pre_fp = payload.get("preprocess") or sn.upstream.get("preprocess")
     pre = store.lookup("preprocess", pre_fp) if pre_fp else None
     if pre is None:
         raise ArtifactError(f"the preprocess artifact {pre_fp} of supernet {sn.fingerprint} is missing from {store.root}")
     mask_info = load_row_mask(sn)
-    kept = np.asarray(mask_info["kept_per_field"], dtype=np.int64)
-    total_rows = int(sum(mask_info["rows_per_field"]))
+    cards = [int(c) for c in mask_info["rows_per_field"]]
+    total_rows = int(sum(cards))
     dim = int(payload["model_config"]["embed_dim"])
+    _, sample_dims = mode_flags(payload["mode"])
+    rows_phase = config.searches_rows(bool(mask_info["pruned"]))
+    if not sample_dims and not rows_phase:
+        raise ConfigError(
+            f"supernet {sn.fingerprint} ({payload['mode']}) has no random widths, so only its row levels can be "
+            "searched, which needs the accuracy-bounded search (--max-auc-drop) with row levels on"
+        )
+    base = _with_oov(mask_info["mask"], cards) if mask_info["pruned"] else torch.ones(total_rows, dtype=torch.bool)
+    field_of_row = torch.repeat_interleave(torch.arange(len(cards)), torch.as_tensor(cards))
+    kept = torch.bincount(field_of_row[base], minlength=len(cards)).numpy().astype(np.int64)
     budget = evo.budget(total_rows, dim)
+    if budget is not None and not sample_dims:
+        raise ConfigError("a parameter budget or target sparsity needs a width search (a dims-only or optembed supernet)")
     if budget is not None and int(kept.sum()) > budget:
         raise ConfigError(
             f"no candidate can meet the budget: width 1 in every field already needs {int(kept.sum()):,} embedding "
             f"parameters under supernet {sn.fingerprint}'s row mask, above the budget of {budget:,}"
         )
     device = resolve_device(config.device)
-    params = {"evolution": evo.to_dict(), "amp": config.amp}
+    params: dict[str, Any] = {"evolution": evo.to_dict(), "amp": config.amp}
+    if rows_phase:
+        params["row_levels"] = sorted(float(q) for q in set(config.row_levels))
 
     def build(tmp: Path, manifest: Manifest) -> None:
-        model, payload = load_model(sn.output("model"), device)
-        if mask_info["pruned"]:
-            model.set_row_mask(mask_info["mask"])
+        model, _ = load_model(sn.output("model"), device)
         data = load_dataset(pre, device, splits=("val",))
         val = data.splits["val"]
         require_rankable(val, purpose="rank the candidates")
-        rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
-        scorer = BatchedScorer(
-            model, val, device, rows_per_pass=rows_per_pass, amp=config.amp, block=config.block or None
-        )
-        full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])
-        task = reporter.task("search", total=evo.generations + 1, unit="gen")
-
-        def progress(row: dict[str, Any]) -> None:
-            task.update(description=f"search: generation {row['generation']}, best val AUC {row['best_auc']:.5f}")
-            task.advance(1)
-
+        names = data.field_names
         started = time.perf_counter()
-        result = evolve(scorer, kept, dim, evo, total_rows=total_rows, on_generation=progress)
+        keep, rows = base, None
+        if rows_phase:
+            rows = _row_phase(model, val, device, base, config, reporter)
+            keep = rows.keep
+            _write_row_outputs(tmp, rows, keep, cards, names, mask_info)
+        model.set_row_mask(keep)
+        model.set_fixed_masks(keep, None)
+        kept_now = torch.bincount(field_of_row[keep], minlength=len(cards)).numpy().astype(np.int64)
+        if sample_dims:
+            result, full_auc = _width_phase(model, val, device, kept_now, dim, total_rows, config, reporter)
+        else:
+            assert rows is not None
+            result, full_auc = _rows_only_result(rows, kept_now, dim, total_rows), rows.final_auc
         seconds = time.perf_counter() - started
-        task.close()
         if not np.isfinite(result.best_score):
             raise TrainingError("every candidate scored NaN; the supernet's outputs are not finite")
-        names = data.field_names
         history = [{**row, "sparsity": 1.0 - row["params"] / (total_rows * dim)} for row in result.history]
         pq.write_table(pa.Table.from_pylist(history), tmp / "candidates.parquet")
         pq.write_table(pa.Table.from_pylist(result.convergence), tmp / "convergence.parquet")
+        front = [{**row, "sparsity": 1.0 - row["params"] / (total_rows * dim)} for row in result.front]
+        pq.write_table(pa.Table.from_pylist(front), tmp / "front.parquet")
         best = {
             "widths": {n: int(w) for n, w in zip(names, result.best)},
             "val_auc": result.best_score,
             "params": result.best_params,
             "sparsity": 1.0 - result.best_params / (total_rows * dim),
             "full_width_val_auc": full_auc,
+            "max_val_auc": result.max_score,
+            "max_auc_drop": evo.max_auc_drop,
             "supernet": sn.fingerprint,
         }
         (tmp / "best.json").write_text(json.dumps(best, indent=2) + "\n")
-        manifest.outputs = {"candidates": "candidates.parquet", "convergence": "convergence.parquet", "best": "best.json"}
+        manifest.outputs = {
+            "candidates": "candidates.parquet", "convergence": "convergence.parquet", "front": "front.parquet",
+            "best": "best.json",
+        }
+        if rows is not None:
+            manifest.outputs.update({"row_mask": "row_mask.pt", "row_levels": "row_levels.parquet"})
         generations = len(result.convergence)
         manifest.metrics = {
             "best_val_auc": result.best_score,
+            "max_val_auc": result.max_score,
             "full_width_val_auc": full_auc,
             "best_params": result.best_params,
             "sparsity": best["sparsity"],
-            "row_sparsity": 1.0 - int(kept.sum()) / total_rows,
-            "mean_width": float(np.average(result.best, weights=np.maximum(kept, 1))),
+            "row_sparsity": 1.0 - int(kept_now.sum()) / total_rows,
+            "mean_width": float(np.average(result.best, weights=np.maximum(kept_now, 1))),
             "evaluations": result.evaluations,
-            "generations": generations - 1,
+            "generations": max(generations - 1, 0),
             "seconds": round(seconds, 3),
             "seconds_per_generation": round(seconds / max(generations, 1), 4),
             "val_rows": len(val),
             "device": str(device),
         }
+        if rows is not None:
+            manifest.metrics.update({
+                "rows_base_val_auc": rows.base_auc,
+                "rows_val_auc": rows.final_auc,
+                "emptied_fields": sum(1 for q in rows.levels if q == 0.0),
+                "pruned_fields": sum(1 for q in rows.levels if q < 1.0),
+                "row_passes": rows.passes,
+            })
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force)
+
+
+def _row_phase(
+    model: Any, val: Any, device: torch.device, base: torch.Tensor, config: SearchStage, reporter: Reporter
+) -> RowLevelResult:
+    task = reporter.task("search: row levels", total=1, unit="pass")
+
+    def progress(what: str, done: int, total: int) -> None:
+        task.update(description=f"search: {what}", total=total)
+        if done:
+            task.advance(1)
+
+    result = search_row_levels(
+        model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
+        amp=config.amp, progress=progress,
+    )
+    task.close()
+    reporter.message(
+        f"row levels: val AUC {result.base_auc:.5f} -> {result.final_auc:.5f} (best seen {result.best_auc:.5f}), "
+        f"{sum(q < 1.0 for q in result.levels)} fields pruned, {sum(q == 0.0 for q in result.levels)} emptied"
+    )
+    return result
+
+
+def _width_phase(
+    model: Any, val: Any, device: torch.device, kept: np.ndarray, dim: int, total_rows: int, config: SearchStage,
+    reporter: Reporter,
+) -> tuple[SearchResult, float]:
+    evo = config.evolution
+    rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
+    scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp, block=config.block or None)
+    full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])
+    task = reporter.task("search: widths", total=evo.generations + 1, unit="gen")
+
+    def progress(row: dict[str, Any]) -> None:
+        task.update(description=f"search: generation {row['generation']}, chosen val AUC {row['best_auc']:.5f}")
+        task.advance(1)
+
+    result = evolve(scorer, kept, dim, evo, total_rows=total_rows, on_generation=progress)
+    task.close()
+    return result, full_auc
+
+
+def _rows_only_result(rows: RowLevelResult, kept: np.ndarray, dim: int, total_rows: int) -> SearchResult:
+    """A prune-only supernet: the row levels' result at full width, as a one-candidate search."""
+    widths = np.full(len(kept), dim, dtype=np.int64)
+    params = int(kept.sum()) * dim
+    score = rows.final_auc
+    row = {"generation": 0, "rank": 0, "origin": "rows", "widths": widths.tolist(), "params": params, "val_auc": score}
+    conv = {"generation": 0, "best_auc": score, "mean_auc": score, "best_params": params,
+            "best_sparsity": 1.0 - params / (total_rows * dim), "max_auc": rows.best_auc, "evaluated": rows.passes,
+            "seconds": 0.0}
+    return SearchResult(widths, score, params, [row], [conv], rows.passes, rows.best_auc,
+                        [{"widths": widths.tolist(), "params": params, "val_auc": score}])
+
+
+def _write_row_outputs(
+    tmp: Path, rows: RowLevelResult, keep: torch.Tensor, cards: list[int], names: list[str], supernet_mask: dict[str, Any]
+) -> None:
+    field_of_row = torch.repeat_interleave(torch.arange(len(cards)), torch.as_tensor(cards))
+    kept = torch.bincount(field_of_row[keep], minlength=len(cards)).tolist()
+    torch.save(
+        {"mask": keep.cpu(), "kept_per_field": kept, "rows_per_field": cards,
+         "thresholds": list(supernet_mask["thresholds"]), "pruned": True, "levels": list(rows.levels)},
+        tmp / "row_mask.pt",
+    )
+    alone: dict[int, dict[float, float]] = {}
+    for r in rows.single:
+        alone.setdefault(int(r["field"]), {})[float(r["level"])] = float(r["delta"])
+    table = [
+        {"field": name, "rows": cards[f], "supernet_kept": int(supernet_mask["kept_per_field"][f]), "kept": kept[f],
+         "level": rows.levels[f],
+         "alone_deltas": json.dumps({str(q): d for q, d in sorted(alone.get(f, {}).items())})}
+        for f, name in enumerate(names)
+    ]
+    pq.write_table(pa.Table.from_pylist(table), tmp / "row_levels.parquet")
+
+
+def read_row_levels(manifest: Manifest) -> list[dict[str, Any]]:
+    """Per field of a search with row levels: rows, kept rows, level; [] without a row search."""
+    if "row_levels" not in manifest.outputs:
+        return []
+    return pq.read_table(manifest.output("row_levels")).to_pylist()
 
 
 def read_convergence(manifest: Manifest) -> list[dict[str, Any]]:

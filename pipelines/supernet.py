@@ -179,7 +179,11 @@ def _load_resume(resume_dir: Path, device: torch.device) -> dict[str, Any] | Non
 def load_row_mask(manifest: Manifest) -> dict[str, Any]:
     if manifest.stage != STAGE:
         raise ArtifactError(f"artifact {manifest.fingerprint} is a {manifest.stage} artifact, expected supernet")
-    path = manifest.output("row_mask")
+    return read_row_mask_file(manifest.output("row_mask"))
+
+
+def read_row_mask_file(path: Path) -> dict[str, Any]:
+    """A ``row_mask.pt`` (supernet or search): mask, kept and total rows per field, thresholds."""
     info = expect_dict(load_tensor_file(path, "row mask file"), path, "row mask file", ROW_MASK_KEYS)
     if not isinstance(info["mask"], torch.Tensor) or info["mask"].dtype != torch.bool:
         raise ArtifactError(f"row mask file {path} holds no boolean mask; {FIX}")

@@ -84,7 +84,7 @@ def test_evolve_finds_planted_optimum_and_keeps_ranking_with_scores() -> None:
     n, dim = 10, 8
     target = rng.integers(1, dim + 1, size=n)
     score, calls = _planted_score(target)
-    cfg = EvolutionConfig(population=30, generations=40, topk=10, mutation_prob=0.15, seed=0)
+    cfg = EvolutionConfig(max_auc_drop=None, population=30, generations=40, topk=10, mutation_prob=0.15, seed=0)
     res = evolve(score, np.ones(n, dtype=np.int64), dim, cfg)
     # one scorer call per generation at most; elites and repeats are never rescored
     assert calls["batches"] <= cfg.generations + 1 and calls["rows"] == res.evaluations
@@ -109,7 +109,7 @@ def test_evolve_finds_planted_optimum_and_keeps_ranking_with_scores() -> None:
 def test_elites_survive_unchanged() -> None:
     n, dim = 6, 5
     score, _ = _planted_score(np.full(n, 3))
-    res = evolve(score, np.ones(n, dtype=np.int64), dim, EvolutionConfig(population=12, generations=5, topk=4, seed=1))
+    res = evolve(score, np.ones(n, dtype=np.int64), dim, EvolutionConfig(max_auc_drop=None, population=12, generations=5, topk=4, seed=1))
     for gen in range(1, 6):
         previous_top = [tuple(r["widths"]) for r in res.history if r["generation"] == gen - 1 and r["rank"] < 4]
         elites = [tuple(r["widths"]) for r in res.history if r["generation"] == gen and r["origin"] == "elite"]
@@ -118,7 +118,7 @@ def test_elites_survive_unchanged() -> None:
 
 def test_same_seed_same_search() -> None:
     score, _ = _planted_score(np.arange(1, 9))
-    cfg = EvolutionConfig(population=16, generations=6, topk=6, seed=9)
+    cfg = EvolutionConfig(max_auc_drop=None, population=16, generations=6, topk=6, seed=9)
     a = evolve(score, np.ones(8, dtype=np.int64), 8, cfg)
     b = evolve(score, np.ones(8, dtype=np.int64), 8, cfg)
     assert a.history == b.history
@@ -128,7 +128,7 @@ def test_budget_is_respected_and_infeasible_budget_is_refused() -> None:
     kept = np.array([100, 10, 1000, 0, 50])
     dim = 16
     score = lambda c: c.sum(axis=1).astype(float)  # bigger is better: pushes against the budget
-    cfg = EvolutionConfig(population=20, generations=10, topk=6, param_budget=4000, seed=0)
+    cfg = EvolutionConfig(max_auc_drop=None, population=20, generations=10, topk=6, param_budget=4000, seed=0)
     res = evolve(score, kept, dim, cfg)
     assert all(r["params"] <= 4000 for r in res.history)
     assert res.best_params <= 4000

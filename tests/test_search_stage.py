@@ -24,6 +24,8 @@ CPU = torch.device("cpu")
 
 
 def _stage(source: str, **evolution: object) -> search.SearchStage:
+    """The paper's max-AUC search unless ``max_auc_drop`` is given."""
+    evolution.setdefault("max_auc_drop", None)
     evo = EvolutionConfig(population=12, generations=4, topk=4, **evolution)  # type: ignore[arg-type]
     return search.SearchStage(source=source, evolution=evo, device="cpu")
 
@@ -56,7 +58,7 @@ def test_batched_fitness_equals_one_pass_per_candidate(prepared, block: int | No
     # full width reproduces the supernet's own validation AUC (row mask applied, no width mask)
     assert batched(cands[:1])[0] == pytest.approx(sn.metrics["val_auc"], abs=1e-6)
     # and an evolutionary run picks the same best candidate with either scorer
-    cfg = EvolutionConfig(population=8, generations=3, topk=3, seed=2)
+    cfg = EvolutionConfig(population=8, generations=3, topk=3, seed=2, max_auc_drop=None)
     kept = np.asarray(info["kept_per_field"])
     a = evolve(batched, kept, model.embed_dim, cfg)
     b = evolve(naive, kept, model.embed_dim, cfg)
@@ -66,7 +68,7 @@ def test_batched_fitness_equals_one_pass_per_candidate(prepared, block: int | No
 def test_search_artifact(prepared) -> None:
     store, pre, sn, _ = prepared
     m = search.run(_stage(sn.fingerprint, seed=1), store)
-    assert set(m.outputs) == {"candidates", "convergence", "best"} and m.upstream == {"supernet": sn.fingerprint}
+    assert set(m.outputs) == {"candidates", "convergence", "front", "best"} and m.upstream == {"supernet": sn.fingerprint}
     best = json.loads(m.output("best").read_text())
     _, payload = load_model(sn.output("model"))
     assert list(best["widths"]) == payload["field_names"]
@@ -106,10 +108,12 @@ def test_retrain_and_evaluate_from_search(prepared) -> None:
 
 def test_search_refuses_unsearchable_supernets_and_budgets(prepared) -> None:
     store, pre, sn, _ = prepared
-    for mode in ("prune-only", "none"):
-        plain = small_supernet(store, mode, epochs=1)
-        with pytest.raises(ConfigError, match=f"--mode {mode}, without random widths"):
-            search.run(_stage(plain.fingerprint), store)
+    plain = small_supernet(store, "none", epochs=1)
+    with pytest.raises(ConfigError, match="--mode none: it has neither row thresholds nor random widths"):
+        search.run(_stage(plain.fingerprint), store)
+    rows_only = small_supernet(store, "prune-only", epochs=1)  # the paper's search has nothing to search there
+    with pytest.raises(ConfigError, match="only its row levels can be searched"):
+        search.run(_stage(rows_only.fingerprint), store)
     with pytest.raises(ConfigError, match="no candidate can meet the budget"):
         search.run(_stage(sn.fingerprint, param_budget=10), store)
 

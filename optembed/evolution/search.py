@@ -4,6 +4,12 @@ Scores are computed once per distinct candidate (remembered across generations) 
 generation's new candidates go to the scorer in a single call, so a batched scorer can
 evaluate them together. A population is always held as widths, scores and origins indexed
 by one ordering, so a ranking can never drift away from the scores it came from.
+
+With ``max_auc_drop`` set the search is accuracy-bounded: a candidate is *feasible* when its
+score is within ``max_auc_drop`` of the best score seen so far; elites are the feasible
+candidates with the fewest parameters (then the infeasible ones by score), and the result is the
+smallest candidate ever scored within the tolerance of the best one ever scored. Without it, the
+paper's rule: elites and result by score alone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,32 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # every member of every generation
     convergence: list[dict[str, Any]] = field(default_factory=list)  # one row per generation
     evaluations: int = 0
+    max_score: float = float("nan")  # the best score of any candidate scored
+    front: list[dict[str, Any]] = field(default_factory=list)  # every scored candidate no other beats in both size and score
+
+
+def rank_order(scores: np.ndarray, params: np.ndarray, max_drop: float | None, ref: float) -> np.ndarray:
+    """Indices from best to worst. Without ``max_drop``: by score (NaN last), stable. With it:
+    candidates scoring at least ``ref - max_drop`` first, fewest parameters first (then by score),
+    then the rest by score."""
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    if max_drop is None:
+        return np.argsort(-key, kind="stable")
+    feasible = key >= ref - max_drop
+    return np.lexsort((-key, np.where(feasible, params, 0), ~feasible))
+
+
+def pareto_front(params: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices of the candidates no other candidate beats with fewer-or-equal parameters and a
+    higher score (ties: the first of equal pairs), ordered by parameters."""
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    order = np.lexsort((-key, params))
+    front, best = [], -np.inf
+    for i in order:
+        if key[i] > best:
+            front.append(int(i))
+            best = key[i]
+    return np.asarray(front, dtype=np.int64)
 
 
 @dataclass
@@ -40,13 +72,13 @@ class _Population:
     scores: np.ndarray  # (P,)
     origins: list[str]
 
-    def ranked(self) -> _Population:
-        key = np.where(np.isnan(self.scores), -np.inf, self.scores)
-        order = np.argsort(-key, kind="stable")
+    def ranked(self, order: np.ndarray | None = None) -> _Population:
+        if order is None:
+            order = rank_order(self.scores, np.zeros(len(self.scores)), None, 0.0)
         return _Population(self.widths[order], self.scores[order], [self.origins[i] for i in order])
 
-    def top(self, k: int) -> _Population:
-        ranked = self.ranked()
+    def top(self, k: int, order: np.ndarray | None = None) -> _Population:
+        ranked = self.ranked(order)
         return _Population(ranked.widths[:k].copy(), ranked.scores[:k].copy(), ["elite"] * min(k, len(ranked.origins)))
 
 
@@ -78,6 +110,13 @@ def evolve(
         )
     rng = np.random.default_rng(cfg.seed)
     memo: dict[bytes, float] = {}
+    tol = cfg.max_auc_drop
+
+    def order_of(pop: _Population) -> np.ndarray:
+        finite = [v for v in memo.values() if np.isfinite(v)]
+        ref = max(finite) if finite else 0.0
+        return rank_order(pop.scores, params_of(pop.widths, kept), tol, ref)
+
     n_c, n_m = cfg.counts()
     result = SearchResult(best=np.empty(0, np.int64), best_score=float("nan"), best_params=0)
 
@@ -120,7 +159,7 @@ def evolve(
         return np.stack(accepted) if accepted else np.empty((0, len(kept)), np.int64)
 
     def record(generation: int, pop: _Population, evaluated: int, started: float) -> None:
-        ranked = pop.ranked()
+        ranked = pop.ranked(order_of(pop))
         params = params_of(ranked.widths, kept)
         for rank, (w, s, o, p) in enumerate(zip(ranked.widths, ranked.scores, ranked.origins, params)):
             result.history.append(
@@ -132,6 +171,7 @@ def evolve(
             "mean_auc": float(np.nanmean(ranked.scores)) if not np.isnan(ranked.scores).all() else float("nan"),
             "best_params": int(params[0]),
             "best_sparsity": 1.0 - int(params[0]) / (total * dim),
+            "max_auc": float(np.nanmax(ranked.scores)) if not np.isnan(ranked.scores).all() else float("nan"),
             "evaluated": evaluated,
             "seconds": time.perf_counter() - started,
         }
@@ -142,12 +182,18 @@ def evolve(
 
     started = time.perf_counter()
     taken: set[bytes] = set()
-    initial = offspring(lambda c: random_candidates(rng, c, len(kept), dim), cfg.population, taken)
+    full = np.full((1, len(kept)), dim, dtype=np.int64)
+    seeded = tol is not None and (budget is None or int(params_of(full, kept)[0]) <= budget)
+    if seeded:  # the accuracy-bounded search measures its tolerance from at least the full widths
+        taken.add(full[0].tobytes())
+    initial = offspring(lambda c: random_candidates(rng, c, len(kept), dim), cfg.population - int(seeded), taken)
+    if seeded:
+        initial = np.concatenate([full, initial])
     pop, evaluated = scored(initial, ["random"] * len(initial))
     record(0, pop, evaluated, started)
     for generation in range(1, cfg.generations + 1):
         started = time.perf_counter()
-        elites = pop.top(cfg.topk)
+        elites = pop.top(cfg.topk, order_of(pop))
         taken = {row.tobytes() for row in elites.widths}
         children = offspring(lambda c: crossover(rng, elites.widths, c)[0], n_c, taken) if n_c else elites.widths[:0]
         mutants = (
@@ -159,8 +205,22 @@ def evolve(
         origins = elites.origins + ["crossover"] * len(children) + ["mutation"] * len(mutants)
         pop, evaluated = scored(widths, origins)
         record(generation, pop, evaluated, started)
-    best = pop.ranked()
-    result.best = best.widths[0].copy()
-    result.best_score = float(best.scores[0])
-    result.best_params = int(params_of(best.widths[:1], kept)[0])
+    everything = np.stack([np.frombuffer(k, dtype=np.int64) for k in memo])
+    every_score = np.fromiter(memo.values(), dtype=np.float64, count=len(memo))
+    every_params = params_of(everything, kept)
+    finite = every_score[np.isfinite(every_score)]
+    result.max_score = float(finite.max()) if len(finite) else float("nan")
+    if tol is None:
+        best = pop.ranked()
+        result.best = best.widths[0].copy()
+        result.best_score = float(best.scores[0])
+    else:
+        i = int(rank_order(every_score, every_params, tol, result.max_score)[0])
+        result.best = everything[i].copy()
+        result.best_score = float(every_score[i])
+    result.best_params = int(params_of(result.best[None, :], kept)[0])
+    result.front = [
+        {"widths": everything[i].tolist(), "params": int(every_params[i]), "val_auc": float(every_score[i])}
+        for i in pareto_front(every_params, every_score)
+    ]
     return result

@@ -33,9 +33,11 @@ class TrainConfig:
     batch_size: int = 2048
     lr: float = 1e-3
     weight_decay: float = 1e-4  # Adam's L2 term: rows that do not help shrink towards 0
-    alpha: float = 1e-3  # weight of the threshold regulariser sum(exp(-t))
-    threshold_lr: float = 1e-2
-    threshold_optimizer: str = "adam"  # Adam follows the gradient's sign at a steady pace
+    alpha: float = 1e-4  # weight of the threshold regulariser sum(exp(-t)) (reference: 1e-6..1e-4)
+    threshold_lr: float = 1e-4  # reference: ~1e-4
+    # Plain SGD as in the reference: Adam would turn the tiny regulariser gradient into full-size
+    # steps and empty informative fields; rows are pruned by the accuracy-bounded search instead.
+    threshold_optimizer: str = "sgd"
     patience: int = 2
     eval_batch_size: int = 32768
     seed: int = 2022

@@ -23,7 +23,7 @@ DEFAULTS = stage.TrainConfig()
 def retrain(
     source: FromOpt = None,
     full: Annotated[bool, typer.Option("--full", help="Train the Original model: no row mask, full width.")] = False,
-    init: Annotated[str, typer.Option(help="fresh | rewind (start from the supernet's initial weights).")] = "fresh",
+    init: Annotated[str, typer.Option(help="fresh | rewind (start from the supernet's initial weights) | supernet (from its trained weights).")] = "fresh",
     model: ModelOpt = "deepfm",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",

@@ -37,6 +37,23 @@ def search(
         float | None, typer.Option(help="Least sparsity a candidate must reach (a budget of (1-s)*rows*D).", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = DEFAULTS.seed,
+    max_auc_drop: Annotated[
+        float,
+        typer.Option(
+            help="Accuracy bound: return the SMALLEST model whose validation AUC is within this of the best "
+            "candidate (row levels per field, then widths).",
+        ),
+    ] = 0.001,
+    max_auc: Annotated[
+        bool,
+        typer.Option("--max-auc", help="The paper's search instead: the supernet's learned row mask and the widths of highest AUC."),
+    ] = False,
+    rows: Annotated[
+        bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).")
+    ] = True,
+    row_levels: Annotated[
+        str, typer.Option(help="Fractions of a field's rows (top by norm) to try, comma-separated; 0 empties a field.")
+    ] = ",".join(f"{q:g}" for q in stage.DEFAULT_LEVELS),
     rows_per_pass: Annotated[
         int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
     ] = None,
@@ -53,23 +70,35 @@ def search(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Search the widths that keep the supernet's validation AUC highest (no training)."""
+    """Search per-field row levels and widths on a supernet (no training): by default the smallest
+    model within --max-auc-drop of the best validation AUC; --max-auc for the paper's search."""
     evolution = EvolutionConfig(
         population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
+        max_auc_drop=None if max_auc else max_auc_drop,
     )
     evolution.validate()
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
-        amp=amp, force=force,
+        amp=amp, rows=rows, row_levels=parse_levels(row_levels), force=force,
     )
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--row-levels takes comma-separated fractions, got {text!r}") from None
+    if not levels:
+        raise typer.BadParameter("--row-levels needs at least one fraction")
+    return levels
 
 
 def render(manifest: Manifest) -> None:
     rows = stage.read_convergence(manifest)
     table = Table(title="search convergence", header_style="bold")
-    for col in ("generation", "best val AUC", "mean val AUC", "best params", "sparsity", "new evals", "seconds"):
+    for col in ("generation", "chosen val AUC", "mean val AUC", "chosen params", "sparsity", "new evals", "seconds"):
         table.add_column(col, justify="right")
     step = max(1, len(rows) // 15)
     shown = rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else [])
@@ -79,4 +108,14 @@ def render(manifest: Manifest) -> None:
             f"{r['best_sparsity']:.4f}", str(r["evaluated"]), f"{r['seconds']:.2f}",
         )
     ui.out.print(table)
+    levels = stage.read_row_levels(manifest)
+    if levels:
+        rows_table = Table(title="row levels (fraction of a field's rows kept, top by norm)", header_style="bold")
+        for col in ("field", "rows", "kept", "level"):
+            rows_table.add_column(col, justify="left" if col == "field" else "right")
+        for r in levels:
+            if r["level"] < 1.0:
+                rows_table.add_row(r["field"], f"{r['rows']:,}", f"{r['kept']:,}", "emptied" if r["level"] == 0 else f"{r['level']:g}")
+        rows_table.caption = f"{sum(r['level'] == 1.0 for r in levels)} other fields keep every row"
+        ui.out.print(rows_table)
     ui.out.print(ui.metrics_table("search", manifest.metrics))

@@ -1,0 +1,257 @@
+"""Accuracy-bounded row pruning: per field, keep its top rows by norm, as far as validation allows.
+
+A field's *level* is the fraction of its rows kept (those with the largest embedding norms, the
+OptEmbed criterion); pruned ids read as the field's OOV row (id 0), exactly as ``retrain`` applies
+a row mask, for the embedding and any per-id term alike. Level ``0`` empties the field (every id
+reads the OOV row). The OOV row itself is always kept.
+
+:func:`search_row_levels` works on a trained supernet in three steps:
+
+1. every (field, level) pair is scored alone (all other fields unchanged) - one stacked pass
+   over the validation rows per group of pairs;
+2. fields are visited by how much their best admissible level gained (drops that *raise* the
+   AUC, typically noise fields, come first);
+3. each field takes its most aggressive level whose cumulative model stays within
+   ``max_auc_drop`` of the best validation AUC seen so far (measured from the best so far, so
+   the gain of dropping a useless field is never spent on a useful one).
+
+Every comparison is paired (the same validation rows) and noise-aware: a change passes when its
+AUC difference, *less* ``z`` standard errors (DeLong, :func:`optembed.metrics.paired_auc_se`),
+is above ``-max_auc_drop``. Small validation sets therefore prune less - a measured gain smaller
+than its noise is no evidence. A field is emptied only when emptying it alone does not lower the
+validation AUC even after subtracting that noise margin: a field the supernet barely uses may
+still matter to a re-trained model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from optembed.data.tensors import SplitTensors
+from optembed.masks.row_mask import row_norms
+from optembed.metrics import auc, auc_components, paired_auc_se
+from optembed.models.base import CTRModel
+from optembed.training.evaluate import autocast
+
+DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
+DEFAULT_Z = 1.0  # standard errors subtracted from every measured AUC difference
+
+Components = tuple[Tensor, Tensor]
+
+ProgressHook = Callable[[str, int, int], None]
+
+
+@dataclass
+class RowLevelResult:
+    keep: Tensor  # BoolTensor(|f|): the rows kept (OOV rows always)
+    levels: list[float]  # per field: the fraction of its candidate rows kept (1.0 = unchanged)
+    base_auc: float  # validation AUC with every field unchanged
+    final_auc: float  # validation AUC of the chosen row mask (full widths)
+    best_auc: float  # the best validation AUC seen on the way (the tolerance's reference)
+    z: float = DEFAULT_Z
+    single: list[dict[str, float]] = field(default_factory=list)  # every (field, level) scored alone
+    steps: list[dict[str, float]] = field(default_factory=list)  # every cumulative try, accepted or not
+    passes: int = 0  # stacked candidate evaluations
+
+
+def field_rankings(model: CTRModel, base_keep: Tensor) -> list[Tensor]:
+    """Per field: its local ids other than OOV that ``base_keep`` keeps, by decreasing row norm."""
+    emb = model.embedding
+    out = []
+    with torch.no_grad():
+        for f, (start, rows) in enumerate(zip(emb.offsets.tolist(), emb.cardinalities, strict=True)):
+            weight = emb.weight[start : start + rows]
+            norms = row_norms(weight.float(), model.cfg.norm)
+            ids = torch.nonzero(base_keep[start : start + rows].to(weight.device)).flatten()
+            ids = ids[ids != 0]
+            out.append(ids[torch.argsort(norms[ids], descending=True, stable=True)])
+    return out
+
+
+def level_keep(ranking: Tensor, rows: int, level: float) -> Tensor:
+    """Local keep mask of one field (``BoolTensor(rows)``) at ``level``: OOV plus the top
+    ``ceil(level * len(ranking))`` ids of ``ranking``."""
+    keep = torch.zeros(rows, dtype=torch.bool, device=ranking.device)
+    keep[0] = True
+    keep[ranking[: math.ceil(level * len(ranking))]] = True
+    return keep
+
+
+class RowMaskScorer:
+    """Validation AUC of candidate row masks that each differ from a base mask in one field.
+
+    A candidate is ``(field, local keep mask)``; with ``field = -1`` the base itself. Pruned ids
+    are read as the field's OOV id. Candidates are stacked along the batch in groups of
+    ``group`` (one backbone call per group and validation batch).
+    """
+
+    def __init__(
+        self,
+        model: CTRModel,
+        split: SplitTensors,
+        device: torch.device,
+        widths: Tensor | None = None,
+        batch_size: int = 8192,
+        group: int = 16,
+        amp: str = "none",
+    ) -> None:
+        self.model = model.eval()
+        self.split = split
+        self.device = device
+        self.widths = None if widths is None else widths.to(device)
+        self.batch_size = batch_size
+        self.group = group
+        self.amp = amp
+        self.labels = split.y.to(device)
+        self.passes = 0
+        self.components: list[Components] = []  # of the last call's candidates
+        emb = model.embedding
+        self._local = (torch.arange(emb.num_rows, device=device) - emb.offsets[emb.field_of_row]).to(device)
+        model.set_fixed_masks(None, None)  # ids are remapped here; nothing else may remap or mask
+        model.set_row_mask(torch.ones(emb.num_rows, dtype=torch.bool))
+
+    def set_base(self, keep: Tensor) -> None:
+        """The base mask ``BoolTensor(|f|)`` every candidate starts from."""
+        self._remap = torch.where(keep.to(self.device), self._local, torch.zeros_like(self._local))
+
+    @torch.inference_mode()
+    def __call__(self, candidates: Sequence[tuple[int, Tensor | None]]) -> np.ndarray:
+        emb = self.model.embedding
+        out = torch.empty(len(candidates), len(self.split), device=self.device)
+        for g in range(0, len(candidates), self.group):
+            chunk = candidates[g : g + self.group]
+            rows_per_call = max(1, self.batch_size // len(chunk))
+            start = 0
+            for xb, _ in self.split.batches(rows_per_call, self.device):
+                b = xb.shape[0]
+                base = self._remap[emb.global_ids(xb)]
+                stacked = base.repeat(len(chunk), 1)
+                for c, (f, local_keep) in enumerate(chunk):
+                    if f >= 0 and local_keep is not None:
+                        col = xb[:, f]
+                        stacked[c * b : (c + 1) * b, f] = torch.where(local_keep.to(self.device)[col], col, torch.zeros_like(col))
+                with autocast(self.device, self.amp):
+                    z = self.model(stacked, self.widths)
+                out[g : g + len(chunk), start : start + b] = z.float().view(len(chunk), b)
+                start += b
+            self.passes += 1
+        self.components = [auc_components(self.labels, out[i]) for i in range(len(candidates))]
+        return np.array([auc(self.labels, out[i]) for i in range(len(candidates))], dtype=np.float64)
+
+
+def _se(a: Components, b: Components) -> float:
+    se = paired_auc_se(a, b)
+    return 0.0 if math.isnan(se) else se
+
+
+def _set_field(keep: Tensor, offsets: list[int], f: int, local_keep: Tensor) -> Tensor:
+    out = keep.clone()
+    out[offsets[f] : offsets[f] + local_keep.numel()] = local_keep.to(out.device)
+    return out
+
+
+def search_row_levels(
+    model: CTRModel,
+    split: SplitTensors,
+    device: torch.device,
+    base_keep: Tensor,
+    max_auc_drop: float,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    widths: Tensor | None = None,
+    batch_size: int = 8192,
+    amp: str = "none",
+    progress: ProgressHook | None = None,
+    z: float = DEFAULT_Z,
+) -> RowLevelResult:
+    """Choose one row level per field on ``split`` (see the module docstring).
+
+    ``base_keep`` (``BoolTensor(|f|)``, e.g. the supernet's learned row mask) bounds every level:
+    a level keeps a fraction of the rows the base keeps. ``widths`` (``(n,)``) scores at those
+    prefix widths instead of the full width. ``z``: standard errors of the paired AUC difference
+    subtracted before any comparison (0: point estimates).
+    """
+    emb = model.embedding
+    offsets = emb.offsets.tolist()
+    cards = list(emb.cardinalities)
+    base = base_keep.to(device, torch.bool).clone()
+    base[emb.offsets] = True
+    rankings = field_rankings(model, base)
+    scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp)
+    scorer.set_base(base)
+    levels = sorted({float(q) for q in levels if 0.0 <= q < 1.0}, reverse=True)
+    pairs = [(f, q) for f in range(len(cards)) for q in levels if len(rankings[f]) > 0]
+    keeps = {(f, q): level_keep(rankings[f], cards[f], q) for f, q in pairs}
+    # drop levels that keep exactly what a less aggressive level keeps (tiny fields)
+    distinct: list[tuple[int, float]] = []
+    for f, q in pairs:
+        same = [p for p in distinct if p[0] == f and torch.equal(keeps[p], keeps[(f, q)])]
+        if not same and int(keeps[(f, q)].sum()) < 1 + len(rankings[f]):
+            distinct.append((f, q))
+    if progress:
+        progress("rows: scoring each field alone", 0, len(distinct) + 1)
+    scores = scorer([(-1, None)] + [(f, keeps[(f, q)]) for f, q in distinct])
+    base_auc = float(scores[0])
+    base_parts = scorer.components[0]
+    single = {p: float(s) for p, s in zip(distinct, scores[1:], strict=True)}
+    margin = {
+        p: float(s) - base_auc - z * _se(c, base_parts)
+        for p, s, c in zip(distinct, scores[1:], scorer.components[1:], strict=True)
+    }
+    result = RowLevelResult(
+        keep=base, levels=[1.0] * len(cards), base_auc=base_auc, final_auc=base_auc, best_auc=base_auc, z=z,
+        single=[{"field": f, "level": q, "val_auc": s, "delta": s - base_auc, "lower_bound": margin[(f, q)]}
+                for (f, q), s in single.items()],
+    )
+    if progress:
+        progress("rows: scoring each field alone", len(distinct) + 1, len(distinct) + 1)
+
+    def admissible(f: int) -> list[float]:
+        """Levels of field ``f`` whose single-field test passes, most aggressive first."""
+        out = []
+        for q in sorted((q for g, q in distinct if g == f)):
+            low = margin[(f, q)]
+            if not math.isfinite(low):
+                continue
+            if q == 0.0 and low < 0.0:
+                continue  # a field is emptied only when that costs nothing on its own, noise included
+            if low >= -max_auc_drop:
+                out.append(q)
+        return out
+
+    options = {f: admissible(f) for f in range(len(cards))}
+    order = sorted(
+        (f for f in options if options[f]),
+        key=lambda f: -max(single[(f, q)] for q in options[f]),
+    )
+    current = base
+    best_parts = base_parts
+    for i, f in enumerate(order):
+        if progress:
+            progress("rows: building the mask", i, len(order))
+        candidates = [(f, keeps[(f, q)]) for q in options[f]]
+        scorer.set_base(current)
+        tried = scorer(candidates)
+        parts = scorer.components
+        for q, s, c in zip(options[f], tried, parts, strict=True):  # most aggressive first
+            low = float(s) - result.best_auc - z * _se(c, best_parts)
+            ok = bool(math.isfinite(low) and low >= -max_auc_drop)
+            result.steps.append({"field": f, "level": q, "val_auc": float(s), "accepted": ok,
+                                 "reference": result.best_auc, "lower_bound": low})
+            if ok:
+                current = _set_field(current, offsets, f, keeps[(f, q)])
+                result.levels[f] = q
+                result.final_auc = float(s)
+                if float(s) > result.best_auc:
+                    result.best_auc, best_parts = float(s), c
+                break
+    if progress:
+        progress("rows: building the mask", len(order), len(order))
+    result.keep = current.cpu()
+    result.passes = scorer.passes
+    return result

@@ -1,0 +1,200 @@
+"""The accuracy-bounded search: constrained ranking and Pareto front against brute force, the
+smallest-within-tolerance result of ``evolve``, row masks scored exactly as retrain applies them,
+and the direction on planted data (noise fields pruned, informative fields kept)."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from optembed.evolution import EvolutionConfig, evolve
+from optembed.evolution.row_levels import RowMaskScorer, field_rankings, level_keep, search_row_levels
+from optembed.evolution.search import pareto_front, rank_order
+from optembed.models.checkpoint import load_model
+from optembed.training.config import TrainConfig
+from optembed.training.evaluate import evaluate
+from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipelines import retrain, search
+from pipelines.data import load_dataset
+
+CPU = torch.device("cpu")
+
+
+def test_rank_order_against_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = np.round(rng.uniform(0.6, 0.7, size=12), 3)
+        scores[rng.integers(0, 12)] = np.nan
+        params = rng.integers(1, 6, size=12) * 10
+        tol, ref = 0.02, np.nanmax(scores)
+        order = rank_order(scores, params, tol, ref)
+        feasible = [i for i in range(12) if not np.isnan(scores[i]) and scores[i] >= ref - tol]
+        rest = [i for i in range(12) if i not in feasible]
+        want = sorted(feasible, key=lambda i: (params[i], -scores[i])) + sorted(
+            rest, key=lambda i: -np.nan_to_num(scores[i], nan=-np.inf)
+        )
+        # ties (same params and score) may come in either order: compare the keys
+        got_keys = [(i in feasible, params[i] if i in feasible else 0, np.nan_to_num(scores[i], nan=-9)) for i in order]
+        want_keys = [(i in feasible, params[i] if i in feasible else 0, np.nan_to_num(scores[i], nan=-9)) for i in want]
+        assert got_keys == want_keys
+    plain = rank_order(np.array([0.5, np.nan, 0.7, 0.6]), np.zeros(4), None, 0.0)
+    assert plain.tolist() == [2, 3, 0, 1]
+
+
+def test_pareto_front_against_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        params = rng.integers(1, 8, size=15)
+        scores = np.round(rng.uniform(0, 1, size=15), 2)
+        front = set(pareto_front(params, scores).tolist())
+        for i in range(15):
+            dominated = any(
+                params[j] <= params[i] and scores[j] > scores[i] or (params[j] < params[i] and scores[j] >= scores[i])
+                for j in range(15)
+            )
+            duplicate_earlier = any(
+                params[j] == params[i] and scores[j] == scores[i] and j in front for j in range(15) if j != i
+            )
+            assert (i in front) == (not dominated and not duplicate_earlier), (i, params, scores, front)
+
+
+def test_evolve_returns_the_smallest_within_tolerance() -> None:
+    """A planted fitness: fields 0-2 matter up to width 4, fields 3-5 not at all."""
+    n, dim, tol = 6, 8, 0.01
+    useful = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+
+    def score(widths: np.ndarray) -> np.ndarray:
+        return 0.7 + 0.02 * (np.minimum(widths, 4) * useful).sum(axis=1) / 12 - 1e-4 * widths.sum(axis=1) / n
+
+    kept = np.full(n, 100, dtype=np.int64)
+    cfg = EvolutionConfig(population=30, generations=30, topk=10, seed=3, max_auc_drop=tol)
+    res = evolve(score, kept, dim, cfg)
+    scored = {tuple(r["widths"]): r["val_auc"] for r in res.history}
+    best_seen = max(scored.values())
+    assert res.max_score == pytest.approx(best_seen)
+    assert res.best_score >= best_seen - tol - 1e-12
+    smallest = min(kept @ np.array(w) for w, s in scored.items() if s >= best_seen - tol)
+    assert res.best_params == smallest
+    paper = evolve(score, kept, dim, EvolutionConfig(population=30, generations=30, topk=10, seed=3, max_auc_drop=None))
+    assert res.best_params < paper.best_params
+    # the full-width candidate is always scored, so the tolerance is measured from at least it
+    assert tuple([dim] * n) in scored
+    # the front holds no dominated candidate and includes the chosen one's size
+    front = res.front
+    assert all(a["params"] < b["params"] and a["val_auc"] < b["val_auc"] for a, b in zip(front, front[1:]))
+    assert any(f["params"] == res.best_params for f in front) or res.best_score < max(f["val_auc"] for f in front)
+
+
+def test_evolve_feasible_brute_force_small_space() -> None:
+    """Over a space small enough to score completely, the result is the brute-force answer."""
+    n, dim, tol = 3, 3, 0.005
+    rng = np.random.default_rng(7)
+    table = {w: float(rng.uniform(0.70, 0.72)) for w in product(range(1, dim + 1), repeat=n)}
+
+    def score(widths: np.ndarray) -> np.ndarray:
+        return np.array([table[tuple(int(v) for v in w)] for w in widths])
+
+    kept = np.array([5, 3, 1], dtype=np.int64)
+    res = evolve(score, kept, dim, EvolutionConfig(population=27, generations=8, topk=8, seed=0, max_auc_drop=tol))
+    seen = {tuple(r["widths"]) for r in res.history}
+    best = max(table[w] for w in seen)
+    feasible = [w for w in seen if table[w] >= best - tol]
+    want = min(kept @ np.array(w) for w in feasible)
+    assert res.best_params == want and res.best_score >= best - tol
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory):
+    store, pre, truth = synthetic_preprocess(tmp_path_factory.mktemp("bounded"), rows=40000)
+    sn = small_supernet(store, "optembed", epochs=3)
+    return store, pre, sn, truth
+
+
+def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
+    """A candidate mask scored by the stacked scorer equals a plain evaluation of the model with
+    the mask applied the way retrain applies it (pruned ids -> OOV, fixed masks)."""
+    _, pre, sn, _ = planted
+    model, _ = load_model(sn.output("model"), CPU)
+    val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
+    emb = model.embedding
+    base = torch.ones(emb.num_rows, dtype=torch.bool)
+    rankings = field_rankings(model, base)
+    scorer = RowMaskScorer(model, val, CPU, batch_size=3000, group=3)
+    scorer.set_base(base)
+    picks = [(f, level_keep(rankings[f], emb.cardinalities[f], q)) for f, q in [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]]
+    got = scorer([(-1, None)] + picks)
+    for (f, local), value in zip([(-1, None)] + picks, got, strict=True):
+        other, _ = load_model(sn.output("model"), CPU)
+        keep = base.clone()
+        if f >= 0:
+            keep[int(emb.offsets[f]) : int(emb.offsets[f]) + emb.cardinalities[f]] = local
+        other.set_row_mask(keep)
+        other.set_fixed_masks(keep, None)
+        assert value == pytest.approx(evaluate(other, val, CPU, 5000)["auc"], abs=1e-6)
+
+
+def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
+    """On planted data: noise fields lose far more of their rows than informative fields; the
+    fields whose pruning costs most keep their rows; the mask stays within the tolerance."""
+    _, pre, sn, truth = planted
+    model, _ = load_model(sn.output("model"), CPU)
+    data = load_dataset(pre, CPU, splits=("val",))
+    tol = 0.002
+    res = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedding.num_rows, dtype=torch.bool), tol)
+    assert res.final_auc >= res.best_auc - tol - 1e-9
+    assert res.best_auc >= res.base_auc
+    noise = set(truth["noise_fields"])
+    levels = dict(zip(data.field_names, res.levels, strict=True))
+    noise_levels = [levels[n] for n in data.field_names if n in noise]
+    signal_levels = [levels[n] for n in data.field_names if n not in noise]
+    assert np.median(noise_levels) <= 0.0625, levels
+    assert np.mean(signal_levels) > 2 * np.mean(noise_levels), levels
+    # a field whose emptying alone costs clearly more than the tolerance is never emptied
+    for r in res.single:
+        if r["level"] == 0.0 and r["delta"] < -2 * tol:
+            assert res.levels[int(r["field"])] > 0.0, (data.field_names[int(r["field"])], r)
+    # with no noise margin and no tolerance, nothing that costs AUC alone is accepted
+    strict = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedding.num_rows, dtype=torch.bool), 0.0, z=0.0)
+    assert strict.final_auc >= strict.best_auc - 1e-12
+
+
+def test_search_stage_with_rows_and_retrain(planted) -> None:
+    store, pre, sn, _ = planted
+    evo = EvolutionConfig(population=12, generations=3, topk=4, max_auc_drop=0.002)
+    m = search.run(search.SearchStage(source=sn.fingerprint, evolution=evo, device="cpu"), store)
+    assert {"row_mask", "row_levels", "front", "best"} <= set(m.outputs)
+    info = search.search_row_mask(m, sn)
+    levels = pq.read_table(m.output("row_levels")).to_pylist()
+    assert [r["kept"] for r in levels] == info["kept_per_field"]
+    best = json.loads(m.output("best").read_text())
+    assert best["val_auc"] >= best["max_val_auc"] - 0.002 - 1e-9
+    assert m.metrics["row_sparsity"] > 0.0
+    paper = search.run(
+        search.SearchStage(source=sn.fingerprint, evolution=EvolutionConfig(population=12, generations=3, topk=4,
+                                                                            max_auc_drop=None), device="cpu"),
+        store,
+    )
+    assert "row_mask" not in paper.outputs and paper.metrics["best_params"] > m.metrics["best_params"]
+    r = retrain.run(retrain.RetrainStage(source=m.fingerprint, train=TrainConfig(epochs=1, batch_size=1024), device="cpu"), store)
+    assert r.metrics["variant"] == "optembed"
+    assert r.metrics["kept_rows"] == sum(info["kept_per_field"])
+    assert r.metrics["embedding_params"] == m.metrics["best_params"]
+
+
+def test_prune_only_supernet_searches_rows_only(planted) -> None:
+    store, _, _, _ = planted
+    sn = small_supernet(store, "prune-only", epochs=1)
+    evo = EvolutionConfig(population=4, generations=1, topk=2, max_auc_drop=0.002)
+    m = search.run(search.SearchStage(source=sn.fingerprint, evolution=evo, device="cpu"), store)
+    best = json.loads(m.output("best").read_text())
+    assert set(best["widths"].values()) == {8}
+    r = retrain.run(retrain.RetrainStage(source=m.fingerprint, train=TrainConfig(epochs=1, batch_size=1024), device="cpu"), store)
+    assert r.metrics["variant"] == "optembed-e"
+    with pytest.raises(Exception, match="row levels"):
+        search.run(search.SearchStage(source=sn.fingerprint, evolution=EvolutionConfig(population=4, generations=1, topk=2,
+                                                                                       max_auc_drop=None), device="cpu"), store)
