@@ -1,0 +1,725 @@
+"""Benchmark: do OptEmbed's smaller tables keep the Original model's AUC, across data sets and seeds?
+
+For every data set the whole chain (``pipelines.chain``: preprocess, supernets, searches,
+re-training, evaluation) runs once per seed; the seed sets the supernet's and the re-training's
+``TrainConfig.seed`` and the search's evolution seed, while the data split stays fixed per data
+set. Per data set it reports, over the seeds:
+
+- every variant's test AUC, its change against the Original of the same seed (paired), test
+  logloss, sparsity and embedding bytes: mean, standard deviation and min..max;
+- on planted data (``optembed synth``, ``_criteo_scale`` or any file with a ``<file>.truth.json``
+  beside it) the variant's final row mask and widths against the planted truth: (a) the fraction
+  of the noise fields' rows kept, (b) the fraction of each informative field's training traffic
+  (counts of the kept ids / the field's count) kept, (c) the Spearman correlation of the searched
+  widths with the planted widths of the informative fields;
+- the issue's targets as PASS/FAIL lines: on planted data of 200,000+ rows noise fields keep at
+  most 5% of their rows and no informative field loses more than half of its traffic; OptEmbed's
+  mean test AUC within 0.002 of the Original's at sparsity >= 0.5 (0.005 on the small criteo_10k);
+- an AUC against embedding bytes plot per data set (``quality_<data set>.png`` in the work folder).
+
+The final row mask of a variant is its search artifact's ``row_mask`` output when the search
+wrote one, else its supernet's; its widths are the search's ``best.json`` widths (full width
+without a search).
+
+Data sets: ``../shared/data/criteo_10k.txt`` (skipped when absent), ``optembed synth`` planted
+data (``--rows``), optionally the Criteo-scale planted set of ``_criteo_scale.py``
+(``--criteo-scale ROWS``, slow on CPU) and any ``--data FILE --format FMT`` (repeatable).
+
+Usage::
+
+    python benchmarks/quality.py --work /tmp/quality            # ~30 minutes on 2 CPU cores
+    python benchmarks/quality.py --quick --work /tmp/quality-q  # smoke test, a few minutes
+    python benchmarks/quality.py --criteo-scale 1000000 --device cuda --work /tmp/quality
+    python benchmarks/quality.py --data my.txt --format criteo --compress --out report.md
+
+The work folder keeps the data, the artifact store (a rerun reuses every finished stage), the
+plots, the markdown report (``--out``, default ``quality.md``) and all raw numbers
+(``--json``, default ``quality.json``). ``--results`` also writes the report as the
+``## quality`` section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, now, write_section  # noqa: E402
+import _criteo_scale  # noqa: E402
+
+from optembed.data.formats import FORMATS  # noqa: E402
+from optembed.data.preprocess import PreprocessConfig  # noqa: E402
+from optembed.data.synth import generate  # noqa: E402
+from optembed.errors import ArtifactError  # noqa: E402
+from optembed.models.config import ModelConfig  # noqa: E402
+from optembed.safe_load import FIX, expect_dict, load_tensor_file  # noqa: E402
+from optembed.training.config import TrainConfig  # noqa: E402
+from optembed.training.device import resolve_device  # noqa: E402
+from pipelines import chain  # noqa: E402
+from pipelines.data import read_id_counts, read_schema  # noqa: E402
+from pipelines.retrain import resolve_chain  # noqa: E402
+from pipelines.store import Manifest, Store  # noqa: E402
+from pipelines.supernet import ROW_MASK_KEYS, load_row_mask  # noqa: E402
+
+CRITEO_10K = Path(__file__).resolve().parents[2] / "shared/data/criteo_10k.txt"
+PLANTED_MIN_ROWS = 200_000  # the row checks hold from this size on
+NOISE_KEEP_MAX = 0.05
+TRAFFIC_KEEP_MIN = 0.5
+AUC_TOLERANCE = 0.002
+AUC_TOLERANCE_SMALL = 0.005  # criteo_10k: a 1,000-row test split
+SPARSITY_MIN = 0.5
+SMALL_DATA_ROWS = 50_000  # below this, training uses --small-batch-size
+SYNTH_SEED = 0
+BASELINE = "original"
+TARGET = "optembed"
+COMPRESSIBLE = ("original", "optembed")
+PQ = "+pq"
+METRICS = ("test_auc", "delta_auc", "test_logloss", "sparsity", "embedding_bytes")
+TRUTH_METRICS = ("noise_rows_kept", "min_traffic_kept", "spearman_widths")
+
+# Knobs with a full and a --quick value (None on the command line = the preset's).
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": dict(rows=200_000, seeds="0,1,2", supernet_epochs=6, epochs=6, patience=2, batch_size=2048,
+                 small_batch_size=256, population=20, generations=10, topk=8, mlp="256,128", embed_dim=16),
+    "quick": dict(rows=20_000, seeds="0", supernet_epochs=2, epochs=2, patience=1, batch_size=2048,
+                  small_batch_size=512, population=8, generations=2, topk=4, mlp="64,32", embed_dim=8),
+}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Stat:
+    """Mean, sample standard deviation and range of the finite values among ``n``."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max, "n": self.n}
+
+
+def summarize(values: list[float]) -> Stat:
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return Stat(math.nan, math.nan, math.nan, math.nan, 0)
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    return Stat(float(np.mean(finite)), std, min(finite), max(finite), len(finite))
+
+
+def average_ranks(values: list[float]) -> np.ndarray:
+    """Ranks 1..n, ties sharing the mean of their ranks."""
+    x = np.asarray(values, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (Pearson of the average ranks); NaN when a side is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        return math.nan
+    rx, ry = average_ranks(x) - (len(x) + 1) / 2, average_ranks(y) - (len(y) + 1) / 2
+    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / denom if denom > 0 else math.nan
+
+
+def field_bounds(rows_per_field: list[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum(rows_per_field).tolist()
+    return [(int(e - r), int(e)) for r, e in zip(rows_per_field, ends)]
+
+
+def rows_kept(mask: torch.Tensor, rows_per_field: list[int]) -> list[float]:
+    """Fraction of each field's table rows the mask keeps."""
+    return [float(mask[a:b].sum()) / max(b - a, 1) for a, b in field_bounds(rows_per_field)]
+
+
+def traffic_kept(mask: torch.Tensor, counts: torch.Tensor, rows_per_field: list[int]) -> list[float]:
+    """Per field: training count of the kept ids / training count of all the field's ids (NaN if none)."""
+    out = []
+    for a, b in field_bounds(rows_per_field):
+        total = float(counts[a:b].sum())
+        out.append(float(counts[a:b][mask[a:b]].sum()) / total if total > 0 else math.nan)
+    return out
+
+
+def pooled_rows_kept(mask: torch.Tensor, rows_per_field: list[int], fields: list[int]) -> float:
+    """Kept rows of the given fields together / their rows together."""
+    bounds = field_bounds(rows_per_field)
+    kept = sum(int(mask[bounds[f][0] : bounds[f][1]].sum()) for f in fields)
+    total = sum(rows_per_field[f] for f in fields)
+    return kept / total if total else math.nan
+
+
+def aggregate(runs: list[dict[str, Any]], metrics: tuple[str, ...], baseline: str = BASELINE) -> dict[str, dict[str, Stat]]:
+    """Per variant and metric, the :class:`Stat` over seeds. ``runs``: ``[{"seed", "models":
+    {variant: {metric: value}}}]``; ``delta_auc`` is the test AUC minus the baseline's of the same seed."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        base = run["models"].get(baseline, {}).get("test_auc", math.nan)
+        for variant, row in run["models"].items():
+            per = values.setdefault(variant, {m: [] for m in metrics})
+            for m in metrics:
+                per[m].append(row.get("test_auc", math.nan) - base if m == "delta_auc" else row.get(m, math.nan))
+    return {v: {m: summarize(vals) for m, vals in per.items()} for v, per in values.items()}
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Labels of the ``(label, bytes, auc)`` points no other point beats (fewer or equal bytes and
+    higher AUC, or fewer bytes and equal AUC), from the smallest to the largest."""
+    front, best = [], -math.inf
+    for label, _, auc in sorted(points, key=lambda p: (p[1], -p[2])):
+        if auc > best:
+            front.append(label)
+            best = auc
+    return front
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+@dataclass
+class DataSet:
+    name: str
+    path: Path
+    preprocess: PreprocessConfig
+    tolerance: float = AUC_TOLERANCE
+    truth: dict[str, Any] | None = None
+    note: str = ""
+
+
+def read_truth(path: Path) -> dict[str, Any] | None:
+    file = Path(str(path) + ".truth.json")
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def synth_set(work: Path, rows: int) -> DataSet:
+    path = work / "data" / f"synth_criteo_{rows}_seed{SYNTH_SEED}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or read_truth(path) is None:  # an existing file keeps its identity: cached stages stay valid
+        generate(path, rows, fmt="criteo", seed=SYNTH_SEED)
+    return DataSet(f"synth_{_short(rows)}", path, PreprocessConfig(fmt="criteo"), truth=read_truth(path),
+                   note=f"`optembed synth --format criteo --rows {rows} --seed {SYNTH_SEED}` (default dictionaries)")
+
+
+def criteo_scale_set(work: Path, rows: int) -> DataSet:
+    path = work / "data" / f"criteo_scale_{rows}_seed{SYNTH_SEED}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        _criteo_scale.write(path, rows, seed=SYNTH_SEED)
+    noise = [n for f, n in enumerate(_criteo_scale.NAMES) if f % 3 == 0]
+    truth = {
+        "format": "parquet", "rows": rows, "seed": SYNTH_SEED, "fields": list(_criteo_scale.NAMES), "noise_fields": noise,
+        "signal_rank": {n: 0 if n in noise else _criteo_scale.RANK for n in _criteo_scale.NAMES},
+    }
+    return DataSet(f"criteo_scale_{_short(rows)}", path, PreprocessConfig(fmt="parquet", label="label", min_count=1),
+                   truth=truth, note=f"`benchmarks/_criteo_scale.py` ({rows:,} rows, Criteo dictionary sizes, min-count 1; "
+                   f"every informative field has planted width {_criteo_scale.RANK})")
+
+
+def user_set(path: Path, fmt: str) -> DataSet:
+    label = "label" if fmt in ("csv", "parquet") else None
+    return DataSet(path.stem, path.resolve(), PreprocessConfig(fmt=fmt, label=label), truth=read_truth(path),
+                   note=f"`{path}` (format {fmt})")
+
+
+def data_sets(args: argparse.Namespace, work: Path) -> tuple[list[DataSet], list[str]]:
+    sets, notes = [], []
+    if not args.no_criteo_10k:
+        if CRITEO_10K.is_file():
+            sets.append(DataSet("criteo_10k", CRITEO_10K, PreprocessConfig(fmt="criteo"), tolerance=AUC_TOLERANCE_SMALL,
+                                note="the first 9,999 rows of Criteo (small data: a 1,000-row test split)"))
+        else:
+            notes.append(f"criteo_10k skipped: {CRITEO_10K} is absent")
+    if args.rows:
+        sets.append(synth_set(work, args.rows))
+    if args.criteo_scale:
+        sets.append(criteo_scale_set(work, args.criteo_scale))
+    formats = args.format or []
+    for i, file in enumerate(args.data or []):
+        fmt = formats[i] if i < len(formats) else (formats[-1] if formats else "criteo")
+        sets.append(user_set(Path(file), fmt))
+    return sets, notes
+
+
+def _short(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
+
+
+# --------------------------------------------------------------------------- one chain run
+
+
+class Log:
+    """A reporter that prints each stage message with the elapsed time."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def task(self, description: str, total: float | None = None, unit: str = "it") -> Log:
+        return self
+
+    def message(self, text: str) -> None:
+        print(f"  [{time.perf_counter() - self.started:6.0f} s] {text}", flush=True)
+
+    def update(self, *, description: str | None = None, total: float | None = None) -> None:
+        return None
+
+    def advance(self, amount: float = 1.0) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) -> chain.ChainConfig:
+    batch = args.small_batch_size if rows < SMALL_DATA_ROWS else args.batch_size
+    train = dict(batch_size=batch, patience=args.patience, seed=seed)
+    if args.alpha is not None:
+        train["alpha"] = args.alpha
+    compress: dict[str, Any] = {}
+    if args.compress_variants:
+        compress = {"variants": list(args.compress_variants), "min_rows": args.compress_min_rows,
+                    "finetune_batch_size": batch}
+    return chain.ChainConfig(
+        data=ds.path, preprocess=ds.preprocess,
+        model=ModelConfig(args.model, embed_dim=args.embed_dim, mlp_dims=tuple(int(v) for v in args.mlp.split(","))),
+        supernet=TrainConfig(epochs=args.supernet_epochs, **train),
+        retrain=TrainConfig(epochs=args.epochs, **train),
+        search={"population": args.population, "generations": args.generations, "topk": args.topk, "seed": seed},
+        compress=compress, variants=tuple(args.variant_list), device=args.device, latency=False,
+    )
+
+
+def artifact_labels(done: dict[str, Manifest], variants: list[str], compressed: list[str]) -> dict[str, str]:
+    """Evaluated artifact fingerprint -> variant label (``<variant>+pq`` for a compressed one)."""
+    labels = {}
+    for v in variants:
+        key = "search optembed" if v == "optembed-noretrain" else f"retrain {v}"
+        labels[done[key].fingerprint] = v
+        if v in compressed:
+            labels[done[f"compress {v}"].fingerprint] = v + PQ
+    return labels
+
+
+def read_search_row_mask(manifest: Manifest) -> dict[str, Any]:
+    """A search artifact's own ``row_mask`` output (the supernet's dict format)."""
+    path = manifest.output("row_mask")
+    info = expect_dict(load_tensor_file(path, "row mask file"), path, "row mask file", ROW_MASK_KEYS)
+    if not isinstance(info["mask"], torch.Tensor) or info["mask"].dtype != torch.bool:
+        raise ArtifactError(f"row mask file {path} holds no boolean mask; {FIX}")
+    return info
+
+
+def final_selection(store: Store, manifest: Manifest, names: list[str], dim: int) -> tuple[torch.Tensor | None, list[int]]:
+    """The row mask (None: every row kept) and widths behind an evaluated artifact."""
+    ancestry = resolve_chain(store, manifest)
+    search, sn = ancestry.get("search"), ancestry.get("supernet")
+    widths = [dim] * len(names)
+    if search is not None:
+        best = json.loads(search.output("best").read_text())["widths"]
+        widths = [int(best[n]) for n in names] if isinstance(best, dict) else [int(w) for w in best]
+        info = read_search_row_mask(search) if "row_mask" in search.outputs else load_row_mask(ancestry["supernet"])
+    elif sn is not None:
+        info = load_row_mask(sn)
+    else:
+        return None, widths
+    return (info["mask"].bool() if info["pruned"] else None), widths
+
+
+def truth_stats(mask: torch.Tensor | None, widths: list[int], counts: torch.Tensor, cards: list[int], names: list[str],
+                truth: dict[str, Any]) -> dict[str, Any]:
+    """The planted-truth measures of one variant's final mask and widths."""
+    mask = torch.ones(sum(cards), dtype=torch.bool) if mask is None else mask
+    if mask.numel() != sum(cards):
+        raise ArtifactError(f"a row mask of {mask.numel():,} rows for tables of {sum(cards):,} rows")
+    noise = [i for i, n in enumerate(names) if n in truth["noise_fields"]]
+    informative = [i for i, n in enumerate(names) if truth["signal_rank"].get(n, 0) > 0]
+    kept, traffic = rows_kept(mask, cards), traffic_kept(mask, counts, cards)
+    worst_noise = max(noise, key=lambda i: kept[i]) if noise else None
+    worst_info = min(informative, key=lambda i: traffic[i] if math.isfinite(traffic[i]) else math.inf) if informative else None
+    return {
+        "noise_rows_kept": pooled_rows_kept(mask, cards, noise),
+        "worst_noise_field": names[worst_noise] if worst_noise is not None else None,
+        "worst_noise_rows_kept": kept[worst_noise] if worst_noise is not None else math.nan,
+        "min_traffic_kept": traffic[worst_info] if worst_info is not None else math.nan,
+        "worst_traffic_field": names[worst_info] if worst_info is not None else None,
+        "spearman_widths": spearman([widths[i] for i in informative], [truth["signal_rank"][names[i]] for i in informative]),
+        "rows_kept_per_field": dict(zip(names, kept)),
+        "traffic_kept_per_field": dict(zip(names, traffic)),
+        "widths": dict(zip(names, widths)),
+    }
+
+
+def run_seed(ds: DataSet, args: argparse.Namespace, store: Store, seed: int, rows: int, log: Log) -> dict[str, Any]:
+    started = time.perf_counter()
+    done = chain.run(chain_config(ds, args, seed, rows), store, log)
+    pre, evaluated = done["preprocess"], done["evaluate"]
+    labels = artifact_labels(done, args.variant_list, args.compress_variants)
+    rows_out = json.loads(evaluated.output("metrics").read_text())["models"]
+    names = [f["name"] for f in read_schema(pre)["fields"]]
+    cards = [int(f["cardinality"]) for f in read_schema(pre)["fields"]]
+    counts = read_id_counts(pre, purpose="the traffic check") if ds.truth else None
+    models: dict[str, dict[str, Any]] = {}
+    for row in rows_out:
+        label = labels[row["id"]]
+        entry = {k: row[k] for k in ("id", "stage", "test_auc", "test_logloss", "sparsity", "embedding_params",
+                                     "embedding_bytes", "ratio_vs_original")}
+        if ds.truth is not None and counts is not None:
+            manifest = store.lookup(row["stage"], row["id"])
+            assert manifest is not None
+            mask, widths = final_selection(store, manifest, names, args.embed_dim)
+            entry.update(truth_stats(mask, widths, counts, cards, names, ds.truth))
+        models[label] = entry
+    order = {v: i for i, v in enumerate(variant_order(args))}
+    models = dict(sorted(models.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return {"seed": seed, "evaluate": evaluated.fingerprint, "seconds": round(time.perf_counter() - started, 1),
+            "models": models}
+
+
+def variant_order(args: argparse.Namespace) -> list[str]:
+    out = []
+    for v in args.variant_list:
+        out.append(v)
+        if v in args.compress_variants:
+            out.append(v + PQ)
+    return out
+
+
+def data_rows(ds: DataSet, store: Store) -> int:
+    """Rows of a data set, from its preprocess artifact (run once, cached for the chain)."""
+    from pipelines import preprocess
+
+    return int(preprocess.run(preprocess.PreprocessStage(ds.path, ds.preprocess), store).metrics["rows"])
+
+
+def run_dataset(ds: DataSet, args: argparse.Namespace, store: Store, log: Log) -> dict[str, Any]:
+    rows = data_rows(ds, store)
+    runs = []
+    for seed in args.seed_list:
+        print(f"{ds.name}: seed {seed}", flush=True)
+        runs.append(run_seed(ds, args, store, seed, rows, log))
+    metrics = METRICS + (TRUTH_METRICS if ds.truth else ())
+    stats = aggregate(runs, metrics)
+    result = {"name": ds.name, "path": str(ds.path), "format": ds.preprocess.fmt, "rows": rows, "note": ds.note,
+              "tolerance": ds.tolerance, "planted": ds.truth is not None, "runs": runs,
+              "aggregate": {v: {m: s.to_dict() for m, s in per.items()} for v, per in stats.items()}}
+    result["checks"] = checks(result, stats)
+    result["pareto"] = pareto_front([(v, per["embedding_bytes"].mean, per["test_auc"].mean) for v, per in stats.items()])
+    return result
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: not measured
+    detail: str
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        verdict = "SKIP" if self.ok is None else "PASS" if self.ok else "FAIL"
+        extra = f" ({'; '.join(self.notes)})" if self.notes else ""
+        return f"- **{verdict}** — {self.name}: {self.detail}{extra}"
+
+
+def _worst(runs: list[dict[str, Any]], variant: str, key: str, field_key: str, highest: bool) -> tuple[float, str, int]:
+    rows = [(r["models"][variant][key], r["models"][variant][field_key], r["seed"]) for r in runs if variant in r["models"]]
+    finite = [x for x in rows if x[0] is not None and math.isfinite(x[0])]
+    if not finite:
+        return math.nan, "?", -1
+    return max(finite, key=lambda x: x[0]) if highest else min(finite, key=lambda x: x[0])
+
+
+def checks(result: dict[str, Any], stats: dict[str, dict[str, Stat]]) -> list[dict[str, Any]]:
+    out: list[Check] = []
+    runs = result["runs"]
+    small = [f"{result['rows']:,} rows, below {PLANTED_MIN_ROWS:,}: indicative only"] if result["rows"] < PLANTED_MIN_ROWS else []
+    if result["planted"]:
+        if TARGET in stats:
+            noise = stats[TARGET]["noise_rows_kept"]
+            value, fname, seed = _worst(runs, TARGET, "worst_noise_rows_kept", "worst_noise_field", highest=True)
+            out.append(Check(
+                f"{TARGET}: noise fields keep <= {NOISE_KEEP_MAX:.0%} of their rows", noise.mean <= NOISE_KEEP_MAX,
+                f"{_pct(noise.mean)} of the noise fields' rows kept (mean over seeds; {_pct(noise.min)}..{_pct(noise.max)}); "
+                f"most kept single noise field {fname} {_pct(value)} (seed {seed})", small))
+            value, fname, seed = _worst(runs, TARGET, "min_traffic_kept", "worst_traffic_field", highest=False)
+            out.append(Check(
+                f"{TARGET}: no informative field loses more than {1 - TRAFFIC_KEEP_MIN:.0%} of its traffic",
+                value >= TRAFFIC_KEEP_MIN if math.isfinite(value) else None,
+                f"lowest kept traffic {_pct(value)} ({fname}, seed {seed}; mean over seeds of the per-seed lowest "
+                f"{_pct(stats[TARGET]['min_traffic_kept'].mean)})", small))
+        else:
+            out.append(Check("planted-truth row checks", None, f"variant {TARGET} not run"))
+    if TARGET in stats and BASELINE in stats:
+        delta, sparsity = stats[TARGET]["delta_auc"], stats[TARGET]["sparsity"]
+        tol = result["tolerance"]
+        notes = ["small data"] if tol > AUC_TOLERANCE else []
+        out.append(Check(
+            f"{TARGET}: mean test AUC within {tol} of the Original's at sparsity >= {SPARSITY_MIN}",
+            delta.mean >= -tol and sparsity.mean >= SPARSITY_MIN,
+            f"{TARGET} {stats[TARGET]['test_auc'].mean:.5f} vs original {stats[BASELINE]['test_auc'].mean:.5f}, "
+            f"paired change {delta.mean:+.5f} (seeds {delta.min:+.5f}..{delta.max:+.5f}), sparsity {sparsity.mean:.3f} "
+            f"over {delta.n} seed(s)", notes))
+    else:
+        out.append(Check("AUC against the Original", None, f"needs variants {BASELINE} and {TARGET}"))
+    return [{"name": c.name, "ok": c.ok, "detail": c.detail, "line": c.line()} for c in out]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(s: dict[str, float], spec: str = ".5f", spread: bool = True) -> str:
+    if s["n"] == 0:
+        return "n/a"
+    mean = format(s["mean"], spec)
+    if not spread or s["n"] < 2:
+        return mean
+    return f"{mean} ± {format(s['std'], spec.lstrip('+'))} [{format(s['min'], spec)}..{format(s['max'], spec)}]"
+
+
+def _bytes(s: dict[str, float]) -> str:
+    if s["n"] == 0:
+        return "n/a"
+    if s["min"] == s["max"]:
+        return f"{s['mean']:,.0f}"
+    return f"{s['mean']:,.0f} [{s['min']:,.0f}..{s['max']:,.0f}]"
+
+
+def dataset_markdown(result: dict[str, Any], plot: str | None, compress_note: str) -> str:
+    agg = result["aggregate"]
+    seeds = ",".join(str(r["seed"]) for r in result["runs"])
+    minutes = sum(r["seconds"] for r in result["runs"]) / 60
+    lines = [
+        f"### {result['name']}", "",
+        f"{result['note']}; {result['rows']:,} rows, split 80/10/10 (fixed); seeds {seeds}; {minutes:.1f} min.", "",
+        "| variant | test AUC (mean ± std [min..max]) | change vs Original (paired) | logloss | sparsity | embedding bytes | "
+        "Original bytes / bytes |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for v, s in agg.items():
+        ratio = agg.get(BASELINE, s)["embedding_bytes"]["mean"] / max(s["embedding_bytes"]["mean"], 1)
+        lines.append(f"| {v}{' *' if v in result['pareto'] else ''} | {_fmt(s['test_auc'])} | {_fmt(s['delta_auc'], '+.5f')} | "
+                     f"{_fmt(s['test_logloss'], spread=False)} | {_fmt(s['sparsity'], '.3f')} | {_bytes(s['embedding_bytes'])} | "
+                     f"{ratio:.1f} |")
+    lines += ["", "\\* on the Pareto front of mean embedding bytes against mean test AUC." + compress_note]
+    if result["planted"]:
+        lines += ["", "Planted truth (final row mask and widths of each variant):", "",
+                  "| variant | noise fields' rows kept | most kept noise field | lowest informative traffic kept | "
+                  "Spearman(widths, planted) |", "|---|---|---|---|---|"]
+        for v, s in agg.items():
+            noise_w = _worst(result["runs"], v, "worst_noise_rows_kept", "worst_noise_field", highest=True)
+            info_w = _worst(result["runs"], v, "min_traffic_kept", "worst_traffic_field", highest=False)
+            lines.append(f"| {v} | {_fmt(s['noise_rows_kept'], '.3f')} | {noise_w[1]} {_pct(noise_w[0])} | "
+                         f"{_fmt(s['min_traffic_kept'], '.3f')} (worst {info_w[1]} {_pct(info_w[0])}) | "
+                         f"{_fmt(s['spearman_widths'], '.3f')} |")
+        lines += ["", "Rows kept: pooled over the noise fields (special ids included). Traffic: training counts of the "
+                  "kept ids / the field's training count, lowest informative field per seed. Spearman over the "
+                  "informative fields (n/a when the widths or the planted widths are all equal)."]
+    lines += ["", "Targets:", "", *(c["line"] for c in result["checks"])]
+    if plot:
+        lines += ["", f"Plot: `{plot}` (test AUC against embedding bytes, log scale; small points: seeds, large: means)."]
+    return "\n".join(lines)
+
+
+def knobs_text(args: argparse.Namespace, device: torch.device) -> str:
+    alpha = args.alpha if args.alpha is not None else TrainConfig().alpha
+    text = (f"{args.model} D = {args.embed_dim}, MLP {args.mlp}; supernet up to {args.supernet_epochs} epochs, retrain up "
+            f"to {args.epochs} epochs (early stopping on validation AUC, patience {args.patience}); batch "
+            f"{args.batch_size:,} ({args.small_batch_size:,} on data sets under {SMALL_DATA_ROWS:,} rows); threshold "
+            f"regulariser alpha {alpha:g}; search population {args.population}, {args.generations} generations, top-k "
+            f"{args.topk}; seeds {args.seeds} (supernet, retrain and search seeds); variants {', '.join(variant_order(args))}; "
+            f"device `{device}`{'; preset --quick' if args.quick else ''}.")
+    return text
+
+
+def pq_note(args: argparse.Namespace) -> str:
+    if not args.compress_variants:
+        return ""
+    return (f" `+pq`: the re-trained model compressed (`compress`, product quantization) with `min_rows` "
+            f"{args.compress_min_rows:,}, i.e. only fields of more than {args.compress_min_rows:,} table rows are coded.")
+
+
+def report_markdown(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]], notes: list[str],
+                    plots: dict[str, str], seconds: float) -> str:
+    compress_note = pq_note(args)
+    lines = [
+        "Does OptEmbed keep the Original model's test AUC with smaller tables? Every variant of the chain "
+        "(`pipelines.chain`) once per seed, the data split fixed per data set.", "",
+        f"- Knobs: {knobs_text(args, device)}",
+        f"- Machine: {machine()}. Date: {now()}. Whole run: {seconds / 60:.1f} min.",
+        f"- Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`",
+        *(f"- {n}" for n in notes), "",
+    ]
+    for r in results:
+        lines += [dataset_markdown(r, plots.get(r["name"]), compress_note), ""]
+    return "\n".join(lines)
+
+
+def plot_pareto(path: Path, result: dict[str, Any]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", flush=True)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^vP*Xhp"
+    agg = result["aggregate"]
+    for i, v in enumerate(agg):
+        color, marker = f"C{i % 10}", markers[i % len(markers)]
+        pts = [(r["models"][v]["embedding_bytes"], r["models"][v]["test_auc"]) for r in result["runs"] if v in r["models"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color=color, marker=marker, alpha=0.5)
+        ax.scatter([agg[v]["embedding_bytes"]["mean"]], [agg[v]["test_auc"]["mean"]], s=90, color=color, marker=marker,
+                   edgecolor="black", label=v)
+    front = [(agg[v]["embedding_bytes"]["mean"], agg[v]["test_auc"]["mean"]) for v in result["pareto"]]
+    if len(front) > 1:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", lw=1, ls="--", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding bytes (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.set_title(f"{result['name']}: {len(result['runs'])} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    full, quick = PRESETS["full"], PRESETS["quick"]
+
+    def preset(name: str, kind: type, text: str) -> None:
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                        help=f"{text} (default {full[name]}; --quick {quick[name]})")
+
+    ap.add_argument("--quick", action="store_true", help="a tiny preset: a smoke test of a few minutes")
+    preset("rows", int, "rows of the planted `optembed synth` set (0: skip it)")
+    preset("seeds", str, "comma-separated seeds")
+    preset("supernet_epochs", int, "supernet epochs at most")
+    preset("epochs", int, "re-training epochs at most")
+    preset("patience", int, "early-stopping patience (epochs)")
+    preset("batch_size", int, "training batch size")
+    preset("small_batch_size", int, f"batch size on data sets under {SMALL_DATA_ROWS:,} rows")
+    preset("population", int, "search population")
+    preset("generations", int, "search generations")
+    preset("topk", int, "search elites per generation")
+    preset("mlp", str, "MLP layer widths")
+    preset("embed_dim", int, "embedding width D")
+    ap.add_argument("--model", default="deepfm")
+    ap.add_argument("--alpha", type=float, default=None, help="threshold regulariser weight (default: TrainConfig's)")
+    ap.add_argument("--criteo-scale", type=int, default=0, metavar="ROWS",
+                    help="also the Criteo-scale planted set of _criteo_scale.py with ROWS rows (e.g. 1000000; slow on CPU)")
+    ap.add_argument("--no-criteo-10k", action="store_true", help="skip ../shared/data/criteo_10k.txt")
+    ap.add_argument("--data", action="append", metavar="FILE", help="another data set (repeatable)")
+    ap.add_argument("--format", action="append", choices=FORMATS,
+                    help="format of the matching --data (repeatable, in order; default criteo; csv/parquet: label column 'label')")
+    ap.add_argument("--variants", default=",".join(chain.VARIANTS), help="comma-separated chain variants")
+    ap.add_argument("--compress", nargs="?", const=",".join(COMPRESSIBLE), default=None, metavar="VARIANTS",
+                    help="also compress these re-trained variants (default when given: original,optembed)")
+    ap.add_argument("--compress-min-rows", type=int, default=1000, help="compress only fields with more table rows")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--work", type=Path, default=None, help="data, store, plots and reports (default: a new temporary folder)")
+    ap.add_argument("--out", type=Path, default=None, help="markdown report (default <work>/quality.md)")
+    ap.add_argument("--json", type=Path, default=None, help="raw numbers (default <work>/quality.json)")
+    ap.add_argument("--results", action="store_true", help="also write the '## quality' section of RESULTS.md")
+    args = ap.parse_args(argv)
+    for key, value in PRESETS["quick" if args.quick else "full"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.compress_variants = [v.strip() for v in (args.compress or "").split(",") if v.strip()]
+    unknown = [v for v in args.variant_list if v not in chain.VARIANTS]
+    if unknown or not args.variant_list:
+        ap.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(chain.VARIANTS)}")
+    wrong = [v for v in args.compress_variants if v not in args.variant_list or v == "optembed-noretrain"]
+    if wrong:
+        ap.error(f"--compress: {', '.join(wrong)} is not a re-trained variant of --variants")
+    if len(args.format or []) > max(len(args.data or []), 1):
+        ap.error("more --format than --data options")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="optembed-quality-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work folder: {work}\nknobs: {knobs_text(args, device)}", flush=True)
+    started = time.perf_counter()
+    store, log = Store(work / "artifacts"), Log()
+    sets, notes = data_sets(args, work)
+    for n in notes:
+        print(n, flush=True)
+    results, plots = [], {}
+    for ds in sets:
+        print(f"== {ds.name}: {ds.path}", flush=True)
+        result = run_dataset(ds, args, store, log)
+        results.append(result)
+        png = work / f"quality_{ds.name}.png"
+        if plot_pareto(png, result):
+            plots[ds.name] = png.name
+        print("\n" + dataset_markdown(result, plots.get(ds.name), pq_note(args)) + "\n", flush=True)
+    seconds = time.perf_counter() - started
+    report = report_markdown(args, device, results, notes, plots, seconds)
+    out = args.out or work / "quality.md"
+    out.write_text(report)
+    raw = {"knobs": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, bool, type(None)))},
+           "machine": machine(), "date": now(), "seconds": round(seconds, 1), "notes": notes, "datasets": results}
+    raw["knobs"]["work"] = str(work)
+    (args.json or work / "quality.json").write_text(json.dumps(_json_safe(raw), indent=2, default=str) + "\n")
+    print("\n".join(f"{r['name']}: {c['line'].removeprefix('- ')}" for r in results for c in r["checks"]))
+    print(f"report: {out}; raw numbers: {args.json or work / 'quality.json'}; plots in {work}; {seconds / 60:.1f} min")
+    if args.results:
+        write_section("quality", report)
+        print("wrote the '## quality' section of benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
