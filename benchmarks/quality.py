@@ -299,6 +299,16 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
     train = dict(batch_size=batch, patience=args.patience, seed=seed)
     if args.alpha is not None:
         train["alpha"] = args.alpha
+    super_train = dict(train)
+    if args.threshold_optimizer is not None:
+        super_train["threshold_optimizer"] = args.threshold_optimizer
+    if args.threshold_lr is not None:
+        super_train["threshold_lr"] = args.threshold_lr
+    search: dict[str, Any] = {"population": args.population, "generations": args.generations, "topk": args.topk, "seed": seed}
+    if args.max_auc:
+        search["max_auc"] = True
+    elif args.max_auc_drop is not None:
+        search["max_auc_drop"] = args.max_auc_drop
     compress: dict[str, Any] = {}
     if args.compress_variants:
         compress = {"variants": list(args.compress_variants), "min_rows": args.compress_min_rows,
@@ -306,9 +316,9 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
     return chain.ChainConfig(
         data=ds.path, preprocess=ds.preprocess,
         model=ModelConfig(args.model, embed_dim=args.embed_dim, mlp_dims=tuple(int(v) for v in args.mlp.split(","))),
-        supernet=TrainConfig(epochs=args.supernet_epochs, **train),
+        supernet=TrainConfig(epochs=args.supernet_epochs, **super_train),
         retrain=TrainConfig(epochs=args.epochs, **train),
-        search={"population": args.population, "generations": args.generations, "topk": args.topk, "seed": seed},
+        search=search, retrain_init=args.retrain_init,
         compress=compress, variants=tuple(args.variant_list), device=args.device, latency=False,
     )
 
@@ -551,11 +561,17 @@ def dataset_markdown(result: dict[str, Any], plot: str | None, compress_note: st
 
 
 def knobs_text(args: argparse.Namespace, device: torch.device) -> str:
-    alpha = args.alpha if args.alpha is not None else TrainConfig().alpha
+    defaults = TrainConfig()
+    alpha = args.alpha if args.alpha is not None else defaults.alpha
+    t_opt = args.threshold_optimizer or defaults.threshold_optimizer
+    t_lr = args.threshold_lr if args.threshold_lr is not None else defaults.threshold_lr
+    search = "paper max-AUC search" if args.max_auc else (
+        f"accuracy-bounded search (max AUC drop {args.max_auc_drop if args.max_auc_drop is not None else 0.001:g})")
     text = (f"{args.model} D = {args.embed_dim}, MLP {args.mlp}; supernet up to {args.supernet_epochs} epochs, retrain up "
             f"to {args.epochs} epochs (early stopping on validation AUC, patience {args.patience}); batch "
             f"{args.batch_size:,} ({args.small_batch_size:,} on data sets under {SMALL_DATA_ROWS:,} rows); threshold "
-            f"regulariser alpha {alpha:g}; search population {args.population}, {args.generations} generations, top-k "
+            f"regulariser alpha {alpha:g}, thresholds {t_opt} lr {t_lr:g}; {search}, re-training init "
+            f"{args.retrain_init}; search population {args.population}, {args.generations} generations, top-k "
             f"{args.topk}; seeds {args.seeds} (supernet, retrain and search seeds); variants {', '.join(variant_order(args))}; "
             f"device `{device}`{'; preset --quick' if args.quick else ''}.")
     return text
@@ -653,6 +669,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset("embed_dim", int, "embedding width D")
     ap.add_argument("--model", default="deepfm")
     ap.add_argument("--alpha", type=float, default=None, help="threshold regulariser weight (default: TrainConfig's)")
+    ap.add_argument("--threshold-optimizer", choices=("sgd", "adam"), default=None, help="(default: TrainConfig's)")
+    ap.add_argument("--threshold-lr", type=float, default=None, help="(default: TrainConfig's)")
+    ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
+    ap.add_argument("--max-auc", action="store_true", help="the paper's max-AUC search instead of the accuracy-bounded one")
+    ap.add_argument("--retrain-init", choices=("fresh", "rewind", "supernet"), default="fresh",
+                    help="start of the searched variants' re-training")
     ap.add_argument("--criteo-scale", type=int, default=0, metavar="ROWS",
                     help="also the Criteo-scale planted set of _criteo_scale.py with ROWS rows (e.g. 1000000; slow on CPU)")
     ap.add_argument("--no-criteo-10k", action="store_true", help="skip ../shared/data/criteo_10k.txt")

@@ -46,6 +46,7 @@ class ChainConfig:
     search: dict[str, Any] = field(default_factory=dict)
     compress: dict[str, Any] = field(default_factory=dict)  # "variants" to compress + compress options
     variants: tuple[str, ...] = VARIANTS
+    retrain_init: str = "fresh"  # fresh | rewind | supernet (the searched variants' re-training start)
     device: str = "auto"
     latency: bool = True
     plot: bool = False
@@ -56,6 +57,8 @@ class ChainConfig:
             raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
         if not self.variants:
             raise ConfigError("no variant to run")
+        if self.retrain_init not in retrain.INITS:
+            raise ConfigError(f"[run] retrain_init must be one of {', '.join(retrain.INITS)}, got {self.retrain_init!r}")
         for v in self.compress.get("variants", ()):
             if v not in self.variants or v == "optembed-noretrain":
                 raise ConfigError(f"[compress] variant '{v}' is not a re-trained variant of this run ({', '.join(self.variants)})")
@@ -175,6 +178,7 @@ def load_config(path: Path) -> ChainConfig:
         search=_section(raw, "search"),
         compress=_section(raw, "compress"),
         variants=tuple(run_raw.pop("variants", VARIANTS)),
+        retrain_init=run_raw.pop("retrain_init", "fresh"),
         device=run_raw.pop("device", "auto"),
         latency=run_raw.pop("latency", True),
         plot=run_raw.pop("plot", False),
@@ -227,6 +231,7 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
         r_cfg = retrain.RetrainStage(
             source=source.fingerprint,
             full=variant == "original",
+            init="fresh" if variant == "original" else config.retrain_init,
             model=config.model,
             train=config.retrain,
             device=config.device,
