@@ -143,6 +143,21 @@ def write_error(exc: BaseException, what: str, after: str = "") -> ArtifactError
     return ArtifactError(f"{reason} while writing {what}{_filename(exc)}{hint}{tail}")
 
 
+def release_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and the exceptions chained to it: the frames of a failed
+    write hold its half-written file open (on a full disk, the space), and the error raised
+    instead would keep them reachable through its context."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        todo += [current.__context__, current.__cause__]
+
+
 def _filename(exc: BaseException) -> str:
     name = getattr(exc, "filename", None)
     return f" ({name})" if name else ""
@@ -540,6 +555,7 @@ class Store:
         final = self.root / check_stage_name(manifest.stage) / check_fingerprint(manifest.fingerprint)
         tmp = self.temp_dir(manifest.stage, manifest.fingerprint)
         what = f"the {manifest.stage} artifact"
+        failure: ArtifactError | None = None
         try:
             self.clean_stale(manifest.stage)
             tmp.mkdir(parents=True, exist_ok=True)
@@ -567,11 +583,13 @@ class Store:
             failure = write_error(exc, what, "nothing was published")
             if failure is None:
                 raise
-            raise failure from None
+            release_frames(exc)
         except BaseException:
             if not keep_on_error:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if failure is not None:
+            raise failure
 
 
 def _check_shape(data: dict[str, Any], file: Path) -> None:
