@@ -110,8 +110,9 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def cached_notes(stage: str, fp: str, recorded: dict[str, Any], device: str | torch.device | None) -> list[str]:
     """One note when a reused artifact was computed under a different thread count, device or
-    torch version than the current run would use; nothing for old manifests without provenance."""
-    if not recorded:
+    torch version than the current run would use; nothing for old manifests without provenance
+    and for stages that computed nothing with torch (no device recorded, e.g. preprocess)."""
+    if not recorded or recorded.get("device") is None:
         return []
     diffs = differences(recorded, collect(device))
     if not diffs:

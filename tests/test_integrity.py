@@ -84,6 +84,8 @@ def test_provenance_stays_out_of_the_fingerprint_and_cached_note(tmp_path: Path,
     assert again.cached and again.fingerprint == first.fingerprint
     assert len(again.notes) == 1 and "torch threads" in again.notes[0] and "torch 9.9.9" not in again.notes[0]
     assert "(now 9.9.9)" in again.notes[0] and "--force" in again.notes[0]
+    no_torch = execute(store, "demo", 1, {"x": 2}, {}, build_with({}))  # no device: nothing computed with torch
+    assert execute(store, "demo", 1, {"x": 2}, {}, build_with({})).notes == [] and no_torch.provenance["device"] is None
 
 
 def test_git_absent_is_no_failure(monkeypatch: pytest.MonkeyPatch) -> None:
