@@ -49,6 +49,8 @@ app.command()(evaluate.evaluate)
 app.command()(run.run)
 app.command()(artifacts.artifacts)
 app.command()(artifacts.show)
+app.command()(artifacts.rm)
+app.command()(artifacts.gc)
 
 
 def main(argv: list[str] | None = None) -> None:

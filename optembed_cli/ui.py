@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from optembed.errors import OptembedError
-from pipelines.store import Manifest
+from pipelines.store import Manifest, strict_dumps
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
@@ -142,10 +142,14 @@ def reporter(quiet: bool = False) -> Iterator[RichReporter]:
 
 
 def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
-    """Say whether a stage ran or was cached; with --json print only the manifest on stdout."""
+    """Say whether a stage ran or was cached; with --json print only the manifest on stdout.
+
+    Notes about the artifact (a cached one computed in another environment) go to stderr.
+    """
+    notes(manifest)
     if as_json:  # the manifest plus where it lives, for shell scripts
         data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached}
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(strict_dumps(data) + "\n")
         sys.stdout.flush()
         return
     where = manifest.path or "?"
@@ -155,6 +159,13 @@ def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None
         out.print(f"[green]done[/]: {manifest.stage} {manifest.fingerprint} written to {where}")
     if what:
         out.print(what)
+
+
+def notes(manifest: Manifest) -> None:
+    """Print the manifest's notes on stderr, one line each, once."""
+    for line in manifest.notes:
+        err.print(Text(" ".join(line.split())), soft_wrap=True)
+    manifest.notes.clear()
 
 
 def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> None:

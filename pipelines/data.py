@@ -60,8 +60,9 @@ def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tens
     parts = []
     for f in schema["fields"]:
         card = int(f["cardinality"])
-        path = manifest.path / f.get("vocab", "")
-        if "vocab" not in f or not path.is_file():
+        rel = f.get("vocab")
+        path = manifest.file(rel, must_exist=False) if isinstance(rel, str) and rel else None
+        if path is None or not path.is_file():
             raise ConfigError(
                 f"{purpose} needs id counts, but preprocess artifact {manifest.fingerprint} has no vocabulary "
                 f"file for field {f['name']}"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.errors import ArtifactError, ConfigError
+from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
@@ -32,6 +32,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
+from pipelines import resume as resume_mod
 from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -52,6 +53,7 @@ class RetrainStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig | None = None  # only for full=True from a preprocess artifact
     device: str = "auto"
+    resume: bool = False  # continue an interrupted run from its last finished epoch
     force: bool = False
 
 
@@ -155,6 +157,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     upstream = {**p.upstream, "preprocess": p.preprocess}
 
     def build(tmp: Path, manifest: Manifest) -> None:
+        resume_dir = resume_mod.resume_dir(store, STAGE, manifest.fingerprint)
         data = load_dataset(p.preprocess, device)
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, p.model, "none")
@@ -169,9 +172,15 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         dim = p.model.embed_dim
         widths = torch.tensor(p.widths if p.widths is not None else [dim] * model.n_fields)
         model.set_fixed_masks(keep, widths)
+        resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
+        if config.resume and resume_state is None:
+            reporter.message("no interrupted run to resume; starting from scratch")
         result = Trainer(model, config.train, device, reporter, row_counts=counts).fit(
-            data.splits["train"], data.splits["val"], data.splits["test"]
+            data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
+            resume_mod.checkpointer(resume_dir),
         )
+        if not result.history:
+            raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         model.eval()
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
@@ -203,4 +212,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "device": str(device),
         }
 
-    return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)
+    manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device=device)
+    if not manifest.cached:  # published: the checkpoint of the run is no longer needed
+        resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
+    return manifest

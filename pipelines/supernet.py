@@ -7,7 +7,6 @@ m_e*, per-field kept counts and thresholds), ``curves.parquet`` (one row per epo
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,16 @@ from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
+from pipelines import resume as resume_mod
 from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
 from pipelines.stage import execute
-from pipelines.store import Manifest, Store
+from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
 
 STAGE = "supernet"
 VERSION = 1
 UPSTREAM = "preprocess"
-RESUME_PREFIX = ".resume-"
 ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
-RESUME_KEYS = ("epoch", "model", "optimizers", "generator", "best_state", "best_epoch", "best_val_auc", "history", "bad_epochs")
 
 
 @dataclass
@@ -91,24 +90,22 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
     def build(tmp: Path, manifest: Manifest) -> None:
-        resume_dir = store.root / STAGE / f"{RESUME_PREFIX}{manifest.fingerprint}"
+        resume_dir = resume_mod.resume_dir(store, STAGE, manifest.fingerprint)
         data = load_dataset(upstream, device)
         if len(data.splits["train"]) == 0:
             raise TrainingError("the training split is empty")
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, config.model, config.mode).to(device)
         save_model(tmp / "init.pt", model, config.mode, data.field_names)
-        resume_state = _load_resume(resume_dir, device) if config.resume else None
+        resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
         trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts)
 
-        def checkpoint(state: dict[str, Any]) -> None:
-            resume_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(state, resume_dir / "checkpoint.tmp")
-            (resume_dir / "checkpoint.tmp").replace(resume_dir / "checkpoint.pt")
-
-        result = trainer.fit(data.splits["train"], data.splits["val"], data.splits["test"], resume_state, checkpoint)
+        result = trainer.fit(
+            data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
+            resume_mod.checkpointer(resume_dir),
+        )
         if not result.history:
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
@@ -147,9 +144,11 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             **result.optimizer_state_bytes,
             "device": str(device),
         }
-        shutil.rmtree(resume_dir, ignore_errors=True)
 
-    return execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force)
+    manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device)
+    if not manifest.cached:  # published: the checkpoint of the run is no longer needed
+        resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
+    return manifest
 
 
 def _row_mask(model: CTRModel) -> dict[str, Any]:
@@ -166,14 +165,6 @@ def _row_mask(model: CTRModel) -> dict[str, Any]:
         "thresholds": model.pruner.threshold.detach().cpu().tolist(),
         "pruned": model.prune_rows,
     }
-
-
-def _load_resume(resume_dir: Path, device: torch.device) -> dict[str, Any] | None:
-    path = resume_dir / "checkpoint.pt"
-    if not path.is_file():
-        return None
-    state = load_tensor_file(path, "resume checkpoint", map_location=device)
-    return expect_dict(state, path, "resume checkpoint", RESUME_KEYS)
 
 
 def load_row_mask(manifest: Manifest) -> dict[str, Any]:

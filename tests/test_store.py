@@ -104,7 +104,9 @@ def test_resolve_by_prefix_path_newest_and_stage(tmp_path: Path) -> None:
     store = Store(tmp_path)
     a = execute(store, "alpha", 1, {"i": 1}, {}, writer_of("a", []))
     b = execute(store, "alpha", 1, {"i": 2}, {}, writer_of("b", []))
-    (b.path / MANIFEST).write_text(json.dumps({**b.to_dict(), "created": "9999-01-01T00:00:00+00:00"}))
+    edited = {**b.to_dict(), "created": "9999-01-01T00:00:00+00:00"}
+    edited.pop("manifest_sha256")  # an edited manifest without its self-hash loads as unverified
+    (b.path / MANIFEST).write_text(json.dumps(edited))
     assert store.resolve(a.fingerprint[:10]).fingerprint == a.fingerprint
     assert store.resolve(str(a.path)).fingerprint == a.fingerprint
     assert store.resolve(None, "alpha").fingerprint == b.fingerprint

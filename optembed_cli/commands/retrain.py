@@ -46,6 +46,7 @@ def retrain(
     freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
@@ -68,6 +69,7 @@ def retrain(
         ),
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         device=device,
+        resume=resume,
         force=force,
     )
     ui.run_stage(stage.run, config, artifacts, json, render)

@@ -69,6 +69,8 @@ def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, quiet: bool) -> di
         ui.err.print(Text(line), soft_wrap=True)
     with ui.reporter(quiet=quiet) as rep:
         done = chain.run(cfg, store, rep)
+    for manifest in done.values():
+        ui.notes(manifest)
     if not quiet:
         evaluate_cmd.render(done["evaluate"])
     return done
