@@ -50,8 +50,10 @@ class CompressStage:
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
         ft = self.finetune
-        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 1:
-            raise ConfigError("--finetune-epochs must be >= 0, --finetune-lr positive, batch size and patience >= 1")
+        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 0:
+            raise ConfigError(
+                "--finetune-epochs must be >= 0, --finetune-lr positive, the batch size >= 1 and --patience >= 0"
+            )
 
 
 def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:

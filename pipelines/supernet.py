@@ -31,7 +31,7 @@ from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 
 STAGE = "supernet"
-VERSION = 1
+VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
 UPSTREAM = "preprocess"
 RESUME_PREFIX = ".resume-"
 ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")

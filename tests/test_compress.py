@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from optembed.data.tensors import SplitTensors
+from optembed.errors import TrainingError
 from optembed.models.compact import export_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.quantization import QuantizerConfig, fit_quantizer
 from optembed.quantization.compress import compact_row_counts, quantize_compact
+from optembed.quantization import finetune as finetune_mod
 from optembed.quantization.finetune import FinetuneConfig
 from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
 from optembed.training.config import TrainConfig
@@ -130,6 +133,43 @@ def test_compact_row_counts_sum_pruned_ids_into_the_oov_row() -> None:
     compact = export_compact(model, keep, torch.tensor(widths), ["f0"])
     counts = compact_row_counts(compact, [torch.tensor([1, 10, 100, 1000, 10000, 5])])
     assert counts[0].tolist() == [1 + 100 + 10000, 10, 1000, 5]
+
+
+def tiny_split(cards: list[int], n: int, seed: int) -> SplitTensors:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([torch.randint(0, c, (n,), generator=g) for c in cards], dim=1).to(torch.int32)
+    y = (x[:, 0] % 3 == 0).float()
+    return SplitTensors(x, y)
+
+
+def tiny_quantized(cards: list[int]):
+    _, compact = tiny_compact(cards, [8] * len(cards))
+    qmodel, _ = quantize_compact(compact, None, QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64), min_rows=50)
+    return qmodel
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(1, 2), (2, 3), (3, 7), (0, 8)])
+def test_finetune_patience_stops_after_that_many_epochs_without_gain(
+    monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
+) -> None:
+    # epoch 0 is the model as quantized; no gain in epochs 2 and 3, a gain in 4, none from 5 on
+    aucs = iter([0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5])
+    monkeypatch.setattr(finetune_mod, "_metrics", lambda *a: {"val_auc": next(aucs), "val_logloss": 0.5})
+    cards = [300, 20]
+    result = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=8, patience=patience, batch_size=256),
+                                   tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    assert len(result.history) - 1 == epochs_run
+    assert result.best_epoch == (1 if epochs_run < 4 else 4)
+
+
+def test_finetune_divergence_stops_with_one_clear_error() -> None:
+    cards = [300, 20]
+    with pytest.raises(TrainingError, match=r"at epoch 1, step 3.*try a lower --finetune-lr \(now 1e\+06\)"):
+        finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=2, lr=1e6, batch_size=256),
+                              tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    sane = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=2, lr=1e-2, batch_size=256, patience=0),
+                                 tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    assert len(sane.history) == 3
 
 
 def planted_table() -> tuple[torch.Tensor, torch.Tensor]:
