@@ -26,7 +26,13 @@ WdOpt = Annotated[float, typer.Option(help="Adam weight decay.")]
 AlphaOpt = Annotated[float, typer.Option(help="Weight of the threshold regulariser alpha * sum(exp(-t)).")]
 TLrOpt = Annotated[float, typer.Option(help="Learning rate of the pruning thresholds.")]
 TOptOpt = Annotated[str, typer.Option(help="Optimizer of the thresholds: adam | sgd.")]
-PatienceOpt = Annotated[int, typer.Option(help="Epochs without validation AUC gain before stopping.")]
+PatienceOpt = Annotated[
+    int,
+    typer.Option(
+        help="Stop after this many epochs in a row without a validation AUC gain (0: never stop early); "
+        "the best epoch is kept either way."
+    ),
+]
 EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]

@@ -5,6 +5,11 @@ model is quantized field by field (:func:`quantize_compact`) with popularity wei
 preprocess vocabulary counts, fine-tuned with the codes fixed, and saved as a self-describing
 quantized model. The metrics compare embedding bytes with the dense float32 Original table
 (all rows x D x 4) and with the source's compact tables.
+
+A run that would code no field (every table has ``min_rows`` rows or fewer, or its codes would
+not be smaller) stops before any work with one line naming the largest field and the
+``--min-rows`` that would code fields: its result would be the source model with a fine-tuning
+epoch, not a compressed model. Nothing is published, and no cached artifact is returned.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch
 from optembed.errors import ConfigError
 from optembed.models.compact import load_compact
 from optembed.progress import NULL, Reporter
-from optembed.quantization.compress import compact_row_counts, quantize_compact
+from optembed.models.compact import CompactModel
+from optembed.quantization.compress import compact_row_counts, field_decision, field_shapes, quantize_compact
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig, finetune
 from optembed.quantization.model import save_quantized
@@ -50,12 +56,37 @@ class CompressStage:
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
         ft = self.finetune
-        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 1:
-            raise ConfigError("--finetune-epochs must be >= 0, --finetune-lr positive, batch size and patience >= 1")
+        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 0:
+            raise ConfigError(
+                "--finetune-epochs must be >= 0, --finetune-lr positive, the batch size >= 1 and --patience >= 0"
+            )
 
 
 def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:
     return list(torch.split(counts, cardinalities))
+
+
+def require_coded_field(compact: CompactModel, cfg: QuantizerConfig, min_rows: int) -> None:
+    """Raise :class:`ConfigError` when no field of ``compact`` would be coded (see the module doc)."""
+    shapes = field_shapes(compact)
+    if any(not field_decision(rows, width, cfg, min_rows)[1] for _, rows, width in shapes):
+        return
+    name, rows, _ = max(shapes, key=lambda s: s[1])
+    # fields that a lower floor would code, largest first
+    codable = sorted(((n, r) for n, r, w in shapes if not field_decision(r, w, cfg, 0)[1]), key=lambda s: -s[1])
+    head = f"compress would code no field: no field has more than --min-rows {min_rows} rows"
+    if rows > min_rows:
+        head += " and codes smaller than its float table"
+    head += f" (the largest, {name}, has {rows:,})"
+    if not codable:
+        hint = (f"no --min-rows would code one with --groups/--sub-dim and --codebook-share {cfg.codebook_share:g} "
+                "(fewer groups or a larger share might)")
+    elif len(codable) == 1 or codable[-1][1] == codable[0][1]:
+        hint = f"--min-rows {codable[0][1] - 1} would code {', '.join(n for n, _ in codable)}"
+    else:
+        hint = (f"--min-rows {codable[0][1] - 1} would code {codable[0][0]}, "
+                f"--min-rows {codable[-1][1] - 1} all {len(codable)} fields that can be coded")
+    raise ConfigError(f"{head}; {hint}; nothing was published")
 
 
 def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manifest:
@@ -68,6 +99,10 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
     counts = None
     if config.quantizer.popularity != "none":
         counts = split_counts(read_id_counts(pre, purpose="compress --popularity"), cards)
+    compact, _ = load_compact(source.output("compact"), "cpu")
+    if compact.field_names != [f["name"] for f in schema["fields"]]:
+        raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
+    require_coded_field(compact, config.quantizer, config.min_rows)
     device = resolve_device(config.device)
     params: dict[str, Any] = {
         "quantizer": config.quantizer.to_dict(),
@@ -77,13 +112,10 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
     upstream = {"retrain": source, "preprocess": pre}
 
     def build(tmp: Path, manifest: Manifest) -> None:
-        compact, _ = load_compact(source.output("compact"), "cpu")
-        if compact.field_names != [f["name"] for f in schema["fields"]]:
-            raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
         data = load_dataset(pre, device)
         val, test = data.splits["val"], data.splits["test"]
         before_test = evaluate(compact.to(device), test, device, config.finetune.eval_batch_size)
-        compact = compact.cpu()
+        compact.cpu()  # Module.to / .cpu move the model in place
         row_counts = compact_row_counts(compact, counts) if counts is not None else None
         started = time.perf_counter()
         model, stats = quantize_compact(compact, row_counts, config.quantizer, config.min_rows, device, reporter)

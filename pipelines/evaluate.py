@@ -7,6 +7,11 @@ without re-training"). All must come from the same preprocess artifact.
 
 Embedding bytes are what the tables hold (float32 values, codes and codebooks); the ratio
 compares them with the dense float32 Original table (all rows x D x 4 bytes).
+
+A ``compress`` artifact that coded no field (``coded_fields`` 0, made before ``compress`` refused
+such runs) is its source model with a fine-tuning epoch, not a compressed variant: it is refused.
+Every row of the table has its own label: artifacts that would share one (two compressions of
+the same model, two runs of one variant) get their fingerprint's first characters appended.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask
 
 STAGE = "evaluate"
-VERSION = 1
+VERSION = 2  # 2: unique variant labels; compress artifacts that coded no field are refused
 SOURCES = ("retrain", "compress", "supernet", "search")
 
 
@@ -75,7 +80,24 @@ def pick_sources(config: EvaluateStage, store: Store) -> list[Manifest]:
     seen: dict[str, Manifest] = {}
     for m in found:
         seen.setdefault(m.fingerprint, m)
+    for m in seen.values():
+        if m.stage == "compress" and m.metrics.get("coded_fields", 1) == 0:
+            raise ArtifactError(
+                f"compress artifact {m.fingerprint[:10]} coded no field: it is its source model "
+                f"(retrain {m.upstream.get('retrain', '?')[:10]}) with a fine-tuning epoch, not a compressed variant; "
+                "evaluate the retrain artifact instead"
+            )
     return list(seen.values())
+
+
+def unique_labels(rows: list[dict[str, Any]], prefix: int = 8) -> None:
+    """Append the fingerprint's first ``prefix`` characters to every ``variant`` shared by rows."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["variant"]] = counts.get(r["variant"], 0) + 1
+    for r in rows:
+        if counts[r["variant"]] > 1:
+            r["variant"] = f"{r['variant']} [{r['id'][:prefix]}]"
 
 
 def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
@@ -171,6 +193,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             rows.append(row)
             task.advance(1)
         task.close()
+        unique_labels(rows)
         (tmp / "metrics.json").write_text(json.dumps({"preprocess": pre.fingerprint, "models": rows}, indent=2) + "\n")
         (tmp / "report.md").write_text(report_markdown(rows, pre, data.field_names))
         manifest.outputs = {"metrics": "metrics.json", "report": "report.md"}

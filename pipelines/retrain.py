@@ -40,7 +40,7 @@ from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask, train_params
 
 STAGE = "retrain"
-VERSION = 1
+VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
 SOURCES = ("search", "supernet", "preprocess")
 INITS = ("fresh", "rewind", "supernet")  # supernet: warm start from the trained supernet
 

@@ -32,7 +32,7 @@ from pipelines.stage import execute
 from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
 
 STAGE = "supernet"
-VERSION = 1
+VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
 UPSTREAM = "preprocess"
 ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
 

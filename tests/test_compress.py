@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from optembed.models.compact import export_compact
+from optembed.data.tensors import SplitTensors
+from optembed.errors import ArtifactError, ConfigError, TrainingError
+from optembed.models.compact import export_compact, load_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.quantization import QuantizerConfig, fit_quantizer
 from optembed.quantization.compress import compact_row_counts, quantize_compact
+from optembed.quantization import finetune as finetune_mod
 from optembed.quantization.finetune import FinetuneConfig
 from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
 from optembed.training.config import TrainConfig
 from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
 from pipelines import compress, evaluate, retrain
+from pipelines.store import Store
 
 FAST_Q = QuantizerConfig(groups=4, codebook=16, steps=60, batch_size=512)
 
@@ -132,6 +137,43 @@ def test_compact_row_counts_sum_pruned_ids_into_the_oov_row() -> None:
     assert counts[0].tolist() == [1 + 100 + 10000, 10, 1000, 5]
 
 
+def tiny_split(cards: list[int], n: int, seed: int) -> SplitTensors:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([torch.randint(0, c, (n,), generator=g) for c in cards], dim=1).to(torch.int32)
+    y = (x[:, 0] % 3 == 0).float()
+    return SplitTensors(x, y)
+
+
+def tiny_quantized(cards: list[int]):
+    _, compact = tiny_compact(cards, [8] * len(cards))
+    qmodel, _ = quantize_compact(compact, None, QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64), min_rows=50)
+    return qmodel
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(1, 2), (2, 3), (3, 7), (0, 8)])
+def test_finetune_patience_stops_after_that_many_epochs_without_gain(
+    monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
+) -> None:
+    # epoch 0 is the model as quantized; no gain in epochs 2 and 3, a gain in 4, none from 5 on
+    aucs = iter([0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5])
+    monkeypatch.setattr(finetune_mod, "_metrics", lambda *a: {"val_auc": next(aucs), "val_logloss": 0.5})
+    cards = [300, 20]
+    result = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=8, patience=patience, batch_size=256),
+                                   tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    assert len(result.history) - 1 == epochs_run
+    assert result.best_epoch == (1 if epochs_run < 4 else 4)
+
+
+def test_finetune_divergence_stops_with_one_clear_error() -> None:
+    cards = [300, 20]
+    with pytest.raises(TrainingError, match=r"at epoch 1, step 3.*try a lower --finetune-lr \(now 1e\+06\)"):
+        finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=2, lr=1e6, batch_size=256),
+                              tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    sane = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=2, lr=1e-2, batch_size=256, patience=0),
+                                 tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))
+    assert len(sane.history) == 3
+
+
 def planted_table() -> tuple[torch.Tensor, torch.Tensor]:
     """Four tight, popular clusters (80% of the rows) and a spread-out, rare tail."""
     g = torch.Generator().manual_seed(0)
@@ -191,6 +233,53 @@ def test_stage_compresses_and_keeps_the_auc(trained) -> None:
     assert rows["compress"]["ratio_vs_original"] > rows["retrain"]["ratio_vs_original"] == pytest.approx(1.0)
 
 
+def test_a_run_that_would_code_no_field_stops_with_one_line(trained, cli) -> None:
+    store, pre, source = trained
+    schema = json.loads(pre.output("schema").read_text())
+    compact, _ = load_compact(source.output("compact"))
+    largest = max(range(len(compact.kept)), key=lambda f: compact.kept[f])
+    name, rows = compact.field_names[largest], compact.kept[largest]
+    assert rows < 10_000 and len(schema["fields"]) == len(compact.kept)
+    before = sorted(p.name for p in (store.root / "compress").iterdir()) if (store.root / "compress").exists() else []
+    # the defaults (--min-rows 10000) code nothing on this small data set
+    res = cli("compress", "--from", source.fingerprint, "--device", "cpu", "--artifacts", store.root)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert f"no field has more than --min-rows 10000 rows (the largest, {name}, has {rows:,})" in lines[0]
+    assert f"--min-rows {rows - 1} would code {name}" in lines[0] and "nothing was published" in lines[0]
+    after = sorted(p.name for p in (store.root / "compress").iterdir()) if (store.root / "compress").exists() else []
+    assert after == before
+    # the suggested floor codes that field
+    _, stats = quantize_compact(compact, None, QuantizerConfig(steps=1, kmeans_iters=0), min_rows=rows - 1)
+    assert [s["field"] for s in stats if s["coded"]] == [name]
+    # no floor helps when every field's codebooks would cost too much
+    with pytest.raises(ConfigError, match=r"and codes smaller than its float table .* no --min-rows would code one"):
+        compress.run(compress.CompressStage(source=source.fingerprint, quantizer=QuantizerConfig(codebook_share=1e-6),
+                                            min_rows=0, device="cpu"), store)
+
+
+def test_evaluate_refuses_a_compress_artifact_that_coded_nothing(trained, tmp_path: Path) -> None:
+    store, _, source = trained
+    cfg = compress.CompressStage(source=source.fingerprint, quantizer=replace(FAST_Q, steps=5, kmeans_iters=0),
+                                 min_rows=200, finetune=FinetuneConfig(epochs=0), device="cpu")
+    m = compress.run(cfg, store)
+    other = compress.run(replace(cfg, quantizer=replace(cfg.quantizer, codebook=8)), store)
+    ev = evaluate.run(evaluate.EvaluateStage(sources=[m.fingerprint, other.fingerprint], device="cpu", latency=False), store)
+    labels = {r["id"]: r["variant"] for r in json.loads(ev.output("metrics").read_text())["models"]}
+    assert labels == {m.fingerprint: f"original + pq [{m.fingerprint[:8]}]",
+                      other.fingerprint: f"original + pq [{other.fingerprint[:8]}]"}
+    # an artifact made before compress refused such runs: coded_fields 0
+    copy = tmp_path / "store"
+    shutil.copytree(store.root, copy)
+    path = copy / "compress" / m.fingerprint / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["metrics"]["coded_fields"] = 0
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"compress artifact {m.fingerprint[:10]} coded no field.*not a compressed variant"):
+        evaluate.run(evaluate.EvaluateStage(sources=[m.fingerprint, source.fingerprint], device="cpu", latency=False),
+                     Store(copy))
+
+
 def test_cli_compress_and_bad_input(trained, cli, tmp_path: Path) -> None:
     store, pre, source = trained
     root = store.root
@@ -214,7 +303,7 @@ def test_cli_compress_and_bad_input(trained, cli, tmp_path: Path) -> None:
     copy = tmp_path / "store"
     shutil.copytree(root, copy)
     shutil.rmtree(copy / "preprocess" / pre.fingerprint / "vocab")
-    res = cli("compress", "--from", source.fingerprint, "--device", "cpu", "--artifacts", copy, "--force")
+    res = cli("compress", "--from", source.fingerprint, "--min-rows", "200", "--device", "cpu", "--artifacts", copy, "--force")
     assert res.exit_code == 2 and "needs id counts" in res.stderr, res.stderr
     assert sorted(p.name for p in (root / "compress").iterdir()) == before
 

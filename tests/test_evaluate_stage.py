@@ -57,6 +57,20 @@ def test_evaluate_plots(prepared) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 
 
+def test_variant_labels_are_unique(prepared) -> None:
+    store, _, _, pruned, full = prepared
+    again = retrain.run(retrain.RetrainStage(source=full.upstream["supernet"], full=True, device="cpu",
+                                             train=TrainConfig(epochs=1, batch_size=512, seed=7)), store)
+    m = evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint, again.fingerprint],
+                                            device="cpu", latency=False), store)
+    labels = {r["id"]: r["variant"] for r in json.loads(m.output("metrics").read_text())["models"]}
+    assert labels[pruned.fingerprint] == "optembed-e"  # a label of its own is left alone
+    assert labels[full.fingerprint] == f"original [{full.fingerprint[:8]}]"
+    assert labels[again.fingerprint] == f"original [{again.fingerprint[:8]}]"
+    report = m.output("report").read_text()
+    assert f"original [{again.fingerprint[:8]}]" in report
+
+
 def test_evaluate_rejects_mixed_data(prepared) -> None:
     store, _, _, pruned, _ = prepared
     # a second data set in the same store: models of different data are not compared

@@ -109,6 +109,14 @@ def test_retrain_errors(prepared, cli) -> None:
         retrain.run(retrain.RetrainStage(source=sn.fingerprint, init="warm", train=FAST), store)
     res = cli("retrain", "--artifacts", store.root, "--from", pre.fingerprint)
     assert res.exit_code == 2 and "expected search or supernet" in res.stderr
-    ok = cli("retrain", "--artifacts", store.root, "--from", sn.fingerprint, "--epochs", "1", "--json", "--device", "cpu")
+    ok = cli("retrain", "--artifacts", store.root, "--from", sn.fingerprint, "--epochs", "1", "--json", "--device", "cpu",
+             "--lr", "1e-2", "--amp", "none")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["stage"] == "retrain"
+    # a diverging run: one line naming where and the loss, exit 2, nothing published
+    before = sorted(p.name for p in (store.root / "retrain").iterdir())
+    bad = cli("retrain", "--artifacts", store.root, "--from", sn.fingerprint, "--epochs", "1", "--device", "cpu", "--lr", "1e6")
+    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1, bad.output
+    assert "at epoch 1, step" in lines[0] and "try a lower --lr (now 1e+06)" in lines[0], lines[0]
+    assert sorted(p.name for p in (store.root / "retrain").iterdir()) == before

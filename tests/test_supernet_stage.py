@@ -74,7 +74,7 @@ def test_original_model_beats_chance(prepared) -> None:
 def test_cli_supernet_json_and_errors(prepared, cli) -> None:
     store, pre, _ = prepared
     base = ["--artifacts", store.root, "--embed-dim", "4", "--mlp", "8", "--epochs", "1", "--device", "cpu"]
-    res = cli("supernet", *base, "--from", pre.fingerprint, "--json", "--mode", "dims-only")
+    res = cli("supernet", *base, "--from", pre.fingerprint, "--json", "--mode", "dims-only", "--lr", "1e-2", "--amp", "none")
     assert res.exit_code == 0, res.output
     man = json.loads(res.stdout)
     assert man["stage"] == "supernet" and man["upstream"] == {"preprocess": pre.fingerprint}
@@ -90,6 +90,13 @@ def test_cli_supernet_json_and_errors(prepared, cli) -> None:
         assert bad.exit_code == 2, (extra, bad.output)
         lines = [l for l in bad.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and message in lines[0], (extra, bad.stderr)
+    # a diverging run: one line naming where and the loss, exit 2, nothing published
+    before = sorted(p.name for p in (store.root / "supernet").iterdir())
+    bad = cli("supernet", *base, "--from", pre.fingerprint, "--lr", "1e6")
+    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1, bad.output
+    assert "at epoch 1, step" in lines[0] and "try a lower --lr (now 1e+06)" in lines[0], lines[0]
+    assert sorted(p.name for p in (store.root / "supernet").iterdir()) == before
     if not torch.cuda.is_available():
         bad = cli("supernet", *base, "--device", "cuda")
         assert bad.exit_code == 2 and "CUDA is not available" in bad.stderr
@@ -101,10 +108,10 @@ def test_interrupted_run_resumes(prepared, monkeypatch: pytest.MonkeyPatch) -> N
 
     original = trainer_mod.Trainer._epoch
 
-    def flaky(self, epoch, train):
+    def flaky(self, epoch, *args):
         if epoch == 2:
             raise KeyboardInterrupt
-        return original(self, epoch, train)
+        return original(self, epoch, *args)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_epoch", flaky)
     with pytest.raises(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""The training loop: learning a planted signal, determinism, resume, NaN guard."""
+"""The training loop: learning a planted signal, determinism, resume, divergence guard, patience."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
+from optembed.training.stopping import FLOOR, loss_limit, patience_exhausted
 from optembed.training.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -101,3 +102,100 @@ def test_cuda_missing_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="CUDA is not available"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def train_once(lr: float, name: str = "fnn", mode: str = "none", **cfg: object):
+    torch.manual_seed(0)
+    model = build_model(CARDS, ModelConfig(name, embed_dim=8, mlp_dims=(16,)), mode)
+    config = TrainConfig(epochs=2, batch_size=256, lr=lr, patience=0, **cfg)  # type: ignore[arg-type]
+    return Trainer(model, config, CPU).fit(planted(3000, 1), planted(1000, 2))
+
+
+def test_divergence_limit() -> None:
+    assert FLOOR == pytest.approx(20 * math.log(2))
+    assert loss_limit(0.69) == FLOOR and loss_limit(3.0) == 30.0
+
+
+def test_a_huge_learning_rate_stops_with_one_clear_error() -> None:
+    with pytest.raises(TrainingError, match=r"training diverged at epoch 1, step 5: the mean loss of the last 5 steps is "
+                                            r"\S+, over the limit 13\.86 .* try a lower --lr \(now 1e\+06\)"):
+        train_once(1e6, check_every=5)
+
+
+@pytest.mark.parametrize(("name", "mode"), [("fnn", "none"), ("deepfm", "optembed"), ("dcn", "prune-only")])
+def test_high_but_sane_learning_rates_are_not_stopped(name: str, mode: str) -> None:
+    for lr in (1e-2, 3e-2):
+        result = train_once(lr, name, mode, check_every=3, amp="none")
+        assert len(result.history) == 2 and result.best_val_auc > 0.75
+
+
+def test_an_exploding_loss_is_caught_at_the_next_check_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Trainer.step
+    calls = [0]
+
+    def exploding(self: Trainer, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        loss = real(self, xb, yb)
+        return loss * 1e4 if calls[0] > 12 else loss
+
+    monkeypatch.setattr(Trainer, "step", exploding)
+    # 3000 rows / 256 = 12 steps per epoch: epoch 2 explodes from its first step, checked after 4
+    with pytest.raises(TrainingError, match=r"diverged at epoch 2, step 4: the mean loss of the last 4 steps"):
+        train_once(1e-3, check_every=4)
+
+
+def test_a_non_finite_gradient_is_caught_while_the_loss_is_finite() -> None:
+    torch.manual_seed(0)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(16,)), "none")
+    calls = [0]
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return grad + math.inf if calls[0] == 3 else grad
+
+    model.embedding.weight.register_hook(poison)
+    trainer = Trainer(model, TrainConfig(epochs=1, batch_size=256, check_every=3), CPU)
+    with pytest.raises(TrainingError, match=r"a gradient became NaN or infinite at epoch 1, step 3 \(mean loss 0\.\d+"):
+        trainer.fit(planted(3000, 1), planted(500, 2))
+
+
+def planted_aucs(monkeypatch: pytest.MonkeyPatch, aucs: list[float]) -> None:
+    """Validation AUCs in this order, one per epoch (the loop's real training still runs)."""
+    seq = iter(aucs)
+    monkeypatch.setattr("optembed.training.trainer.evaluate", lambda *a, **k: {"auc": next(seq), "logloss": 0.5})
+
+
+# no gain in epochs 3 and 4, a gain in 5, none from 6 on
+AUCS = [0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(1, 3), (2, 4), (3, 8), (0, 10)])
+def test_patience_stops_after_that_many_epochs_without_gain(
+    monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
+) -> None:
+    planted_aucs(monkeypatch, AUCS)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
+    cfg = TrainConfig(epochs=10, batch_size=1024, patience=patience)
+    result = Trainer(model, cfg, CPU).fit(planted(1000, 1), planted(300, 2))
+    assert len(result.history) == epochs_run
+    assert result.stopped_early == (epochs_run < 10)
+    assert result.best_epoch == (2 if epochs_run < 5 else 5)
+
+
+def test_resume_obeys_the_same_patience_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not patience_exhausted(1, 2) and patience_exhausted(2, 2) and not patience_exhausted(9, 0)
+    planted_aucs(monkeypatch, [0.7, 0.6, 0.6, 0.6])
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
+    saved: list[dict] = []
+    Trainer(model, TrainConfig(epochs=2, batch_size=1024, patience=0), CPU).fit(
+        planted(1000, 1), planted(300, 2), checkpoint=saved.append
+    )
+    assert saved[-1]["epoch"] == 2 and saved[-1]["bad_epochs"] == 1
+    done = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=1), CPU).fit(
+        planted(1000, 1), planted(300, 2), resume=saved[-1]
+    )
+    assert len(done.history) == 2 and done.stopped_early  # one epoch without gain already: nothing more
+    more = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=2), CPU).fit(
+        planted(1000, 1), planted(300, 2), resume=saved[-1]
+    )
+    assert len(more.history) == 3 and more.stopped_early  # one more epoch without gain, then stop

@@ -14,7 +14,7 @@ from optembed.models.compact import CompactModel
 from optembed.progress import NULL, Reporter
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.fit import fit_quantizer
-from optembed.quantization.plan import plan_field
+from optembed.quantization.plan import FieldPlan, plan_field
 from optembed.quantization.model import CodedField, DenseField, FieldTable, QuantizedModel, from_compact
 
 
@@ -29,6 +29,23 @@ def compact_row_counts(compact: CompactModel, id_counts: Sequence[Tensor]) -> li
         rows = torch.zeros(compact.kept[f], dtype=torch.long)
         out.append(rows.scatter_add_(0, remap, counts.long().cpu()))
     return out
+
+
+def field_decision(rows: int, width: int, cfg: QuantizerConfig, min_rows: int) -> tuple[FieldPlan, str]:
+    """The plan of a ``rows`` x ``width`` table and why it stays float ("" when it is coded)."""
+    plan = plan_field(rows, width, cfg)
+    if rows <= min_rows:
+        return plan, f"rows <= {min_rows}"
+    if plan.codebook == 0:
+        return plan, f"codebooks would exceed {cfg.codebook_share:g} of the codes"
+    if plan.coded_bytes >= plan.float_bytes:
+        return plan, "codes would not be smaller"
+    return plan, ""
+
+
+def field_shapes(compact: CompactModel) -> list[tuple[str, int, int]]:
+    """``(name, rows, width)`` of every table of ``compact``."""
+    return [(name, int(compact.kept[f]), int(compact.widths[f])) for f, name in enumerate(compact.field_names)]
 
 
 def quantize_compact(
@@ -52,14 +69,7 @@ def quantize_compact(
         rows, width = table.shape
         dense_bytes = table.numel() * 4
         row: dict[str, Any] = {"field": name, "rows": rows, "width": width, "float_bytes": dense_bytes}
-        plan = plan_field(rows, width, cfg)
-        reason = ""
-        if rows <= min_rows:
-            reason = f"rows <= {min_rows}"
-        elif plan.codebook == 0:
-            reason = f"codebooks would exceed {cfg.codebook_share:g} of the codes"
-        elif plan.coded_bytes >= dense_bytes:
-            reason = "codes would not be smaller"
+        plan, reason = field_decision(rows, width, cfg, min_rows)
         if reason:
             fields.append(DenseField(table))
             row.update(coded=False, reason=reason, bytes=dense_bytes, mse=0.0, weighted_mse=0.0, codes_used=None,

@@ -1,11 +1,12 @@
 """Fine-tuning a quantized model with its codes fixed: codebooks, float tables and the network
 train; the retrain loop's rules apply (Adam, shuffled device batches, validation AUC after every
-epoch, best state kept, early stopping, a NaN/inf loss stops with a clear error)."""
+epoch, best state kept, early stopping after ``patience`` epochs in a row without a gain, 0:
+never; a diverging run stops with a clear error, checked every ``CHECK_EVERY`` steps and at the
+end of every epoch: see :mod:`optembed.training.stopping`)."""
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
-from optembed.errors import TrainingError
 from optembed.progress import NULL, Reporter
 from optembed.quantization.model import QuantizedModel
 from optembed.training.evaluate import evaluate, require_rankable
+from optembed.training.stopping import DivergenceGuard, patience_exhausted
+
+CHECK_EVERY = 50  # steps between divergence checks (each one syncs the device)
 
 
 @dataclass
@@ -26,7 +29,7 @@ class FinetuneConfig:
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 2048
-    patience: int = 1
+    patience: int = 1  # stop after this many epochs in a row without a validation AUC gain; 0: never
     seed: int = 0
     eval_batch_size: int = 32768
 
@@ -68,27 +71,27 @@ def finetune(
         return FinetuneResult(best_epoch, best_state, history)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     gen = torch.Generator(device=train.x.device).manual_seed(cfg.seed)
+    guard = DivergenceGuard(model, device, "--finetune-lr", cfg.lr)
     stale = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         task = reporter.task(f"fine-tune epoch {epoch}", total=len(train), unit="samples")
-        total, seen, step, started = 0.0, 0, 0, time.perf_counter()
+        guard.start_epoch()
+        seen, step, started = 0, 0, time.perf_counter()
         for xb, yb in train.batches(cfg.batch_size, device, generator=gen, shuffle=True):
             loss = F.binary_cross_entropy_with_logits(model(xb), yb.float())
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"fine-tuning loss became {value} at epoch {epoch}, step {step}; try a lower --finetune-lr"
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += value * xb.shape[0]
+            guard.add(loss.detach(), weight=xb.shape[0])
             seen += xb.shape[0]
             step += 1
             task.advance(xb.shape[0])
+            if step % CHECK_EVERY == 0:
+                guard.check(epoch, step)
+        guard.check(epoch, step)
         task.close()
-        row = {"epoch": epoch, "loss": total / max(seen, 1), **_metrics(model, val, test, device, cfg.eval_batch_size)}
+        row = {"epoch": epoch, "loss": guard.epoch_mean(), **_metrics(model, val, test, device, cfg.eval_batch_size)}
         row["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
         history.append(row)
         reporter.message(
@@ -100,7 +103,7 @@ def finetune(
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= cfg.patience:
+            if patience_exhausted(stale, cfg.patience):
                 break
     model.load_state_dict(best_state)
     model.eval()

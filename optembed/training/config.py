@@ -38,12 +38,12 @@ class TrainConfig:
     # Plain SGD as in the reference: Adam would turn the tiny regulariser gradient into full-size
     # steps and empty informative fields; rows are pruned by the accuracy-bounded search instead.
     threshold_optimizer: str = "sgd"
-    patience: int = 2
+    patience: int = 2  # stop after this many epochs in a row without a validation AUC gain; 0: never
     eval_batch_size: int = 32768
     seed: int = 2022
     amp: str = "none"
     compile: bool = False
-    check_every: int = 50  # steps between loss finiteness checks (each one syncs the device)
+    check_every: int = 50  # steps between divergence checks (each one syncs the device)
     embedding_optimizer: str = "adam"  # adam (dense, today's behaviour) | sparse-adam | rowwise-adagrad
     embedding_lr: float | None = None  # learning rate of the embedding tables; None = lr
     freq_lr: str = "none"  # none | clip: (c0 / max(c0, n))^p | smooth: (1 + n / c0)^-p
@@ -61,7 +61,9 @@ class TrainConfig:
         if self.weight_decay < 0 or self.alpha < 0:
             raise ConfigError("--weight-decay and --alpha must not be negative")
         if self.patience < 0:
-            raise ConfigError("--patience must not be negative")
+            raise ConfigError("--patience must not be negative (0: never stop early)")
+        if self.check_every < 1:
+            raise ConfigError(f"check_every must be at least 1, got {self.check_every}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"unknown --amp '{self.amp}'; choose {' or '.join(AMP_MODES)}")
         if self.threshold_optimizer not in THRESHOLD_OPTIMIZERS:

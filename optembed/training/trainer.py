@@ -4,7 +4,9 @@ Batches are sliced from device-resident tensors through a device-side permutatio
 ``sample_dims`` mode every sample draws one width per field. The loss is BCE plus
 ``alpha * sum(exp(-t))`` while the row thresholds are learnable. After every epoch the model
 is evaluated on validation (and test) data; the best validation AUC is kept and training stops
-after ``patience`` epochs without improvement. A NaN/inf loss stops training with a clear error.
+after ``patience`` epochs in a row without improvement (0: never early). A diverging run - a
+NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
+error at the next check point (every ``check_every`` steps); see :mod:`optembed.training.stopping`.
 
 Embedding options (``--embedding-optimizer``, ``--freq-lr``, ``--reinit-embeddings-each-epoch``)
 act on the embedding tables only - every :class:`FieldEmbedding` of the model: the shared
@@ -35,6 +37,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
+from optembed.training.stopping import DivergenceGuard, patience_exhausted
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -218,11 +221,13 @@ class Trainer:
             best = FitResult(resume["best_state"], resume["best_epoch"], resume["best_val_auc"], resume["history"])
             start_epoch, bad_epochs = resume["epoch"] + 1, resume["bad_epochs"]
             self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
-            if bad_epochs > cfg.patience:
+            if patience_exhausted(bad_epochs, cfg.patience):
+                best.stopped_early = True
                 return best
+        guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr)
         total_samples, total_seconds = 0, 0.0
         for epoch in range(start_epoch, cfg.epochs + 1):
-            record = self._epoch(epoch, train)
+            record = self._epoch(epoch, train, guard)
             total_samples += len(train)
             total_seconds += record["train_seconds"]
             record.update(_prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp)))
@@ -238,7 +243,7 @@ class Trainer:
             else:
                 bad_epochs += 1
             self.reporter.message(_summary(record, improved))
-            stop = bad_epochs > cfg.patience
+            stop = patience_exhausted(bad_epochs, cfg.patience)
             if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
                 self.reinit_embeddings(epoch)
             if checkpoint is not None:
@@ -251,41 +256,30 @@ class Trainer:
         best.optimizer_state_bytes = self.optimizer_state_bytes()
         return best
 
-    def _epoch(self, epoch: int, train: SplitTensors) -> dict[str, Any]:
+    def _epoch(self, epoch: int, train: SplitTensors, guard: DivergenceGuard) -> dict[str, Any]:
         cfg = self.cfg
         self.model.train()
         task = self.reporter.task(f"epoch {epoch}/{cfg.epochs}", total=len(train), unit="sample")
-        loss_sum = torch.zeros((), device=self.device)
+        guard.start_epoch()
         steps = 0
-        checked = 0.0
         self._sync()
         started = time.perf_counter()
         for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True):
-            loss_sum += self.step(xb, yb)
+            guard.add(self.step(xb, yb))
             steps += 1
             task.advance(xb.shape[0])
             if steps % cfg.check_every == 0:
-                checked = self._check_finite(loss_sum, epoch, steps)
-        total = self._check_finite(loss_sum, epoch, steps)
+                guard.check(epoch, steps)
+        guard.check(epoch, steps)
         self._sync()
         seconds = time.perf_counter() - started
         task.close()
-        del checked
         return {
             "epoch": epoch,
-            "train_loss": total / max(steps, 1),
+            "train_loss": guard.epoch_mean(),
             "train_seconds": seconds,
             "train_samples_per_s": len(train) / seconds if seconds else 0.0,
         }
-
-    def _check_finite(self, loss_sum: Tensor, epoch: int, step: int) -> float:
-        value = float(loss_sum)
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"the training loss became {value} at epoch {epoch}, step {step} (lr {self.cfg.lr:g}); "
-                "the last good epoch's checkpoint is kept; try a lower --lr"
-            )
-        return value
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

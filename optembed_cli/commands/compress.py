@@ -21,7 +21,7 @@ FT = FinetuneConfig()
 @ui.handle_errors
 def compress(
     source: FromOpt = None,
-    min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float.")] = 10_000,
+    min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float. A run that would code no field stops and names the --min-rows that would.")] = 10_000,
     groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.")] = Q.groups,
     codebook: Annotated[int, typer.Option(help="Most entries per group's codebook (256 -> one byte per code); each field's own size is bounded by --codebook-share.")] = Q.codebook,
     sub_dim: Annotated[int | None, typer.Option(help="Columns per sub-vector: a field of width D gets ceil(D / sub-dim) groups (overrides --groups).")] = Q.sub_dim,

@@ -44,13 +44,19 @@ def demo(
         supernet=TrainConfig(epochs=epochs, batch_size=2048),
         retrain=TrainConfig(epochs=epochs, batch_size=2048),
         search={"population": 20, "generations": 8, "topk": 8},
-        # the demo's tables are small: quantize every field over 2,000 rows, 64 codes of 2 groups
-        compress={"variants": ["original", "optembed"], "min_rows": 2000, "groups": 2, "codebook": 64},
+        # the demo's tables are small and grow with its rows: quantize every field over rows / 50
+        # rows (2,000 for 100,000 rows), 64 codes of 2 groups
+        compress={"variants": ["original", "optembed"], "min_rows": demo_min_rows(rows), "groups": 2, "codebook": 64},
         device=device,
         plot=_has_matplotlib(),
     )
     run_chain(cfg, artifacts, quiet=False)
     ui.out.print("see all artifacts with: optembed artifacts" + (f" --artifacts {artifacts}" if artifacts else ""))
+
+
+def demo_min_rows(rows: int) -> int:
+    """The demo's ``compress`` floor: fields with more than ``rows / 50`` rows are quantized."""
+    return max(100, rows // 50)
 
 
 def _has_matplotlib() -> bool:
