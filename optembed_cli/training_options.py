@@ -55,6 +55,13 @@ FreqLrOpt = Annotated[
 ]
 FreqC0Opt = Annotated[float, typer.Option(help="--freq-lr constant c0 (a count).")]
 FreqPowerOpt = Annotated[float, typer.Option(help="--freq-lr exponent p.")]
+EvalsOpt = Annotated[
+    int,
+    typer.Option(
+        help="Validations per epoch, the last at its end; the best one's checkpoint is kept. "
+        "0: auto, one per ~2,000 optimizer steps (at most 10), so long epochs are judged more often.",
+    ),
+]
 ReinitOpt = Annotated[
     bool,
     typer.Option(

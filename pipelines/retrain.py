@@ -183,7 +183,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         model.eval()
-        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        best = result.best_metrics()
         extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
         save_model(tmp / "model.pt", model, "none", data.field_names, extra=extra)
         compact = export_compact(model.cpu(), keep, widths, data.field_names)

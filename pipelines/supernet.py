@@ -109,7 +109,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         if not result.history:
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
-        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        best = result.best_metrics()
         mask_info = _row_mask(model)
         torch.save(mask_info, tmp / "row_mask.pt")
         save_model(

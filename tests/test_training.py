@@ -199,3 +199,34 @@ def test_resume_obeys_the_same_patience_rule(monkeypatch: pytest.MonkeyPatch) ->
         planted(1000, 1), planted(300, 2), resume=saved[-1]
     )
     assert len(more.history) == 3 and more.stopped_early  # one more epoch without gain, then stop
+
+
+def test_evals_per_epoch_auto_rule() -> None:
+    cfg = TrainConfig()
+    assert cfg.evals_for(1) == 1 and cfg.evals_for(2000) == 1 and cfg.evals_for(2001) == 2
+    assert cfg.evals_for(18_000) == 9 and cfg.evals_for(10**6) == 10
+    assert TrainConfig(evals_per_epoch=4).evals_for(100) == 4 and TrainConfig(evals_per_epoch=4).evals_for(3) == 3
+
+
+def test_mid_epoch_validation_keeps_the_best_checkpoint_inside_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three validations per epoch (after steps 2, 4 and at the end, 6 steps per epoch); the best
+    comes at epoch 1 step 4: its weights are kept, its metrics reported, and patience counts
+    epochs (epoch 1 gained inside, epochs 2 and 3 did not)."""
+    aucs = iter([0.60, 0.80, 0.70, 0.50, 0.50, 0.50, 0.79, 0.50, 0.50])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def fake_evaluate(model, split, *args, **kwargs):
+        if len(split) == 300:  # validation only (no test split given)
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"auc": next(aucs), "logloss": 0.5}
+
+    monkeypatch.setattr("optembed.training.trainer.evaluate", fake_evaluate)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
+    cfg = TrainConfig(epochs=5, batch_size=200, patience=2, evals_per_epoch=3)
+    result = Trainer(model, cfg, CPU).fit(planted(1200, 1), planted(300, 2))
+    assert len(snapshots) == 9 and len(result.history) == 3 and result.stopped_early
+    assert result.best_epoch == 1 and result.best_val_auc == 0.80
+    assert result.best_metrics()["step"] == 4 and result.best_metrics()["val_auc"] == 0.80
+    for key, value in snapshots[1].items():
+        assert torch.equal(result.best_state[key], value), key
+    assert not torch.equal(result.best_state["embedding.weight"], snapshots[2]["embedding.weight"])

@@ -24,7 +24,12 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "freq_lr_c0": 100.0,
     "freq_lr_power": 0.5,
     "reinit_embeddings_each_epoch": False,
+    "evals_per_epoch": 0,
 }
+# Auto validation frequency: one validation per this many optimizer steps, at most
+# MAX_AUTO_EVALS per epoch (and at least one, at the epoch's end).
+AUTO_EVAL_STEPS = 2000
+MAX_AUTO_EVALS = 10
 
 
 @dataclass
@@ -50,6 +55,7 @@ class TrainConfig:
     freq_lr_c0: float = 100.0
     freq_lr_power: float = 0.5
     reinit_embeddings_each_epoch: bool = False  # re-draw the embedding tables after every epoch
+    evals_per_epoch: int = 0  # validations per epoch (the last at its end); 0: auto, one per ~2,000 steps
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -60,6 +66,8 @@ class TrainConfig:
             raise ConfigError("learning rates must be positive")
         if self.weight_decay < 0 or self.alpha < 0:
             raise ConfigError("--weight-decay and --alpha must not be negative")
+        if self.evals_per_epoch < 0:
+            raise ConfigError(f"--evals-per-epoch must be 0 (auto) or positive, got {self.evals_per_epoch}")
         if self.patience < 0:
             raise ConfigError("--patience must not be negative (0: never stop early)")
         if self.check_every < 1:
@@ -78,6 +86,14 @@ class TrainConfig:
             raise ConfigError(f"unknown --freq-lr '{self.freq_lr}'; choose {' | '.join(FREQ_LR_FORMS)}")
         if self.freq_lr != "none" and (self.freq_lr_c0 <= 0 or self.freq_lr_power < 0):
             raise ConfigError("--freq-lr-c0 must be positive and --freq-lr-power must not be negative")
+
+    def evals_for(self, steps_per_epoch: int) -> int:
+        """Validations per epoch of ``steps_per_epoch`` optimizer steps (at least 1, at most one per step)."""
+        if self.evals_per_epoch > 0:
+            wanted = self.evals_per_epoch
+        else:
+            wanted = min(MAX_AUTO_EVALS, -(-steps_per_epoch // AUTO_EVAL_STEPS))
+        return max(1, min(wanted, steps_per_epoch))
 
     @property
     def sparse_embeddings(self) -> bool:

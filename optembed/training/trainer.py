@@ -52,6 +52,14 @@ class FitResult:
     stopped_early: bool = False
     train_samples_per_s: float = 0.0
     optimizer_state_bytes: dict[str, int] = field(default_factory=dict)
+    best_record: dict[str, Any] = field(default_factory=dict)  # the metrics of the kept checkpoint
+
+    def best_metrics(self) -> dict[str, Any]:
+        """The validation (and test) metrics of the kept checkpoint: its epoch's record, or the
+        mid-epoch validation that found it."""
+        if self.best_record:
+            return self.best_record
+        return next(r for r in self.history if r["epoch"] == self.best_epoch)
 
 
 def learns_thresholds(model: CTRModel) -> bool:
@@ -197,6 +205,7 @@ class Trainer:
             "best_val_auc": best.best_val_auc,
             "history": best.history,
             "bad_epochs": bad_epochs,
+            "best_record": best.best_record,
         }
 
     def fit(
@@ -219,6 +228,7 @@ class Trainer:
                 opt.load_state_dict(st)
             self.generator.set_state(resume["generator"])
             best = FitResult(resume["best_state"], resume["best_epoch"], resume["best_val_auc"], resume["history"])
+            best.best_record = dict(resume.get("best_record") or {})
             start_epoch, bad_epochs = resume["epoch"] + 1, resume["bad_epochs"]
             self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
             if patience_exhausted(bad_epochs, cfg.patience):
@@ -226,20 +236,36 @@ class Trainer:
                 return best
         guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr)
         total_samples, total_seconds = 0, 0.0
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        evals = cfg.evals_for(steps_per_epoch)
+        mid_points = {round(i * steps_per_epoch / evals) for i in range(1, evals)} - {0, steps_per_epoch}
+
+        def mid_epoch(epoch: int, step: int) -> bool:
+            """Validate inside the epoch; keep the checkpoint when it is the best so far."""
+            rec = {"epoch": epoch, "step": step, **self._validate(val, test)}
+            gained = rec["val_auc"] > best.best_val_auc
+            if gained:
+                best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_epoch, best.best_val_auc, best.best_record = epoch, rec["val_auc"], rec
+            self.reporter.message(
+                f"epoch {epoch} step {step:,}/{steps_per_epoch:,} | val AUC {rec['val_auc']:.5f}" + (" *" if gained else "")
+            )
+            self.model.train()
+            return gained
+
         for epoch in range(start_epoch, cfg.epochs + 1):
-            record = self._epoch(epoch, train, guard)
+            record = self._epoch(epoch, train, guard, mid_points, mid_epoch)
             total_samples += len(train)
             total_seconds += record["train_seconds"]
-            record.update(_prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp)))
-            if test is not None and len(test):
-                record.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp)))
-            if self.epoch_stats is not None:
-                record.update(self.epoch_stats(self.model))
+            gained_inside = record.pop("gained_inside")
+            record.update(self._validate(val, test))
             best.history.append(record)
             improved = record["val_auc"] > best.best_val_auc
             if improved:
                 best.best_state = _cpu_copy(self.model.state_dict())
-                best.best_epoch, best.best_val_auc, bad_epochs = epoch, record["val_auc"], 0
+                best.best_epoch, best.best_val_auc, best.best_record = epoch, record["val_auc"], {}
+            if improved or gained_inside:
+                bad_epochs = 0
             else:
                 bad_epochs += 1
             self.reporter.message(_summary(record, improved))
@@ -256,7 +282,25 @@ class Trainer:
         best.optimizer_state_bytes = self.optimizer_state_bytes()
         return best
 
-    def _epoch(self, epoch: int, train: SplitTensors, guard: DivergenceGuard) -> dict[str, Any]:
+    def _validate(self, val: SplitTensors, test: SplitTensors | None) -> dict[str, Any]:
+        cfg = self.cfg
+        out = _prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp))
+        if test is not None and len(test):
+            out.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp)))
+        if self.epoch_stats is not None:
+            out.update(self.epoch_stats(self.model))
+        return out
+
+    def _epoch(
+        self,
+        epoch: int,
+        train: SplitTensors,
+        guard: DivergenceGuard,
+        mid_points: set[int] | None = None,
+        mid_epoch: Callable[[int, int], bool] | None = None,
+    ) -> dict[str, Any]:
+        """One pass over ``train``; at the steps in ``mid_points`` ``mid_epoch(epoch, step)``
+        validates (the result says whether the best checkpoint moved there)."""
         cfg = self.cfg
         self.model.train()
         task = self.reporter.task(f"epoch {epoch}/{cfg.epochs}", total=len(train), unit="sample")
@@ -264,17 +308,25 @@ class Trainer:
         steps = 0
         self._sync()
         started = time.perf_counter()
+        gained_inside = False
+        eval_seconds = 0.0
         for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True):
             guard.add(self.step(xb, yb))
             steps += 1
             task.advance(xb.shape[0])
             if steps % cfg.check_every == 0:
                 guard.check(epoch, steps)
+            if mid_points and mid_epoch is not None and steps in mid_points:
+                guard.check(epoch, steps)
+                paused = time.perf_counter()
+                gained_inside = mid_epoch(epoch, steps) or gained_inside
+                eval_seconds += time.perf_counter() - paused
         guard.check(epoch, steps)
         self._sync()
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started - eval_seconds
         task.close()
         return {
+            "gained_inside": gained_inside,
             "epoch": epoch,
             "train_loss": guard.epoch_mean(),
             "train_seconds": seconds,

@@ -10,7 +10,7 @@ from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
-    EmbOptimizerOpt, EpochsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
+    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
     PatienceOpt, ReinitOpt, SeedOpt, WdOpt, model_config, train_config,
 )
 from pipelines import retrain as stage
@@ -46,6 +46,7 @@ def retrain(
     freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
+    evals_per_epoch: EvalsOpt = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -65,7 +66,7 @@ def retrain(
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
             freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
-            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch,
+            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch, evals_per_epoch=evals_per_epoch,
         ),
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         device=device,

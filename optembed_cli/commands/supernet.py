@@ -11,7 +11,7 @@ from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
-    EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
+    EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
     ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
 )
 from optembed.models.base import mode_flags
@@ -54,6 +54,7 @@ def supernet(
     freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
+    evals_per_epoch: EvalsOpt = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -69,7 +70,7 @@ def supernet(
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
             freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
-            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch,
+            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch, evals_per_epoch=evals_per_epoch,
         ),
         source=source,
         device=device,
