@@ -33,7 +33,7 @@ import torch
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
-from optembed.evolution.fitness import BatchedScorer
+from optembed.evolution.fitness import BatchedScorer, PairedScorer
 from optembed.evolution.row_levels import DEFAULT_LEVELS, RowLevelResult, search_row_levels
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
@@ -221,7 +221,7 @@ def _row_phase(
 
     result = search_row_levels(
         model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
-        amp=config.amp, progress=progress,
+        amp=config.amp, progress=progress, z=config.evolution.noise_z,
     )
     task.close()
     reporter.message(
@@ -238,14 +238,16 @@ def _width_phase(
     evo = config.evolution
     rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
     scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp, block=config.block or None)
-    full_auc = float(scorer(np.full((1, model.n_fields), dim, dtype=np.int64))[0])
+    full = np.full((1, model.n_fields), dim, dtype=np.int64)
+    full_auc = float(scorer(full)[0])
+    fitness: Any = scorer if evo.max_auc_drop is None else PairedScorer(scorer, full[0])
     task = reporter.task("search: widths", total=evo.generations + 1, unit="gen")
 
     def progress(row: dict[str, Any]) -> None:
         task.update(description=f"search: generation {row['generation']}, chosen val AUC {row['best_auc']:.5f}")
         task.advance(1)
 
-    result = evolve(scorer, kept, dim, evo, total_rows=total_rows, on_generation=progress)
+    result = evolve(fitness, kept, dim, evo, total_rows=total_rows, on_generation=progress)
     task.close()
     return result, full_auc
 

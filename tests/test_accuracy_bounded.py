@@ -198,3 +198,47 @@ def test_prune_only_supernet_searches_rows_only(planted) -> None:
     with pytest.raises(Exception, match="row levels"):
         search.run(search.SearchStage(source=sn.fingerprint, evolution=EvolutionConfig(population=4, generations=1, topk=2,
                                                                                        max_auc_drop=None), device="cpu"), store)
+
+
+def test_noise_margin_makes_the_width_search_conservative() -> None:
+    """Candidates below width 4 in field 0 score as well as the best but carry a large standard
+    error: with the noise margin they are not feasible; without it they are chosen."""
+    n, dim, tol = 3, 6, 0.002
+
+    def score(widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = 0.75 - 1e-5 * widths.sum(axis=1)
+        errors = np.where(widths[:, 0] < 4, 0.01, 0.0002)
+        return scores, errors
+
+    kept = np.full(n, 10, dtype=np.int64)
+    cfg = EvolutionConfig(population=20, generations=10, topk=6, seed=0, max_auc_drop=tol, noise_z=1.0)
+    careful = evolve(score, kept, dim, cfg)
+    assert careful.best[0] >= 4
+    loose = evolve(score, kept, dim, EvolutionConfig(population=20, generations=10, topk=6, seed=0, max_auc_drop=tol,
+                                                     noise_z=0.0))
+    assert loose.best[0] < 4 and loose.best_params < careful.best_params
+
+
+def test_paired_scorer_standard_errors(planted) -> None:
+    """The paired scorer's standard error is 0 against itself and matches a bootstrap of the AUC
+    difference between two width candidates (same rows)."""
+    from optembed.evolution.fitness import BatchedScorer, PairedScorer
+    from optembed.metrics import auc
+
+    _, pre, sn, _ = planted
+    model, _ = load_model(sn.output("model"), CPU)
+    val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
+    full = np.full(model.n_fields, model.embed_dim)
+    scorer = BatchedScorer(model, val, CPU, rows_per_pass=4000)
+    paired = PairedScorer(scorer, full)
+    cands = np.stack([full, np.full(model.n_fields, 1)])
+    scores, errors = paired(cands)
+    assert errors[0] == pytest.approx(0.0, abs=1e-12) and errors[1] > 0
+    z = scorer.logits(cands)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(200):
+        i = torch.as_tensor(rng.integers(0, len(val), len(val)))
+        diffs.append(auc(val.y[i], z[1][i]) - auc(val.y[i], z[0][i]))
+    assert errors[1] == pytest.approx(float(np.std(diffs)), rel=0.3)
+    assert scores[0] == pytest.approx(auc(val.y, z[0]))

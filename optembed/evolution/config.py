@@ -29,6 +29,7 @@ class EvolutionConfig:
     target_sparsity: float | None = None
     seed: int = 0
     max_auc_drop: float | None = 0.001  # None: the paper's max-AUC search; else the smallest within this of the best
+    noise_z: float = 1.0  # standard errors of a paired AUC difference subtracted before the tolerance test
 
     def counts(self) -> tuple[int, int]:
         """``(crossover, mutation)`` children per generation."""
@@ -56,6 +57,8 @@ class EvolutionConfig:
             raise ConfigError(f"--mutation-prob must be in (0, 1], got {self.mutation_prob}")
         if self.param_budget is not None and self.param_budget < 1:
             raise ConfigError(f"--param-budget must be positive, got {self.param_budget}")
+        if not (math.isfinite(self.noise_z) and 0.0 <= self.noise_z <= 10.0):
+            raise ConfigError(f"--noise-z must be in [0, 10], got {self.noise_z}")
         if self.max_auc_drop is not None and not (math.isfinite(self.max_auc_drop) and 0.0 <= self.max_auc_drop < 0.5):
             raise ConfigError(f"--max-auc-drop must be in [0, 0.5), got {self.max_auc_drop}")
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:

@@ -13,7 +13,7 @@ import torch
 
 from optembed.data.tensors import SplitTensors
 from optembed.layers.prefix_linear import PrefixLinear
-from optembed.metrics import auc
+from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
 from optembed.models.candidates import CandidateBatch
 from optembed.training.evaluate import autocast, evaluate
@@ -92,6 +92,26 @@ class BatchedScorer:
     def __call__(self, candidates: np.ndarray) -> np.ndarray:
         z = self.logits(candidates)
         return np.array([auc(self.labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
+
+
+class PairedScorer:
+    """A :class:`BatchedScorer` that also gives each candidate's standard error of its AUC
+    difference to a fixed ``reference`` candidate (DeLong, the same validation rows), so the
+    accuracy-bounded search can tell a real AUC difference from noise."""
+
+    def __init__(self, scorer: BatchedScorer, reference: np.ndarray) -> None:
+        self.scorer = scorer
+        self.reference = np.asarray(reference, dtype=np.int64).reshape(1, -1)
+        self._ref: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels = self.scorer.labels
+        if self._ref is None:
+            self._ref = auc_components(labels, self.scorer.logits(self.reference)[0])
+        z = self.scorer.logits(candidates)
+        scores = np.array([auc(labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
+        errors = np.array([paired_auc_se(auc_components(labels, z[i]), self._ref) for i in range(z.shape[0])])
+        return scores, np.nan_to_num(errors, nan=0.0)
 
 
 class NaiveScorer:

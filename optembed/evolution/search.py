@@ -25,7 +25,7 @@ from optembed.errors import ConfigError
 from optembed.evolution.config import EvolutionConfig
 from optembed.evolution.operators import crossover, mutate, params_of, random_candidates, shrink_to_budget
 
-Scorer = Callable[[np.ndarray], np.ndarray]
+Scorer = Callable[[np.ndarray], Any]  # (C, n) widths -> C scores, or (C scores, C standard errors)
 GenerationHook = Callable[[dict[str, Any]], None]
 MAX_ROUNDS = 20  # rejection rounds before over-budget or duplicate offspring are repaired instead
 
@@ -42,14 +42,17 @@ class SearchResult:
     front: list[dict[str, Any]] = field(default_factory=list)  # every scored candidate no other beats in both size and score
 
 
-def rank_order(scores: np.ndarray, params: np.ndarray, max_drop: float | None, ref: float) -> np.ndarray:
+def rank_order(
+    scores: np.ndarray, params: np.ndarray, max_drop: float | None, ref: float, margin: np.ndarray | None = None
+) -> np.ndarray:
     """Indices from best to worst. Without ``max_drop``: by score (NaN last), stable. With it:
-    candidates scoring at least ``ref - max_drop`` first, fewest parameters first (then by score),
-    then the rest by score."""
+    candidates scoring at least ``ref - max_drop`` (after subtracting their noise ``margin``) first,
+    fewest parameters first (then by score), then the rest by score."""
     key = np.where(np.isnan(scores), -np.inf, scores)
     if max_drop is None:
         return np.argsort(-key, kind="stable")
-    feasible = key >= ref - max_drop
+    low = key if margin is None else key - np.nan_to_num(margin, nan=0.0)
+    feasible = low >= ref - max_drop
     return np.lexsort((-key, np.where(feasible, params, 0), ~feasible))
 
 
@@ -95,7 +98,9 @@ def evolve(
     ``kept`` holds the rows each field keeps under the row mask (the parameter count of a
     candidate is ``kept @ widths``); ``total_rows`` (default ``kept.sum()``) is the table's
     full row count, the base of ``cfg.target_sparsity``. ``score`` maps ``(C, n)`` widths to
-    ``C`` scores (higher is better).
+    ``C`` scores (higher is better), or a pair ``(scores, standard errors)``: then, in the
+    accuracy-bounded search, a candidate is feasible only when its score less ``cfg.noise_z``
+    standard errors is within the tolerance (a measured AUC is no better than its noise).
     """
     cfg.validate()
     kept = np.asarray(kept, dtype=np.int64)
@@ -110,12 +115,16 @@ def evolve(
         )
     rng = np.random.default_rng(cfg.seed)
     memo: dict[bytes, float] = {}
+    noise: dict[bytes, float] = {}  # standard errors, when the scorer gives them
     tol = cfg.max_auc_drop
+
+    def margins(widths: np.ndarray) -> np.ndarray:
+        return np.array([cfg.noise_z * noise.get(row.tobytes(), 0.0) for row in widths], dtype=np.float64)
 
     def order_of(pop: _Population) -> np.ndarray:
         finite = [v for v in memo.values() if np.isfinite(v)]
         ref = max(finite) if finite else 0.0
-        return rank_order(pop.scores, params_of(pop.widths, kept), tol, ref)
+        return rank_order(pop.scores, params_of(pop.widths, kept), tol, ref, margins(pop.widths))
 
     n_c, n_m = cfg.counts()
     result = SearchResult(best=np.empty(0, np.int64), best_score=float("nan"), best_params=0)
@@ -127,10 +136,16 @@ def evolve(
             unique.setdefault(widths[i].tobytes(), i)
         if unique:
             rows = np.stack([widths[i] for i in unique.values()])
-            values = np.asarray(score(rows), dtype=np.float64)
+            answer = score(rows)
+            errors = None
+            if isinstance(answer, tuple):
+                answer, errors = answer
+            values = np.asarray(answer, dtype=np.float64)
             if values.shape != (len(rows),):
                 raise ValueError(f"the scorer returned shape {values.shape} for {len(rows)} candidates")
             memo.update(zip(unique.keys(), values.tolist()))
+            if errors is not None:
+                noise.update(zip(unique.keys(), np.asarray(errors, dtype=np.float64).tolist()))
         scores = np.array([memo[row.tobytes()] for row in widths], dtype=np.float64)
         return _Population(widths, scores, origins), len(unique)
 
@@ -215,7 +230,7 @@ def evolve(
         result.best = best.widths[0].copy()
         result.best_score = float(best.scores[0])
     else:
-        i = int(rank_order(every_score, every_params, tol, result.max_score)[0])
+        i = int(rank_order(every_score, every_params, tol, result.max_score, margins(everything))[0])
         result.best = everything[i].copy()
         result.best_score = float(every_score[i])
     result.best_params = int(params_of(result.best[None, :], kept)[0])

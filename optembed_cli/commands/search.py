@@ -44,6 +44,13 @@ def search(
             "candidate (row levels per field, then widths).",
         ),
     ] = 0.001,
+    noise_z: Annotated[
+        float,
+        typer.Option(
+            help="Standard errors of a paired AUC difference (DeLong, same validation rows) subtracted before "
+            "the --max-auc-drop test: small validation sets prune less. 0: point estimates.",
+        ),
+    ] = DEFAULTS.noise_z,
     max_auc: Annotated[
         bool,
         typer.Option("--max-auc", help="The paper's search instead: the supernet's learned row mask and the widths of highest AUC."),
@@ -75,7 +82,7 @@ def search(
     evolution = EvolutionConfig(
         population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
-        max_auc_drop=None if max_auc else max_auc_drop,
+        max_auc_drop=None if max_auc else max_auc_drop, noise_z=noise_z,
     )
     evolution.validate()
     config = stage.SearchStage(
