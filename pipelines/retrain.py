@@ -31,7 +31,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
-from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.supernet import load_row_mask, train_params
@@ -140,6 +140,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     p = plan(config, store)
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
+    check_training_fits(p.preprocess, config.train, p.model, device)
     params: dict[str, Any] = {
         "full": config.full,
         "init": config.init,

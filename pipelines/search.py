@@ -27,6 +27,7 @@ from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import require_rankable
+from optembed.validation import check_search_memory
 from pipelines.data import load_dataset
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -85,6 +86,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             f"parameters under supernet {sn.fingerprint}'s row mask, above the budget of {budget:,}"
         )
     device = resolve_device(config.device)
+    val_rows = int(pre.metrics.get("rows_val") or 0)
+    check_search_memory(evo.population, evo.generations, len(kept), val_rows, device)
     params = {"evolution": evo.to_dict(), "amp": config.amp}
 
     def build(tmp: Path, manifest: Manifest) -> None:

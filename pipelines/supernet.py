@@ -26,7 +26,7 @@ from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
-from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 
@@ -88,6 +88,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     read_schema(upstream)
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
+    check_training_fits(upstream, config.train, config.model, device)
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
     def build(tmp: Path, manifest: Manifest) -> None:
