@@ -257,8 +257,9 @@ def check_before_work(config: ChainConfig) -> None:
     config.model.validate()
     config.supernet.validate()
     config.retrain.validate()
-    evolution = search_stage(config.search, "", config.device).evolution  # bad keys fail before any training
-    evolution.validate()
+    searching = search_stage(config.search, "", config.device)  # bad keys fail before any training
+    searching.validate()
+    evolution = searching.evolution
     if config.compress:
         compress_stage(config.compress, "", config.device).validate()
     device = resolve_device(config.device)

@@ -48,6 +48,15 @@ class SearchStage:
     amp: str = "none"
     force: bool = False
 
+    def validate(self) -> None:
+        self.evolution.validate()
+        if self.rows_per_pass is not None and self.rows_per_pass < 1:
+            raise ConfigError("--rows-per-pass must be positive")
+        if self.block < 0:
+            raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {self.block}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"unknown --amp '{self.amp}'; choose none or bf16")
+
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
     sn = store.resolve(source, UPSTREAM)
@@ -62,14 +71,8 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
 
 
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    config.validate()
     evo = config.evolution
-    evo.validate()
-    if config.rows_per_pass is not None and config.rows_per_pass < 1:
-        raise ConfigError("--rows-per-pass must be positive")
-    if config.block < 0:
-        raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {config.block}")
-    if config.amp not in ("none", "bf16"):
-        raise ConfigError(f"unknown --amp '{config.amp}'; choose none or bf16")
     sn, payload = _supernet_for_search(store, config.source)
     pre_fp = payload.get("preprocess") or sn.upstream.get("preprocess")
     pre = store.lookup("preprocess", pre_fp) if pre_fp else None

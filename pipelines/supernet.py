@@ -83,6 +83,7 @@ def row_stats(model: CTRModel) -> dict[str, float]:
 
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     mode_flags(config.mode)  # validate early
+    config.model.validate()
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
     read_schema(upstream)

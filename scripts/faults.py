@@ -245,6 +245,8 @@ CASES: list[Case] = [
     Case("search --topk 0", cmd("search", "--topk", "0"), expect="--topk"),
     Case("search --population 0", cmd("search", "--population", "0"), expect="--population"),
     Case("search --from a preprocess artifact", cmd("search", "--from", "{preprocess}"), expect="expected"),
+    Case("search --block negative", cmd("search", "--block", "-1"), expect="--block"),
+    Case("search --amp unknown", cmd("search", "--amp", "fp8"), expect="fp8"),
     # --- retrain
     Case("retrain --lr nan", cmd("retrain", "--epochs", "1", "--lr", "nan"), expect="--lr"),
     Case("retrain --batch-size absurd", cmd("retrain", "--epochs", "1", "--batch-size", BIG), expect="more than the"),
@@ -267,6 +269,8 @@ CASES: list[Case] = [
     Case("synth --rows 0", cmd("synth", "out.txt", "--rows", "0"), expect="rows"),
     Case("synth --rows absurd", cmd("synth", "out.txt", "--rows", str(10**15)), expect="disk"),
     Case("synth --format unknown", cmd("synth", "out.txt", "--format", "xml"), expect="xml"),
+    Case("demo --rows 0", cmd("demo", "--rows", "0"), expect="--rows"),
+    Case("demo --epochs 0", cmd("demo", "--epochs", "0"), expect="--epochs"),
     # --- run with a TOML configuration
     Case("run missing configuration", cmd("run", "missing.toml"), expect="not found"),
     Case("run configuration is a folder", cmd("run", "{work}"), expect="folder"),
@@ -298,6 +302,7 @@ CASES: list[Case] = [
     Case("run [run] variants type", cmd("run", "run.toml"), toml(DATA_TOML + '[run]\nvariants = "optembed"\n'),
          expect="variants"),
     Case("run [run] plot type", cmd("run", "run.toml"), toml(DATA_TOML + '[run]\nplot = "yes"\n'), expect="plot"),
+    Case("run [search] block negative", cmd("run", "run.toml"), toml(DATA_TOML + "[search]\nblock = -1\n"), expect="--block"),
     Case("run [run] device unknown", cmd("run", "run.toml"), toml(DATA_TOML + '[run]\ndevice = "tpu"\n'), expect="tpu"),
     Case("run --data missing", cmd("run", "--data", "missing.txt"), expect="not found"),
 ]

@@ -58,11 +58,11 @@ def search(
         population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
     )
-    evolution.validate()
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
         amp=amp, force=force,
     )
+    config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
 
