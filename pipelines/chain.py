@@ -175,9 +175,15 @@ def compress_stage(raw: dict[str, Any], source: str, device: str) -> compress.Co
     )
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """The parsed TOML file; a missing, unreadable, binary or malformed file is one line."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} holds {size:,} bytes, too many for a TOML configuration (at most {MAX_CONFIG_BYTES:,})")
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None

@@ -275,6 +275,7 @@ CASES: list[Case] = [
     Case("run missing configuration", cmd("run", "missing.toml"), expect="not found"),
     Case("run configuration is a folder", cmd("run", "{work}"), expect="folder"),
     Case("run binary configuration", cmd("run", "bin.toml"), write("bin.toml", b"\x00\x01\xff\xfe" * 64), expect="TOML"),
+    Case("run huge configuration", cmd("run", "big.toml"), write("big.toml", "# " + "x" * (2 << 20) + "\n"), expect="too many"),
     Case("run NUL bytes in configuration", cmd("run", "nul.toml"), write("nul.toml", "[data]\x00\n"), expect="TOML"),
     Case("run invalid TOML", cmd("run", "run.toml"), toml("[data\npath = 1\n"), expect="invalid TOML"),
     Case("run path = 42", cmd("run", "run.toml"), toml("[data]\npath = 42\n"), expect="path = 42"),

@@ -53,6 +53,7 @@ def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path: Path, cli, t
     [
         ("binary.toml", b"\x00\x01\xff\xfe" * 16, "not a TOML text file"),
         ("nul.toml", b"[data]\x00\n", "not a TOML text file"),
+        ("big.toml", b"# " + b"x" * (2 << 20) + b"\n", "too many for a TOML configuration"),
         ("missing.toml", None, "configuration file not found"),
         ("folder.toml", "folder", "is a folder"),
     ],
