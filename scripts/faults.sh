@@ -4,7 +4,7 @@
 #   scripts/faults.sh [-k SUBSTRING] [--jobs N] [--list] [--keep]
 #
 # Builds a tiny synthetic chain once, runs every case of scripts/faults.py in its own folder
-# and ends with one summary line per class, e.g. "bad inputs tried 90, handled 90".
+# and ends with one summary line per class, e.g. "bad inputs tried 100, handled 100".
 # Exit status 0 when every case passed.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
