@@ -115,14 +115,27 @@ class RichReporter:
             disable=quiet or not err.is_terminal or bool(os.environ.get("OPTEMBED_NO_PROGRESS")),
         )
         self.started = False
+        self.pending: list[str] = []  # lines shown once the work starts (dropped if it never does)
+
+    def defer(self, text: str) -> None:
+        """Show ``text`` before the first progress bar or message: a command refused by its
+        checks prints only its error line."""
+        self.pending.append(text)
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        for line in lines:
+            err.print(Text(line), soft_wrap=True)
 
     def task(self, description: str, total: float | None = None, unit: str = "it") -> _RichTask:
+        self.flush()
         if not self.started:
             self.progress.start()
             self.started = True
         return _RichTask(self.progress, self.progress.add_task(description, total=total, unit=unit))
 
     def message(self, text: str) -> None:
+        self.flush()
         if not self.quiet:
             self.progress.console.print(Text(text), soft_wrap=True)
 
@@ -168,10 +181,11 @@ def notes(manifest: Manifest) -> None:
     manifest.notes.clear()
 
 
-def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> None:
-    """When the upstream artifact was picked by default, say which one."""
+def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> str | None:
+    """When the upstream artifact was picked by default, the line that says which one."""
     if explicit is None and not as_json:
-        err.print(f"using the newest {manifest.stage} artifact {manifest.fingerprint} ({manifest.created})", soft_wrap=True)
+        return f"using the newest {manifest.stage} artifact {manifest.fingerprint} ({manifest.created})"
+    return None
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> Table:
@@ -224,10 +238,13 @@ def run_stage(
     from pipelines.store import Store
 
     store = Store(artifacts)
-    if upstream is not None and source is None and not as_json:
-        said_upstream(store.resolve(None, upstream), source, as_json)
     with reporter(quiet=as_json) as rep:
+        if upstream is not None and source is None and not as_json:
+            line = said_upstream(store.resolve(None, upstream), source, as_json)
+            if line:
+                rep.defer(line)  # shown when the work starts, after every check passed
         manifest = run(config, store, rep)
+        rep.flush()
     announce(manifest, as_json)
     if not as_json:
         render(manifest)

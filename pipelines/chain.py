@@ -17,16 +17,20 @@ Optionally (``compress = {"variants": [...], ...}``) re-trained variants are als
 from __future__ import annotations
 
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from optembed.data.preprocess import PreprocessConfig
+from optembed.data.validation import check_input
 from optembed.errors import ConfigError
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
+from optembed.training.device import resolve_device
+from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from pipelines import compress, evaluate, preprocess, retrain, search, supernet
@@ -69,37 +73,80 @@ class ChainConfig:
         return lines + [f"[retrain] {w}" for w in self.retrain.warnings()]
 
 
-def _type_ok(value: Any, default: Any) -> bool:
-    """Whether a TOML ``value`` can stand for a field whose default is ``default``."""
-    if default is None or default is MISSING:
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether a TOML ``value`` can stand for a field annotated ``tp`` (TOML has no null, so an
+    optional field takes its other type; an integer stands for a float)."""
+    origin = get_origin(tp)
+    if tp is Any:
         return True
-    if isinstance(default, bool):
+    if tp is type(None):
+        return value is None
+    if origin in (Union, UnionType):
+        return any(_type_ok(value, arg) for arg in get_args(tp))
+    if tp is bool:
         return isinstance(value, bool)
-    if isinstance(default, int):
+    if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
+    if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
+    if tp in (str, Path):
         return isinstance(value, str)
-    if isinstance(default, (tuple, list)):
-        return isinstance(value, (tuple, list))
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+        return all(_type_ok(v, args[0]) for v in value) if args else True
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type) and is_dataclass(tp):
+        return False  # nested configurations are built by the loader, never given as values
     return True
 
 
-def _dataclass_from(cls: type, data: dict[str, Any], section: str, **fixed: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{section}] must be a table of keys, got {type(data).__name__} {data!r}")
+def _type_name(tp: Any) -> str:
+    """``tp`` in words, as a TOML user would write it."""
+    origin = get_origin(tp)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"list of {len(args)} {_type_name(args[0])}"
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is Path:
+        return "str"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_types(cls: type, data: dict[str, Any], section: str, prefix: str = "") -> None:
+    """Unknown keys and values of the wrong type in ``data`` fail with one line naming them
+    (as ``prefix + key``, the key the file holds)."""
+    hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
+        raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(prefix + k for k in unknown)}")
     for key, value in data.items():
-        f = known[key]
-        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
-        if not _type_ok(value, default):
+        if not _type_ok(value, hints[key]):
+            f = known[key]
+            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            like = f" (like {default!r})" if default is not MISSING and default is not None else ""
             raise ConfigError(
-                f"[{section}] {key} = {value!r} should be of type {type(default).__name__} (like {default!r})"
+                f"[{section}] {prefix}{key} = {_short(value)} should be of type {_type_name(hints[key])}{like}"
             )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dataclass_from(cls: type, data: dict[str, Any], section: str, prefix: str = "", **fixed: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table of keys, got {type(data).__name__} {_short(data)}")
+    _check_types(cls, data, section, prefix)
     return cls(**{**data, **fixed})
 
 
@@ -137,65 +184,119 @@ def compress_stage(raw: dict[str, Any], source: str, device: str) -> compress.Co
     rest = {k: v for k, v in raw.items() if k != "variants"}
     quantizer = _dataclass_from(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress")
     ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
-    finetune = _dataclass_from(FinetuneConfig, ft, "compress")
+    finetune = _dataclass_from(FinetuneConfig, ft, "compress", prefix="finetune_")
     other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
     return _dataclass_from(
         compress.CompressStage, other, "compress", source=source, device=device, quantizer=quantizer, finetune=finetune
     )
 
 
-def load_config(path: Path) -> ChainConfig:
-    """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; a missing, unreadable, binary or malformed file is one line."""
     try:
-        raw = tomllib.loads(path.read_text())
+        size = Path(path).stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} holds {size:,} bytes, too many for a TOML configuration (at most {MAX_CONFIG_BYTES:,})")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration {path} is a folder, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a TOML text file (not UTF-8 at byte {exc.start})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a TOML text file (it holds NUL bytes)")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+RUN_KEYS = ("variants", "retrain_init", "device", "latency", "plot")
+
+
+def load_config(path: Path) -> ChainConfig:
+    """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
+    raw = read_toml(path)
     unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "run"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     data = _section(raw, "data")
     if "path" not in data:
         raise ConfigError(f"{path}: [data] needs a 'path'")
-    data_path = Path(data.pop("path"))
+    raw_path = data.pop("path")
+    if not isinstance(raw_path, str) or not raw_path.strip():
+        raise ConfigError(f"[data] path = {_short(raw_path)} should be a file name (a non-empty str)")
+    data_path = Path(raw_path).expanduser()
     if not data_path.is_absolute():
-        data_path = (path.parent / data_path).resolve()
+        data_path = (Path(path).parent / data_path).resolve()
     if "format" in data:
         data["fmt"] = data.pop("format")
-    if "split" in data:
-        data["split"] = tuple(data["split"])
     pre = _dataclass_from(PreprocessConfig, data, "data")
+    pre.split = tuple(pre.split)  # type: ignore[assignment]
     model_raw = _section(raw, "model")
     model = _dataclass_from(ModelConfig, model_raw, "model", name=model_raw.get("name", "deepfm"))
     run_raw = _section(raw, "run")
+    extra = sorted(set(run_raw) - set(RUN_KEYS))
+    if extra:
+        raise ConfigError(f"unknown key(s) in [run]: {', '.join(extra)}")
+    _check_types(ChainConfig, run_raw, "run")
+    search_raw, compress_raw = _section(raw, "search"), _section(raw, "compress")
+    if not _type_ok(compress_raw.get("variants", []), list[str]):
+        raise ConfigError(f"[compress] variants = {_short(compress_raw['variants'])} should be of type list of str")
     cfg = ChainConfig(
         data=data_path,
         preprocess=pre,
         model=model,
         supernet=_dataclass_from(TrainConfig, _section(raw, "supernet"), "supernet"),
         retrain=_dataclass_from(TrainConfig, _section(raw, "retrain"), "retrain"),
-        search=_section(raw, "search"),
-        compress=_section(raw, "compress"),
-        variants=tuple(run_raw.pop("variants", VARIANTS)),
-        retrain_init=run_raw.pop("retrain_init", "fresh"),
-        device=run_raw.pop("device", "auto"),
-        latency=run_raw.pop("latency", True),
-        plot=run_raw.pop("plot", False),
+        search=search_raw,
+        compress=compress_raw,
+        variants=tuple(run_raw.get("variants", VARIANTS)),
+        retrain_init=run_raw.get("retrain_init", "fresh"),
+        device=run_raw.get("device", "auto"),
+        latency=run_raw.get("latency", True),
+        plot=run_raw.get("plot", False),
     )
-    if run_raw:
-        raise ConfigError(f"unknown key(s) in [run]: {', '.join(sorted(run_raw))}")
+    search_stage(cfg.search, "", cfg.device)  # wrong keys or types in [search] or [compress] fail now
+    if cfg.compress:
+        compress_stage(cfg.compress, "", cfg.device)
     return cfg
+
+
+def check_before_work(config: ChainConfig) -> None:
+    """Every option of every step, the input file and lower bounds of the memory the batch sizes
+    and the search need (with one field and no rows: the data is not read yet); the stages check
+    the exact estimates again when they start."""
+    config.validate()
+    config.preprocess.validate()
+    config.model.validate()
+    config.supernet.validate()
+    config.retrain.validate()
+    searching = search_stage(config.search, "", config.device)  # bad keys fail before any training
+    searching.validate()
+    evolution = searching.evolution
+    if config.compress:
+        compress_stage(config.compress, "", config.device).validate()
+    device = resolve_device(config.device)
+    check_input(Path(config.data))
+    for train in (config.supernet, config.retrain):
+        check_training_memory(
+            train.batch_size, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
+        )
+    check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 
 
 def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[str, Manifest]:
     """Run every needed stage; returns the artifacts by step name (``evaluate`` last)."""
-    config.validate()
-    config.supernet.validate()
-    config.retrain.validate()
-    search_stage(config.search, "", config.device).evolution.validate()  # bad keys fail before any training
-    if config.compress:
-        compress_stage(config.compress, "", config.device).validate()
+    check_before_work(config)
     done: dict[str, Manifest] = {}
 
     def step(name: str, manifest: Manifest) -> Manifest:

@@ -33,6 +33,7 @@ from optembed.quantization.finetune import FinetuneConfig, finetune
 from optembed.quantization.model import save_quantized
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
+from optembed.validation import batch_bytes, check_memory, check_positive
 from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.retrain import resolve_chain
 from pipelines.stage import execute
@@ -56,10 +57,27 @@ class CompressStage:
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
         ft = self.finetune
-        if ft.epochs < 0 or ft.lr <= 0 or ft.batch_size < 1 or ft.patience < 0:
-            raise ConfigError(
-                "--finetune-epochs must be >= 0, --finetune-lr positive, the batch size >= 1 and --patience >= 0"
-            )
+        if ft.epochs < 0:
+            raise ConfigError(f"--finetune-epochs must be at least 0, got {ft.epochs}")
+        check_positive("--finetune-lr", ft.lr)
+        if ft.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {ft.batch_size}")
+        if ft.eval_batch_size < 1:
+            raise ConfigError(f"the evaluation batch size must be at least 1, got {ft.eval_batch_size}")
+        if ft.patience < 0:
+            raise ConfigError(f"--patience must not be negative (0: never stop early), got {ft.patience}")
+
+
+def check_finetune_memory(ft: FinetuneConfig, source: Manifest, n_fields: int, device: torch.device) -> None:
+    """Refuse fine-tuning batch sizes whose activations alone cannot fit the device."""
+    model = source.params.get("model") or {}
+    dim = int(model.get("embed_dim") or 1)
+    mlp = [int(d) for d in model.get("mlp_dims") or ()]
+    estimate = max(
+        batch_bytes(ft.batch_size, n_fields, dim, mlp, training=True),
+        batch_bytes(ft.eval_batch_size, n_fields, dim, mlp, training=False),
+    )
+    check_memory(f"fine-tuning with --batch-size {ft.batch_size:,}", estimate, device, "use a smaller --batch-size")
 
 
 def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:
@@ -104,6 +122,7 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
         raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
     require_coded_field(compact, config.quantizer, config.min_rows)
     device = resolve_device(config.device)
+    check_finetune_memory(config.finetune, source, len(cards), device)
     params: dict[str, Any] = {
         "quantizer": config.quantizer.to_dict(),
         "min_rows": config.min_rows,

@@ -10,6 +10,9 @@ import torch
 
 from optembed.data.tensors import SplitTensors, read_split
 from optembed.errors import ArtifactError, ConfigError
+from optembed.models.config import ModelConfig
+from optembed.training.config import TrainConfig
+from optembed.validation import check_training_memory
 from pipelines.store import Manifest
 
 SPLITS = ("train", "val", "test")
@@ -78,3 +81,15 @@ def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tens
         out.index_add_(0, ids, counts)
         parts.append(out)
     return torch.cat(parts)
+
+
+def check_training_fits(
+    manifest: Manifest, train: TrainConfig, model: ModelConfig, device: torch.device
+) -> None:
+    """Refuse, before any data is loaded, batch sizes and model sizes whose memory alone exceeds
+    the device's (see :func:`optembed.validation.training_bytes`)."""
+    fields = read_schema(manifest)["fields"]
+    rows = sum(int(f["cardinality"]) for f in fields)
+    check_training_memory(
+        train.batch_size, train.eval_batch_size, rows, len(fields), model.embed_dim, model.mlp_dims, device
+    )

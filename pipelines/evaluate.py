@@ -32,7 +32,8 @@ from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
 from optembed.training.latency import measure_latency, module_bytes
-from pipelines.data import load_dataset
+from optembed.validation import batch_bytes, check_memory
+from pipelines.data import load_dataset, read_schema
 from pipelines.retrain import read_best_widths, resolve_chain
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -150,6 +151,8 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
 
 
 def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    if config.eval_batch_size < 1:
+        raise ConfigError(f"--eval-batch-size must be at least 1, got {config.eval_batch_size}")
     sources = pick_sources(config, store)
     pres = {m.fingerprint: resolve_chain(store, m)["preprocess"] for m in sources}
     distinct = {p.fingerprint for p in pres.values()}
@@ -160,6 +163,13 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         )
     pre = next(iter(pres.values()))
     device = resolve_device(config.device)
+    n_fields = len(read_schema(pre)["fields"])
+    check_memory(
+        f"evaluating with --eval-batch-size {config.eval_batch_size:,}",
+        batch_bytes(config.eval_batch_size, n_fields, 1, (), training=False),
+        device,
+        "use a smaller --eval-batch-size",
+    )
     params = {"sources": sorted(m.fingerprint for m in sources), "latency": config.latency, "plot": config.plot}
     upstream = {f"{m.stage}#{i}": m for i, m in enumerate(sorted(sources, key=lambda m: m.fingerprint))}
 

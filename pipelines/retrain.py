@@ -33,7 +33,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
-from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.search import search_row_mask
@@ -147,6 +147,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     p = plan(config, store)
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
+    check_training_fits(p.preprocess, config.train, p.model, device)
     params: dict[str, Any] = {
         "full": config.full,
         "init": config.init,

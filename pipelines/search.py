@@ -40,6 +40,7 @@ from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import require_rankable
+from optembed.validation import check_search_memory
 from pipelines.data import load_dataset
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -64,6 +65,17 @@ class SearchStage:
 
     def searches_rows(self, pruned: bool) -> bool:
         return self.rows and pruned and self.evolution.max_auc_drop is not None
+
+    def validate(self) -> None:
+        self.evolution.validate()
+        if self.rows_per_pass is not None and self.rows_per_pass < 1:
+            raise ConfigError("--rows-per-pass must be positive")
+        if self.block < 0:
+            raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {self.block}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"unknown --amp '{self.amp}'; choose none or bf16")
+        if not self.row_levels or any(not 0.0 <= q < 1.0 for q in self.row_levels):
+            raise ConfigError(f"--row-levels must be fractions in [0, 1), got {list(self.row_levels)}")
 
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
@@ -94,16 +106,8 @@ def _with_oov(mask: torch.Tensor, cardinalities: list[int]) -> torch.Tensor:
 
 
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    config.validate()
     evo = config.evolution
-    evo.validate()
-    if config.rows_per_pass is not None and config.rows_per_pass < 1:
-        raise ConfigError("--rows-per-pass must be positive")
-    if config.block < 0:
-        raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {config.block}")
-    if config.amp not in ("none", "bf16"):
-        raise ConfigError(f"unknown --amp '{config.amp}'; choose none or bf16")
-    if not config.row_levels or any(not 0.0 <= q < 1.0 for q in config.row_levels):
-        raise ConfigError(f"--row-levels must be fractions in [0, 1), got {list(config.row_levels)}")
     sn, payload = _supernet_for_search(store, config.source)
     pre_fp = payload.get("preprocess") or sn.upstream.get("preprocess")
     pre = store.lookup("preprocess", pre_fp) if pre_fp else None
@@ -132,6 +136,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             f"parameters under supernet {sn.fingerprint}'s row mask, above the budget of {budget:,}"
         )
     device = resolve_device(config.device)
+    val_rows = int(pre.metrics.get("rows_val") or 0)
+    check_search_memory(evo.population, evo.generations, len(kept), val_rows, device)
     params: dict[str, Any] = {"evolution": evo.to_dict(), "amp": config.amp}
     if rows_phase:
         params["row_levels"] = sorted(float(q) for q in set(config.row_levels))

@@ -26,7 +26,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
-from pipelines.data import load_dataset, read_id_counts, read_schema
+from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
 from pipelines.stage import execute
 from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
@@ -82,11 +82,13 @@ def row_stats(model: CTRModel) -> dict[str, float]:
 
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     mode_flags(config.mode)  # validate early
+    config.model.validate()
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
     read_schema(upstream)
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     device = resolve_device(config.device)
+    check_training_fits(upstream, config.train, config.model, device)
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
     def build(tmp: Path, manifest: Manifest) -> None:

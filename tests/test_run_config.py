@@ -14,6 +14,24 @@ CASES = [
     ('[data]\npath = "train.txt"\n[retrain]\nlr = "fast"\n', "[retrain] lr = 'fast' should be of type float"),
     ('[data]\npath = "train.txt"\n[search]\npopulation = "many"\n', "[search] population = 'many' should be of type int"),
     ('[data]\npath = "train.txt"\n[search]\npopulation = 4\ntopk = 9\n', "--topk must be in 1..population (4), got 9"),
+    ("[data]\npath = 42\n", "[data] path = 42 should be a file name"),
+    ('[data]\npath = "missing.txt"\n', "input file not found"),
+    ('[data]\npath = "train.txt"\nsplit = "abc"\n', "[data] split = 'abc' should be of type list of 3 float"),
+    ('[data]\npath = "train.txt"\nsplit = [nan, 0.1, 0.1]\n', "--split must be a finite number, got nan"),
+    ('[data]\npath = "train.txt"\nmemory_limit = 2\n', "[data] memory_limit = 2 should be of type str"),
+    ('[data]\npath = "train.txt"\n[model]\nmlp_dims = [8, "x"]\n', "[model] mlp_dims = [8, 'x'] should be of type list of int"),
+    ('[data]\npath = "train.txt"\n[model]\ndropout = nan\n', "dropout must be a finite number"),
+    ('[data]\npath = "train.txt"\n[supernet]\nlr = nan\n', "--lr must be a finite number, got nan"),
+    ('[data]\npath = "train.txt"\n[retrain]\nalpha = inf\n', "--alpha must be a finite number, got inf"),
+    ('[data]\npath = "train.txt"\n[supernet]\nbatch_size = 1000000000000\n', "--batch-size 1,000,000,000,000"),
+    ('[data]\npath = "train.txt"\n[search]\npopulation = 100000000000\ntopk = 2\n', "--population 100,000,000,000"),
+    ('[data]\npath = "train.txt"\n[search]\nmutation_prob = nan\n', "--mutation-prob must be a finite number"),
+    ('[data]\npath = "train.txt"\n[search]\nrows_per_pass = "x"\n', "[search] rows_per_pass = 'x' should be of type int"),
+    ('[data]\npath = "train.txt"\n[compress]\nvariants = "optembed"\n', "[compress] variants = 'optembed' should be of type list of str"),
+    ('[data]\npath = "train.txt"\n[compress]\nfinetune_lr = "x"\n', "[compress] finetune_lr = 'x' should be of type float"),
+    ('[data]\npath = "train.txt"\n[run]\nvariants = "optembed"\n', "[run] variants = 'optembed' should be of type list of str"),
+    ('[data]\npath = "train.txt"\n[run]\nplot = "yes"\n', "[run] plot = 'yes' should be of type bool"),
+    ('[data]\npath = "train.txt"\n[run]\ndevice = "tpu"\n', "unknown device 'tpu'"),
 ]
 
 
@@ -28,6 +46,30 @@ def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path: Path, cli, t
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.stderr
     assert not list(root.glob("*/*/manifest.json"))
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("binary.toml", b"\x00\x01\xff\xfe" * 16, "not a TOML text file"),
+        ("nul.toml", b"[data]\x00\n", "not a TOML text file"),
+        ("big.toml", b"# " + b"x" * (2 << 20) + b"\n", "too many for a TOML configuration"),
+        ("missing.toml", None, "configuration file not found"),
+        ("folder.toml", "folder", "is a folder"),
+    ],
+)
+def test_unreadable_configuration_is_one_line(tmp_path: Path, cli, name: str, content: bytes | str | None, message: str) -> None:
+    config = tmp_path / name
+    if content == "folder":
+        config.mkdir()
+    elif isinstance(content, bytes):
+        config.write_bytes(content)
+    root = tmp_path / "artifacts"
+    res = cli("run", config, "--artifacts", root)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert not root.exists() or not list(root.glob("*/*"))
 
 
 def test_float_keys_accept_integers(tmp_path: Path) -> None:

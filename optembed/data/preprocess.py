@@ -37,12 +37,14 @@ from optembed.data.formats import (
 )
 from optembed.data.validation import check_input, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
+from optembed.validation import check_number
 from optembed.progress import NULL, Reporter
 
 OOV_ID = 0
 MISSING_ID = 1
 SPLITS = ("train", "val", "test")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MEMORY_LIMIT = re.compile(r"^\s*(\d+(\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|%)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -67,14 +69,21 @@ class PreprocessConfig:
     def validate(self) -> None:
         if self.fmt not in FORMATS:
             raise ConfigError(f"unknown format '{self.fmt}'; choose one of {', '.join(FORMATS)}")
-        if len(self.split) != 3 or any(p <= 0 for p in self.split):
+        if len(self.split) != 3:
             raise ConfigError(f"--split needs three positive fractions (train,val,test), got {list(self.split)}")
+        for part in self.split:
+            check_number("--split", part, 0.0, 1.0, low_open=True)
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise ConfigError(f"--split fractions must sum to 1, got {sum(self.split):g}")
         if self.count_on not in ("train", "all"):
             raise ConfigError(f"--count-on must be 'train' or 'all', got '{self.count_on}'")
         if self.resolved_min_count() < 1:
             raise ConfigError("--min-count must be at least 1")
+        limit = _MEMORY_LIMIT.match(self.memory_limit) if isinstance(self.memory_limit, str) else None
+        if limit is None or float(limit.group(1)) <= 0:
+            raise ConfigError(f"--memory-limit must be a size like 2GB, 500MB or 80%, got '{self.memory_limit}'")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.fmt not in ("csv", "parquet") and (self.label or self.fields or self.numeric):
             raise ConfigError(f"--label/--fields/--numeric apply to csv and parquet input, not {self.fmt}")
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from optembed.errors import ConfigError
+from optembed.validation import check_disk_space, check_output_file
 
 FORMATS = ("criteo", "avazu")
 RANKS = (1, 2, 4, 8, 16)
@@ -311,6 +312,11 @@ def _write_chunk(
     pacsv.write_csv(_chunk_table(model, ids, labels, start, rows), sink, options)
 
 
+# Fewest bytes a written row can take (one separator per column and a newline): a floor for
+# the disk space check.
+MIN_ROW_BYTES = {"criteo": 40, "avazu": 24}
+
+
 def generate(
     path: str | Path, rows: int, fmt: str = "criteo", seed: int = 0, chunk_rows: int = 500_000
 ) -> SynthTruth:
@@ -326,11 +332,45 @@ def generate(
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
     path = Path(path)
+    check_output_file(path)
+    check_disk_space(path.parent, rows * MIN_ROW_BYTES[fmt], f"{rows:,} synthetic {fmt} rows")
     model = _build(fmt, rows, seed)
+    # Written under a temporary name and renamed at the end: an interrupted run leaves no
+    # truncated file under ``path``.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        positives = _write_rows(partial, model, rows, seed, chunk_rows)
+        truth = _truth(model, fmt, rows, seed, positives)
+        Path(str(path) + ".truth.json").write_text(json.dumps(truth.to_dict(), indent=2) + "\n")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return truth
+
+
+def _truth(model: _Model, fmt: str, rows: int, seed: int, positives: int) -> SynthTruth:
+    names = [f.name for f in model.fields]
+    cardinality = {f.name: f.size for f in model.fields}
+    noise = [f.name for f in model.fields if f.rank == 0]
+    ranks = {f.name: f.rank for f in model.fields}
+    if fmt == "avazu":
+        names.insert(0, "hour")
+        cardinality = {"hour": AVAZU_HOURS, **cardinality}
+        noise.insert(0, "hour")
+        ranks = {"hour": 0, **ranks}
+    return SynthTruth(fmt, rows, seed, names, cardinality, noise, ranks, positives / rows)
+
+
+def _write_rows(path: Path, model: _Model, rows: int, seed: int, chunk_rows: int) -> int:
+    """Write the rows to ``path``; returns the number of positive labels."""
     positives = 0
     # Each chunk is drawn while the previous one is written, so at most two are in memory.
     with open(path, "wb") as sink, ThreadPoolExecutor(max_workers=1) as pool:
-        if fmt == "avazu":
+        if model.fmt == "avazu":
             sink.write((AVAZU_HEADER + "\n").encode())
         pending: Future[None] | None = None
         for chunk, start in enumerate(range(0, rows, chunk_rows)):
@@ -344,16 +384,4 @@ def generate(
             pending = pool.submit(_write_chunk, sink, model, ids, labels, start, rows)
         if pending is not None:
             pending.result()
-
-    names = [f.name for f in model.fields]
-    cardinality = {f.name: f.size for f in model.fields}
-    noise = [f.name for f in model.fields if f.rank == 0]
-    ranks = {f.name: f.rank for f in model.fields}
-    if fmt == "avazu":
-        names.insert(0, "hour")
-        cardinality = {"hour": AVAZU_HOURS, **cardinality}
-        noise.insert(0, "hour")
-        ranks = {"hour": 0, **ranks}
-    truth = SynthTruth(fmt, rows, seed, names, cardinality, noise, ranks, positives / rows)
-    Path(str(path) + ".truth.json").write_text(json.dumps(truth.to_dict(), indent=2) + "\n")
-    return truth
+    return positives

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from optembed.errors import ConfigError
+from optembed.validation import check_number
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,12 @@ class EvolutionConfig:
             raise ConfigError("crossover needs two distinct parents: use --topk 2 or more, or --crossover 0")
         if self.generations > 0 and n_c + n_m == 0:
             raise ConfigError("every generation would repeat the last: give --crossover or --mutation a count")
-        if not 0.0 < self.mutation_prob <= 1.0:
-            raise ConfigError(f"--mutation-prob must be in (0, 1], got {self.mutation_prob}")
+        check_number("--mutation-prob", self.mutation_prob, 0.0, 1.0, low_open=True)
         if self.param_budget is not None and self.param_budget < 1:
             raise ConfigError(f"--param-budget must be positive, got {self.param_budget}")
-        if not (math.isfinite(self.noise_z) and 0.0 <= self.noise_z <= 10.0):
-            raise ConfigError(f"--noise-z must be in [0, 10], got {self.noise_z}")
-        if self.max_auc_drop is not None and not (math.isfinite(self.max_auc_drop) and 0.0 <= self.max_auc_drop < 0.5):
-            raise ConfigError(f"--max-auc-drop must be in [0, 0.5), got {self.max_auc_drop}")
-        if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
-            raise ConfigError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")
+        check_number("--noise-z", self.noise_z, 0.0, 10.0)
+        check_number("--max-auc-drop", self.max_auc_drop, 0.0, 0.5, high_open=True, optional=True)
+        check_number("--target-sparsity", self.target_sparsity, 0.0, 1.0, high_open=True, optional=True)
 
     def budget(self, total_rows: int, dim: int) -> int | None:
         """The largest allowed number of embedding parameters, or ``None`` for no bound."""

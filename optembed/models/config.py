@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from optembed.errors import ConfigError
+from optembed.validation import check_number, check_positive
 
 MODEL_NAMES = ("fnn", "deepfm", "dcn", "ipnn")
 NORMS = ("l1", "l2")
@@ -36,14 +37,12 @@ class ModelConfig:
             raise ConfigError(f"embed_dim must be at least 1, got {self.embed_dim}.")
         if any(d < 1 for d in self.mlp_dims):
             raise ConfigError(f"Every MLP layer needs at least 1 unit, got {list(self.mlp_dims)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
         if self.cross_layers < 0 or (self.name == "dcn" and self.cross_layers < 1):
             raise ConfigError(f"DCN needs at least one cross layer, got {self.cross_layers}.")
         if self.norm not in NORMS:
             raise ConfigError(f"Unknown row norm {self.norm!r}; choose one of {', '.join(NORMS)}.")
-        if self.init_std <= 0:
-            raise ConfigError(f"init_std must be positive, got {self.init_std}.")
+        check_positive("init_std", self.init_std)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from optembed.errors import ConfigError
+from optembed.validation import check_non_negative, check_positive
 
 POPULARITY = ("log", "linear", "none")
 CODE_DTYPES = {"uint8": 256, "uint16": 65536}  # dtype -> largest codebook it can index
@@ -62,16 +63,17 @@ class QuantizerConfig:
             raise ConfigError(f"--kmeans-iters must be at least 0, got {self.kmeans_iters}")
         if self.sub_dim is not None and self.sub_dim < 1:
             raise ConfigError(f"--sub-dim must be at least 1, got {self.sub_dim}")
-        if not self.codebook_share > 0:
-            raise ConfigError(f"--codebook-share must be positive, got {self.codebook_share}")
+        check_positive("--codebook-share", self.codebook_share)
         if self.popularity not in POPULARITY:
             raise ConfigError(f"unknown --popularity '{self.popularity}'; choose {', '.join(POPULARITY)}")
-        if self.balance_weight < 0 or self.contrastive_weight < 0:
-            raise ConfigError("--balance-weight and --contrastive-weight must not be negative")
-        if self.temperature <= 0 or self.soft_temperature <= 0:
-            raise ConfigError("temperatures must be positive")
-        if self.steps < 0 or self.batch_size < 2 or self.lr <= 0 or self.max_epochs <= 0:
-            raise ConfigError("steps must be >= 0, batch size >= 2, the learning rate and max epochs positive")
+        check_non_negative("--balance-weight", self.balance_weight)
+        check_non_negative("--contrastive-weight", self.contrastive_weight)
+        check_positive("--temperature", self.temperature)
+        check_positive("soft_temperature", self.soft_temperature)
+        check_positive("--quantizer-lr", self.lr)
+        check_positive("max_epochs", self.max_epochs)
+        if self.steps < 0 or self.batch_size < 2:
+            raise ConfigError("--quantizer-steps must be >= 0 and the quantizer batch size >= 2")
 
     def code_dtype_for(self, codebook: int) -> str:
         """The code dtype of a ``codebook``-entry codebook: ``code_dtype`` when forced, else the

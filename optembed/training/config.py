@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from optembed.errors import ConfigError
+from optembed.validation import check_non_negative, check_positive
 
 AMP_MODES = ("none", "bf16")
 THRESHOLD_OPTIMIZERS = ("sgd", "adam")
@@ -62,10 +63,13 @@ class TrainConfig:
             raise ConfigError("--epochs must be at least 1")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("batch sizes must be positive")
-        if self.lr <= 0 or self.threshold_lr < 0:
-            raise ConfigError("learning rates must be positive")
-        if self.weight_decay < 0 or self.alpha < 0:
-            raise ConfigError("--weight-decay and --alpha must not be negative")
+        check_positive("--lr", self.lr)
+        check_non_negative("--threshold-lr", self.threshold_lr)
+        check_non_negative("--weight-decay", self.weight_decay)
+        check_non_negative("--alpha", self.alpha)
+        check_positive("--embedding-lr", self.embedding_lr, optional=True)
+        check_positive("--freq-lr-c0", self.freq_lr_c0)
+        check_non_negative("--freq-lr-power", self.freq_lr_power)
         if self.evals_per_epoch < 0:
             raise ConfigError(f"--evals-per-epoch must be 0 (auto) or positive, got {self.evals_per_epoch}")
         if self.patience < 0:
@@ -80,12 +84,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown --embedding-optimizer '{self.embedding_optimizer}'; choose {' | '.join(EMBEDDING_OPTIMIZERS)}"
             )
-        if self.embedding_lr is not None and self.embedding_lr <= 0:
-            raise ConfigError("--embedding-lr must be positive")
         if self.freq_lr not in FREQ_LR_FORMS:
             raise ConfigError(f"unknown --freq-lr '{self.freq_lr}'; choose {' | '.join(FREQ_LR_FORMS)}")
-        if self.freq_lr != "none" and (self.freq_lr_c0 <= 0 or self.freq_lr_power < 0):
-            raise ConfigError("--freq-lr-c0 must be positive and --freq-lr-power must not be negative")
 
     def evals_for(self, steps_per_epoch: int) -> int:
         """Validations per epoch of ``steps_per_epoch`` optimizer steps (at least 1, at most one per step)."""

@@ -57,6 +57,7 @@ def compress(
         device=device,
         force=force,
     )
+    config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, upstream="retrain", source=source)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from optembed.data.preprocess import PreprocessConfig
+from optembed.errors import ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
 from optembed_cli import ui
@@ -25,7 +26,12 @@ def demo(
 ) -> None:
     """Generate a small synthetic Criteo file and run every stage on it, ending with a comparison."""
     from optembed.data.synth import generate
+    from optembed.training.device import resolve_device
 
+    if rows < 1:
+        raise ConfigError(f"--rows must be at least 1, got {rows}")
+    TrainConfig(epochs=epochs, batch_size=2048).validate()
+    resolve_device(device)
     store = open_store(artifacts)
     data = store.root / "_data" / f"synth-criteo-{rows}-s{seed}.txt"
     if not data.exists():

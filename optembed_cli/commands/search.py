@@ -84,11 +84,11 @@ def search(
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
         max_auc_drop=None if max_auc else max_auc_drop, noise_z=noise_z,
     )
-    evolution.validate()
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
         amp=amp, rows=rows, row_levels=parse_levels(row_levels), force=force,
     )
+    config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
 
