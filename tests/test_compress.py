@@ -322,6 +322,7 @@ def test_run_config_compress_section(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("codebook = 64", "codebok = 64"))
     with pytest.raises(Exception, match="unknown key"):
         chain.compress_stage(chain.load_config(config).compress, "abc", "cpu")
-    config.write_text(config.read_text().replace('variants = ["optembed"]', 'variants = ["optembed-e"]'))
+    text = config.read_text().replace("codebok", "codebook")  # load_config checks the keys itself now
+    config.write_text(text.replace('variants = ["optembed"]', 'variants = ["optembed-e"]'))
     with pytest.raises(Exception, match="not a re-trained variant"):
         chain.load_config(config).validate()
