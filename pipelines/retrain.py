@@ -178,7 +178,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             reporter.message("no interrupted run to resume; starting from scratch")
         result = Trainer(model, config.train, device, reporter, row_counts=counts).fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
-            resume_mod.checkpointer(resume_dir),
+            resume_mod.checkpointer(resume_dir), validate_start=config.init == "supernet",
         )
         if not result.history:
             raise TrainingError("no epoch was trained")

@@ -230,3 +230,16 @@ def test_mid_epoch_validation_keeps_the_best_checkpoint_inside_an_epoch(monkeypa
     for key, value in snapshots[1].items():
         assert torch.equal(result.best_state[key], value), key
     assert not torch.equal(result.best_state["embedding.weight"], snapshots[2]["embedding.weight"])
+
+
+def test_validate_start_keeps_trained_starting_weights_when_no_epoch_beats_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    aucs = iter([0.9, 0.8, 0.85])  # the start, epoch 1, epoch 2
+    monkeypatch.setattr("optembed.training.trainer.evaluate", lambda *a, **k: {"auc": next(aucs), "logloss": 0.5})
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = Trainer(model, TrainConfig(epochs=2, batch_size=500, patience=0), CPU).fit(
+        planted(1000, 1), planted(300, 2), validate_start=True
+    )
+    assert result.best_epoch == 0 and result.best_val_auc == 0.9 and result.best_metrics()["epoch"] == 0
+    assert all(torch.equal(result.best_state[k], v) for k, v in start.items())
+    assert len(result.history) == 2

@@ -215,7 +215,11 @@ class Trainer:
         test: SplitTensors | None = None,
         resume: dict[str, Any] | None = None,
         checkpoint: Checkpointer | None = None,
+        validate_start: bool = False,
     ) -> FitResult:
+        """Train with early stopping on validation AUC. ``validate_start``: the starting weights
+        (already trained, e.g. a supernet's) are a candidate too, kept as epoch 0 when no epoch
+        beats them on validation."""
         cfg = self.cfg
         if len(train) == 0:
             raise TrainingError("the training split is empty")
@@ -234,6 +238,10 @@ class Trainer:
             if patience_exhausted(bad_epochs, cfg.patience):
                 best.stopped_early = True
                 return best
+        elif validate_start:
+            start = {"epoch": 0, **self._validate(val, test)}
+            best.best_val_auc, best.best_record = start["val_auc"], start
+            self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
         guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr)
         total_samples, total_seconds = 0, 0.0
         steps_per_epoch = -(-len(train) // cfg.batch_size)
