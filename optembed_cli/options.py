@@ -52,6 +52,11 @@ def complete_device(incomplete: str) -> list[str]:
     return [d for d in ("auto", "cpu", "cuda") if d.startswith(incomplete)]
 
 
+def complete_format(incomplete: str) -> list[str]:
+    """Shell completion of preprocess --format (checked by the stage, which names the choices)."""
+    return [f for f in FORMATS if f.startswith(incomplete)]
+
+
 ArtifactsOpt = Annotated[
     Path | None,
     typer.Option(

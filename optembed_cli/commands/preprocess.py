@@ -13,7 +13,8 @@ from optembed.data.sniff import infer_format, mismatch_hint
 from optembed.errors import ConfigError, DataError
 from optembed.progress import Prefixed
 from optembed_cli import ui
-from optembed_cli.options import INPUT, ArtifactsOpt, CountOn, ForceOpt, Format, JsonOpt, open_store, split_list
+from optembed.data.formats import FORMATS
+from optembed_cli.options import INPUT, ArtifactsOpt, CountOn, ForceOpt, JsonOpt, complete_format, open_store, split_list
 from pipelines import preprocess as stage
 from pipelines.store import Manifest
 
@@ -32,9 +33,11 @@ def parse_split(text: str) -> tuple[float, float, float]:
 def preprocess(
     file: Annotated[Path, typer.Argument(help="Raw data file.", show_default=False)],
     format: Annotated[
-        Format | None,
+        str | None,
         typer.Option(
             "--format", "-f",
+            metavar="[" + "|".join(FORMATS) + "]",
+            autocompletion=complete_format,
             help="Input format (default: guessed from the extension, delimiter, column count and header; "
             "the guess is printed).",
             show_default=False,
