@@ -18,7 +18,8 @@ app = typer.Typer(
     name="optembed",
     help="Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
 
@@ -34,8 +35,18 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results, warnings and errors: no progress or status lines."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="More detail: the resolved configuration, progress lines every 10 s in logs."
+    ),
 ) -> None:
-    """Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed)."""
+    """Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed).
+
+    New here? 'optembed demo' runs every stage on generated data in a few minutes.
+    """
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    ui.settings.quiet, ui.settings.verbose = quiet, verbose
 
 
 app.command()(demo.demo)

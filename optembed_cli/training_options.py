@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -11,55 +12,79 @@ from optembed_cli import ui
 from optembed.errors import ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
+from optembed_cli.options import (
+    DEVICE, EMBEDDING, MODEL, PRUNING, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Model, Norm,
+    ThresholdOptimizer,
+)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Backbone: fnn | deepfm | dcn | ipnn.")]
-EmbedDimOpt = Annotated[int, typer.Option(help="Full embedding width D.")]
-MlpOpt = Annotated[str, typer.Option("--mlp", help="Hidden layer sizes, comma-separated.")]
-DropoutOpt = Annotated[float, typer.Option(help="MLP dropout.")]
-BatchNormOpt = Annotated[bool, typer.Option("--batch-norm/--no-batch-norm", help="BatchNorm in the MLP.")]
-CrossLayersOpt = Annotated[int, typer.Option(help="DCN cross layers.")]
-NormOpt = Annotated[str, typer.Option(help="Row norm for pruning: l1 | l2.")]
-EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs.")]
-BatchOpt = Annotated[int, typer.Option(help="Training batch size.")]
-LrOpt = Annotated[float, typer.Option(help="Adam learning rate (embeddings and network).")]
-WdOpt = Annotated[float, typer.Option(help="Adam weight decay.")]
-AlphaOpt = Annotated[float, typer.Option(help="Weight of the threshold regulariser alpha * sum(exp(-t)).")]
-TLrOpt = Annotated[float, typer.Option(help="Learning rate of the pruning thresholds.")]
-TOptOpt = Annotated[str, typer.Option(help="Optimizer of the thresholds: adam | sgd.")]
+__all__ = ["DeviceOpt"]  # re-exported for the commands
+
+ModelOpt = Annotated[
+    Model, typer.Option("--model", "-m", help="Backbone.", case_sensitive=False, rich_help_panel=MODEL)
+]
+EmbedDimOpt = Annotated[int, typer.Option(help="Full embedding width D.", rich_help_panel=MODEL)]
+MlpOpt = Annotated[str, typer.Option("--mlp", help="Hidden layer sizes, comma-separated.", metavar="SIZES", rich_help_panel=MODEL)]
+DropoutOpt = Annotated[float, typer.Option(help="MLP dropout.", rich_help_panel=MODEL)]
+BatchNormOpt = Annotated[
+    bool, typer.Option("--batch-norm/--no-batch-norm", help="BatchNorm in the MLP.", rich_help_panel=MODEL)
+]
+CrossLayersOpt = Annotated[int, typer.Option(help="DCN cross layers.", rich_help_panel=MODEL)]
+NormOpt = Annotated[Norm, typer.Option(help="Row norm for pruning.", rich_help_panel=PRUNING)]
+EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs.", rich_help_panel=TRAINING)]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        help="Training batch size (an epoch should have 50+ optimizer steps: rows / batch size).",
+        rich_help_panel=TRAINING,
+    ),
+]
+LrOpt = Annotated[float, typer.Option(help="Adam learning rate (embeddings and network).", rich_help_panel=TRAINING)]
+WdOpt = Annotated[float, typer.Option(help="Adam weight decay.", rich_help_panel=TRAINING)]
+AlphaOpt = Annotated[
+    float, typer.Option(help="Weight of the threshold regulariser alpha * sum(exp(-t)).", rich_help_panel=PRUNING)
+]
+TLrOpt = Annotated[float, typer.Option(help="Learning rate of the pruning thresholds.", rich_help_panel=PRUNING)]
+TOptOpt = Annotated[ThresholdOptimizer, typer.Option(help="Optimizer of the thresholds.", rich_help_panel=PRUNING)]
 PatienceOpt = Annotated[
     int,
     typer.Option(
         help="Stop after this many epochs in a row without a validation AUC gain (0: never stop early); "
-        "the best epoch is kept either way."
+        "the best epoch is kept either way.",
+        rich_help_panel=TRAINING,
     ),
 ]
-EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
-AmpOpt = Annotated[str, typer.Option(help="Mixed precision: none | bf16.")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=TRAINING)]
+SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.", rich_help_panel=TRAINING)]
+AmpOpt = Annotated[Amp, typer.Option(help="Mixed precision.", rich_help_panel=DEVICE)]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=DEVICE)]
 EmbOptimizerOpt = Annotated[
-    str,
+    EmbeddingOptimizer,
     typer.Option(
         help="Optimizer of the embedding tables: adam (dense, with the network) | sparse-adam (batch rows only; "
-        "no weight decay) | rowwise-adagrad (batch rows only; one accumulator per row). The network keeps Adam."
+        "no weight decay) | rowwise-adagrad (batch rows only; one accumulator per row). The network keeps Adam.",
+        rich_help_panel=EMBEDDING,
     ),
 ]
-EmbLrOpt = Annotated[float | None, typer.Option(help="Learning rate of the embedding tables (default: --lr).")]
+EmbLrOpt = Annotated[
+    float | None,
+    typer.Option(help="Learning rate of the embedding tables (default: --lr).", show_default=False, rich_help_panel=EMBEDDING),
+]
 FreqLrOpt = Annotated[
-    str,
+    FreqLr,
     typer.Option(
         help="Frequency-adaptive embedding learning rate from the preprocess counts n: none | "
-        "clip: lr * (c0 / max(c0, n))^p | smooth: lr * (1 + n / c0)^-p."
+        "clip: lr * (c0 / max(c0, n))^p | smooth: lr * (1 + n / c0)^-p.",
+        rich_help_panel=EMBEDDING,
     ),
 ]
-FreqC0Opt = Annotated[float, typer.Option(help="--freq-lr constant c0 (a count).")]
-FreqPowerOpt = Annotated[float, typer.Option(help="--freq-lr exponent p.")]
+FreqC0Opt = Annotated[float, typer.Option(help="--freq-lr constant c0 (a count).", rich_help_panel=EMBEDDING)]
+FreqPowerOpt = Annotated[float, typer.Option(help="--freq-lr exponent p.", rich_help_panel=EMBEDDING)]
 EvalsOpt = Annotated[
     int,
     typer.Option(
         help="Validations per epoch, the last at its end; the best one's checkpoint is kept. "
         "0: auto, one per ~2,000 optimizer steps (at most 10), so long epochs are judged more often.",
+        rich_help_panel=TRAINING,
     ),
 ]
 ReinitOpt = Annotated[
@@ -67,6 +92,7 @@ ReinitOpt = Annotated[
     typer.Option(
         "--reinit-embeddings-each-epoch",
         help="Re-draw the embedding tables after every epoch (the network and thresholds are kept).",
+        rich_help_panel=EMBEDDING,
     ),
 ]
 
@@ -85,20 +111,21 @@ def model_config(
     model: str, embed_dim: int, mlp: str, dropout: float, batch_norm: bool, cross_layers: int, norm: str
 ) -> ModelConfig:
     return ModelConfig(
-        name=model.lower(),
+        name=str(model).lower(),
         embed_dim=embed_dim,
         mlp_dims=parse_dims(mlp),
         dropout=dropout,
         batch_norm=batch_norm,
         cross_layers=cross_layers,
-        norm=norm,
+        norm=str(norm),
     )
 
 
 def train_config(**kwargs: object) -> TrainConfig:
     """Build and validate the training options; questionable combinations get one warning line
     each on stderr (also with ``--json``)."""
-    cfg = TrainConfig(**kwargs)  # type: ignore[arg-type]
+    plain = {k: str(v) if isinstance(v, StrEnum) else v for k, v in kwargs.items()}
+    cfg = TrainConfig(**plain)  # type: ignore[arg-type]
     cfg.validate()
     for line in cfg.warnings():
         ui.err.print(Text(line), soft_wrap=True)

@@ -97,11 +97,109 @@ class _RichTask:
         self.progress.stop_task(self.task_id)
 
 
-class RichReporter:
-    """Progress bars (with rates) and messages on stderr; the display starts with the first task."""
+COARSE_UNITS = ("gen", "model", "stage")  # a plain line per unit of these
+HEARTBEAT_SECONDS = 30.0  # without a terminal, a line at most this often while a long task runs
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
+
+class PlainTask:
+    """Progress as plain stderr lines, for logs and pipes: one line per generation or model;
+    for tasks counted in samples, steps, passes or fields a line every ``interval`` seconds (so a log never
+    stays silent for minutes) and none at the end (the epoch's summary follows)."""
+
+    def __init__(
+        self, description: str, total: float | None, unit: str, interval: float = HEARTBEAT_SECONDS,
+        clock: Callable[[], float] = time.perf_counter, write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.done = 0.0
+        self.interval = interval
+        self.clock = clock
+        self.started = self.last = clock()
+        self.write = write or _plain_line
+        self.coarse = unit in COARSE_UNITS
+
+    def advance(self, amount: float = 1.0) -> None:
+        self.done += amount
+        now = self.clock()
+        if self.coarse:
+            self.write(f"{self.description}: {self.count()} ({_seconds(now - self.started)})")
+        elif now - self.last >= self.interval:
+            self.last = now
+            self.write(f"{self.description}: {self.count()}{self.left(now)}")
+
+    def count(self) -> str:
+        done = f"{self.done:,.0f}"
+        if self.total:
+            return f"{done}/{self.total:,.0f} {self.unit} ({100 * self.done / self.total:.0f}%)"
+        return f"{done} {self.unit}"
+
+    def left(self, now: float) -> str:
+        spent = now - self.started
+        if not self.total or self.done <= 0:
+            return f", {_seconds(spent)} elapsed"
+        rest = spent * (self.total - self.done) / self.done
+        return f", {_seconds(spent)} elapsed, about {_seconds(rest)} left"
+
+    def update(self, *, description: str | None = None, total: float | None = None) -> None:
+        if description is not None:
+            self.description = description
+        if total is not None:
+            self.total = total
+
+    def close(self) -> None:
+        return None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value < 60 else f"{value // 60:.0f}m{value % 60:02.0f}s"
+
+
+def _plain_line(text: str) -> None:
+    err.print(Text(text), soft_wrap=True)
+
+
+class _SilentTask:
+    def advance(self, amount: float = 1.0) -> None:
+        return None
+
+    def update(self, *, description: str | None = None, total: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class Settings:
+    """The global ``--quiet`` / ``--verbose`` choice."""
+
+    quiet: bool = False
+    verbose: bool = False
+
+
+settings = Settings()
+
+
+def progress_mode(as_json: bool = False) -> str:
+    """``bars`` on a terminal; ``lines`` in a log, a pipe or under --json; ``off`` with --quiet or
+    OPTEMBED_NO_PROGRESS set."""
+    if settings.quiet or os.environ.get("OPTEMBED_NO_PROGRESS"):
+        return "off"
+    if err.is_terminal and not as_json:
+        return "bars"
+    return "lines"
+
+
+class RichReporter:
+    """Progress on stderr: Rich bars (with rates) on a terminal, plain lines otherwise; messages too.
+
+    The bar display starts with the first task. ``quiet`` drops progress and messages (warnings
+    and errors are printed elsewhere)."""
+
+    def __init__(self, quiet: bool = False, as_json: bool = False) -> None:
+        self.quiet = quiet or settings.quiet
+        self.mode = "off" if self.quiet else progress_mode(as_json)
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),
@@ -112,7 +210,7 @@ class RichReporter:
             TimeRemainingColumn(),
             console=err,
             transient=True,
-            disable=quiet or not err.is_terminal or bool(os.environ.get("OPTEMBED_NO_PROGRESS")),
+            disable=self.mode != "bars",
         )
         self.started = False
         self.pending: list[str] = []  # lines shown once the work starts (dropped if it never does)
@@ -124,11 +222,18 @@ class RichReporter:
 
     def flush(self) -> None:
         lines, self.pending = self.pending, []
+        if self.quiet:
+            return
         for line in lines:
             err.print(Text(line), soft_wrap=True)
 
-    def task(self, description: str, total: float | None = None, unit: str = "it") -> _RichTask:
-        self.flush()
+    def task(self, description: str, total: float | None = None, unit: str = "it") -> Any:
+        if self.mode != "off":  # without progress the deferred lines wait for a message or the end
+            self.flush()
+        if self.mode == "lines":
+            return PlainTask(description, total, unit, interval=10.0 if settings.verbose else HEARTBEAT_SECONDS)
+        if self.mode == "off":
+            return _SilentTask()
         if not self.started:
             self.progress.start()
             self.started = True
@@ -146,12 +251,23 @@ class RichReporter:
 
 
 @contextmanager
-def reporter(quiet: bool = False) -> Iterator[RichReporter]:
-    rep = RichReporter(quiet=quiet)
+def reporter(quiet: bool = False, as_json: bool = False) -> Iterator[RichReporter]:
+    rep = RichReporter(quiet=quiet, as_json=as_json)
     try:
         yield rep
     finally:
         rep.stop()
+
+
+def info(text: str) -> None:
+    """A line about what is happening, on stderr; dropped with --quiet."""
+    if not settings.quiet:
+        err.print(Text(text), soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """A warning line on stderr (kept with --quiet)."""
+    err.print(Text(f"warning: {text}"), soft_wrap=True)
 
 
 def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
@@ -231,21 +347,66 @@ def run_stage(
     artifacts: Any,
     as_json: bool,
     render: Callable[[Manifest], None],
-    upstream: str | None = None,
+    upstream: str | tuple[str, ...] | None = None,
     source: str | None = None,
 ) -> Manifest:
-    """Open the store, name a defaulted upstream artifact, run a stage with progress, show it."""
+    """Open the store, name a defaulted upstream artifact, run a stage with progress (its bars and
+    lines named after the stage), print its warnings, show it."""
+    from optembed.progress import Prefixed
     from pipelines.store import Store
 
     store = Store(artifacts)
-    with reporter(quiet=as_json) as rep:
-        if upstream is not None and source is None and not as_json:
-            line = said_upstream(store.resolve(None, upstream), source, as_json)
+    name = run.__module__.rsplit(".", 1)[-1]
+    with reporter(as_json=as_json) as rep:
+        if upstream is not None and source is None:
+            line = said_upstream(store.resolve(None, upstream), source, False)
             if line:
                 rep.defer(line)  # shown when the work starts, after every check passed
-        manifest = run(config, store, rep)
+        manifest = run(config, store, Prefixed(rep, name))
         rep.flush()
     announce(manifest, as_json)
+    training_warnings(store, manifest)
     if not as_json:
         render(manifest)
     return manifest
+
+
+def training_warnings(store: Any, manifest: Manifest, name: str | None = None) -> None:
+    """One warning line per problem of a supernet or retrain run (too few steps, overfitting)."""
+    from pipelines.diagnostics import artifact_warnings
+
+    for line in artifact_warnings(store, manifest):
+        warn(f"{name or manifest.stage} {manifest.fingerprint[:10]}: {line}")
+
+
+VARIANT_LEGEND = (
+    ("original", "Original: the plain model, every row at the full width D (the reference)"),
+    ("optembed-e", "OptEmbed-E: row pruning only (rows with small norms removed), full width"),
+    ("optembed-d", "OptEmbed-D: width search only (one width per field), every row kept"),
+    ("optembed", "OptEmbed: both, pruned rows and searched widths, re-trained under those masks"),
+    ("supernet", "supernet (mode): the supernet as trained, before any search"),
+)
+
+
+def legend(variants: list[str]) -> list[str]:
+    """The lines that explain a comparison table whose rows have these ``variants`` labels."""
+    bases = {v.split(" ")[0] for v in variants}
+    lines = [text for key, text in VARIANT_LEGEND if key in bases]
+    if any("(no retrain)" in v for v in variants):
+        lines.append("(no retrain): the supernet scored under the searched masks, without re-training")
+    if any("+ pq" in v for v in variants):
+        lines.append("+ pq: the model's large tables product-quantized (codes + codebooks), then fine-tuned")
+    if any("[" in v for v in variants):
+        lines.append("[abc123]: the artifact id's start, when two rows would share a label")
+    lines += [
+        "sparsity: share of the Original table's values (all rows x D) that the masks remove",
+        "ratio: bytes of the dense float32 Original table / bytes of this model's tables (higher is smaller)",
+    ]
+    return lines
+
+
+def print_legend(variants: list[str]) -> None:
+    if settings.quiet:
+        return
+    for line in legend(variants):
+        out.print(Text(f"  {line}", style="dim"), soft_wrap=True)

@@ -16,7 +16,10 @@ Optionally (``compress = {"variants": [...], ...}``) re-trained variants are als
 
 from __future__ import annotations
 
+import functools
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import UnionType
@@ -27,7 +30,7 @@ from optembed.data.validation import check_input
 from optembed.errors import ConfigError
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
-from optembed.progress import NULL, Reporter
+from optembed.progress import NULL, Prefixed, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.validation import check_search_memory, check_training_memory
@@ -52,7 +55,7 @@ class ChainConfig:
     variants: tuple[str, ...] = VARIANTS
     retrain_init: str = "fresh"  # fresh | rewind | supernet (the searched variants' re-training start)
     device: str = "auto"
-    latency: bool = True
+    latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
 
     def validate(self) -> None:
@@ -262,7 +265,7 @@ def load_config(path: Path) -> ChainConfig:
         variants=tuple(run_raw.get("variants", VARIANTS)),
         retrain_init=run_raw.get("retrain_init", "fresh"),
         device=run_raw.get("device", "auto"),
-        latency=run_raw.get("latency", True),
+        latency=run_raw.get("latency"),
         plot=run_raw.get("plot", False),
     )
     search_stage(cfg.search, "", cfg.device)  # wrong keys or types in [search] or [compress] fail now
@@ -294,17 +297,126 @@ def check_before_work(config: ChainConfig) -> None:
     check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 
 
-def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[str, Manifest]:
-    """Run every needed stage; returns the artifacts by step name (``evaluate`` last)."""
+def plan(config: ChainConfig) -> list[str]:
+    """The names of the steps :func:`run` takes, in order (``"supernet optembed"``, ...)."""
+    steps = ["preprocess"]
+    modes: list[str] = []
+    for variant in config.variants:
+        mode = SUPERNET_MODE.get(variant)
+        if mode is not None and mode not in modes:
+            modes.append(mode)
+            steps.append(f"supernet {mode}")
+    for mode in ("prune-only", "dims-only", "optembed"):
+        if mode in modes:
+            if mode == "prune-only" and not search_stage(config.search, "", config.device).searches_rows(True):
+                continue
+            steps.append(f"search {mode}")
+    for variant in config.variants:
+        if variant == "optembed-noretrain":
+            continue
+        steps.append(f"retrain {variant}")
+        if variant in config.compress.get("variants", ()):
+            steps.append(f"compress {variant}")
+    return [*steps, "evaluate"]
+
+
+class Eta:
+    """Estimates the time the remaining steps take from the steps already run.
+
+    A step kind (the first word of a step's name: ``supernet``, ``search``, ...) that ran (not
+    cached) is expected to take its mean time again; a ``retrain`` before any ran is expected to
+    take as long as a supernet per epoch. Kinds with no estimate are reported as unknown.
+    """
+
+    QUICK = ("preprocess", "evaluate")  # short next to training: counted as 0 until measured
+
+    def __init__(self, supernet_epochs: int = 1, retrain_epochs: int = 1) -> None:
+        self.seconds: dict[str, list[float]] = {}
+        self.epochs = {"supernet": max(supernet_epochs, 1), "retrain": max(retrain_epochs, 1)}
+
+    def record(self, step: str, seconds: float, cached: bool) -> None:
+        if not cached:
+            self.seconds.setdefault(step.split()[0], []).append(seconds)
+
+    def estimate(self, kind: str) -> float | None:
+        times = self.seconds.get(kind)
+        if times:
+            return sum(times) / len(times)
+        if kind == "retrain" and self.seconds.get("supernet"):
+            per_epoch = sum(self.seconds["supernet"]) / len(self.seconds["supernet"]) / self.epochs["supernet"]
+            return per_epoch * self.epochs["retrain"]
+        return 0.0 if kind in self.QUICK else None
+
+    def remaining(self, steps: list[str]) -> tuple[float, list[str]]:
+        """Seconds the ``steps`` are expected to take, and the kinds without an estimate yet."""
+        total, unknown = 0.0, []
+        for step in steps:
+            kind = step.split()[0]
+            guess = self.estimate(kind)
+            if guess is None:
+                if kind not in unknown:
+                    unknown.append(kind)
+            else:
+                total += guess
+        return total, unknown
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: ``"45s"``, ``"3m05s"``, ``"1h02m"``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def eta_text(eta: Eta, steps: list[str], elapsed: float) -> str:
+    """``"elapsed 1m05s, about 4m10s left"``; kinds not yet measured are named."""
+    seconds, unknown = eta.remaining(steps)
+    text = f"elapsed {duration(elapsed)}"
+    if not steps:
+        return text
+    if not unknown:
+        return f"{text}, about {duration(seconds)} left"
+    later = f"estimated after the first {', '.join(unknown)}"
+    if seconds >= 1:
+        return f"{text}, at least {duration(seconds)} left; the rest {later}"
+    return f"{text}, time left {later}"
+
+
+def run(
+    config: ChainConfig,
+    store: Store,
+    reporter: Reporter = NULL,
+    after: Callable[[str, Manifest], None] | None = None,
+) -> dict[str, Manifest]:
+    """Run every needed stage; returns the artifacts by step name (``evaluate`` last).
+
+    The plan (every step's name) is reported first; each step is announced as ``[k/N]`` with the
+    time elapsed and an estimate of the time left, and its progress carries its name.
+    ``after(name, manifest)`` is called when a step is done (the CLI prints its warnings there).
+    """
     check_before_work(config)
     done: dict[str, Manifest] = {}
+    steps = plan(config)
+    eta = Eta(config.supernet.epochs, config.retrain.epochs)
+    started = time.perf_counter()
+    reporter.message(f"plan: {len(steps)} stages: {', '.join(steps)} (finished stages are reused)")
 
-    def step(name: str, manifest: Manifest) -> Manifest:
+    def step(name: str, work: Callable[[Reporter], Manifest]) -> Manifest:
+        index = steps.index(name) + 1 if name in steps else len(done) + 1
+        reporter.message(f"[{index}/{len(steps)}] {name} ({eta_text(eta, steps[index - 1:], time.perf_counter() - started)})")
+        began = time.perf_counter()
+        manifest = work(Prefixed(reporter, name))
+        eta.record(name, time.perf_counter() - began, manifest.cached)
         reporter.message(f"{name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})")
         done[name] = manifest
+        if after is not None:
+            after(name, manifest)
         return manifest
 
-    pre = step("preprocess", preprocess.run(preprocess.PreprocessStage(config.data, config.preprocess), store, reporter))
+    pre = step("preprocess", lambda rep: preprocess.run(preprocess.PreprocessStage(config.data, config.preprocess), store, rep))
     supernets: dict[str, Manifest] = {}
     for variant in config.variants:
         mode = SUPERNET_MODE.get(variant)
@@ -313,14 +425,14 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
         stage_cfg = supernet.SupernetStage(
             model=config.model, mode=mode, train=config.supernet, source=pre.fingerprint, device=config.device
         )
-        supernets[mode] = step(f"supernet {mode}", supernet.run(stage_cfg, store, reporter))
+        supernets[mode] = step(f"supernet {mode}", functools.partial(supernet.run, stage_cfg, store))
     searches: dict[str, Manifest] = {}
     for mode in ("prune-only", "dims-only", "optembed"):
         if mode in supernets and any(SUPERNET_MODE.get(v) == mode for v in config.variants):
             s_cfg = search_stage(config.search, supernets[mode].fingerprint, config.device)
             if mode == "prune-only" and not s_cfg.searches_rows(True):
                 continue  # the paper's OptEmbed-E: re-trained under the supernet's learned row mask
-            searches[mode] = step(f"search {mode}", search.run(s_cfg, store, reporter))
+            searches[mode] = step(f"search {mode}", functools.partial(search.run, s_cfg, store))
     evaluated: list[str] = []
     for variant in config.variants:
         if variant == "optembed-noretrain":
@@ -337,11 +449,12 @@ def run(config: ChainConfig, store: Store, reporter: Reporter = NULL) -> dict[st
             train=config.retrain,
             device=config.device,
         )
-        trained = step(f"retrain {variant}", retrain.run(r_cfg, store, reporter))
+        trained = step(f"retrain {variant}", functools.partial(retrain.run, r_cfg, store))
         evaluated.append(trained.fingerprint)
         if variant in config.compress.get("variants", ()):
             c_cfg = compress_stage(config.compress, trained.fingerprint, config.device)
-            evaluated.append(step(f"compress {variant}", compress.run(c_cfg, store, reporter)).fingerprint)
-    e_cfg = evaluate.EvaluateStage(sources=evaluated, device=config.device, latency=config.latency, plot=config.plot)
-    step("evaluate", evaluate.run(e_cfg, store, reporter))
+            evaluated.append(step(f"compress {variant}", functools.partial(compress.run, c_cfg, store)).fingerprint)
+    latency = config.latency if config.latency is not None else resolve_device(config.device).type == "cuda"
+    e_cfg = evaluate.EvaluateStage(sources=evaluated, device=config.device, latency=latency, plot=config.plot)
+    step("evaluate", functools.partial(evaluate.run, e_cfg, store))
     return done

@@ -87,6 +87,16 @@ def test_bad_input_one_line_exit_2_no_artifact(tmp_path: Path, store_dir: Path, 
     assert artifact_dirs(store_dir) == []
 
 
+def test_format_guessed_and_said(tmp_path: Path, store_dir: Path, cli) -> None:
+    res = cli("preprocess", good_file(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "format: criteo, guessed from 40 tab-separated columns" in res.stderr
+    avazu = tmp_path / "clicks.csv"
+    avazu.write_text("id,click,hour,C1\n1,0,14102100,1005\n2,1,14102101,1005\n")
+    wrong = cli("preprocess", avazu, "--format", "criteo")
+    assert wrong.exit_code == 2 and "--format avazu" in wrong.stderr, wrong.stderr
+
+
 def test_skip_bad_rows_records_counts(tmp_path: Path, store_dir: Path, cli) -> None:
     text = good_file(tmp_path, 60).read_text()
     text = _replace_line(text, 3, lambda l: l.replace("\t", "\tabc", 1))

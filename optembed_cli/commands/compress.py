@@ -9,7 +9,7 @@ import typer
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, Popularity
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest
@@ -21,21 +21,21 @@ FT = FinetuneConfig()
 @ui.handle_errors
 def compress(
     source: FromOpt = None,
-    min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float. A run that would code no field stops and names the --min-rows that would.")] = 10_000,
-    groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.")] = Q.groups,
-    codebook: Annotated[int, typer.Option(help="Most entries per group's codebook (256 -> one byte per code); each field's own size is bounded by --codebook-share.")] = Q.codebook,
-    sub_dim: Annotated[int | None, typer.Option(help="Columns per sub-vector: a field of width D gets ceil(D / sub-dim) groups (overrides --groups).")] = Q.sub_dim,
-    codebook_share: Annotated[float, typer.Option(help="A field's codebooks cost at most this fraction of its codes' bytes (K shrinks by powers of two).")] = Q.codebook_share,
-    code_dtype: Annotated[str, typer.Option(help="auto | uint8 | uint16.")] = Q.code_dtype,
-    popularity: Annotated[str, typer.Option(help="Reconstruction weight per row: log (log2(1+count)) | linear | none.")] = Q.popularity,
-    balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.")] = Q.balance_weight,
-    contrastive_weight: Annotated[float, typer.Option(help="Weight of the InfoNCE term; 0 turns it off.")] = Q.contrastive_weight,
-    temperature: Annotated[float, typer.Option(help="InfoNCE temperature.")] = Q.temperature,
-    kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations over all rows that start the codebooks; 0: random rows.")] = Q.kmeans_iters,
-    quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).")] = Q.steps,
-    quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.")] = Q.lr,
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).")] = FT.epochs,
-    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuning.")] = FT.lr,
+    min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float. A run that would code no field stops and names the --min-rows that would.", rich_help_panel=QUANTIZER)] = 10_000,
+    groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.", rich_help_panel=QUANTIZER)] = Q.groups,
+    codebook: Annotated[int, typer.Option(help="Most entries per group's codebook (256 -> one byte per code); each field's own size is bounded by --codebook-share.", rich_help_panel=QUANTIZER)] = Q.codebook,
+    sub_dim: Annotated[int | None, typer.Option(help="Columns per sub-vector: a field of width D gets ceil(D / sub-dim) groups (overrides --groups).", rich_help_panel=QUANTIZER)] = Q.sub_dim,
+    codebook_share: Annotated[float, typer.Option(help="A field's codebooks cost at most this fraction of its codes' bytes (K shrinks by powers of two).", rich_help_panel=QUANTIZER)] = Q.codebook_share,
+    code_dtype: Annotated[CodeDtype, typer.Option(help="Integer type of the codes (auto: uint8 up to 256 entries).", rich_help_panel=QUANTIZER)] = Q.code_dtype,
+    popularity: Annotated[Popularity, typer.Option(help="Reconstruction weight per row: log (log2(1+count)) | linear | none.", rich_help_panel=QUANTIZER)] = Q.popularity,
+    balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.", rich_help_panel=QUANTIZER)] = Q.balance_weight,
+    contrastive_weight: Annotated[float, typer.Option(help="Weight of the InfoNCE term; 0 turns it off.", rich_help_panel=QUANTIZER)] = Q.contrastive_weight,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature.", rich_help_panel=QUANTIZER)] = Q.temperature,
+    kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations over all rows that start the codebooks; 0: random rows.", rich_help_panel=QUANTIZER)] = Q.kmeans_iters,
+    quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).", rich_help_panel=QUANTIZER)] = Q.steps,
+    quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.", rich_help_panel=QUANTIZER)] = Q.lr,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).", rich_help_panel=TRAINING)] = FT.epochs,
+    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuning.", rich_help_panel=TRAINING)] = FT.lr,
     batch_size: BatchOpt = FT.batch_size,
     patience: PatienceOpt = FT.patience,
     seed: SeedOpt = 0,
@@ -44,11 +44,18 @@ def compress(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field."""
+    """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field.
+
+    Examples:
+
+      optembed compress                       # the newest retrain artifact
+
+      optembed compress --from 9c01 --min-rows 2000 --codebook 64
+    """
     config = stage.CompressStage(
         source=source,
         quantizer=QuantizerConfig(
-            groups=groups, codebook=codebook, code_dtype=code_dtype, sub_dim=sub_dim, codebook_share=codebook_share, popularity=popularity,
+            groups=groups, codebook=codebook, code_dtype=str(code_dtype), sub_dim=sub_dim, codebook_share=codebook_share, popularity=str(popularity),
             balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
             steps=quantizer_steps, kmeans_iters=kmeans_iters, lr=quantizer_lr, seed=seed,
         ),

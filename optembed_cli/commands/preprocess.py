@@ -9,9 +9,12 @@ import typer
 from rich.table import Table
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.errors import ConfigError
+from optembed.data.sniff import infer_format, mismatch_hint
+from optembed.errors import ConfigError, DataError
+from optembed.progress import Prefixed
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, JsonOpt, open_store, split_list
+from optembed.data.formats import FORMATS
+from optembed_cli.options import INPUT, ArtifactsOpt, CountOn, ForceOpt, JsonOpt, complete_format, open_store, split_list
 from pipelines import preprocess as stage
 from pipelines.store import Manifest
 
@@ -31,14 +34,22 @@ def preprocess(
     file: Annotated[Path, typer.Argument(help="Raw data file.", show_default=False)],
     format: Annotated[
         str | None,
-        typer.Option("--format", "-f", help="criteo | avazu | kdd12 | csv | parquet (default: parquet for *.parquet, else criteo)."),
+        typer.Option(
+            "--format", "-f",
+            metavar="[" + "|".join(FORMATS) + "]",
+            autocompletion=complete_format,
+            help="Input format (default: guessed from the extension, delimiter, column count and header; "
+            "the guess is printed).",
+            show_default=False,
+            rich_help_panel=INPUT,
+        ),
     ] = None,
     min_count: Annotated[
         int | None, typer.Option(help="Values seen fewer times go to the field's OOV id (default 2; 10 for kdd12).")
     ] = None,
     split: Annotated[str, typer.Option(help="Train,val,test fractions.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 2022,
-    count_on: Annotated[str, typer.Option(help="Count values on the 'train' split or on 'all' data.")] = "train",
+    count_on: Annotated[CountOn, typer.Option(help="Count values on the 'train' split or on 'all' data.")] = "train",
     label: Annotated[str | None, typer.Option(help="csv/parquet: the label column (default 'label').")] = None,
     fields: Annotated[str | None, typer.Option(help="csv/parquet: comma-separated field columns (default: all but the label).")] = None,
     numeric: Annotated[
@@ -53,14 +64,25 @@ def preprocess(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Encode a raw CTR file into train/val/test Parquet splits with per-field vocabularies."""
-    fmt = format or ("parquet" if file.suffix.lower() == ".parquet" else "criteo")
+    """Encode a raw CTR file into train/val/test Parquet splits with per-field vocabularies.
+
+    Without --format the format is guessed: Criteo (40 tab-separated columns, no header), KDD12
+    (12 tab-separated), Avazu (a CSV header with click and hour), Parquet (*.parquet), another CSV
+    with a header (its 'label' column, or --label).
+
+    Examples:
+
+      optembed preprocess train.txt                  # Criteo, guessed
+
+      optembed preprocess clicks.csv --label clicked --numeric price,age
+    """
+    fmt, delimiter, guessed = _format(file, format, label, delimiter)
     options = PreprocessConfig(
-        fmt=fmt.lower(),
+        fmt=fmt,
         min_count=min_count,
         split=parse_split(split),
         seed=seed,
-        count_on=count_on,
+        count_on=str(count_on),
         skip_bad_rows=skip_bad_rows,
         label=label,
         fields=split_list(fields),
@@ -70,11 +92,36 @@ def preprocess(
         memory_limit=memory_limit,
     )
     store = open_store(artifacts)
-    with ui.reporter(quiet=json) as rep:
-        manifest = stage.run(stage.PreprocessStage(file, options, hash_input=hash_input, force=force), store, rep)
+    with ui.reporter(as_json=json) as rep:
+        if guessed:
+            rep.defer(f"format: {guessed} (--format overrides)")
+        try:
+            manifest = stage.run(
+                stage.PreprocessStage(file, options, hash_input=hash_input, force=force), store, Prefixed(rep, "preprocess")
+            )
+        except DataError as exc:
+            hint = mismatch_hint(file, fmt) if file.is_file() else None
+            if hint and "column" in str(exc):
+                raise DataError(f"{exc}; {hint}") from None
+            if guessed:
+                raise DataError(f"{exc} (read as {guessed}; --format overrides)") from None
+            raise
+        rep.flush()
     ui.announce(manifest, json)
     if not json:
         render(manifest)
+
+
+def _format(
+    file: Path, given: str | None, label: str | None, delimiter: str | None
+) -> tuple[str, str | None, str | None]:
+    """The format to read ``file`` with, its delimiter, and (when guessed) the guess in words."""
+    if given is not None:
+        return str(given).lower(), delimiter, None
+    if not file.is_file() or file.stat().st_size == 0:
+        return ("parquet" if file.suffix.lower() == ".parquet" else "criteo"), delimiter, None  # the stage says why
+    guess = infer_format(file, label)
+    return guess.fmt, delimiter or guess.delimiter, f"{guess.fmt}, guessed from {guess.reason}"
 
 
 def render(manifest: Manifest) -> None:

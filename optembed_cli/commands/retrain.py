@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
     EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
@@ -22,8 +22,16 @@ DEFAULTS = stage.TrainConfig()
 @ui.handle_errors
 def retrain(
     source: FromOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Train the Original model: no row mask, full width.")] = False,
-    init: Annotated[str, typer.Option(help="fresh | rewind (start from the supernet's initial weights) | supernet (from its trained weights).")] = "fresh",
+    full: Annotated[
+        bool, typer.Option("--full", help="Train the Original model: no row mask, full width.", rich_help_panel=INPUT)
+    ] = False,
+    init: Annotated[
+        Init,
+        typer.Option(
+            help="fresh | rewind (start from the supernet's initial weights) | supernet (from its trained weights).",
+            rich_help_panel=INPUT,
+        ),
+    ] = "fresh",
     model: ModelOpt = "deepfm",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",
@@ -55,12 +63,19 @@ def retrain(
     """Re-train from a search (OptEmbed) or supernet (OptEmbed-E) artifact, or --full; export the compact model.
 
     The model options apply only to --full from a preprocess artifact; otherwise the supernet's
-    architecture is reused.
+    architecture is reused. Without --from the newest search or supernet artifact is used (its
+    id is printed).
+
+    Examples:
+
+      optembed retrain                        # OptEmbed from the newest search
+
+      optembed retrain --from SUPERNET_ID --full   # the Original model, for the comparison
     """
     config = stage.RetrainStage(
         source=source,
         full=full,
-        init=init,
+        init=str(init),
         train=train_config(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
@@ -73,7 +88,7 @@ def retrain(
         resume=resume,
         force=force,
     )
-    ui.run_stage(stage.run, config, artifacts, json, render)
+    ui.run_stage(stage.run, config, artifacts, json, render, upstream=("search", "supernet"), source=source)
 
 
 def render(manifest: Manifest) -> None:

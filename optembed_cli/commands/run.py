@@ -12,41 +12,75 @@ from optembed.data.preprocess import PreprocessConfig
 from optembed.errors import ConfigError
 from optembed_cli import ui
 from optembed_cli.commands import evaluate as evaluate_cmd
-from optembed_cli.options import ArtifactsOpt, JsonOpt, open_store
+from optembed_cli.options import (
+    DEVICE, INPUT, MODEL, OUTPUT, SEARCH, TRAINING, ArtifactsOpt, Format, JsonOpt, Model, complete_device, open_store,
+)
 from optembed_cli.training_options import parse_dims
 from optembed.models.config import ModelConfig
 from pipelines import chain
+from pipelines.store import Manifest
 
 
 @ui.handle_errors
 def run(
     config: Annotated[Path | None, typer.Argument(help="TOML configuration (see README).", show_default=False)] = None,
-    data: Annotated[Path | None, typer.Option(help="Raw data file (instead of a configuration).")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="Format of --data.")] = "criteo",
-    model: Annotated[str, typer.Option("--model", "-m", help="Backbone for --data.")] = "deepfm",
-    embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.")] = 64,
-    mlp: Annotated[str, typer.Option("--mlp", help="MLP sizes for --data.")] = "1024,512,256",
-    epochs: Annotated[int, typer.Option(help="Epochs of supernet and retrain for --data.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Training batch size for --data.")] = 2048,
-    population: Annotated[int, typer.Option(help="Search population for --data.")] = 40,
-    generations: Annotated[int, typer.Option(help="Search generations for --data.")] = 30,
-    variants: Annotated[str, typer.Option(help="Comma-separated variants.")] = ",".join(chain.VARIANTS),
+    data: Annotated[
+        Path | None, typer.Option(help="Raw data file (instead of a configuration).", show_default=False, rich_help_panel=INPUT)
+    ] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Format of --data.", rich_help_panel=INPUT)] = "criteo",
+    model: Annotated[
+        Model, typer.Option("--model", "-m", help="Backbone for --data.", case_sensitive=False, rich_help_panel=MODEL)
+    ] = "deepfm",
+    embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.", rich_help_panel=MODEL)] = 64,
+    mlp: Annotated[str, typer.Option("--mlp", help="MLP sizes for --data.", metavar="SIZES", rich_help_panel=MODEL)] = "1024,512,256",
+    epochs: Annotated[int, typer.Option(help="Epochs of supernet and retrain for --data.", rich_help_panel=TRAINING)] = 10,
+    batch_size: Annotated[int, typer.Option(help="Training batch size for --data.", rich_help_panel=TRAINING)] = 2048,
+    population: Annotated[int, typer.Option(help="Search population for --data.", rich_help_panel=SEARCH)] = 40,
+    generations: Annotated[int, typer.Option(help="Search generations for --data.", rich_help_panel=SEARCH)] = 30,
+    variants: Annotated[
+        str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.VARIANTS)}.", metavar="NAMES")
+    ] = ",".join(chain.VARIANTS),
     compress: Annotated[
         str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.")
     ] = "",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (overrides the configuration).")] = "",
-    plot: Annotated[bool, typer.Option("--plot", help="Write evaluation plots.")] = False,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="auto | cpu | cuda (overrides the configuration).", show_default=False, metavar="DEVICE",
+            autocompletion=complete_device, rich_help_panel=DEVICE,
+        ),
+    ] = "",
+    plot: Annotated[bool, typer.Option("--plot", help="Write evaluation plots.", rich_help_panel=OUTPUT)] = False,
+    latency: Annotated[
+        bool | None,
+        typer.Option(
+            "--latency/--no-latency",
+            help="Measure inference latency (default: the configuration's [run] latency, else on for a GPU only).",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Run preprocess -> supernet -> search -> retrain (-> compress) -> evaluate and compare the variants."""
+    """Run preprocess -> supernet -> search -> retrain (-> compress) -> evaluate and compare the variants.
+
+    The plan (stage k of N) and an estimate of the time left are printed as it goes; finished
+    stages are reused, so an interrupted run continues where it stopped.
+
+    Examples:
+
+      optembed run experiment.toml
+
+      optembed run --data train.txt --epochs 4 --population 20 --generations 10 --json > result.json
+    """
     if config is not None:
         cfg = chain.load_config(config)
     elif data is not None:
         cfg = chain.ChainConfig(
             data=data,
-            preprocess=PreprocessConfig(fmt=format),
-            model=ModelConfig(model, embed_dim=embed_dim, mlp_dims=parse_dims(mlp)),
+            preprocess=PreprocessConfig(fmt=str(format)),
+            model=ModelConfig(str(model).lower(), embed_dim=embed_dim, mlp_dims=parse_dims(mlp)),
             supernet=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
             retrain=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
             search={"population": population, "generations": generations, "topk": min(15, max(2, population // 2))},
@@ -58,19 +92,25 @@ def run(
     if device:
         cfg.device = device
     cfg.plot = cfg.plot or plot
+    if latency is not None:
+        cfg.latency = latency
     done = run_chain(cfg, artifacts, json)
     if json:
         ui.announce(done["evaluate"], True)
 
 
-def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, quiet: bool) -> dict:
+def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool) -> dict[str, Manifest]:
+    """Run the chain with progress on stderr (plain lines without a terminal or under --json),
+    a warning line per questionable training run, and (without --json) the comparison table."""
     store = open_store(artifacts)
     for line in cfg.warnings():
         ui.err.print(Text(line), soft_wrap=True)
-    with ui.reporter(quiet=quiet) as rep:
-        done = chain.run(cfg, store, rep)
+    if ui.settings.verbose:
+        ui.info(f"configuration: {cfg}")
+    with ui.reporter(as_json=as_json) as rep:
+        done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
     for manifest in done.values():
         ui.notes(manifest)
-    if not quiet:
+    if not as_json:
         evaluate_cmd.render(done["evaluate"])
     return done

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from optembed.evolution import EvolutionConfig
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import AmpOpt, DeviceOpt
 from pipelines import search as stage
 from pipelines.store import Manifest
@@ -56,10 +56,10 @@ def search(
         typer.Option("--max-auc", help="The paper's search instead: the supernet's learned row mask and the widths of highest AUC."),
     ] = False,
     rows: Annotated[
-        bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).")
+        bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).", rich_help_panel=PRUNING)
     ] = True,
     row_levels: Annotated[
-        str, typer.Option(help="Fractions of a field's rows (top by norm) to try, comma-separated; 0 empties a field.")
+        str, typer.Option(help="Fractions of a field's rows (top by norm) to try, comma-separated; 0 empties a field.", rich_help_panel=PRUNING)
     ] = ",".join(f"{q:g}" for q in stage.DEFAULT_LEVELS),
     rows_per_pass: Annotated[
         int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
@@ -78,7 +78,14 @@ def search(
     json: JsonOpt = False,
 ) -> None:
     """Search per-field row levels and widths on a supernet (no training): by default the smallest
-    model within --max-auc-drop of the best validation AUC; --max-auc for the paper's search."""
+    model within --max-auc-drop of the best validation AUC; --max-auc for the paper's search.
+
+    Examples:
+
+      optembed search --population 20 --generations 10
+
+      optembed search --from 3fa2 --max-auc-drop 0.002 --no-rows
+    """
     evolution = EvolutionConfig(
         population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
@@ -86,7 +93,7 @@ def search(
     )
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
-        amp=amp, rows=rows, row_levels=parse_levels(row_levels), force=force,
+        amp=str(amp), rows=rows, row_levels=parse_levels(row_levels), force=force,
     )
     config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, Mode
 from optembed_cli.training_options import (
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
     EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
@@ -27,7 +27,11 @@ def supernet(
     source: FromOpt = None,
     model: ModelOpt = "deepfm",
     mode: Annotated[
-        str, typer.Option(help="optembed (rows + widths) | prune-only (OptEmbed-E) | dims-only (OptEmbed-D) | none.")
+        Mode,
+        typer.Option(
+            help="optembed (rows + widths) | prune-only (OptEmbed-E) | dims-only (OptEmbed-D) | none (plain model).",
+            rich_help_panel=PRUNING,
+        ),
     ] = "optembed",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",
@@ -60,10 +64,17 @@ def supernet(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Train the supernet on a preprocess artifact; keep the best checkpoint and its row mask."""
+    """Train the supernet on a preprocess artifact; keep the best checkpoint and its row mask.
+
+    Examples:
+
+      optembed supernet --epochs 4 --batch-size 512 --embed-dim 16 --mlp 128,64
+
+      optembed supernet --from 3fa2 --mode dims-only --device cuda
+    """
     config = stage.SupernetStage(
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, norm),
-        mode=mode,
+        mode=str(mode),
         train=train_config(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
             threshold_lr=threshold_lr, threshold_optimizer=threshold_optimizer, patience=patience,
@@ -77,7 +88,7 @@ def supernet(
         resume=resume,
         force=force,
     )
-    mode_flags(mode)
+    mode_flags(str(mode))
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
 
 

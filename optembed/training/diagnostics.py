@@ -1,0 +1,65 @@
+"""Warnings about a training run, from its options and its epoch history (pure functions).
+
+- :func:`too_few_steps`: an epoch of only a few optimizer steps barely moves the model (a small
+  data set with a large batch): the AUC stays near 0.5 whatever the method.
+- :func:`overfitting`: the validation logloss rises while the training loss falls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MIN_STEPS_PER_EPOCH = 50
+RISE_TOLERANCE = 1e-3  # relative change of the validation logloss treated as noise
+
+
+def steps_per_epoch(train_rows: int, batch_size: int) -> int:
+    return -(-max(train_rows, 0) // max(batch_size, 1))
+
+
+def too_few_steps(train_rows: int, batch_size: int, minimum: int = MIN_STEPS_PER_EPOCH) -> str | None:
+    """A warning when an epoch has fewer than ``minimum`` optimizer steps, else ``None``."""
+    steps = steps_per_epoch(train_rows, batch_size)
+    if train_rows <= 0 or steps >= minimum:
+        return None
+    suggested = max(1, train_rows // minimum)
+    size = 1 << (suggested.bit_length() - 1)  # a power of two at most rows / minimum
+    return (
+        f"an epoch has only {steps} optimizer step{'s' if steps != 1 else ''} ({train_rows:,} training rows, "
+        f"--batch-size {batch_size:,}): the model barely learns; use --batch-size {size:,} or less, or more data"
+    )
+
+
+def overfitting(history: Sequence[Mapping[str, Any]], tolerance: float = RISE_TOLERANCE) -> str | None:
+    """A warning when, from one epoch to the next, the validation logloss rose while the
+    training loss fell; names the first such epoch. ``history`` holds one record per epoch with
+    ``epoch``, ``train_loss`` and ``val_logloss``."""
+    records = [r for r in history if _number(r.get("train_loss")) and _number(r.get("val_logloss"))]
+    rising = [
+        (before, after)
+        for before, after in zip(records, records[1:])
+        if after["val_logloss"] > before["val_logloss"] * (1 + tolerance) and after["train_loss"] < before["train_loss"]
+    ]
+    if not rising:
+        return None
+    before, after = rising[0]
+    last = records[-1]
+    return (
+        f"overfitting: from epoch {before.get('epoch', '?')} to {after.get('epoch', '?')} the validation logloss rose "
+        f"({before['val_logloss']:.5f} -> {after['val_logloss']:.5f}) while the training loss fell "
+        f"({before['train_loss']:.5f} -> {after['train_loss']:.5f})"
+        + (f"; at epoch {last.get('epoch', '?')} it is {last['val_logloss']:.5f}" if last is not after else "")
+        + "; the best epoch by validation AUC is kept; fewer --epochs, a --patience, more data or more "
+        "--weight-decay may help"
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and value == value
+
+
+def training_warnings(history: Sequence[Mapping[str, Any]], train_rows: int, batch_size: int) -> list[str]:
+    """Every warning about one training run."""
+    found = [too_few_steps(train_rows, batch_size), overfitting(history)]
+    return [w for w in found if w]
