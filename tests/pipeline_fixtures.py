@@ -13,6 +13,9 @@ from pipelines import preprocess, supernet
 from pipelines.store import Manifest, Store
 
 SMALL_MODEL = ModelConfig("deepfm", embed_dim=8, mlp_dims=(32, 16))
+# Thresholds that prune visibly within a few hundred steps (Adam on the thresholds): for tests
+# of the learned row mask itself; the defaults (the reference's SGD at 1e-4) barely move them.
+STRONG_PRUNING: dict[str, object] = {"threshold_optimizer": "adam", "threshold_lr": 1e-2, "alpha": 1e-3}
 
 
 def synthetic_preprocess(root: Path, rows: int = 40000, seed: int = 0) -> tuple[Store, Manifest, dict]:

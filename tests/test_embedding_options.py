@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import retrain, supernet
 from pipelines.data import read_id_counts, read_schema
 from optembed.errors import ConfigError
@@ -49,7 +49,8 @@ def test_id_counts_follow_the_table_layout(prepared) -> None:
 def test_prune_only_with_rowwise_adagrad_prunes_and_retrains(prepared) -> None:
     store, _, _ = prepared
     sn = small_supernet(
-        store, "prune-only", epochs=2, embedding_optimizer="rowwise-adagrad", freq_lr="clip", freq_lr_c0=50.0
+        store, "prune-only", epochs=2, embedding_optimizer="rowwise-adagrad", freq_lr="clip", freq_lr_c0=50.0,
+        **STRONG_PRUNING,
     )
     assert sn.params["train"]["embedding_optimizer"] == "rowwise-adagrad"
     assert sn.params["train"]["freq_lr"] == "clip" and sn.params["train"]["freq_lr_c0"] == 50.0

@@ -10,7 +10,7 @@ from optembed.errors import ArtifactError
 from optembed.models.compact import load_compact
 from optembed.training.config import TrainConfig
 from optembed.training.latency import module_bytes
-from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import evaluate, retrain
 
 FAST = TrainConfig(epochs=1, batch_size=512)
@@ -19,7 +19,7 @@ FAST = TrainConfig(epochs=1, batch_size=512)
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("ev"), rows=6000)
-    sn = small_supernet(store, "prune-only", epochs=1)
+    sn = small_supernet(store, "prune-only", epochs=1, **STRONG_PRUNING)
     pruned = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
     full = retrain.run(retrain.RetrainStage(source=sn.fingerprint, full=True, train=FAST, device="cpu"), store)
     return store, pre, sn, pruned, full

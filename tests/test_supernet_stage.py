@@ -13,7 +13,7 @@ from conftest import shared_file
 from optembed.errors import ArtifactError
 from optembed.models.checkpoint import load_model
 from optembed.training.evaluate import evaluate
-from pipeline_fixtures import synthetic_preprocess, small_supernet
+from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import supernet
 from pipelines.data import load_dataset
 
@@ -51,7 +51,7 @@ def test_prune_only_prunes_noise_fields_more(prepared) -> None:
     noise = set(truth["noise_fields"])
     ratios = []
     for seed in (0, 1, 2):
-        m = small_supernet(store, "prune-only", epochs=3, seed=seed)
+        m = small_supernet(store, "prune-only", epochs=3, seed=seed, **STRONG_PRUNING)
         info = supernet.load_row_mask(m)
         _, payload = load_model(m.output("model"))
         names = payload["field_names"]
