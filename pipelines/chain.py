@@ -38,8 +38,8 @@ from optembed.quantization.finetune import FinetuneConfig
 from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
 from pipelines.store import Manifest, Store
 
-VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain") + baseline.METHODS
-DEFAULT_VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")
+VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
+ALL_VARIANTS = VARIANTS + baseline.METHODS
 SUPERNET_MODE = {"optembed-e": "prune-only", "optembed-d": "dims-only", "optembed": "optembed", "optembed-noretrain": "optembed"}
 
 
@@ -53,16 +53,16 @@ class ChainConfig:
     search: dict[str, Any] = field(default_factory=dict)
     compress: dict[str, Any] = field(default_factory=dict)  # "variants" to compress + compress options
     baseline: dict[str, Any] = field(default_factory=dict)  # method -> its embedder options
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    variants: tuple[str, ...] = VARIANTS
     retrain_init: str = "fresh"  # fresh | rewind | supernet (the searched variants' re-training start)
     device: str = "auto"
     latency: bool = True
     plot: bool = False
 
     def validate(self) -> None:
-        unknown = [v for v in self.variants if v not in VARIANTS]
+        unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown:
-            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
         if not self.variants:
             raise ConfigError("no variant to run")
         if self.retrain_init not in retrain.INITS:
@@ -267,7 +267,7 @@ def load_config(path: Path) -> ChainConfig:
         search=search_raw,
         compress=compress_raw,
         baseline=_section(raw, "baseline"),
-        variants=tuple(run_raw.get("variants", DEFAULT_VARIANTS)),
+        variants=tuple(run_raw.get("variants", VARIANTS)),
         retrain_init=run_raw.get("retrain_init", "fresh"),
         device=run_raw.get("device", "auto"),
         latency=run_raw.get("latency", True),

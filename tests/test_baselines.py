@@ -141,3 +141,24 @@ def test_qr_and_pep_stages_in_evaluate(prepared) -> None:
     assert "| qr |" in ev.output("report").read_text()
     with pytest.raises(ConfigError):
         baseline.BaselineStage("qr", SMALL, FAST, {"colisions": 2}).validate()
+
+
+def test_run_chain_with_baseline_variants(prepared, tmp_path: Path) -> None:
+    from optembed.data.preprocess import PreprocessConfig
+    from pipelines import chain
+    from pipelines.store import Store
+
+    store, _ = prepared
+    raw = next(store.root.parent.glob("synth-*.txt"))
+    cfg = chain.ChainConfig(
+        data=raw, preprocess=PreprocessConfig(), model=SMALL, retrain=TrainConfig(epochs=1, batch_size=512),
+        baseline={"qr": {"min_rows": 10, "operation": "add"}}, variants=("qr",), device="cpu", latency=False,
+    )
+    done = chain.run(cfg, Store(tmp_path / "a"))
+    assert done["baseline qr"].params["options"] == {"min_rows": 10, "operation": "add"}
+    rows = json.loads(done["evaluate"].output("metrics").read_text())["models"]
+    assert [r["variant"] for r in rows] == ["qr"]
+    with pytest.raises(ConfigError, match="unknown variant"):
+        chain.ChainConfig(data=raw, variants=("autodim-x",)).validate()
+    with pytest.raises(ConfigError, match="baseline"):
+        chain.ChainConfig(data=raw, variants=("qr",), baseline={"qrr": {}}).validate()
