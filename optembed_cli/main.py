@@ -12,6 +12,7 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
     from click import exceptions as click_exc
 
 from optembed_cli import ui
+from optembed_cli.commands import baseline
 from optembed_cli.commands import artifacts, compress, demo, evaluate, preprocess, retrain, run, search, supernet, synth
 
 app = typer.Typer(
@@ -58,6 +59,7 @@ app.command()(retrain.retrain)
 app.command()(compress.compress)
 app.command()(evaluate.evaluate)
 app.command()(run.run)
+app.command()(baseline.baseline)
 app.command()(artifacts.artifacts)
 app.command()(artifacts.show)
 app.command()(artifacts.rm)

@@ -8,7 +8,9 @@ rerun after an interruption continues where it stopped. Variants (the paper's ab
   accuracy bound, re-trained under that row mask; with the paper's search, its learned mask);
 - ``optembed-d``: width search only (a ``dims-only`` supernet, searched, re-trained);
 - ``optembed``: both (an ``optembed`` supernet, searched, re-trained);
-- ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks.
+- ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks;
+- ``qr``, ``pep``: the paper's baselines (:mod:`pipelines.baseline`), trained with the
+  ``[retrain]`` options; their own options come from ``[baseline.qr]`` / ``[baseline.pep]``.
 
 Optionally (``compress = {"variants": [...], ...}``) re-trained variants are also compressed
 (product quantization, see :mod:`pipelines.compress`) and evaluated beside the others.
@@ -36,10 +38,11 @@ from optembed.training.device import resolve_device
 from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
-from pipelines import compress, evaluate, preprocess, retrain, search, supernet
+from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
 from pipelines.store import Manifest, Store
 
-VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")
+VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
+ALL_VARIANTS = VARIANTS + baseline.METHODS
 SUPERNET_MODE = {"optembed-e": "prune-only", "optembed-d": "dims-only", "optembed": "optembed", "optembed-noretrain": "optembed"}
 
 
@@ -52,6 +55,7 @@ class ChainConfig:
     retrain: TrainConfig = field(default_factory=TrainConfig)
     search: dict[str, Any] = field(default_factory=dict)
     compress: dict[str, Any] = field(default_factory=dict)  # "variants" to compress + compress options
+    baseline: dict[str, Any] = field(default_factory=dict)  # method -> its embedder options
     variants: tuple[str, ...] = VARIANTS
     retrain_init: str = "fresh"  # fresh | rewind | supernet (the searched variants' re-training start)
     device: str = "auto"
@@ -59,15 +63,18 @@ class ChainConfig:
     plot: bool = False
 
     def validate(self) -> None:
-        unknown = [v for v in self.variants if v not in VARIANTS]
+        unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown:
-            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
         if not self.variants:
             raise ConfigError("no variant to run")
         if self.retrain_init not in retrain.INITS:
             raise ConfigError(f"[run] retrain_init must be one of {', '.join(retrain.INITS)}, got {self.retrain_init!r}")
+        for method, options in self.baseline.items():
+            if method not in baseline.METHODS or not isinstance(options, dict):
+                raise ConfigError(f"[baseline] has tables {', '.join(baseline.METHODS)} of options, got {method!r}")
         for v in self.compress.get("variants", ()):
-            if v not in self.variants or v == "optembed-noretrain":
+            if v not in self.variants or v == "optembed-noretrain" or v in baseline.METHODS:
                 raise ConfigError(f"[compress] variant '{v}' is not a re-trained variant of this run ({', '.join(self.variants)})")
 
     def warnings(self) -> list[str]:
@@ -228,7 +235,7 @@ RUN_KEYS = ("variants", "retrain_init", "device", "latency", "plot")
 def load_config(path: Path) -> ChainConfig:
     """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
     raw = read_toml(path)
-    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "run"})
+    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "baseline", "run"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     data = _section(raw, "data")
@@ -262,6 +269,7 @@ def load_config(path: Path) -> ChainConfig:
         retrain=_dataclass_from(TrainConfig, _section(raw, "retrain"), "retrain"),
         search=search_raw,
         compress=compress_raw,
+        baseline=_section(raw, "baseline"),
         variants=tuple(run_raw.get("variants", VARIANTS)),
         retrain_init=run_raw.get("retrain_init", "fresh"),
         device=run_raw.get("device", "auto"),
@@ -272,6 +280,15 @@ def load_config(path: Path) -> ChainConfig:
     if cfg.compress:
         compress_stage(cfg.compress, "", cfg.device)
     return cfg
+
+
+def baseline_stage(config: ChainConfig, method: str, source: str) -> baseline.BaselineStage:
+    """The baseline ``method`` of the run: the run's model, the ``[retrain]`` training options and
+    the ``[baseline.<method>]`` options."""
+    return baseline.BaselineStage(
+        method=method, model=config.model, train=config.retrain, options=dict(config.baseline.get(method, {})),
+        source=source, device=config.device,
+    )
 
 
 def check_before_work(config: ChainConfig) -> None:
@@ -288,6 +305,9 @@ def check_before_work(config: ChainConfig) -> None:
     evolution = searching.evolution
     if config.compress:
         compress_stage(config.compress, "", config.device).validate()
+    for method in config.variants:
+        if method in baseline.METHODS:
+            baseline_stage(config, method, "").validate()
     device = resolve_device(config.device)
     check_input(Path(config.data))
     for train in (config.supernet, config.retrain):
@@ -437,6 +457,10 @@ def run(
     for variant in config.variants:
         if variant == "optembed-noretrain":
             evaluated.append(searches["optembed"].fingerprint)
+            continue
+        if variant in baseline.METHODS:
+            b_cfg = baseline_stage(config, variant, pre.fingerprint)
+            evaluated.append(step(f"baseline {variant}", baseline.run(b_cfg, store, reporter)).fingerprint)
             continue
         source = {"original": pre, "optembed-e": searches.get("prune-only", supernets.get("prune-only"))}.get(variant)
         if source is None:

@@ -2,11 +2,14 @@
 
 Accepted sources: ``retrain`` (the deployable compact model), ``compress`` (its quantized
 form: codes + codebooks), ``supernet`` (the supernet as trained: learnable row mask, full
-width) and ``search`` (the supernet under the searched widths and frozen row mask: "OptEmbed
-without re-training"). All must come from the same preprocess artifact.
+width), ``search`` (the supernet under the searched widths and frozen row mask: "OptEmbed
+without re-training") and ``baseline`` (QR, PEP). All must come from the same preprocess artifact.
 
-Embedding bytes are what the tables hold (float32 values, codes and codebooks); the ratio
-compares them with the dense float32 Original table (all rows x D x 4 bytes).
+Every model states its own sizes (:meth:`CTRModel.size_report`, asked of its embedder):
+sparsity by the method's paper (kept rows x widths for OptEmbed, stored parameters for QR,
+kept elements for PEP), embedding bytes as the tables really need them (float32 values, codes
+and codebooks, a sparse layout's indices); the ratio compares them with the dense float32
+Original table (all rows x D x 4 bytes).
 
 A ``compress`` artifact that coded no field (``coded_fields`` 0, made before ``compress`` refused
 such runs) is its source model with a fine-tuning epoch, not a compressed variant: it is refused.
@@ -42,7 +45,7 @@ from pipelines.supernet import load_row_mask
 
 STAGE = "evaluate"
 VERSION = 2  # 2: unique variant labels; compress artifacts that coded no field are refused
-SOURCES = ("retrain", "compress", "supernet", "search")
+SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 
 @dataclass
@@ -60,13 +63,9 @@ class Candidate:
     label: str
     manifest: Manifest
     model: nn.Module
-    embedding_params: int
-    total_rows: int
-    dim: int
+    size: dict[str, Any]  # the model's size_report()
     file_bytes: int
-    info: dict[str, Any]
-    embedding_bytes: int = 0
-    kept_params: int = 0  # kept rows x widths: the parameters the masks leave (sparsity)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def pick_sources(config: EvaluateStage, store: Store) -> list[Manifest]:
@@ -102,52 +101,44 @@ def unique_labels(rows: list[dict[str, Any]], prefix: int = 8) -> None:
 
 
 def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
+    variant = manifest.metrics.get("variant", "retrain")
     if manifest.stage == "retrain":
-        model, payload = load_compact(manifest.output("compact"), device)
-        return Candidate(
-            manifest.metrics.get("variant", "retrain"), manifest, model, model.embedding_params(),
-            manifest.metrics["total_rows"], model.dim, manifest.output("compact").stat().st_size,
-            {"widths": model.widths, "kept": model.kept, "field_names": model.field_names},
-            embedding_bytes=model.flat.numel() * model.flat.element_size(), kept_params=model.embedding_params(),
-        )
+        model, _ = load_compact(manifest.output("compact"), device)
+        return Candidate(variant, manifest, model, model.size_report(), manifest.output("compact").stat().st_size)
     if manifest.stage == "compress":
-        qmodel, payload = load_quantized(manifest.output("model"), device)
-        source = store.lookup("retrain", manifest.upstream["retrain"])
-        if source is None:
+        qmodel, _ = load_quantized(manifest.output("model"), device)
+        if store.lookup("retrain", manifest.upstream["retrain"]) is None:
             raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
-        kept_params = sum(k * w for k, w in zip(qmodel.kept, qmodel.widths, strict=True))
         return Candidate(
-            f"{manifest.metrics.get('variant', 'retrain')} + pq", manifest, qmodel, qmodel.embedding_params(),
-            source.metrics["total_rows"], qmodel.dim, manifest.output("model").stat().st_size,
-            {"widths": qmodel.widths, "kept": qmodel.kept, "field_names": qmodel.field_names,
-             "model": qmodel.backbone.cfg.name},
-            embedding_bytes=qmodel.memory_bytes()["embedding"], kept_params=kept_params,
+            f"{variant} + pq", manifest, qmodel, qmodel.size_report(), manifest.output("model").stat().st_size,
+            {"model": qmodel.backbone.cfg.name},
         )
+    if manifest.stage == "baseline":
+        model, _ = load_model(manifest.output("model"), device)
+        return Candidate(manifest.metrics.get("variant", manifest.params.get("method", "baseline")), manifest,
+                         model.eval(), model.size_report(), manifest.output("model").stat().st_size,
+                         {"model": model.cfg.name})
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]
     model, payload = load_model(sn.output("model"), device)
     mask = search_row_mask(manifest, sn) if manifest.stage == "search" else load_row_mask(sn)
-    dim = model.embed_dim
-    kept = mask["kept_per_field"]
     if manifest.stage == "search":
         widths = read_best_widths(manifest, payload["field_names"])
         keep = None
         if mask["pruned"]:  # scored as retrain applies it: pruned ids read as their field's OOV row
             keep = mask["mask"].clone()
             keep[model.embedding.offsets.cpu()] = True
-            kept = torch.bincount(model.embedding.field_of_row.cpu()[keep], minlength=model.n_fields).tolist()
             model.set_row_mask(keep)
         model.set_fixed_masks(keep, torch.tensor(widths))
         label = {"prune-only": "optembed-e", "dims-only": "optembed-d"}.get(payload["mode"], "optembed") + " (no retrain)"
     else:
-        widths = [dim] * model.n_fields
+        if mask["pruned"]:
+            model.set_row_mask(mask["mask"].to(model.embedding.weight.device))  # the saved mask: same rows
         label = f"supernet ({payload['mode']})"
-    params = sum(k * w for k, w in zip(kept, widths, strict=True))
-    return Candidate(
-        label, manifest, model.eval(), params, model.embedding.num_rows, dim, sn.output("model").stat().st_size,
-        {"widths": widths, "kept": kept, "field_names": payload["field_names"]},
-        embedding_bytes=params * model.embedding.weight.element_size(), kept_params=params,
-    )
+    size = model.size_report()
+    if manifest.stage == "supernet":
+        model.set_row_mask(None)  # evaluated as trained: its learnable row mask
+    return Candidate(label, manifest, model.eval(), size, sn.output("model").stat().st_size)
 
 
 def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
@@ -180,6 +171,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         task = reporter.task("evaluating", total=len(sources), unit="model")
         for m in sources:
             cand = load_candidate(store, m, device)
+            size = cand.size
             metrics = evaluate(cand.model, test, device, config.eval_batch_size)
             row: dict[str, Any] = {
                 "id": m.fingerprint,
@@ -188,15 +180,15 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "variant": cand.label,
                 "test_auc": metrics["auc"],
                 "test_logloss": metrics["logloss"],
-                "sparsity": 1.0 - cand.kept_params / (cand.total_rows * cand.dim),
-                "embedding_params": cand.embedding_params,
-                "embedding_bytes": cand.embedding_bytes,
-                "ratio_vs_original": cand.total_rows * cand.dim * 4 / max(cand.embedding_bytes, 1),
-                "total_params": _total_params(cand),
+                "sparsity": size["sparsity"],
+                "embedding_params": size["embedding_params"],
+                "embedding_bytes": size["embedding_bytes"],
+                "ratio_vs_original": size["total_rows"] * size["dim"] * 4 / max(size["embedding_bytes"], 1),
+                "total_params": size["total_params"],
                 "file_bytes": cand.file_bytes,
                 "memory_bytes": module_bytes(cand.model),
-                "widths": cand.info["widths"],
-                "kept": cand.info["kept"],
+                "widths": size["widths"],
+                "kept": size["kept"],
             }
             if config.latency:
                 row.update(measure_latency(cand.model, test.x[:4096], device))
@@ -229,14 +221,6 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
 def _model_name(store: Store, manifest: Manifest) -> str:
     sn = resolve_chain(store, manifest).get("supernet")
     return sn.params["model"]["name"] if sn else "?"
-
-
-def _total_params(cand: Candidate) -> int:
-    non_table = sum(
-        p.numel() for n, p in cand.model.named_parameters()
-        if n not in ("embedding.weight", "flat", "backbone.embedding.weight") and not n.startswith("fields.")
-    )
-    return cand.embedding_params + non_table
 
 
 def _search_candidates(store: Store, sources: list[Manifest]) -> list[dict[str, Any]]:
@@ -274,9 +258,11 @@ def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list
         )
     lines += [
         "",
-        "Sparsity = 1 - kept rows x widths / (all rows x D). Emb. params: float parameters of the tables "
-        "(codebooks and float tables for a quantized model); emb. bytes: what the tables hold (values, codes, "
-        "codebooks); ratio: the dense float32 Original table's bytes / emb. bytes.",
+        "Sparsity = 1 - kept parameters / (all rows x D), kept parameters as each method's paper counts them: "
+        "kept rows x widths (OptEmbed), stored parameters (QR), kept elements (PEP). Emb. params: float parameters "
+        "of the tables (codebooks and float tables for a quantized model); emb. bytes: what the tables really need "
+        "(values, codes, codebooks, a sparse layout's indices for PEP); ratio: the dense float32 Original table's "
+        "bytes / emb. bytes.",
         "",
     ]
     lines += ["## Per-field widths / kept rows", "", "| field | " + " | ".join(r["variant"] for r in rows) + " |"]

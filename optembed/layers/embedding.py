@@ -19,7 +19,8 @@ class FieldEmbedding(nn.Module):
     Field ``f`` owns rows ``offsets[f] .. offsets[f] + cardinalities[f] - 1``; an input
     ``x`` of shape ``(B, n_fields)`` holds per-field ids and is looked up at ``x + offsets``.
 
-    Initialisation: every entry is drawn from ``N(0, init_std^2)`` (default ``0.01``), so the
+    Initialisation: every entry is drawn from ``N(init_mean, init_std^2)`` (default ``N(0, 0.01^2)``;
+    a table combined by product, like QR's remainder table, starts around 1), so the
     L1 norm of a row starts around ``0.8 * init_std * dim`` - positive, hence above the
     row-pruning thresholds, which start at 0.
 
@@ -36,6 +37,7 @@ class FieldEmbedding(nn.Module):
         dim: int,
         init_std: float = DEFAULT_INIT_STD,
         sparse: bool = False,
+        init_mean: float = 0.0,
     ) -> None:
         super().__init__()
         cards = [int(c) for c in cardinalities]
@@ -50,6 +52,7 @@ class FieldEmbedding(nn.Module):
         self.cardinalities: tuple[int, ...] = tuple(cards)
         self.dim = int(dim)
         self.init_std = float(init_std)
+        self.init_mean = float(init_mean)
         self.sparse = sparse
         self.weight = nn.Parameter(torch.empty(sum(cards), dim))
         counts = torch.tensor(cards, dtype=torch.long)
@@ -58,8 +61,8 @@ class FieldEmbedding(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draw every entry again from ``N(0, init_std^2)`` (``generator`` on the table's device)."""
-        nn.init.normal_(self.weight, mean=0.0, std=self.init_std, generator=generator)
+        """Draw every entry again from ``N(init_mean, init_std^2)`` (``generator`` on the table's device)."""
+        nn.init.normal_(self.weight, mean=self.init_mean, std=self.init_std, generator=generator)
 
     @property
     def n_fields(self) -> int:

@@ -1,77 +1,75 @@
-"""The CTR model base: a shared embedding table, the row mask, the width mask, a head."""
+"""The CTR model base: an embedder (:mod:`optembed.embedders`) plus a backbone head.
+
+The embedder turns ids into ``(B, n, D)`` embeddings - the full table, OptEmbed's masked table,
+the compact per-field tables, product-quantized tables or a baseline's embedding - and the
+backbone subclass (FNN, DeepFM, DCN, IPNN) defines the head that turns them into logits.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from optembed.embedders.base import Embedder, param_bytes
+from optembed.embedders.table import MODE_FLAGS, MODES, TableEmbedder, mode_flags
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.masks.dim_mask import apply_widths
 from optembed.masks.row_mask import RowPruner
 from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
-# mode -> (prune_rows, sample_dims)
-MODE_FLAGS: dict[str, tuple[bool, bool]] = {
-    "optembed": (True, True),
-    "prune-only": (True, False),  # OptEmbed-E
-    "dims-only": (False, True),  # OptEmbed-D
-    "none": (False, False),  # the original model
-}
-MODES = tuple(MODE_FLAGS)
-
-
-def mode_flags(mode: str) -> tuple[bool, bool]:
-    """``mode`` -> ``(prune_rows, sample_dims)``."""
-    if mode not in MODE_FLAGS:
-        raise ConfigError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-    return MODE_FLAGS[mode]
+__all__ = ["MODES", "MODE_FLAGS", "CTRModel", "mode_flags"]
 
 
 class CTRModel(nn.Module, ABC):
-    """Embedding lookup -> (row mask) -> (prefix width mask) -> backbone head -> logits.
+    """Embedder -> backbone head -> logits.
 
-    ``pruner`` always exists so checkpoints are uniform; it is applied only when
-    ``prune_rows``. ``sample_dims`` tells the trainer to pass sampled widths to
-    :meth:`forward`; the model itself applies whatever widths it is given.
-    ``row_mask`` (``None`` unless set with :meth:`set_row_mask`) is a fixed boolean mask
-    over the table's rows that, once set, replaces the learnable row mask (re-training under
-    a frozen ``m_e*``); it is not saved in the state dict.
+    Without an ``embedder`` the model gets a :class:`TableEmbedder` (the full table with
+    OptEmbed's row pruner, applied when ``prune_rows``, and width sampling when
+    ``sample_dims``). An embedder with ``flat_keys`` keeps its state-dict keys at the model's
+    top level (``embedding.weight``, ``pruner.threshold``), as model files always had them.
     """
 
-    row_mask: Tensor | None
-    id_remap: Tensor | None
-    fixed_widths: Tensor | None
-
     def __init__(
-        self, cardinalities: Sequence[int], cfg: ModelConfig, prune_rows: bool, sample_dims: bool
+        self,
+        cardinalities: Sequence[int],
+        cfg: ModelConfig,
+        prune_rows: bool = False,
+        sample_dims: bool = False,
+        embedder: Embedder | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.prune_rows = prune_rows
-        self.sample_dims = sample_dims
-        self.embedding = FieldEmbedding(cardinalities, cfg.embed_dim, init_std=cfg.init_std)
-        self.pruner = RowPruner(self.embedding.n_fields, cfg.norm)
-        self.register_buffer("row_mask", None, persistent=False)
-        self.register_buffer("id_remap", None, persistent=False)
-        self.register_buffer("fixed_widths", None, persistent=False)
+        if embedder is None:
+            embedder = TableEmbedder(cardinalities, cfg.embed_dim, cfg.init_std, cfg.norm, prune_rows, sample_dims)
+        if embedder.dim != cfg.embed_dim:
+            raise ConfigError(f"The embedder is {embedder.dim} wide, the model expects {cfg.embed_dim}.")
+        self.embedder = embedder
+        self.register_state_dict_post_hook(_flatten_keys)
+        self.register_load_state_dict_pre_hook(_nest_keys)
         self.build_head()
 
+    # -- shape -----------------------------------------------------------------------------
     @property
     def n_fields(self) -> int:
-        return self.embedding.n_fields
+        return self.embedder.n_fields
 
     @property
     def embed_dim(self) -> int:
-        return self.embedding.dim
+        return self.embedder.dim
 
+    @property
+    def sample_dims(self) -> bool:
+        return self.embedder.sample_dims
+
+    # -- the head --------------------------------------------------------------------------
     @abstractmethod
     def build_head(self) -> None:
-        """Create the backbone's modules (called at the end of ``__init__``)."""
+        """Create the backbone's modules (called at the end of ``__init__``); per-feature terms
+        index ``self.embedder.head_cardinalities``."""
 
     @abstractmethod
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
@@ -85,62 +83,110 @@ class CTRModel(nn.Module, ABC):
         """
         return self.head(cands.stacked(emb), x.repeat(cands.size, 1)).view(cands.size, x.shape[0])
 
-    def set_row_mask(self, mask: Tensor | None) -> None:
-        """Freeze the row mask to ``mask`` (``BoolTensor(|f|)``), or go back with ``None``."""
-        if mask is not None and mask.shape != (self.embedding.num_rows,):
-            raise ConfigError(
-                f"A row mask needs {self.embedding.num_rows} entries, got {tuple(mask.shape)}."
-            )
-        self.row_mask = None if mask is None else mask.to(self.embedding.weight.device, bool)
-
-    def set_fixed_masks(self, keep: Tensor | None, widths: Tensor | None) -> None:
-        """Re-training under fixed masks: pruned rows (``keep`` False) are read as their field's
-        OOV id 0 (by the embedding and by any per-feature term alike), and every field uses its
-        fixed prefix width (``widths``, ``(n,)``). ``None`` removes either mask.
-        """
-        device = self.embedding.weight.device
-        if keep is None:
-            self.id_remap = None
-        else:
-            if keep.shape != (self.embedding.num_rows,):
-                raise ConfigError(f"A row mask needs {self.embedding.num_rows} entries, got {tuple(keep.shape)}.")
-            local = torch.arange(self.embedding.num_rows, device=device) - self.embedding.offsets[self.embedding.field_of_row]
-            self.id_remap = torch.where(keep.to(device, torch.bool), local, torch.zeros_like(local))
-        if widths is None:
-            self.fixed_widths = None
-        else:
-            if widths.shape != (self.n_fields,) or int(widths.min()) < 1 or int(widths.max()) > self.embed_dim:
-                raise ConfigError(f"Fixed widths must be {self.n_fields} values in 1..{self.embed_dim}.")
-            self.fixed_widths = widths.to(device, torch.long)
-
-    def remap(self, x: Tensor) -> Tensor:
-        """Per-field ids with pruned ids replaced by the field's OOV id (identity without a mask)."""
-        if self.id_remap is None:
-            return x
-        return self.id_remap[self.embedding.global_ids(x)]
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``(B, n)`` ids -> ``(B, n, D)`` embeddings, row-masked when ``prune_rows``."""
-        emb = self.embedding(x)
-        if self.row_mask is not None:
-            keep = self.row_mask[self.embedding.global_ids(x)]
-            return emb * keep.unsqueeze(-1).to(emb.dtype)
-        if self.prune_rows:
-            emb, _ = self.pruner(emb)
-        return emb
-
     def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
         """Logits ``(B,)``; ``widths`` of shape ``(B, n)`` or ``(n,)`` keep prefix columns."""
-        x = self.remap(x)
-        emb = self.embed(x)
-        if widths is None:
-            widths = self.fixed_widths
-        if widths is not None:
-            emb = apply_widths(emb, widths)
-        return self.head(emb, x)
+        ids = self.embedder.ids(x)
+        return self.head(self.embedder.lookup(ids, widths), ids)
 
     def forward_candidates(self, x: Tensor, candidates: Tensor, block: int | None = None) -> Tensor:
         """Logits ``(C, B)`` of ``C`` candidate width vectors ``(C, n)``, one embedding lookup;
-        ``block`` as in :class:`CandidateBatch`."""
-        x = self.remap(x)
-        return self.head_candidates(self.embed(x), x, CandidateBatch(candidates, block))
+        ``block`` as in :class:`CandidateBatch` (a table embedder only)."""
+        table = self.table_embedder()
+        ids = table.ids(x)
+        return self.head_candidates(table.rows(ids), ids, CandidateBatch(candidates, block))
+
+    # -- sizes -----------------------------------------------------------------------------
+    def size_report(self) -> dict[str, Any]:
+        """Embedding and network sizes, as the embedder counts them (see :class:`Embedder`)."""
+        emb = self.embedder
+        own = emb.own_param_ids()
+        network = sum(p.numel() for p in self.parameters() if id(p) not in own)
+        mem = emb.memory_bytes()
+        return {
+            "kind": emb.kind,
+            "kept_params": emb.kept_params(),
+            "embedding_params": emb.stored_params(),
+            "embedding_bytes": mem["embedding"],
+            "remap_bytes": mem["remaps"],
+            "total_params": emb.stored_params() + network,
+            "total_rows": emb.num_rows,
+            "dim": emb.dim,
+            "sparsity": 1.0 - emb.kept_params() / (emb.num_rows * emb.dim),
+            "widths": emb.field_widths(),
+            "kept": emb.field_rows(),
+            "head_bytes": param_bytes(self) - param_bytes(emb),
+        }
+
+    # -- the table embedder's API (OptEmbed's stages use it) -------------------------------
+    def table_embedder(self) -> TableEmbedder:
+        if not isinstance(self.embedder, TableEmbedder):
+            raise ConfigError(f"This needs OptEmbed's table; the model's embedding is {self.embedder.kind!r}.")
+        return self.embedder
+
+    @property
+    def embedding(self) -> FieldEmbedding:
+        return self.table_embedder().embedding
+
+    @property
+    def pruner(self) -> RowPruner:
+        return self.table_embedder().pruner
+
+    @property
+    def prune_rows(self) -> bool:
+        return isinstance(self.embedder, TableEmbedder) and self.embedder.prune_rows
+
+    @property
+    def row_mask(self) -> Tensor | None:
+        return self.table_embedder().row_mask
+
+    @property
+    def id_remap(self) -> Tensor | None:
+        return self.table_embedder().id_remap
+
+    @property
+    def fixed_widths(self) -> Tensor | None:
+        return self.table_embedder().fixed_widths
+
+    def set_row_mask(self, mask: Tensor | None) -> None:
+        self.table_embedder().set_row_mask(mask)
+
+    def set_fixed_masks(self, keep: Tensor | None, widths: Tensor | None) -> None:
+        self.table_embedder().set_fixed_masks(keep, widths)
+
+    def remap(self, x: Tensor) -> Tensor:
+        return self.embedder.ids(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``(B, n)`` ids -> ``(B, n, D)`` rows, row-masked when ``prune_rows`` (full width)."""
+        return self.table_embedder().rows(x)
+
+
+def _flatten_keys(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """``embedder.X`` -> ``X`` for an embedder with ``flat_keys`` (order kept)."""
+    if not getattr(module.embedder, "flat_keys", False):
+        return
+    inner = prefix + "embedder."
+    items = list(state.items())
+    state.clear()
+    for key, value in items:
+        state[prefix + key[len(inner):] if key.startswith(inner) else key] = value
+    meta = getattr(state, "_metadata", None)
+    if meta is not None:
+        for key in [k for k in meta if k.startswith(inner[:-1])]:
+            meta[prefix + key[len(inner):]] = meta.pop(key)
+
+
+def _nest_keys(
+    module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any, strict: bool,
+    missing: list[str], unexpected: list[str], errors: list[str],
+) -> None:
+    """The other way round when loading: the embedder's top-level names go under ``embedder.``."""
+    embedder = module.embedder
+    if not getattr(embedder, "flat_keys", False):
+        return
+    names = {n for n, _ in embedder.named_children()}
+    names |= {n for n, _ in embedder.named_parameters(recurse=False)}
+    names |= {n for n, _ in embedder.named_buffers(recurse=False)}
+    for key in list(state):
+        if key.startswith(prefix) and key[len(prefix):].split(".")[0] in names:
+            state[prefix + "embedder." + key[len(prefix):]] = state.pop(key)

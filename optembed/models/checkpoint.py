@@ -1,4 +1,8 @@
-"""Self-describing model files: config, mode, field layout and weights in one ``torch.save``."""
+"""Self-describing model files: config, mode, field layout and weights in one ``torch.save``.
+
+A model over another embedder than OptEmbed's table also stores the embedder's ``spec`` (its
+kind and options) under ``embedder``; files without it hold a table model.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import torch
 
+from optembed.embedders.registry import build_embedder
 from optembed.errors import ArtifactError
 from optembed.models.base import CTRModel
 from optembed.models.config import ModelConfig
@@ -25,16 +30,19 @@ def model_payload(
     state_dict: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.cfg.to_dict(),
         "mode": mode,
-        "cardinalities": list(model.embedding.cardinalities),
+        "cardinalities": list(model.embedder.cardinalities),
         "field_names": list(field_names),
         "state_dict": state_dict if state_dict is not None else model.state_dict(),
         "extra": extra or {},
     }
+    if model.embedder.kind != "table":
+        payload["embedder"] = model.embedder.spec()
+    return payload
 
 
 def save_model(path: Path, model: CTRModel, mode: str, field_names: Sequence[str], **kwargs: Any) -> None:
@@ -57,7 +65,10 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CTRModel
     payload = read_model_payload(path, device)
 
     def build() -> CTRModel:
-        model = build_model(payload["cardinalities"], ModelConfig.from_dict(payload["model_config"]), payload["mode"])
+        cfg = ModelConfig.from_dict(payload["model_config"])
+        spec = payload.get("embedder")
+        embedder = None if spec is None else build_embedder(spec, payload["cardinalities"], cfg)
+        model = build_model(payload["cardinalities"], cfg, payload["mode"], embedder=embedder)
         model.load_state_dict(payload["state_dict"])
         return model.to(device)
 

@@ -13,13 +13,13 @@ from optembed.models.candidates import CandidateBatch
 
 
 class DeepFM(CTRModel):
-    """The linear term is a scalar weight per feature (same global ids as the table) plus a
-    bias; it is not subject to the row or width masks, which act on the table ``E`` only.
+    """The linear term is a scalar weight per feature (the ids the embedder hands the head) plus
+    a bias; it is not subject to the row or width masks, which act on the table ``E`` only.
     """
 
     def build_head(self) -> None:
         cfg = self.cfg
-        self.linear = FieldEmbedding(self.embedding.cardinalities, 1, init_std=cfg.init_std)
+        self.linear = FieldEmbedding(self.embedder.head_cardinalities, 1, init_std=cfg.init_std)
         self.bias = nn.Parameter(torch.zeros(()))
         self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
 

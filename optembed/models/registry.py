@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from optembed.embedders.base import Embedder
 from optembed.errors import ConfigError
 from optembed.models.base import CTRModel, mode_flags
 from optembed.models.config import MODEL_NAMES, ModelConfig
@@ -15,9 +16,12 @@ from optembed.models.ipnn import IPNN
 BACKBONES: dict[str, type[CTRModel]] = {"fnn": FNN, "deepfm": DeepFM, "dcn": DCN, "ipnn": IPNN}
 
 
-def build_model(cardinalities: Sequence[int], cfg: ModelConfig, mode: str = "optembed") -> CTRModel:
-    """Build the backbone ``cfg.name`` over fields of the given cardinalities in ``mode``."""
+def build_model(
+    cardinalities: Sequence[int], cfg: ModelConfig, mode: str = "optembed", embedder: Embedder | None = None
+) -> CTRModel:
+    """Build the backbone ``cfg.name`` over fields of the given cardinalities: over ``embedder``
+    when given, else over OptEmbed's table in ``mode``."""
     if cfg.name not in BACKBONES:
         raise ConfigError(f"Unknown model {cfg.name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     prune_rows, sample_dims = mode_flags(mode)
-    return BACKBONES[cfg.name](cardinalities, cfg, prune_rows=prune_rows, sample_dims=sample_dims)
+    return BACKBONES[cfg.name](cardinalities, cfg, prune_rows=prune_rows, sample_dims=sample_dims, embedder=embedder)

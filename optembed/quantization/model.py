@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optembed.embedders.base import Embedder
 from optembed.errors import ArtifactError
-from optembed.models.base import CTRModel
-from optembed.models.compact import CompactModel
+from optembed.models.compact import CompactModel, head_state, load_head
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.safe_load import load_tensor_file, rebuild
@@ -97,38 +97,111 @@ class CodedField(nn.Module):
 FieldTable = DenseField | CodedField
 
 
-class QuantizedModel(nn.Module):
-    """The backbone of a compact model over per-field :class:`DenseField`/:class:`CodedField`
-    tables; each field's ``width`` columns are zero-padded to the backbone's ``D``."""
+class QuantizedEmbedder(Embedder):
+    """Per-field :class:`DenseField`/:class:`CodedField` tables behind one id map (original id ->
+    row; ``None``: the identity); each field's ``width`` columns are zero-padded to ``dim``."""
+
+    kind = "quantized"
 
     def __init__(
-        self, backbone: CTRModel, fields: Sequence[FieldTable], remaps: Sequence[Tensor] | RankRemap | None,
-        field_names: Sequence[str], cardinalities: Sequence[int] | None = None,
+        self, fields: Sequence[FieldTable], id_map: RankRemap | None, cardinalities: Sequence[int], dim: int
     ) -> None:
-        """``remaps``: per-field rank-form remaps (original id -> row), a ready :class:`RankRemap`
-        (then ``cardinalities`` are needed), or ``None`` for the identity (``cardinalities`` = rows)."""
-        super().__init__()
-        self.backbone = backbone
-        backbone.embedding.weight = nn.Parameter(torch.empty(0, backbone.embed_dim), requires_grad=False)
-        self.dim = backbone.embed_dim
+        super().__init__(cardinalities, dim)
         self.fields = nn.ModuleList(fields)
-        self.field_names = list(field_names)
+        self.id_map = id_map
+
+    @property
+    def head_cardinalities(self) -> tuple[int, ...]:
+        return tuple(f.rows for f in self.fields)
+
+    def ids(self, x: Tensor) -> Tensor:
+        return x.long() if self.id_map is None else self.id_map(x)
+
+    def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
+        emb = torch.zeros(ids.shape[0], len(self.fields), self.dim, device=ids.device)
+        for f, table in enumerate(self.fields):
+            emb[:, f, : table.width] = table(ids[:, f])
+        return emb
+
+    def byte_counts(self) -> dict[str, int]:
+        out = {"codes": 0, "codebooks": 0, "float_tables": 0}
+        for f in self.fields:
+            for key, value in f.byte_counts().items():
+                out[key] += value
+        return out
+
+    def kept_params(self) -> int:
+        """Kept rows x widths (the rows and widths quantized; sparsity as OptEmbed's)."""
+        return sum(f.rows * f.width for f in self.fields)
+
+    def stored_params(self) -> int:
+        """Float parameters: codebooks and uncompressed tables."""
+        return sum(p.numel() for f in self.fields for p in f.parameters())
+
+    def memory_bytes(self) -> dict[str, int]:
+        counts = self.byte_counts()
+        remaps = 0 if self.id_map is None else self.id_map.nbytes()
+        return {"embedding": counts["codes"] + counts["codebooks"] + counts["float_tables"], "remaps": remaps}
+
+    def field_widths(self) -> list[int]:
+        return [f.width for f in self.fields]
+
+    def field_rows(self) -> list[int]:
+        return [f.rows for f in self.fields]
+
+
+class QuantizedModel(nn.Module):
+    """A backbone over a :class:`QuantizedEmbedder`, with the field names."""
+
+    def __init__(
+        self, cfg: ModelConfig, head: dict[str, Tensor], fields: Sequence[FieldTable],
+        remaps: Sequence[Tensor] | RankRemap | None, field_names: Sequence[str],
+        cardinalities: Sequence[int] | None = None,
+    ) -> None:
+        """``head``: the backbone head's state; ``remaps``: per-field rank-form remaps (original
+        id -> row), a ready :class:`RankRemap` (then ``cardinalities`` are needed), or ``None`` for
+        the identity (``cardinalities`` = rows)."""
+        super().__init__()
         if remaps is None or isinstance(remaps, RankRemap):
-            self.cardinalities = list(cardinalities) if cardinalities is not None else [f.rows for f in fields]
-            self.id_map = remaps
+            cards = list(cardinalities) if cardinalities is not None else [f.rows for f in fields]
+            id_map = remaps
         else:
-            self.cardinalities = [r.numel() for r in remaps]
+            cards = [r.numel() for r in remaps]
             # Nothing pruned (an Original model): every remap is the identity and none is stored.
             identity = all(torch.equal(r.long(), torch.arange(r.numel())) for r in remaps)
-            self.id_map = None if identity else RankRemap.from_remaps(remaps)
+            id_map = None if identity else RankRemap.from_remaps(remaps)
+        embedder = QuantizedEmbedder(fields, id_map, cards, cfg.embed_dim)
+        self.backbone = build_model(cards, cfg, "none", embedder=embedder)
+        load_head(self.backbone, head)
+        self.field_names = list(field_names)
+
+    @property
+    def embedder(self) -> QuantizedEmbedder:
+        return self.backbone.embedder  # type: ignore[return-value]
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    @property
+    def fields(self) -> nn.ModuleList:
+        return self.embedder.fields
+
+    @property
+    def id_map(self) -> RankRemap | None:
+        return self.embedder.id_map
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return list(self.embedder.cardinalities)
 
     @property
     def widths(self) -> list[int]:
-        return [f.width for f in self.fields]
+        return self.embedder.field_widths()
 
     @property
     def kept(self) -> list[int]:
-        return [f.rows for f in self.fields]
+        return self.embedder.field_rows()
 
     @property
     def coded(self) -> list[bool]:
@@ -141,23 +214,19 @@ class QuantizedModel(nn.Module):
         return self.id_map.field_rows(f, self.cardinalities[f])
 
     def forward(self, x: Tensor) -> Tensor:
-        xc = x.long() if self.id_map is None else self.id_map(x)
-        emb = torch.zeros(xc.shape[0], len(self.fields), self.dim, device=xc.device)
-        for f, table in enumerate(self.fields):
-            emb[:, f, : table.width] = table(xc[:, f])
-        return self.backbone.head(emb, xc)
+        return self.backbone(x)
 
     def embedding_params(self) -> int:
         """Float parameters of the embedding: codebooks and uncompressed tables."""
-        return sum(p.numel() for f in self.fields for p in f.parameters())
+        return self.embedder.stored_params()
+
+    def size_report(self) -> dict[str, Any]:
+        return self.backbone.size_report()
 
     def memory_bytes(self) -> dict[str, int]:
         """Exact bytes held: codes, codebooks, float tables, the id remap (keep bits, rank counts,
         field offsets; 0 for an Original model), the network, and totals."""
-        out = {"codes": 0, "codebooks": 0, "float_tables": 0}
-        for f in self.fields:
-            for key, value in f.byte_counts().items():
-                out[key] += value
+        out = self.embedder.byte_counts()
         out["embedding"] = out["codes"] + out["codebooks"] + out["float_tables"]
         out["remaps"] = 0 if self.id_map is None else self.id_map.nbytes()
         total = sum(_nbytes(p) for p in self.parameters()) + sum(_nbytes(b) for b in self.buffers())
@@ -168,13 +237,8 @@ class QuantizedModel(nn.Module):
 
 def from_compact(compact: CompactModel, fields: Sequence[FieldTable]) -> QuantizedModel:
     """A :class:`QuantizedModel` with ``compact``'s network, id remaps and the given field tables."""
-    cfg = compact.backbone.cfg
-    backbone = build_model(compact.kept, cfg, "none")
-    state = {k: v for k, v in compact.backbone.state_dict().items() if k != "embedding.weight"}
-    state["embedding.weight"] = backbone.embedding.weight
-    backbone.load_state_dict(state)
     remaps = [compact.field_remap(f).detach().cpu() for f in range(len(compact.kept))]
-    return QuantizedModel(backbone, list(fields), remaps, compact.field_names)
+    return QuantizedModel(compact.backbone.cfg, head_state(compact.backbone), list(fields), remaps, compact.field_names)
 
 
 def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | None = None) -> None:
@@ -184,7 +248,7 @@ def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | No
             fields.append({"kind": "coded", "codes": f.codes.cpu(), "codebooks": f.codebooks.detach().cpu(), "width": f.width})
         else:
             fields.append({"kind": "dense", "table": f.table.detach().cpu()})
-    state = {k: v.cpu() for k, v in model.backbone.state_dict().items() if k != "embedding.weight"}
+    state = {k: v.cpu() for k, v in head_state(model.backbone).items()}
     torch.save(
         {
             "format": FORMAT,
@@ -210,20 +274,18 @@ def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[Quan
         raise ArtifactError(f"{path} has quantized model version {payload.get('version')}, expected {VERSION}")
 
     def build() -> QuantizedModel:
-        backbone = build_model(payload["kept"], ModelConfig.from_dict(payload["model_config"]), "none")
-        state = dict(payload["head_state"])
-        state["embedding.weight"] = backbone.embedding.weight
-        backbone.load_state_dict(state)
+        cfg = ModelConfig.from_dict(payload["model_config"])
+        head = dict(payload["head_state"])
         fields: list[FieldTable] = [
             CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
             for f in payload["fields"]
         ]
         if payload["version"] == 1:  # int32 remaps, None for the identity
             remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
-            model = QuantizedModel(backbone, fields, remaps, payload["field_names"])
+            model = QuantizedModel(cfg, head, fields, remaps, payload["field_names"])
         else:
             id_map = None if payload["id_map"] is None else RankRemap(**payload["id_map"])
-            model = QuantizedModel(backbone, fields, id_map, payload["field_names"], payload["cardinalities"])
+            model = QuantizedModel(cfg, head, fields, id_map, payload["field_names"], payload["cardinalities"])
         return model.to(device).eval()
 
     return rebuild(path, "quantized model file", build), payload

@@ -1,8 +1,12 @@
 """The epoch loop shared by ``supernet`` and ``retrain``.
 
 Batches are sliced from device-resident tensors through a device-side permutation; in
-``sample_dims`` mode every sample draws one width per field. The loss is BCE plus
-``alpha * sum(exp(-t))`` while the row thresholds are learnable. After every epoch the model
+``sample_dims`` mode every sample draws one width per field. The loss is BCE plus ``alpha`` times
+the embedder's regulariser (OptEmbed's ``sum(exp(-t))`` while the row thresholds are learnable).
+The model's embedder (:class:`optembed.embedders.Embedder`) says which of its parameters are
+thresholds (their own optimizer) and which the network optimizer must leave alone; an embedder
+that reaches its search goal (``search_done``, e.g. PEP's target sparsity) stops training at the
+next check point. After every epoch the model
 is evaluated on validation (and test) data; the best validation AUC is kept and training stops
 after ``patience`` epochs in a row without improvement (0: never early). A diverging run - a
 NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
+from optembed.embedders.table import TableEmbedder
 from optembed.errors import ConfigError, TrainingError
 from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import sample_widths
@@ -63,11 +68,11 @@ class FitResult:
 
 
 def learns_thresholds(model: CTRModel) -> bool:
-    return model.prune_rows and model.row_mask is None
+    return bool(model.embedder.threshold_params())
 
 
 def embedding_tables(model: CTRModel) -> list[FieldEmbedding]:
-    """The model's embedding tables: the shared table first, then any per-feature table."""
+    """The model's embedding tables: the embedder's first, then any per-feature table of the head."""
     return [m for m in model.modules() if isinstance(m, FieldEmbedding)]
 
 
@@ -76,14 +81,15 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     ``embedding_optimizer="adam"``; otherwise the tables get their own sparse optimizer (and
     produce sparse gradients). Thresholds are on their own optimizer, last.
     """
-    threshold = model.pruner.threshold
+    thresholds = model.embedder.threshold_params()
+    excluded = {id(p) for p in model.embedder.excluded_params()}
     tables = [t.weight for t in embedding_tables(model)]
     for t in embedding_tables(model):
         t.sparse = cfg.sparse_embeddings
     table_ids = {id(w) for w in tables}
     emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else cfg.lr
     if cfg.embedding_optimizer == "adam":
-        dense = [p for p in model.parameters() if p is not threshold and p.requires_grad]
+        dense = [p for p in model.parameters() if id(p) not in excluded and p.requires_grad]
         groups: list[Any] = dense
         if emb_lr != cfg.lr:
             groups = [
@@ -91,7 +97,7 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
                 {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr},
             ]
     else:
-        dense = [p for p in model.parameters() if p is not threshold and id(p) not in table_ids and p.requires_grad]
+        dense = [p for p in model.parameters() if id(p) not in excluded and id(p) not in table_ids and p.requires_grad]
         groups = dense
     fused = bool(dense) and dense[0].is_cuda
     optimizers: list[torch.optim.Optimizer] = [
@@ -102,11 +108,11 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
         optimizers.append(torch.optim.SparseAdam(trainable, lr=emb_lr))
     elif cfg.embedding_optimizer == "rowwise-adagrad" and trainable:
         optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.weight_decay))
-    if learns_thresholds(model):
+    if thresholds:
         if cfg.threshold_optimizer == "sgd":
-            optimizers.append(torch.optim.SGD([threshold], lr=cfg.threshold_lr))
+            optimizers.append(torch.optim.SGD(thresholds, lr=cfg.threshold_lr))
         else:
-            optimizers.append(torch.optim.Adam([threshold], lr=cfg.threshold_lr))
+            optimizers.append(torch.optim.Adam(thresholds, lr=cfg.threshold_lr))
     return optimizers
 
 
@@ -136,7 +142,10 @@ class Trainer:
         self.forward: Callable[..., Tensor] = torch.compile(self.model) if cfg.compile else self.model
 
     def _set_freq_lr(self, row_counts: Tensor | None) -> None:
-        cfg, emb = self.cfg, self.model.embedding
+        cfg = self.cfg
+        if not isinstance(self.model.embedder, TableEmbedder):
+            raise ConfigError(f"--freq-lr works on the full table only, not on a {self.model.embedder.kind!r} embedding")
+        emb = self.model.embedding
         if row_counts is None:
             raise ConfigError("--freq-lr needs the id counts of the preprocess artifact (vocab/<field>.parquet); none were found")
         if row_counts.shape != (emb.num_rows,):
@@ -156,7 +165,7 @@ class Trainer:
     def reinit_embeddings(self, epoch: int) -> None:
         """Re-draw the embedding tables (not the network, not the thresholds) and forget their
         optimizer state; seeded by ``seed`` and ``epoch``, so a resumed run re-draws the same."""
-        gen = torch.Generator(device=self.model.embedding.weight.device)
+        gen = torch.Generator(device=embedding_tables(self.model)[0].weight.device)
         gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
         for table in embedding_tables(self.model):
             table.reset_parameters(gen)
@@ -180,8 +189,10 @@ class Trainer:
         with autocast(self.device, self.cfg.amp):
             logits = self.forward(xb, widths)
         loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
-        if learns_thresholds(model) and self.cfg.alpha > 0:
-            loss = loss + self.cfg.alpha * model.pruner.regularizer()
+        if self.cfg.alpha > 0:
+            reg = model.embedder.regularizer()
+            if reg is not None:
+                loss = loss + self.cfg.alpha * reg
         return loss
 
     def step(self, xb: Tensor, yb: Tensor) -> Tensor:
@@ -266,6 +277,7 @@ class Trainer:
             total_samples += len(train)
             total_seconds += record["train_seconds"]
             gained_inside = record.pop("gained_inside")
+            search_done = record.pop("search_done", False)
             record.update(self._validate(val, test))
             best.history.append(record)
             improved = record["val_auc"] > best.best_val_auc
@@ -277,14 +289,17 @@ class Trainer:
             else:
                 bad_epochs += 1
             self.reporter.message(_summary(record, improved))
-            stop = patience_exhausted(bad_epochs, cfg.patience)
+            stop = patience_exhausted(bad_epochs, cfg.patience) or search_done
             if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
                 self.reinit_embeddings(epoch)
             if checkpoint is not None:
                 checkpoint(self.state(epoch, best, bad_epochs))
             if stop:
                 best.stopped_early = True
-                self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
+                if search_done:
+                    self.reporter.message("stop: the embedding search reached its goal")
+                else:
+                    self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
@@ -295,6 +310,7 @@ class Trainer:
         out = _prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp))
         if test is not None and len(test):
             out.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp)))
+        out.update(self.model.embedder.stats())
         if self.epoch_stats is not None:
             out.update(self.epoch_stats(self.model))
         return out
@@ -317,6 +333,7 @@ class Trainer:
         self._sync()
         started = time.perf_counter()
         gained_inside = False
+        searched = False
         eval_seconds = 0.0
         for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True):
             guard.add(self.step(xb, yb))
@@ -324,6 +341,9 @@ class Trainer:
             task.advance(xb.shape[0])
             if steps % cfg.check_every == 0:
                 guard.check(epoch, steps)
+                if self.model.embedder.search_done():
+                    searched = True
+                    break
             if mid_points and mid_epoch is not None and steps in mid_points:
                 guard.check(epoch, steps)
                 paused = time.perf_counter()
@@ -333,7 +353,9 @@ class Trainer:
         self._sync()
         seconds = time.perf_counter() - started - eval_seconds
         task.close()
+        out: dict[str, Any] = {"search_done": True} if searched or self.model.embedder.search_done() else {}
         return {
+            **out,
             "gained_inside": gained_inside,
             "epoch": epoch,
             "train_loss": guard.epoch_mean(),

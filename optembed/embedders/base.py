@@ -1,0 +1,142 @@
+"""The embedding interface: every way of turning per-field ids into ``(B, n, D)`` embeddings.
+
+A CTR model is an :class:`Embedder` plus a backbone head (:class:`optembed.models.base.CTRModel`).
+The embedder owns everything about the embedding method - the lookup, its loss regulariser,
+which of its parameters need their own optimizer, how many parameters it keeps and how many
+bytes it really needs, and its compact export - so the trainer, the stages and ``evaluate``
+ask it instead of reaching into attributes.
+
+A lookup is two steps: :meth:`Embedder.ids` maps the original per-field ids to the ids the
+embedder and the head's per-feature terms (DeepFM's linear weights) read - the identity, or a
+remap to compact rows - and :meth:`Embedder.lookup` reads the embeddings of those ids.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from optembed.layers.embedding import FieldEmbedding
+
+FLOAT_BYTES = 4
+
+
+class Embedder(nn.Module, ABC):
+    """``(B, n)`` per-field ids -> ``(B, n, D)`` embeddings, over fields of ``cardinalities``.
+
+    ``kind`` names the method in files and reports; :meth:`spec` (``kind`` plus options) and
+    the cardinalities rebuild it (:func:`optembed.embedders.registry.build_embedder`).
+    ``flat_keys`` keeps the embedder's state-dict keys at the model's top level (the layout
+    model files had before embedders existed: ``embedding.weight``, ``pruner.threshold``).
+    """
+
+    kind: ClassVar[str] = ""
+    flat_keys: ClassVar[bool] = False
+    sample_dims: bool = False  # the trainer passes sampled widths to the lookup
+
+    def __init__(self, cardinalities: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.cardinalities: tuple[int, ...] = tuple(int(c) for c in cardinalities)
+        self.dim = int(dim)
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def n_fields(self) -> int:
+        return len(self.cardinalities)
+
+    @property
+    def num_rows(self) -> int:
+        """All ids of all fields: the rows of the dense Original table."""
+        return sum(self.cardinalities)
+
+    @property
+    def head_cardinalities(self) -> tuple[int, ...]:
+        """The id range per field that :meth:`ids` produces (what per-feature head terms index)."""
+        return self.cardinalities
+
+    # -- lookup ----------------------------------------------------------------------------
+    def ids(self, x: Tensor) -> Tensor:
+        """Original ids ``(B, n)`` -> the ids :meth:`lookup` and the head read (identity here)."""
+        return x
+
+    @abstractmethod
+    def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
+        """``(B, n)`` ids from :meth:`ids` -> ``(B, n, D)``; ``widths`` only if :attr:`sample_dims`."""
+
+    def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
+        return self.lookup(self.ids(x), widths)
+
+    # -- training --------------------------------------------------------------------------
+    def regularizer(self) -> Tensor | None:
+        """The loss term the trainer adds (times ``alpha``), or ``None``."""
+        return None
+
+    def tables(self) -> list[FieldEmbedding]:
+        """The embedding tables (sparse optimizers, frequency-adaptive rates, re-initialisation)."""
+        return [m for m in self.modules() if isinstance(m, FieldEmbedding)]
+
+    def threshold_params(self) -> list[nn.Parameter]:
+        """Parameters trained by the threshold optimizer (``--threshold-lr``), not the network's."""
+        return []
+
+    def arch_params(self) -> list[nn.Parameter]:
+        """Architecture weights, trained on validation batches alternately with the network."""
+        return []
+
+    def excluded_params(self) -> list[nn.Parameter]:
+        """Parameters the network optimizer never updates (thresholds and architecture weights
+        by default; a frozen threshold too)."""
+        return self.threshold_params() + self.arch_params()
+
+    def search_done(self) -> bool:
+        """Whether a search embedder reached its goal (the trainer then stops); never by default."""
+        return False
+
+    def stats(self) -> dict[str, float]:
+        """Numbers to log with every validation (e.g. the current sparsity)."""
+        return {}
+
+    # -- size ------------------------------------------------------------------------------
+    @abstractmethod
+    def kept_params(self) -> int:
+        """The embedding parameters the method keeps, by its paper's definition: sparsity is
+        ``1 - kept_params / (num_rows x dim)``."""
+
+    def stored_params(self) -> int:
+        """Float parameters the embedding stores (codebooks and float tables when quantized)."""
+        return self.kept_params()
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Exact bytes the embedding needs: ``embedding`` (values, codes, sparse indices) and
+        ``remaps`` (id remaps)."""
+        return {"embedding": self.kept_params() * FLOAT_BYTES, "remaps": 0}
+
+    def field_widths(self) -> list[int]:
+        """The width each field's embedding keeps (reports)."""
+        return [self.dim] * self.n_fields
+
+    def field_rows(self) -> list[int]:
+        """The rows each field keeps (reports)."""
+        return list(self.cardinalities)
+
+    def spec(self) -> dict[str, Any]:
+        """``kind`` and the options that rebuild this embedder (saved in model files)."""
+        return {"kind": self.kind}
+
+    def export(self) -> tuple[Embedder, list[Tensor] | None]:
+        """The compact form to deploy, and per field the original ids of its rows when the
+        rows change (then per-feature head terms are sliced the same way); ``None`` when not."""
+        return self, None
+
+    def own_param_ids(self) -> set[int]:
+        return {id(p) for p in self.parameters()}
+
+
+def param_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    total = sum(p.numel() * p.element_size() for p in module.parameters())
+    return total + sum(b.numel() * b.element_size() for b in module.buffers())
+

@@ -1,0 +1,133 @@
+"""PEP: plug-in embedding pruning with learnable thresholds (Liu et al., ICLR 2021).
+
+Search: every lookup reads the soft-thresholded table ``sign(E) * relu(|E| - sigmoid(s))``, with
+``s`` learnable at a granularity of ``global`` (one value), ``dim`` (one per column), ``field``
+(one per field) or ``field-dim`` (one per field and column), initialised very negative
+(``threshold_init``, default -15) so nothing is pruned at first. ``s`` is trained with the
+network (Adam, its weight decay included), and the element sparsity grows during training; the
+search is done once it reaches ``target_sparsity``. The mask found (``|E| > sigmoid(s)``) is then
+retrained from the initial weights (lottery ticket): a :class:`PEPEmbedder` with a fixed ``mask``
+reads ``E * mask``.
+
+Sparsity is PEP's: the fraction of table elements pruned. The result is element-sparse, so its
+real storage needs indices: :meth:`PEPEmbedder.memory_bytes` counts a CSR layout - 4 bytes per
+kept value, a column index per kept value (1 byte for ``D <= 256``, else 2) and a 4-byte row
+pointer per row (plus one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optembed.embedders.base import FLOAT_BYTES, Embedder
+from optembed.errors import ConfigError
+from optembed.layers.embedding import FieldEmbedding
+from optembed.models.config import ModelConfig
+
+GRANULARITIES = ("global", "dim", "field", "field-dim")
+CHUNK_ROWS = 1 << 18
+
+
+def soft_threshold(e: Tensor, g: Tensor) -> Tensor:
+    """``sign(e) * relu(|e| - g)``."""
+    return torch.sign(e) * F.relu(e.abs() - g)
+
+
+def csr_bytes(nnz: int, rows: int, dim: int) -> int:
+    """Bytes of a CSR matrix: float32 values, column indices, int32 row pointers."""
+    return nnz * (FLOAT_BYTES + (1 if dim <= 256 else 2)) + (rows + 1) * 4
+
+
+class PEPEmbedder(Embedder):
+    """One table with a soft threshold per granularity cell (search), or a fixed element mask."""
+
+    kind = "pep"
+    mask: Tensor | None
+
+    def __init__(
+        self, cardinalities: Sequence[int], dim: int, granularity: str = "field-dim", threshold_init: float = -15.0,
+        target_sparsity: float = 0.5, masked: bool = False, init_std: float = 0.01,
+    ) -> None:
+        super().__init__(cardinalities, dim)
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"unknown PEP granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+        if not 0.0 < target_sparsity < 1.0:
+            raise ConfigError(f"PEP's target sparsity must be in (0, 1), got {target_sparsity}")
+        self.granularity, self.threshold_init, self.target_sparsity = granularity, float(threshold_init), float(target_sparsity)
+        self.embedding = FieldEmbedding(cardinalities, dim, init_std=init_std)
+        rows = self.n_fields if granularity in ("field", "field-dim") else 1
+        cols = dim if granularity in ("dim", "field-dim") else 1
+        self.s = nn.Parameter(torch.full((rows, cols), self.threshold_init))
+        self.register_buffer("mask", torch.ones(self.num_rows, dim, dtype=torch.bool) if masked else None)
+
+    @classmethod
+    def from_spec(cls, cardinalities: Sequence[int], cfg: ModelConfig, options: dict[str, Any]) -> PEPEmbedder:
+        return cls(cardinalities, cfg.embed_dim, init_std=cfg.init_std, **options)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "granularity": self.granularity, "threshold_init": self.threshold_init,
+            "target_sparsity": self.target_sparsity, "masked": self.mask is not None,
+        }
+
+    # -- lookup ----------------------------------------------------------------------------
+    def field_thresholds(self) -> Tensor:
+        """``sigmoid(s)`` broadcast to ``(n, D)``."""
+        return torch.sigmoid(self.s).expand(self.n_fields, self.dim)
+
+    def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
+        e = self.embedding(ids)
+        if self.mask is not None:
+            return e * self.mask[self.embedding.global_ids(ids)].to(e.dtype)
+        return soft_threshold(e, self.field_thresholds().to(e.dtype))
+
+    # -- the mask --------------------------------------------------------------------------
+    @torch.no_grad()
+    def current_mask(self) -> Tensor:
+        """The kept elements ``BoolTensor(|f|, D)``: the fixed mask, or ``|E| > sigmoid(s)``."""
+        if self.mask is not None:
+            return self.mask
+        weight = self.embedding.weight
+        g = self.field_thresholds().detach().to(weight.dtype)
+        field = self.embedding.field_of_row
+        out = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            out[start:stop] = weight[start:stop].abs() > g[field[start:stop]]
+        return out
+
+    def set_mask(self, mask: Tensor) -> None:
+        """Fix the element mask (retraining the ticket): thresholds are no longer used."""
+        if mask.shape != (self.num_rows, self.dim):
+            raise ConfigError(f"A PEP mask needs shape {(self.num_rows, self.dim)}, got {tuple(mask.shape)}")
+        self.mask = mask.to(self.embedding.weight.device, torch.bool).clone()
+
+    def excluded_params(self) -> list[nn.Parameter]:
+        return [self.s] if self.mask is not None else []
+
+    def sparsity(self) -> float:
+        return 1.0 - self.kept_params() / (self.num_rows * self.dim)
+
+    def search_done(self) -> bool:
+        return self.mask is None and self.sparsity() >= self.target_sparsity
+
+    def stats(self) -> dict[str, float]:
+        return {"sparsity": self.sparsity()}
+
+    # -- size ------------------------------------------------------------------------------
+    def kept_params(self) -> int:
+        return int(self.current_mask().sum())
+
+    def memory_bytes(self) -> dict[str, int]:
+        return {"embedding": csr_bytes(self.kept_params(), self.num_rows, self.dim), "remaps": 0}
+
+    def field_rows(self) -> list[int]:
+        """Rows of each field with at least one kept element."""
+        alive = self.current_mask().any(dim=1)
+        field = self.embedding.field_of_row.to(alive.device)
+        return torch.bincount(field[alive], minlength=self.n_fields).tolist()

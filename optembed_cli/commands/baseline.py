@@ -1,0 +1,79 @@
+"""``optembed baseline``: train one of the paper's baselines (QR, PEP) for ``evaluate``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optembed_cli import ui
+from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.training_options import (
+    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
+    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt,
+    model_config, train_config,
+)
+from pipelines import baseline as stage
+from pipelines.store import Manifest
+
+DEFAULTS = stage.TrainConfig()
+
+
+@ui.handle_errors
+def baseline(
+    method: Annotated[str, typer.Option(help="qr | pep.")],
+    source: FromOpt = None,
+    collisions: Annotated[int, typer.Option(help="QR: ids per quotient row (2 halves a large field's table).")] = 2,
+    operation: Annotated[str, typer.Option(help="QR: how quotient and remainder rows combine: mult | add | concat.")] = "mult",
+    min_rows: Annotated[int, typer.Option(help="QR: fields with at most this many values stay whole tables.")] = 100,
+    granularity: Annotated[str, typer.Option(help="PEP: one threshold per global | dim | field | field-dim.")] = "field-dim",
+    threshold_init: Annotated[float, typer.Option(help="PEP: initial threshold logit s (sigmoid(s) ~ 0: nothing pruned).")] = -15.0,
+    target_sparsity: Annotated[float, typer.Option(help="PEP: element sparsity at which the mask is taken and retrained.")] = 0.5,
+    model: ModelOpt = "deepfm",
+    embed_dim: EmbedDimOpt = 64,
+    mlp: MlpOpt = "1024,512,256",
+    dropout: DropoutOpt = 0.0,
+    batch_norm: BatchNormOpt = True,
+    cross_layers: CrossLayersOpt = 6,
+    epochs: EpochsOpt = DEFAULTS.epochs,
+    batch_size: BatchOpt = DEFAULTS.batch_size,
+    lr: LrOpt = DEFAULTS.lr,
+    weight_decay: WdOpt = DEFAULTS.weight_decay,
+    patience: PatienceOpt = DEFAULTS.patience,
+    eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = "none",
+    compile: CompileOpt = False,
+    embedding_optimizer: EmbOptimizerOpt = DEFAULTS.embedding_optimizer,
+    embedding_lr: EmbLrOpt = None,
+    evals_per_epoch: EvalsOpt = 0,
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Train a baseline embedding (QR or PEP) on a preprocess artifact; evaluate reads the result."""
+    options: dict[str, object]
+    if method == "qr":
+        options = {"collisions": collisions, "operation": operation, "min_rows": min_rows}
+    else:
+        options = {"granularity": granularity, "threshold_init": threshold_init, "target_sparsity": target_sparsity}
+    config = stage.BaselineStage(
+        method=method,
+        model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
+        train=train_config(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
+            embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, evals_per_epoch=evals_per_epoch,
+        ),
+        options=options,
+        source=source,
+        device=device,
+        force=force,
+    )
+    ui.run_stage(stage.run, config, artifacts, json, render)
+
+
+def render(manifest: Manifest) -> None:
+    ui.out.print(ui.metrics_table(f"baseline ({manifest.metrics['variant']})", manifest.metrics))
+    ui.out.print(f"model: {manifest.output('model')}")
