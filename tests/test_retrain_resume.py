@@ -34,11 +34,11 @@ def test_interrupted_retrain_resumes(prepared: tuple[Store, Manifest], monkeypat
     original = trainer_mod.Trainer._epoch
     epochs: list[int] = []
 
-    def flaky(self: Any, epoch: int, train: Any) -> dict[str, Any]:
+    def flaky(self: Any, epoch: int, *args: Any) -> dict[str, Any]:
         epochs.append(epoch)
         if epoch == 3:
             raise KeyboardInterrupt
-        return original(self, epoch, train)
+        return original(self, epoch, *args)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_epoch", flaky)
     stopped = _retrain(store, pre)
@@ -49,7 +49,7 @@ def test_interrupted_retrain_resumes(prepared: tuple[Store, Manifest], monkeypat
     assert store.list("retrain") == []
 
     epochs.clear()
-    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", lambda self, epoch, train: (epochs.append(epoch), original(self, epoch, train))[1])
+    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", lambda self, epoch, *args: (epochs.append(epoch), original(self, epoch, *args))[1])
     resumed = _retrain(store, pre, "--resume", "--json")
     assert resumed.exit_code == 0, resumed.output
     manifest = json.loads(resumed.stdout)

@@ -13,7 +13,7 @@ from optembed.models.compact import export_compact, load_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.training.config import TrainConfig
-from pipeline_fixtures import small_supernet, synthetic_preprocess
+from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import retrain, supernet
 
 FAST = TrainConfig(epochs=1, batch_size=512)
@@ -22,7 +22,7 @@ FAST = TrainConfig(epochs=1, batch_size=512)
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     store, pre, truth = synthetic_preprocess(tmp_path_factory.mktemp("rt"), rows=8000)
-    sn = small_supernet(store, "prune-only", epochs=2)
+    sn = small_supernet(store, "prune-only", epochs=2, **STRONG_PRUNING)
     return store, pre, sn
 
 
