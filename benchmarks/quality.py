@@ -673,7 +673,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threshold-lr", type=float, default=None, help="(default: TrainConfig's)")
     ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
     ap.add_argument("--max-auc", action="store_true", help="the paper's max-AUC search instead of the accuracy-bounded one")
-    ap.add_argument("--retrain-init", choices=("fresh", "rewind", "supernet"), default="fresh",
+    ap.add_argument("--retrain-init", choices=("auto", "fresh", "rewind", "supernet"), default="auto",
                     help="start of the searched variants' re-training")
     ap.add_argument("--criteo-scale", type=int, default=0, metavar="ROWS",
                     help="also the Criteo-scale planted set of _criteo_scale.py with ROWS rows (e.g. 1000000; slow on CPU)")

@@ -42,7 +42,7 @@ FreqLr = _choices("FreqLr", FREQ_LR_FORMS)
 Format = _choices("Format", FORMATS)
 CodeDtype = _choices("CodeDtype", ("auto", *CODE_DTYPES))
 Popularity = _choices("Popularity", POPULARITY)
-Init = _choices("Init", ("fresh", "rewind", "supernet"))
+Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
 CountOn = _choices("CountOn", ("train", "all"))
 SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))
 

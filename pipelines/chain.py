@@ -57,7 +57,7 @@ class ChainConfig:
     compress: dict[str, Any] = field(default_factory=dict)  # "variants" to compress + compress options
     baseline: dict[str, Any] = field(default_factory=dict)  # method -> its embedder options
     variants: tuple[str, ...] = VARIANTS
-    retrain_init: str = "fresh"  # fresh | rewind | supernet (the searched variants' re-training start)
+    retrain_init: str = "auto"  # auto | fresh | rewind | supernet (the masked variants' re-training start)
     device: str = "auto"
     latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
@@ -271,7 +271,7 @@ def load_config(path: Path) -> ChainConfig:
         compress=compress_raw,
         baseline=_section(raw, "baseline"),
         variants=tuple(run_raw.get("variants", VARIANTS)),
-        retrain_init=run_raw.get("retrain_init", "fresh"),
+        retrain_init=run_raw.get("retrain_init", "auto"),
         device=run_raw.get("device", "auto"),
         latency=run_raw.get("latency"),
         plot=run_raw.get("plot", False),

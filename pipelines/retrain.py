@@ -42,14 +42,16 @@ from pipelines.supernet import load_row_mask, train_params
 STAGE = "retrain"
 VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
 SOURCES = ("search", "supernet", "preprocess")
-INITS = ("fresh", "rewind", "supernet")  # supernet: warm start from the trained supernet
+# supernet: warm start from the trained supernet (its weights kept as epoch 0 unless beaten);
+# auto: supernet for the masked variants, fresh for the Original and without a supernet
+INITS = ("auto", "fresh", "rewind", "supernet")
 
 
 @dataclass
 class RetrainStage:
     source: str | None = None  # search/supernet (or preprocess with full=True); None = newest search
     full: bool = False
-    init: str = "fresh"
+    init: str = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig | None = None  # only for full=True from a preprocess artifact
     device: str = "auto"
@@ -107,6 +109,8 @@ def plan(config: RetrainStage, store: Store) -> Plan:
         if config.model is None:
             raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
         model, mode = config.model, "none"
+    if config.init == "auto":
+        config.init = "supernet" if sn is not None and not config.full else "fresh"
     if config.init in ("rewind", "supernet") and sn is None:
         raise ConfigError(f"--init {config.init} needs a supernet (or search) artifact as the source")
     if config.full:
@@ -142,7 +146,7 @@ def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
 
 def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     if config.init not in INITS:
-        raise ConfigError(f"unknown --init '{config.init}'; choose fresh, rewind or supernet")
+        raise ConfigError(f"unknown --init '{config.init}'; choose auto, fresh, rewind or supernet")
     config.train.validate()
     p = plan(config, store)
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None

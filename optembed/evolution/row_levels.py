@@ -19,8 +19,9 @@ Every comparison is paired (the same validation rows) and noise-aware: a change 
 AUC difference, *less* ``z`` standard errors (DeLong, :func:`optembed.metrics.paired_auc_se`),
 is above ``-max_auc_drop``. Small validation sets therefore prune less - a measured gain smaller
 than its noise is no evidence. A field is emptied only when emptying it alone does not lower the
-validation AUC even after subtracting that noise margin: a field the supernet barely uses may
-still matter to a re-trained model.
+validation AUC even after subtracting that noise margin, *and* emptying it beats keeping its top
+rows (the smallest positive level) by more than the noise: a field the supernet barely uses may
+still matter to a re-trained model, and its top rows cost little.
 """
 
 from __future__ import annotations
@@ -195,14 +196,16 @@ def search_row_levels(
             distinct.append((f, q))
     if progress:
         progress("rows: scoring each field alone", 0, len(distinct) + 1)
-    scores = scorer([(-1, None)] + [(f, keeps[(f, q)]) for f, q in distinct])
-    base_auc = float(scores[0])
+    base_auc = float(scorer([(-1, None)])[0])
     base_parts = scorer.components[0]
-    single = {p: float(s) for p, s in zip(distinct, scores[1:], strict=True)}
-    margin = {
-        p: float(s) - base_auc - z * _se(c, base_parts)
-        for p, s, c in zip(distinct, scores[1:], scorer.components[1:], strict=True)
-    }
+    single: dict[tuple[int, float], float] = {}
+    margin: dict[tuple[int, float], float] = {}
+    for start in range(0, len(distinct), scorer.group):  # a group at a time: C x N scores in memory
+        chunk = distinct[start : start + scorer.group]
+        for p, s, c in zip(chunk, scorer([(f, keeps[(f, q)]) for f, q in chunk]), scorer.components, strict=True):
+            single[p] = float(s)
+            margin[p] = float(s) - base_auc - z * _se(c, base_parts)
+    scorer.components = []
     result = RowLevelResult(
         keep=base, levels=[1.0] * len(cards), base_auc=base_auc, final_auc=base_auc, best_auc=base_auc, z=z,
         single=[{"field": f, "level": q, "val_auc": s, "delta": s - base_auc, "lower_bound": margin[(f, q)]}
@@ -225,6 +228,15 @@ def search_row_levels(
         return out
 
     options = {f: admissible(f) for f in range(len(cards))}
+    for f, opts in options.items():  # emptying must also beat keeping the field's top rows
+        kept_levels = [q for g, q in distinct if g == f and q > 0.0]
+        if opts and opts[0] == 0.0 and kept_levels:
+            smallest = min(kept_levels)
+            pair = scorer([(f, keeps[(f, 0.0)]), (f, keeps[(f, smallest)])])
+            gain = float(pair[0] - pair[1]) - z * _se(scorer.components[0], scorer.components[1])
+            if not math.isfinite(gain) or gain < 0.0:
+                options[f] = opts[1:]
+            scorer.components = []
     order = sorted(
         (f for f in options if options[f]),
         key=lambda f: -max(single[(f, q)] for q in options[f]),

@@ -28,10 +28,11 @@ def retrain(
     init: Annotated[
         Init,
         typer.Option(
-            help="fresh | rewind (start from the supernet's initial weights) | supernet (from its trained weights).",
+            help="auto (supernet for masked variants, fresh for --full) | fresh | rewind (the supernet's initial "
+            "weights) | supernet (its trained weights, kept as epoch 0 when no epoch beats them).",
             rich_help_panel=INPUT,
         ),
-    ] = "fresh",
+    ] = "auto",
     model: ModelOpt = "deepfm",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",
