@@ -37,7 +37,7 @@ SAMPLE: dict[str, list[str]] = {
 if hasattr(os, "geteuid") and os.geteuid() == 0:
     SAMPLE["fault"].append("full disk during supernet")
 
-LINE = re.compile(r"^(ok|FAIL|SKIP)\s+(.+?) \((?:[0-9.]+ s|.*)\)")
+LINE = re.compile(r"^(ok|FAIL)\s+(.+) \([0-9.]+ s\)|^(SKIP)\s+(.+) \(")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def run() -> tuple[int, dict[str, str], str]:
     for line in done.stdout.splitlines():
         found = LINE.match(line)
         if found:
-            status[found.group(2)] = found.group(1)
+            status[found.group(2) or found.group(4)] = found.group(1) or found.group(3)
     return done.returncode, status, done.stdout + done.stderr
 
 
