@@ -2,9 +2,10 @@
 
 A stage keeps its last finished epoch in ``<root>/<stage>/.resume-<fingerprint>/checkpoint.pt``
 (outside the temporary folder, so an interrupted run keeps it). A checkpoint is written to
-``checkpoint.tmp``, synced and then renamed over the previous one: a failed write (disk full)
-never replaces a good checkpoint, leaves no temporary file behind and stops the run with one
-line. The folder is removed once the artifact is published.
+``<pid>.checkpoint.tmp`` (two identical runs may share the folder), synced and then renamed over
+the previous one: a failed write (disk full) never replaces a good checkpoint, leaves no
+temporary file behind and stops the run with one line. The folder is removed once the artifact
+is published.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def load_checkpoint(folder: Path, device: torch.device | str) -> dict[str, Any] 
 def write_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     """Save ``state`` as the folder's checkpoint, atomically; a failed write raises one
     :class:`~optembed.errors.ArtifactError` and keeps the previous checkpoint."""
-    partial = folder / PARTIAL
+    partial = folder / f"{os.getpid()}.{PARTIAL}"  # per process: two runs of one stage may share the folder
     final = folder / CHECKPOINT
     failure: ArtifactError | None = None
     try:
@@ -53,6 +54,12 @@ def write_checkpoint(folder: Path, state: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(partial, final)
+    except FileNotFoundError as exc:
+        if folder.is_dir():
+            raise
+        # The folder was removed meanwhile (an identical run published and discarded it): this
+        # checkpoint is moot; the next one recreates the folder.
+        release_frames(exc)
     except (OSError, RuntimeError) as exc:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)

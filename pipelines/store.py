@@ -505,7 +505,10 @@ class Store:
         published = {(m.stage, m.fingerprint) for m in self.list()}
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and _STAGE_NAME.match(p.name)):
             for entry in sorted(stage_dir.iterdir()):
-                age = now - entry.lstat().st_mtime
+                mtime = _mtime(entry)
+                if mtime is None:  # renamed or removed meanwhile by another run
+                    continue
+                age = now - mtime
                 if entry.name.startswith(TMP_PREFIX):
                     pid = _pid_of(entry.name)
                     if pid is not None and pid != os.getpid() and _pid_alive(pid) and age < max_age:
@@ -533,7 +536,8 @@ class Store:
         for tmp in stage_dir.glob(TMP_PREFIX + "*"):
             pid = _pid_of(tmp.name)
             alive = pid is not None and _pid_alive(pid)
-            if alive and now - tmp.stat().st_mtime < max_age:
+            mtime = _mtime(tmp)
+            if mtime is None or (alive and now - mtime < max_age):  # gone: another run just published it
                 continue
             shutil.rmtree(tmp, ignore_errors=True)
             removed += 1
@@ -575,7 +579,14 @@ class Store:
                 os.replace(tmp, final)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / MANIFEST).is_file():
+                        raise
+                    # Another run of the same inputs published first: keep its artifact, drop ours.
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    _take(manifest, self.load(final))
             manifest.path = final
         except (OSError, RuntimeError) as exc:
             if not keep_on_error:
@@ -613,6 +624,21 @@ def _check_shape(data: dict[str, Any], file: Path) -> None:
     for rel, record in data.get("files", {}).items():
         if not isinstance(record, dict) or not isinstance(record.get("size"), int):
             raise ArtifactError(f"malformed manifest {file}: no size for {rel}")
+
+
+def _mtime(path: Path) -> float | None:
+    """``path``'s modification time, None when it no longer exists."""
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _take(manifest: Manifest, published: Manifest) -> None:
+    """Make ``manifest`` describe ``published`` (the artifact another run put in its place)."""
+    for name in Manifest.__dataclass_fields__:
+        if name not in ("cached", "notes", "_hashed"):
+            setattr(manifest, name, getattr(published, name))
 
 
 def _pid_of(name: str) -> int | None:

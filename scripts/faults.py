@@ -1,17 +1,31 @@
-"""Fault matrix: run the ``optembed`` command on bad inputs and check how each one is handled.
+"""Fault matrix: run the ``optembed`` command on bad inputs, faults and damaged files.
 
-    python3 scripts/faults.py [-k SUBSTRING] [--jobs N] [--list] [--keep]
+    python3 scripts/faults.py [-k SUBSTRING ...] [--kind KIND] [--jobs N] [--list] [--keep]
 
-A tiny chain (synthetic data -> preprocess -> supernet -> search -> retrain) is built once; every
-case then runs the real command line (``optembed_cli.main.main``, in a forked copy of this
-process that imported it once, or with ``--subprocess`` in a new interpreter) in a folder of its
-own with a private copy of that artifact store. Cases are entries of :data:`CASES`, each a name, a class, a setup
-function that writes the files it needs, the command's arguments and a check. A bad input is
-*handled* when the command exits with code 2, prints exactly one non-empty line on stderr, no
-traceback, and leaves no new artifact folder (nor any new file beside those the setup wrote).
+A tiny chain (synthetic data -> preprocess -> supernet -> search -> retrain -> compress, built
+once with the command line) is shared by every case; each case then runs the real command line
+(``optembed_cli.main.main``, in a forked copy of this process that imported it once, or with
+``--subprocess`` in a new interpreter) in a folder of its own with a private copy of that artifact
+store. Cases are entries of :data:`CASES`, each a name, a class, a setup function that writes (or
+damages) the files it needs, the command's arguments and a check; a *scenario* case instead runs
+a short script of commands itself (kill, rerun, verify, ...). The classes:
 
-The last line sums up each class that has cases, e.g.
-``bad inputs tried 70, handled 70``; the exit status is 0 when every case passed.
+- ``bad-input``: *handled* when the command exits with code 2, prints exactly one non-empty line
+  on stderr, no traceback, and leaves no new artifact folder (nor any new file beside those the
+  setup wrote);
+- ``fault`` (``kill -9`` during a stage, two identical stages at once, a reader while a stage
+  republishes, a full disk, ``--resume`` after a kill): *survived* when nothing half-written is
+  published, ``optembed artifacts --verify`` passes and a rerun succeeds;
+- ``corruption`` (flipped bytes, truncation, a swapped file, an edited manifest, for every file
+  kind the tool reads): *detected* when the command that reads the file (``artifacts --verify``
+  for a file no command reads) exits 2 with one line naming it;
+- ``code`` (a pickle whose unpickling would create a marker file, planted in every torch file
+  kind and in the resume checkpoints, with and without a manifest re-signed to match): every
+  marker found afterwards is *code executed*.
+
+The last line sums up each class that has cases, e.g. ``bad inputs tried 100, handled 100;
+faults tried 12, survived 12; corruption detected 41/41; code executed 0``; the exit status is 0
+when every case passed.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,26 +74,40 @@ class Result:
 
 @dataclass
 class Case:
-    """One bad input. ``setup(work, fixture)`` writes what the command reads into its own folder
-    ``work`` (the command's working directory); ``args(work, fixture)`` gives the arguments after
-    ``optembed``. ``expect`` must appear in the error line; ``check`` judges the result (by
-    default :func:`handled`); ``skip`` returns a reason not to run the case here, or None."""
+    """One case. ``setup(work, fixture)`` writes (or damages) what the command reads in its own
+    folder ``work`` (the command's working directory, holding a private copy of the store in
+    ``work/artifacts``); ``args(work, fixture)`` gives the arguments after ``optembed``.
+    ``expect`` must appear in the error line; ``check`` judges the result (by default
+    :func:`handled`); ``skip`` returns a reason not to run the case here, or None. ``call``
+    replaces the command line by another entry point taking the same arguments (a library
+    reader). A ``scenario`` runs the whole case itself (several commands, kills, checks) and
+    returns what went wrong, or None; ``args`` is then unused."""
 
     name: str
-    args: Callable[[Path, Fixture], Sequence[str]]
+    args: Callable[[Path, Fixture], Sequence[str]] | None
     setup: Callable[[Path, Fixture], None] | None = None
     expect: str | None = None
     kind: str = "bad-input"
     check: Callable[[Result, Case], str | None] | None = None
     skip: Callable[[], str | None] | None = None
+    call: Callable[[list[str]], None] | None = None
+    scenario: Callable[[Scene], str | None] | None = None
 
 
-# The classes of cases and how their summary reads (tried, passed).
-CLASSES: dict[str, Callable[[int, int], str]] = {
-    "bad-input": lambda n, m: f"bad inputs tried {n}, handled {m}",
-    "fault": lambda n, m: f"faults tried {n}, survived {m}",
-    "corruption": lambda n, m: f"corruption detected {m}/{n}",
-    "code": lambda n, m: f"code executed {n - m}",
+@dataclass
+class Tally:
+    tried: int = 0
+    passed: int = 0
+    skipped: int = 0
+    markers: int = 0  # marker files of planted payloads found after the cases of this class
+
+
+# The classes of cases and how their summary reads.
+CLASSES: dict[str, Callable[[Tally], str]] = {
+    "bad-input": lambda t: f"bad inputs tried {t.tried}, handled {t.passed}",
+    "fault": lambda t: f"faults tried {t.tried}, survived {t.passed}",
+    "corruption": lambda t: f"corruption detected {t.passed}/{t.tried}",
+    "code": lambda t: f"code executed {t.markers}",
 }
 
 
@@ -258,7 +287,8 @@ CASES: list[Case] = [
     Case("compress --codebook-share nan", cmd("compress", "--codebook-share", "nan"), expect="--codebook-share"),
     Case("compress --balance-weight -inf", cmd("compress", "--balance-weight", "-inf"), expect="--balance-weight"),
     Case("compress --codebook 1", cmd("compress", "--codebook", "1"), expect="--codebook"),
-    Case("compress --batch-size absurd", cmd("compress", "--batch-size", BIG, "--device", "cpu"), expect="more than the"),
+    Case("compress --batch-size absurd", cmd("compress", "--batch-size", BIG, "--min-rows", "1", "--device", "cpu"),
+         expect="more than the"),
     # --- evaluate
     Case("evaluate --eval-batch-size absurd", cmd("evaluate", "--eval-batch-size", BIG, "--device", "cpu"),
          expect="more than the"),
@@ -309,49 +339,668 @@ CASES: list[Case] = [
 ]
 
 
+# ----------------------------------------------------------------------------- the fixture chain
+
+# The commands that build the fixture; ``{preprocess}`` (...) stand for the ids built before. A case
+# that reruns one with the same arguments finds that artifact cached (or, with --force, republishes it).
+SUPERNET = ("supernet", "--from", "{preprocess}", "--embed-dim", "4", "--mlp", "8", "--device", "cpu")
+RETRAIN = ("retrain", "--from", "{search}", "--device", "cpu")
+COMPRESS = ("compress", "--from", "{retrain}", "--codebook", "8", "--min-rows", "1", "--device", "cpu")
+CHAIN: dict[str, tuple[str, ...]] = {
+    "preprocess": ("preprocess", "{data}"),
+    "supernet": (*SUPERNET, "--epochs", "1", "--batch-size", "512", "--patience", "1"),
+    "search": ("search", "--from", "{supernet}", "--population", "6", "--generations", "1", "--topk", "3", "--device", "cpu"),
+    "retrain": (*RETRAIN, "--epochs", "1", "--batch-size", "512"),
+    "compress": (*COMPRESS, "--quantizer-steps", "2", "--kmeans-iters", "1", "--finetune-epochs", "1"),
+}
+# Built and removed again: a case plants a resume checkpoint where ``--resume`` of these looks for it.
+RESUMABLE: dict[str, tuple[str, ...]] = {
+    "supernet-resume": (*CHAIN["supernet"], "--seed", "77"),
+    "retrain-resume": (*CHAIN["retrain"], "--seed", "77"),
+}
+# Long enough (a few seconds on a CPU) to be killed while training; seeds not used elsewhere.
+LONG: dict[str, tuple[str, ...]] = {
+    "supernet": (*SUPERNET, "--epochs", "2", "--batch-size", "64", "--patience", "0", "--seed", "21"),
+    "search": ("search", "--from", "{supernet}", "--population", "16", "--generations", "6", "--topk", "4",
+               "--seed", "21", "--device", "cpu"),
+    "retrain": (*RETRAIN, "--epochs", "2", "--batch-size", "64", "--patience", "0", "--seed", "21"),
+    "compress": (*COMPRESS, "--quantizer-steps", "200", "--kmeans-iters", "3", "--finetune-epochs", "2", "--seed", "21"),
+}
+MARKER = "CODE-RAN.marker"  # what a planted payload creates (in the reading command's folder)
+
+
+class SkipCase(Exception):
+    """Raised by a setup or scenario: the case cannot run here (the message says why)."""
+
+
+# ----------------------------------------------------------------------------- fault scenarios
+
+
+@dataclass
+class Proc:
+    handle: _Forked | _Spawned
+    out: Path
+    err: Path
+    started: float
+
+    def poll(self) -> int | None:
+        return self.handle.poll()
+
+    def kill(self) -> None:
+        if self.handle.poll() is None:
+            self.handle.kill()
+        while self.handle.poll() is None:
+            time.sleep(0.01)
+
+
+@dataclass
+class Scene:
+    """What a scenario works with: its folder (holding a private copy of the store in
+    ``artifacts``) and a way to run ``optembed`` there, as a case does."""
+
+    work: Path
+    fx: Fixture
+    spawn: bool
+    timeout: float
+    log: list[str] = field(default_factory=list)
+    note: str = ""
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def store(self) -> Path:
+        return self.work / "artifacts"
+
+    def fill(self, args: Sequence[str]) -> list[str]:
+        values = {"data": str(self.fx.data), "work": str(self.work), **self.fx.ids}
+        return [a.format(**values) for a in args]
+
+    def start(self, args: Sequence[str], store: Path | None = None) -> Proc:
+        n = len(self.procs)
+        out, err = self.work.parent / f"{self.work.name}.{n}.stdout", self.work.parent / f"{self.work.name}.{n}.stderr"
+        env = _case_env(store or self.store)
+        handle = (_Spawned if self.spawn else _Forked)(self.fill(args), self.work, env, out, err)
+        proc = Proc(handle, out, err, time.perf_counter())
+        self.procs.append(proc)
+        return proc
+
+    def wait(self, proc: Proc, args: Sequence[str]) -> Result:
+        code = proc.poll()
+        while code is None:
+            if time.perf_counter() - proc.started > self.timeout:
+                proc.kill()
+                self.log.append(f"$ optembed {' '.join(args)}: timed out after {self.timeout:.0f} s")
+                return Result(124, "", f"timed out after {self.timeout:.0f} s", self.timeout, [])
+            time.sleep(0.02)
+            code = proc.poll()
+        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+        result = Result(code, read(proc.out), read(proc.err), time.perf_counter() - proc.started, [])
+        first = next((ln for ln in result.stderr.splitlines() if ln.strip()), "")
+        self.log.append(f"$ optembed {' '.join(args)} -> {code}" + (f": {first}" if first else ""))
+        return result
+
+    def cli(self, args: Sequence[str], store: Path | None = None) -> Result:
+        return self.wait(self.start(args, store), args)
+
+    def kill_when(self, proc: Proc, ready: Callable[[], bool], what: str) -> str | None:
+        """SIGKILL ``proc`` as soon as ``ready()``; a problem when it ended (or hung) before."""
+        while not ready():
+            if proc.poll() is not None:
+                return f"the command ended (exit {proc.poll()}) before {what}; nothing was killed"
+            if time.perf_counter() - proc.started > self.timeout:
+                proc.kill()
+                return f"never saw {what}"
+            time.sleep(0.005)
+        if proc.poll() is not None:
+            return f"the command ended before it could be killed ({what})"
+        proc.kill()
+        self.log.append(f"killed with SIGKILL after {time.perf_counter() - proc.started:.1f} s ({what})")
+        return None
+
+
+def published(store: Path, stage: str) -> set[str]:
+    folder = store / stage
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else set()
+
+
+def leftovers(store: Path) -> list[str]:
+    """Temporary folders and partial files left in the store."""
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(".tmp"))
+
+
+def resume_folders(store: Path, stage: str) -> list[Path]:
+    return sorted((store / stage).glob(".resume-*")) if (store / stage).is_dir() else []
+
+
+def tmp_folder(stage_dir: Path, holding: str | None = None) -> Callable[[], bool]:
+    """Ready when a temporary artifact folder exists in ``stage_dir`` (holding that file, if given)."""
+
+    def ready() -> bool:
+        if not stage_dir.is_dir():
+            return False
+        for p in stage_dir.glob(".tmp-*"):
+            if holding is None or (p / holding).is_file():
+                return True
+        return False
+
+    return ready
+
+
+def checkpoint_written(stage_dir: Path) -> Callable[[], bool]:
+    return lambda: any(stage_dir.glob(".resume-*/checkpoint.pt"))
+
+
+def first_line(result: Result) -> str:
+    return next((ln for ln in result.stderr.splitlines() if ln.strip()), "")
+
+
+def succeeded(result: Result, what: str) -> str | None:
+    if result.returncode != 0:
+        return f"{what} exited {result.returncode}: {first_line(result) or '(no stderr)'}"
+    if "Traceback" in result.stderr:
+        return f"{what} printed a traceback"
+    return None
+
+
+def verified(scene: Scene, store: Path | None = None) -> str | None:
+    """``optembed artifacts --verify`` passes and warns of nothing."""
+    result = scene.cli(["artifacts", "--verify"], store)
+    return succeeded(result, "artifacts --verify") or (f"artifacts --verify: {first_line(result)}" if first_line(result) else None)
+
+
+def store_clean(store: Path, stage: str) -> str | None:
+    left = leftovers(store)
+    if left:
+        return f"left {', '.join(left[:3])}"
+    resumes = [p.name for p in resume_folders(store, stage) if any(p.iterdir())]
+    return f"left the resume checkpoint {resumes[0]}" if resumes else None
+
+
+def rerun(scene: Scene, stage: str, args: Sequence[str], before: set[str], expect_new: int) -> str | None:
+    """Rerun ``args``: it builds (``done:``), publishes ``expect_new`` new artifacts, leaves nothing
+    temporary, and the store verifies."""
+    result = scene.cli(args)
+    problem = succeeded(result, "the rerun")
+    if problem:
+        return problem
+    if "done:" not in result.stdout:
+        return "the rerun did not build the artifact"
+    new = published(scene.store, stage) - before
+    if len(new) != expect_new:
+        return f"the rerun published {len(new)} new {stage} artifacts, expected {expect_new}"
+    return store_clean(scene.store, stage) or verified(scene)
+
+
+def killed_during(stage: str, args: Sequence[str], holding: str | None = None) -> Callable[[Scene], str | None]:
+    """``kill -9`` once the stage writes its temporary folder (holding ``holding``): nothing is
+    published, the store verifies, and a rerun builds the artifact."""
+
+    def scenario(scene: Scene) -> str | None:
+        before = published(scene.store, stage)
+        proc = scene.start(args)
+        what = f"a temporary {stage} folder" + (f" holding {holding}" if holding else "")
+        problem = scene.kill_when(proc, tmp_folder(scene.store / stage, holding), what)
+        if problem:
+            return problem
+        if published(scene.store, stage) != before:
+            return "the killed run published an artifact"
+        problem = verified(scene)
+        if problem:
+            return f"after the kill: {problem}"
+        return rerun(scene, stage, args, before, 0 if "--force" in args else 1)
+
+    return scenario
+
+
+def resumed_after_kill(stage: str, args: Sequence[str]) -> Callable[[Scene], str | None]:
+    """``kill -9`` once an epoch's resume checkpoint is written; ``--resume`` continues from it
+    and publishes."""
+
+    def scenario(scene: Scene) -> str | None:
+        before = published(scene.store, stage)
+        proc = scene.start(args)
+        problem = scene.kill_when(proc, checkpoint_written(scene.store / stage), "the first resume checkpoint")
+        if problem:
+            return problem
+        if published(scene.store, stage) != before:
+            return "the killed run published an artifact"
+        problem = verified(scene)
+        if problem:
+            return f"after the kill: {problem}"
+        result = scene.cli([*args, "--resume"])
+        problem = succeeded(result, "--resume")
+        if problem:
+            return problem
+        said = re.search(r"resuming after epoch (\d+)", result.stdout + result.stderr)
+        if said is None:
+            return "--resume did not continue from the checkpoint (no 'resuming after epoch')"
+        scene.note = said.group(0)
+        if len(published(scene.store, stage) - before) != 1:
+            return "--resume did not publish the artifact"
+        return store_clean(scene.store, stage) or verified(scene)
+
+    return scenario
+
+
+def twice_at_once(stage: str, args: Sequence[str]) -> Callable[[Scene], str | None]:
+    """Two identical runs started together: both succeed (or one finds the other's artifact
+    cached), exactly one artifact, nothing temporary left, the store verifies."""
+
+    def scenario(scene: Scene) -> str | None:
+        before = published(scene.store, stage)
+        procs = [scene.start(args), scene.start(args)]
+        results = [scene.wait(p, args) for p in procs]
+        for i, result in enumerate(results):
+            problem = succeeded(result, f"run {i + 1}")
+            if problem:
+                return problem
+            if "done:" not in result.stdout and "cached:" not in result.stdout:
+                return f"run {i + 1} neither built nor found the artifact"
+        new = published(scene.store, stage) - before
+        if len(new) != 1:
+            return f"{len(new)} new {stage} artifacts, expected 1"
+        scene.note = ", ".join("built" if "done:" in r.stdout else "cached" for r in results)
+        return store_clean(scene.store, stage) or verified(scene)
+
+    return scenario
+
+
+def read_while_republished(stage: str, args: Sequence[str], rounds: int = 2) -> Callable[[Scene], str | None]:
+    """``optembed artifacts --verify`` in a loop while ``args`` (with --force) republishes the
+    same artifact ``rounds`` times: every read succeeds and sees nothing broken."""
+
+    def scenario(scene: Scene) -> str | None:
+        reads = 0
+        for _ in range(rounds):
+            writer = scene.start([*args, "--force"])
+            while writer.poll() is None:
+                problem = verified(scene)
+                reads += 1
+                if problem:
+                    writer.kill()
+                    return f"read {reads} during the republish: {problem}"
+            problem = succeeded(scene.wait(writer, args), "the republish")
+            if problem:
+                return problem
+        scene.note = f"{reads} reads during {rounds} republishes"
+        return store_clean(scene.store, stage) or verified(scene)
+
+    return scenario
+
+
+_TMPFS: list[str | None] = []
+
+
+def tmpfs_unavailable() -> str | None:
+    """Why no tmpfs can be mounted here (None when one can); tried once."""
+    if not _TMPFS:
+        reason: str | None = None
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            reason = "mounting a tmpfs needs root"
+        elif shutil.which("mount") is None:
+            reason = "no mount command"
+        else:
+            probe = Path(tempfile.mkdtemp(prefix="optembed-tmpfs-"))
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True, text=True)
+            if done.returncode == 0:
+                subprocess.run(["umount", str(probe)], capture_output=True)
+            else:
+                reason = f"mount -t tmpfs failed: {done.stderr.strip() or done.returncode}"
+            probe.rmdir()
+        _TMPFS.append(reason)
+    return _TMPFS[0]
+
+
+def on_full_disk(stage: str, args: Sequence[str], copy: Sequence[str], free_kib: int = 48) -> Callable[[Scene], str | None]:
+    """The stage writes into a store on a small tmpfs (holding the artifacts of ``copy``) with
+    only ``free_kib`` KiB left: one line, exit 2, nothing published, no temporary files; once
+    space is freed a rerun succeeds."""
+
+    def scenario(scene: Scene) -> str | None:
+        mnt = scene.work / "tiny"
+        mnt.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SkipCase(f"mount -t tmpfs failed: {done.stderr.strip()}")
+        try:
+            store = mnt / "artifacts"
+            for name in copy:
+                src = scene.store / name / scene.fx.ids[name]
+                shutil.copytree(src, store / name / src.name)
+            stat = os.statvfs(mnt)
+            filler = mnt / "filler"
+            filler.write_bytes(b"\0" * max(0, stat.f_bavail * stat.f_frsize - free_kib * 1024))
+            before = published(store, stage)
+            result = scene.cli(args, store)
+            lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+            if result.returncode != 2 or len(lines) != 1:
+                return f"exit {result.returncode} with {len(lines)} stderr lines, expected 2 and one: {first_line(result)}"
+            if not re.search("(no space left on device|file write failed|disk quota exceeded).* while writing", lines[0]):
+                return f"the error line does not say the disk is full: {lines[0]}"
+            if published(store, stage) != before:
+                return "an artifact was published on the full disk"
+            left = leftovers(store)
+            if left:
+                return f"left {', '.join(left[:3])}"
+            scene.note = lines[0][:100]
+            filler.unlink()
+            problem = succeeded(scene.cli(args, store), "the rerun after freeing space")
+            return problem or verified(scene, store)
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+    return scenario
+
+
+FAULTS: list[Case] = [
+    Case("kill -9 during supernet", None, kind="fault", scenario=killed_during("supernet", LONG["supernet"], "init.pt")),
+    Case("kill -9 during search", None, kind="fault", scenario=killed_during("search", LONG["search"])),
+    Case("kill -9 during retrain", None, kind="fault", scenario=killed_during("retrain", LONG["retrain"])),
+    Case("kill -9 during compress", None, kind="fault", scenario=killed_during("compress", LONG["compress"])),
+    Case("kill -9 during a supernet --force republish", None, kind="fault",
+         scenario=killed_during("supernet", (*CHAIN["supernet"], "--force"), "init.pt")),
+    Case("supernet --resume after kill -9", None, kind="fault", scenario=resumed_after_kill("supernet", LONG["supernet"])),
+    Case("retrain --resume after kill -9", None, kind="fault", scenario=resumed_after_kill("retrain", LONG["retrain"])),
+    Case("two identical supernet runs at once", None, kind="fault",
+         scenario=twice_at_once("supernet", (*SUPERNET, "--epochs", "2", "--batch-size", "256", "--seed", "12"))),
+    Case("two identical search runs at once", None, kind="fault",
+         scenario=twice_at_once("search", ("search", "--from", "{supernet}", "--population", "8", "--generations", "2",
+                                           "--topk", "3", "--seed", "12", "--device", "cpu"))),
+    Case("reader while supernet --force republishes", None, kind="fault",
+         scenario=read_while_republished("supernet", CHAIN["supernet"])),
+    Case("full disk during supernet", None, kind="fault", skip=tmpfs_unavailable,
+         scenario=on_full_disk("supernet", CHAIN["supernet"][:-2] + ("--patience", "2", "--seed", "5"), ["preprocess"])),
+    Case("full disk during preprocess", None, kind="fault", skip=tmpfs_unavailable,
+         scenario=on_full_disk("preprocess", ("preprocess", "{data}", "--seed", "5"), [], free_kib=24)),
+]
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+
+def artifact(work: Path, fx: Fixture, stage: str) -> Path:
+    return work / "artifacts" / stage / fx.ids[stage]
+
+
+def target(work: Path, fx: Fixture, stage: str, rel: str) -> Path:
+    """The file ``rel`` (a glob pattern: its first match) of the case's copy of ``stage``."""
+    folder = artifact(work, fx, stage)
+    found = sorted(folder.glob(rel))
+    if not found:
+        raise SkipCase(f"the {stage} artifact has no {rel}")
+    return found[0]
+
+
+def flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, min(middle + 8, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def edit_metric(path: Path) -> None:
+    """Change one metric of a manifest, as a hand edit would (the hash is left as it was)."""
+    data = json.loads(path.read_text())
+    metrics = data["metrics"]
+    key = next(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    metrics[key] = metrics[key] + 1
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def damage(stage: str, rel: str, how: Callable[[Path], None]) -> Callable[[Path, Fixture], None]:
+    def setup(work: Path, fx: Fixture) -> None:
+        how(target(work, fx, stage, rel))
+
+    return setup
+
+
+def swap(stage: str, rel: str, src_stage: str, src_rel: str) -> Callable[[Path, Fixture], None]:
+    """Copy another file (``src_rel`` of ``src_stage``) over ``rel`` of ``stage``."""
+
+    def setup(work: Path, fx: Fixture) -> None:
+        shutil.copyfile(target(work, fx, src_stage, src_rel), target(work, fx, stage, rel))
+
+    return setup
+
+
+
+# (stage, file, expected in the error line, the command that reads the file)
+SEARCH_AGAIN = ("search", "--from", "{supernet}", "--population", "4", "--generations", "1", "--topk", "2", "--device", "cpu", "--force")
+RETRAIN_AGAIN = (*CHAIN["retrain"], "--force")
+COMPRESS_AGAIN = (*CHAIN["compress"], "--force")
+NEW_SUPERNET = (*SUPERNET, "--epochs", "1", "--batch-size", "512", "--seed", "5")
+READERS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("supernet", "model.pt", "model.pt", SEARCH_AGAIN),
+    ("supernet", "init.pt", "init.pt", (*RETRAIN_AGAIN[:-1], "--init", "rewind")),
+    ("supernet", "row_mask.pt", "row_mask.pt", SEARCH_AGAIN),
+    ("search", "best.json", "best.json", RETRAIN_AGAIN),
+    ("search", "candidates.parquet", "candidates.parquet",
+     ("evaluate", "--from", "{retrain}", "--plot", "--no-latency", "--device", "cpu")),
+    ("search", "row_mask.pt", "row_mask.pt", RETRAIN_AGAIN),
+    ("retrain", "compact.pt", "compact.pt", COMPRESS_AGAIN),
+    ("retrain", "model.pt", "model.pt", ("artifacts", "--verify")),  # read by the library only
+    ("compress", "model.pt", "model.pt", ("evaluate", "--from", "{compress}", "--no-latency", "--device", "cpu")),
+    ("preprocess", "train.parquet", "train.parquet", NEW_SUPERNET),
+    ("preprocess", "val.parquet", "val.parquet", NEW_SUPERNET),
+    ("preprocess", "test.parquet", "test.parquet", ("evaluate", "--from", "{retrain}", "--no-latency", "--device", "cpu")),
+    ("preprocess", "vocab/*.parquet", "vocab/", (*NEW_SUPERNET, "--freq-lr", "clip")),
+]
+MANIFEST_READERS: dict[str, tuple[str, ...]] = {
+    "preprocess": NEW_SUPERNET,
+    "supernet": SEARCH_AGAIN,
+    "search": RETRAIN_AGAIN,
+    "retrain": COMPRESS_AGAIN,
+    "compress": ("evaluate", "--from", "{compress}", "--no-latency", "--device", "cpu"),
+}
+SWAPS: list[tuple[str, str, str, str, str, tuple[str, ...]]] = [
+    # (stage, file, from stage, from file, expected, reader)
+    ("supernet", "model.pt", "supernet", "init.pt", "model.pt", SEARCH_AGAIN),
+    ("search", "row_mask.pt", "supernet", "row_mask.pt", "row_mask.pt", RETRAIN_AGAIN),
+    ("retrain", "compact.pt", "retrain", "model.pt", "compact.pt", COMPRESS_AGAIN),
+    ("compress", "model.pt", "retrain", "model.pt", "model.pt",
+     ("evaluate", "--from", "{compress}", "--no-latency", "--device", "cpu")),
+    ("preprocess", "train.parquet", "preprocess", "val.parquet", "train.parquet", NEW_SUPERNET),
+    ("preprocess", "vocab/*.parquet", "preprocess", "test.parquet", "vocab/", (*NEW_SUPERNET, "--freq-lr", "clip")),
+]
+
+CORRUPTION: list[Case] = [
+    *(Case(f"{how} {stage} {rel}", cmd(*reader), damage(stage, rel, fn), expect=expect, kind="corruption")
+      for stage, rel, expect, reader in READERS for how, fn in (("flipped bytes in", flip), ("truncated", truncate))),
+    *(Case(f"{src_stage} {src} copied over {stage} {rel}", cmd(*reader), swap(stage, rel, src_stage, src), expect=expect,
+           kind="corruption") for stage, rel, src_stage, src, expect, reader in SWAPS),
+    *(Case(f"edited metric in the {stage} manifest.json", cmd(*reader), damage(stage, "manifest.json", edit_metric),
+           expect="manifest.json", kind="corruption") for stage, reader in MANIFEST_READERS.items()),
+    *(Case(f"{how} the supernet manifest.json", cmd(*SEARCH_AGAIN), damage("supernet", "manifest.json", fn),
+           expect="manifest.json", kind="corruption") for how, fn in (("flipped bytes in", flip), ("truncated", truncate))),
+    Case("supernet manifest.json missing", cmd(*SEARCH_AGAIN), damage("supernet", "manifest.json", lambda p: p.unlink()),
+         expect="manifest.json", kind="corruption"),
+]
+
+
+# ----------------------------------------------------------------------------- planted code
+
+
+class _Payload:
+    """Unpickling this creates :data:`MARKER` in the current folder (``open(MARKER, 'w')``)."""
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str, str]]:
+        return (open, (MARKER, "w"))
+
+
+def write_payloads(folder: Path) -> None:
+    """``evil-zip.pt`` (``torch.save``) and ``evil-raw.pt`` (a bare pickle) of a model-like dict
+    holding a :class:`_Payload`; both are first shown to create the marker when loaded unsafely."""
+    import pickle
+
+    import torch
+
+    evil = {"format": "optembed-model", "version": 1, "mask": _Payload()}
+    torch.save(evil, folder / "evil-zip.pt")
+    (folder / "evil-raw.pt").write_bytes(pickle.dumps(evil, protocol=2))
+    live = folder / "live"
+    live.mkdir()
+    here = os.getcwd()
+    os.chdir(live)
+    try:
+        for name, load in (("evil-raw.pt", lambda p: pickle.loads(p.read_bytes())),
+                           ("evil-zip.pt", lambda p: torch.load(p, weights_only=False))):
+            load(folder / name)
+            if not (live / MARKER).is_file():
+                raise SystemExit(f"the payload {name} does not create its marker when loaded unsafely")
+            (live / MARKER).unlink()
+    finally:
+        os.chdir(here)
+        shutil.rmtree(live)
+
+
+def resign(folder: Path, rel: str) -> None:
+    """Record ``rel``'s current size and hash in the manifest and re-hash the manifest, so that
+    the integrity checks pass and only the loader stands between the file and the code."""
+    from pipelines.store import file_sha256, manifest_digest
+
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    data["files"][rel] = {"size": (folder / rel).stat().st_size, "sha256": file_sha256(folder / rel)}
+    data["manifest_sha256"] = manifest_digest(data)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def plant(stage: str, rel: str, fmt: str, signed: bool) -> Callable[[Path, Fixture], None]:
+    def setup(work: Path, fx: Fixture) -> None:
+        path = target(work, fx, stage, rel)
+        shutil.copyfile(fx.root / f"evil-{fmt}.pt", path)
+        if signed:
+            resign(artifact(work, fx, stage), rel)
+
+    return setup
+
+
+def plant_checkpoint(name: str, fmt: str) -> Callable[[Path, Fixture], None]:
+    """The payload as the resume checkpoint of the (removed) artifact ``name`` of the fixture."""
+
+    def setup(work: Path, fx: Fixture) -> None:
+        folder = work / "artifacts" / name.split("-")[0] / f".resume-{fx.ids[name]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fx.root / f"evil-{fmt}.pt", folder / "checkpoint.pt")
+
+    return setup
+
+
+def no_code(result: Result, case: Case) -> str | None:
+    if any(Path(entry).name == MARKER for entry in result.new_entries):
+        return "the planted payload ran"
+    return handled(result, case)
+
+
+def library_load_model(args: list[str]) -> None:
+    """What a user's script does with a retrained model.pt: ``optembed.models.checkpoint.load_model``."""
+    from optembed.errors import OptembedError
+    from optembed.models.checkpoint import load_model
+
+    try:
+        load_model(Path(args[0]))
+    except OptembedError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# (stage, torch file, the command that reads it)
+TORCH_READERS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("supernet", "model.pt", SEARCH_AGAIN),
+    ("supernet", "init.pt", (*RETRAIN_AGAIN[:-1], "--init", "rewind")),
+    ("supernet", "row_mask.pt", SEARCH_AGAIN),
+    ("search", "row_mask.pt", RETRAIN_AGAIN),
+    ("retrain", "compact.pt", COMPRESS_AGAIN),
+    ("retrain", "compact.pt", ("evaluate", "--from", "{retrain}", "--no-latency", "--device", "cpu")),
+    ("compress", "model.pt", ("evaluate", "--from", "{compress}", "--no-latency", "--device", "cpu")),
+]
+VARIANTS = (("zip", False), ("zip", True), ("raw", True))  # re-signed: past the hash checks, to the loader
+
+
+def _variant(fmt: str, signed: bool) -> str:
+    return f"{'torch.save' if fmt == 'zip' else 'raw pickle'}{', manifest re-signed' if signed else ''}"
+
+
+CODE: list[Case] = [
+    *(Case(f"payload in {stage} {rel} read by {reader[0]} ({_variant(fmt, signed)})", cmd(*reader),
+           plant(stage, rel, fmt, signed), expect=rel, kind="code", check=no_code)
+      for stage, rel, reader in TORCH_READERS for fmt, signed in VARIANTS),
+    *(Case(f"payload in retrain model.pt read by the library ({_variant(fmt, signed)})",
+           cmd("{work}/artifacts/retrain/{retrain}/model.pt"), plant("retrain", "model.pt", fmt, signed),
+           expect="model.pt", kind="code", check=no_code, call=library_load_model)
+      for fmt, signed in VARIANTS),
+    *(Case(f"payload as the {name.split('-')[0]} resume checkpoint ({_variant(fmt, False)})",
+           cmd(*RESUMABLE[name], "--resume"), plant_checkpoint(name, fmt), expect="checkpoint.pt", kind="code", check=no_code)
+      for name in RESUMABLE for fmt in ("zip", "raw")),
+]
+
+CASES += FAULTS + CORRUPTION + CODE
+
+
 # ----------------------------------------------------------------------------- running
 
 
-def build_fixture(root: Path) -> Fixture:
-    """Synthetic data (3,000 rows) -> preprocess -> supernet -> search -> retrain."""
-    os.environ.setdefault("OPTEMBED_NO_PROGRESS", "1")
-    from optembed.data.preprocess import PreprocessConfig
-    from optembed.data.synth import generate
-    from optembed.evolution import EvolutionConfig
-    from optembed.models.config import ModelConfig
-    from optembed.training.config import TrainConfig
-    from pipelines import preprocess, retrain, search, supernet
-    from pipelines.store import Store
-
+def build_fixture(root: Path, rows: int = 3000) -> Fixture:
+    """With the command line: synthetic data (``rows`` rows) -> preprocess -> supernet -> search
+    -> retrain -> compress (:data:`CHAIN`), the :data:`RESUMABLE` artifacts built and removed
+    again, and the planted payloads (:func:`write_payloads`)."""
+    os.environ["OPTEMBED_NO_PROGRESS"] = "1"
+    os.environ.pop("OPTEMBED_DEBUG", None)
     root.mkdir(parents=True, exist_ok=True)
     data = root / "synth.txt"
-    generate(data, 3000, fmt="criteo", seed=0)
-    store = Store(root / "artifacts")
-    pre = preprocess.run(preprocess.PreprocessStage(data, PreprocessConfig()), store)
-    train = TrainConfig(epochs=1, batch_size=512, patience=1)
-    model = ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,))
-    sn = supernet.run(supernet.SupernetStage(model=model, train=train, source=pre.fingerprint, device="cpu"), store)
-    evolution = EvolutionConfig(population=6, generations=1, topk=3)
-    found = search.run(search.SearchStage(source=sn.fingerprint, evolution=evolution, device="cpu"), store)
-    rt = retrain.run(retrain.RetrainStage(source=found.fingerprint, train=train, device="cpu"), store)
-    ids = {"preprocess": pre.fingerprint, "supernet": sn.fingerprint, "search": found.fingerprint, "retrain": rt.fingerprint}
-    return Fixture(root, data, store.root, ids)
+    store = root / "artifacts"
+    os.environ["OPTEMBED_ARTIFACTS"] = str(store)
+    fx = Fixture(root, data, store)
+    _cli_in_process(["synth", str(data), "--rows", str(rows)])
+    for stage, args in CHAIN.items():
+        fx.ids[stage] = _built(fx, stage, args)
+    for name, args in RESUMABLE.items():
+        fx.ids[name] = _built(fx, name.split("-")[0], args)
+        _cli_in_process(["rm", fx.ids[name]])
+    write_payloads(root)
+    return fx
 
 
-def build_fixture_apart(root: Path) -> Fixture:
+def _cli_in_process(args: list[str]) -> None:
+    from optembed_cli.main import main as cli_main
+
+    try:
+        cli_main(args)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise SystemExit(f"building the fixture: optembed {' '.join(args)} failed ({exc.code})") from None
+
+
+def _built(fx: Fixture, stage: str, args: Sequence[str]) -> str:
+    """Run one command of the chain; the id of the artifact it published."""
+    before = published(fx.store, stage)
+    values = {"data": str(fx.data), **fx.ids}
+    _cli_in_process([a.format(**values) for a in args])
+    new = published(fx.store, stage) - before
+    if len(new) != 1:
+        raise SystemExit(f"building the fixture: {stage} published {len(new)} artifacts")
+    return new.pop()
+
+
+def build_fixture_apart(root: Path, rows: int = 3000) -> Fixture:
     """:func:`build_fixture` in a child interpreter: this process then has run no torch work
     (no thread pools), so it can fork a child per case safely."""
     code = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); import faults; "
-        "fx = faults.build_fixture(Path(sys.argv[1])); print(json.dumps(fx.ids))"
+        "fx = faults.build_fixture(Path(sys.argv[1]), int(sys.argv[3])); print('FIXTURE ' + json.dumps(fx.ids))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(root), str(Path(__file__).resolve().parent)],
+        [sys.executable, "-c", code, str(root), str(Path(__file__).resolve().parent), str(rows)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()},
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"could not build the fixture chain:\n{proc.stderr}")
-    ids = json.loads(proc.stdout.strip().splitlines()[-1])
+    said = [ln for ln in proc.stdout.splitlines() if ln.startswith("FIXTURE ")]
+    if proc.returncode != 0 or not said:
+        raise SystemExit(f"could not build the fixture chain:\n{proc.stderr[-4000:]}")
+    ids = json.loads(said[-1][len("FIXTURE "):])
     return Fixture(root, root / "synth.txt", root / "artifacts", ids)
 
 
@@ -369,9 +1018,13 @@ def snapshot(work: Path) -> set[str]:
 
 class _Forked:
     """``optembed ARGS`` run by a forked copy of this process (the CLI already imported): the
-    same code path as ``python -m optembed_cli`` without an interpreter start per case."""
+    same code path as ``python -m optembed_cli`` without an interpreter start per case. ``call``
+    replaces the command line's entry point."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path,
+        call: Callable[[list[str]], None] | None = None,
+    ) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -387,7 +1040,7 @@ class _Forked:
                 from optembed_cli.main import main as cli_main
 
                 try:
-                    cli_main(args)
+                    (call or cli_main)(args)
                     code = 0
                 except SystemExit as exc:
                     if isinstance(exc.code, str):
@@ -417,11 +1070,19 @@ class _Forked:
 
 
 class _Spawned:
-    """``python -m optembed_cli ARGS`` in a new interpreter."""
+    """``python -m optembed_cli ARGS`` (or ``call`` of this module) in a new interpreter."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path,
+        call: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        if call is None:
+            argv = [sys.executable, "-m", "optembed_cli", *args]
+        else:
+            code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import faults; faults.{call.__name__}(sys.argv[1:])"
+            argv = [sys.executable, "-c", code, *args]
         with out.open("wb") as fo, err.open("wb") as fe:
-            self.proc = subprocess.Popen([sys.executable, "-m", "optembed_cli", *args], cwd=cwd, env=env, stdout=fo, stderr=fe)
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fo, stderr=fe)
 
     def poll(self) -> int | None:
         return self.proc.poll()
@@ -441,24 +1102,42 @@ class _Run:
     started: float
 
 
-def start_case(case: Case, fx: Fixture, base: Path, spawn: bool) -> _Run | str:
-    """Set the case up and start its command; a skipped case gives the reason instead."""
+def _case_env(store: Path) -> dict[str, str]:
+    env = {**os.environ, "OPTEMBED_ARTIFACTS": str(store), "OPTEMBED_NO_PROGRESS": "1", "PYTHONPATH": _pythonpath()}
+    env.pop("OPTEMBED_DEBUG", None)
+    return env
+
+
+def _slug(case: Case) -> str:
+    return "".join(c if c.isalnum() else "-" for c in case.name)
+
+
+def prepare(case: Case, fx: Fixture, base: Path) -> Path | str:
+    """The case's folder with its private copy of the store, set up; or why the case is skipped."""
     reason = case.skip() if case.skip else None
     if reason:
         return reason
-    slug = "".join(c if c.isalnum() else "-" for c in case.name)
-    work = base / slug
+    work = base / _slug(case)
     work.mkdir(parents=True)
-    store = work / "artifacts"
-    shutil.copytree(fx.store, store)
+    shutil.copytree(fx.store, work / "artifacts")
     if case.setup is not None:
-        case.setup(work, fx)
+        try:
+            case.setup(work, fx)
+        except SkipCase as exc:
+            return str(exc)
+    return work
+
+
+def start_case(case: Case, fx: Fixture, base: Path, spawn: bool) -> _Run | str:
+    """Set the case up and start its command; a skipped case gives the reason instead."""
+    work = prepare(case, fx, base)
+    if isinstance(work, str):
+        return work
+    assert case.args is not None
     args = list(case.args(work, fx))
     before = snapshot(work)
-    env = {**os.environ, "OPTEMBED_ARTIFACTS": str(store), "OPTEMBED_NO_PROGRESS": "1", "PYTHONPATH": _pythonpath()}
-    env.pop("OPTEMBED_DEBUG", None)
-    out, err = base / f"{slug}.stdout", base / f"{slug}.stderr"
-    handle = (_Spawned if spawn else _Forked)(args, work, env, out, err)
+    out, err = base / f"{work.name}.stdout", base / f"{work.name}.stderr"
+    handle = (_Spawned if spawn else _Forked)(args, work, _case_env(work / "artifacts"), out, err, case.call)
     return _Run(case, work, before, handle, out, err, time.perf_counter())
 
 
@@ -469,19 +1148,41 @@ def finish(run: _Run, code: int) -> tuple[str | None, Result]:
     return (run.case.check or handled)(result, run.case), result
 
 
+def run_scenario(case: Case, fx: Fixture, base: Path, spawn: bool, timeout: float) -> tuple[str | None, Result | None, Path | None]:
+    """Run a scenario case; ``(problem, result, work)``, result None (and problem 'skip: why')
+    when it is skipped. The result's stderr is the scenario's log, its stdout its note."""
+    work = prepare(case, fx, base)
+    if isinstance(work, str):
+        return f"skip: {work}", None, None
+    assert case.scenario is not None
+    scene = Scene(work, fx, spawn, timeout)
+    started = time.perf_counter()
+    try:
+        problem = case.scenario(scene)
+    except SkipCase as exc:
+        return f"skip: {exc}", None, None
+    except Exception as exc:  # a bug of the scenario: reported as the case's failure
+        problem = f"the scenario failed: {type(exc).__name__}: {exc}"
+    finally:
+        for proc in scene.procs:
+            proc.kill()
+    return problem, Result(0, scene.note, "\n".join(scene.log), time.perf_counter() - started, []), work
+
+
 def run_all(
     cases: list[Case], fx: Fixture, base: Path, jobs: int, spawn: bool, timeout: float
-) -> Iterator[tuple[Case, str | None, Result | None]]:
-    """Yield ``(case, problem, result)`` as cases end, at most ``jobs`` at once; a skipped case
-    has ``result`` None and ``problem`` 'skip: why'."""
-    waiting = list(cases)
+) -> Iterator[tuple[Case, str | None, Result | None, Path | None]]:
+    """Yield ``(case, problem, result, work)`` as cases end, at most ``jobs`` single commands at
+    once, then the scenarios one by one (they time their kills); a skipped case has ``result``
+    None and ``problem`` 'skip: why'."""
+    waiting = [c for c in cases if c.scenario is None]
     running: list[_Run] = []
     while waiting or running:
         while waiting and len(running) < jobs:
             case = waiting.pop(0)
             started = start_case(case, fx, base, spawn)
             if isinstance(started, str):
-                yield case, f"skip: {started}", None
+                yield case, f"skip: {started}", None, None
             else:
                 running.append(started)
         time.sleep(0.02)
@@ -495,7 +1196,10 @@ def run_all(
                 run.err.write_text(run.err.read_text(errors="replace") + f"\ntimed out after {timeout:.0f} s\n")
             if code is not None:
                 running.remove(run)
-                yield run.case, *finish(run, code)
+                yield run.case, *finish(run, code), run.work
+    for case in cases:
+        if case.scenario is not None:
+            yield case, *run_scenario(case, fx, base, spawn, timeout)
 
 
 def _pythonpath() -> str:
@@ -512,17 +1216,86 @@ def _restore_permissions(folder: Path) -> None:
                 pass
 
 
+def _unmount_all(folder: Path) -> None:
+    """Unmount what a case left mounted under ``folder`` (an interrupted full-disk case)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return
+    for line in mounts:
+        parts = line.split()
+        if len(parts) > 1 and parts[1].startswith(str(folder) + "/"):
+            subprocess.run(["umount", "-l", parts[1]], capture_output=True)
+
+
+def summary(tallies: dict[str, Tally]) -> str:
+    """One line: each class that has cases, in the order of :data:`CLASSES`."""
+    parts = []
+    for kind, fmt in CLASSES.items():
+        if kind in tallies:
+            tally = tallies[kind]
+            parts.append(fmt(tally) + (f" ({tally.skipped} skipped)" if tally.skipped else ""))
+    return "; ".join(parts)
+
+
+def run_matrix(
+    cases: list[Case], base: Path, jobs: int = 2, spawn: bool = False, timeout: float = 300.0, rows: int = 3000,
+    echo: Callable[[str], None] = print,
+) -> tuple[dict[str, Tally], list[str]]:
+    """Build the fixture under ``base`` and run ``cases``; the tally of each class and one line
+    per failed case (``name: problem``)."""
+    started = time.perf_counter()
+    echo(f"building the fixture chain in {base} ...")
+    fx = build_fixture_apart(base / "fixture", rows)
+    if not spawn:
+        import optembed_cli.main  # noqa: F401  (imported once, before the first fork)
+    echo(f"fixture ready in {time.perf_counter() - started:.1f} s; {len(cases)} cases")
+    tallies: dict[str, Tally] = {}
+    failures: list[str] = []
+    cases_dir = base / "cases"
+    cases_dir.mkdir()
+    for case, problem, result, work in run_all(cases, fx, cases_dir, max(1, jobs), spawn, timeout):
+        tally = tallies.setdefault(case.kind, Tally())
+        if result is None:
+            tally.skipped += 1
+            echo(f"SKIP  {case.name} ({(problem or '')[6:]})")
+            continue
+        tally.tried += 1
+        tally.markers += len(list(work.rglob(MARKER))) if work is not None else 0
+        line = result.stdout.strip() if case.scenario is not None else first_line(result)
+        if problem is None:
+            tally.passed += 1
+            echo(f"ok    {case.name} ({result.seconds:.1f} s)" + (f": {line}" if line else ""))
+        else:
+            failures.append(f"{case.name}: {problem}")
+            echo(f"FAIL  {case.name} ({result.seconds:.1f} s): {problem}")
+            for text in (result.stderr.strip().splitlines() or ["(no stderr)"])[-5:]:
+                echo(f"        {text}")
+    echo(f"total {time.perf_counter() - started:.0f} s")
+    return tallies, failures
+
+
+def select(cases: list[Case], match: Sequence[str] | None = None, kind: str | None = None) -> list[Case]:
+    """The cases whose name holds any of ``match`` (all without), of class ``kind`` (any without)."""
+    return [
+        c for c in cases
+        if (not match or any(m.lower() in c.name.lower() for m in match)) and (kind is None or c.kind == kind)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-k", dest="match", help="only cases whose name holds this text")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="cases run at once")
+    parser.add_argument("-k", dest="match", action="append", help="only cases whose name holds this text (repeatable)")
+    parser.add_argument("--kind", choices=list(CLASSES), help="only cases of this class")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="single-command cases run at once")
     parser.add_argument("--subprocess", action="store_true",
-                        help="start a new interpreter per case (slower; by default a forked copy of this one)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a case is killed")
+                        help="start a new interpreter per command (slower; by default a forked copy of this one)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a command is killed")
+    parser.add_argument("--rows", type=int, default=3000, help="rows of the synthetic data of the fixture")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     args = parser.parse_args(argv)
-    cases = [c for c in CASES if not args.match or args.match.lower() in c.name.lower()]
+    cases = select(CASES, args.match, args.kind)
     if args.list:
         for c in cases:
             print(f"{c.kind:10} {c.name}")
@@ -530,37 +1303,14 @@ def main(argv: list[str] | None = None) -> int:
     spawn = args.subprocess or not hasattr(os, "fork")
     base = Path(tempfile.mkdtemp(prefix="optembed-faults-"))
     try:
-        started = time.perf_counter()
-        print(f"building the fixture chain in {base} ...", flush=True)
-        fx = build_fixture_apart(base / "fixture")
-        if not spawn:
-            import optembed_cli.main  # noqa: F401  (imported once, before the first fork)
-        print(f"fixture ready in {time.perf_counter() - started:.1f} s; {len(cases)} cases", flush=True)
-        tried: dict[str, int] = {}
-        passed: dict[str, int] = {}
-        failures: list[str] = []
-        cases_dir = base / "cases"
-        cases_dir.mkdir()
-        for case, problem, result in run_all(cases, fx, cases_dir, max(1, args.jobs), spawn, args.timeout):
-            if result is None:
-                print(f"SKIP  {case.name} ({(problem or '')[6:]})", flush=True)
-                continue
-            tried[case.kind] = tried.get(case.kind, 0) + 1
-            line = next((ln for ln in result.stderr.splitlines() if ln.strip()), "")
-            if problem is None:
-                passed[case.kind] = passed.get(case.kind, 0) + 1
-                print(f"ok    {case.name} ({result.seconds:.1f} s): {line}", flush=True)
-            else:
-                failures.append(case.name)
-                print(f"FAIL  {case.name} ({result.seconds:.1f} s): {problem}", flush=True)
-                for text in (result.stderr.strip().splitlines() or ["(no stderr)"])[-5:]:
-                    print(f"        {text}")
-        print(f"total {time.perf_counter() - started:.0f} s")
+        tallies, failures = run_matrix(cases, base, args.jobs, spawn, args.timeout, args.rows,
+                                       echo=lambda text: print(text, flush=True))
         if failures:
             print("failed: " + "; ".join(failures))
-        print("; ".join(fmt(tried[k], passed.get(k, 0)) for k, fmt in CLASSES.items() if k in tried))
+        print(summary(tallies))
         return 1 if failures else 0
     finally:
+        _unmount_all(base)
         _restore_permissions(base)
         if args.keep:
             print(f"kept {base}")

@@ -119,6 +119,24 @@ def test_failed_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch: p
     assert torch.load(folder / resume.CHECKPOINT, weights_only=True)["epoch"] == 1
 
 
+def test_checkpoint_into_a_folder_removed_meanwhile_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An identical run that published removes the shared resume folder: this run's checkpoint
+    is moot and the run goes on (the next checkpoint recreates the folder)."""
+    folder = tmp_path / ".resume-abc"
+    real = torch.save
+
+    def save_then_removed(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        real(obj, f, *args, **kwargs)
+        shutil.rmtree(folder)
+
+    monkeypatch.setattr(torch, "save", save_then_removed)
+    resume.write_checkpoint(folder, state(1))
+    monkeypatch.undo()
+    assert not folder.exists()
+    resume.write_checkpoint(folder, state(2))
+    assert sorted(p.name for p in folder.iterdir()) == [resume.CHECKPOINT]
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Manifest]:
     store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("full"), rows=3000)

@@ -100,6 +100,43 @@ def test_stale_temp_folders_are_cleaned(tmp_path: Path) -> None:
     assert not dead.exists() and mine.exists()
 
 
+def test_identical_run_publishing_first_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of the same inputs: the one that finds the other's artifact in place at its final
+    rename keeps that artifact (exit 0) instead of failing on the non-empty folder."""
+    store = Store(tmp_path)
+    real, pid = os.replace, os.getpid()
+
+    def racing(src: str | Path, dst: str | Path) -> None:
+        if Path(src).name.startswith(".tmp-") and not Path(dst).exists():
+            monkeypatch.setattr(os, "replace", real)
+            with monkeypatch.context() as other:  # the other run: another process id
+                other.setattr(os, "getpid", lambda: pid + 1)
+                execute(store, "demo", 1, {}, {}, writer_of("theirs", []))  # publishes under dst meanwhile
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", racing)
+    mine = execute(store, "demo", 1, {}, {}, writer_of("mine", []))
+    assert mine.path == tmp_path / "demo" / mine.fingerprint
+    assert mine.output("out").read_text() == "theirs"
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == [mine.fingerprint]
+
+
+def test_cleaning_skips_a_temp_folder_published_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    other = tmp_path / "demo" / f".tmp-abc-{os.getppid()}"  # a live run's folder
+    other.mkdir(parents=True)
+    real = Path.lstat
+
+    def gone(self: Path) -> os.stat_result:
+        if self == other:
+            raise FileNotFoundError(2, "renamed meanwhile", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "lstat", gone)
+    assert store.clean_stale("demo") == 0
+    assert store.garbage() == []
+
+
 def test_resolve_by_prefix_path_newest_and_stage(tmp_path: Path) -> None:
     store = Store(tmp_path)
     a = execute(store, "alpha", 1, {"i": 1}, {}, writer_of("a", []))

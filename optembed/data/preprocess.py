@@ -12,6 +12,7 @@ reserves both special ids, so ``cardinality = 2 + kept values``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -115,6 +116,16 @@ def _header_columns(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, delimi
         raise DataError(f"cannot read the header of {path.name}: {_first_line(exc)}") from None
 
 
+def _write_failure(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind a DuckDB error that a full disk (or quota) caused, else None."""
+    text = str(exc)
+    for code, marker in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded")):
+        if marker in text:
+            written = re.search(r'Could not write file \\?"([^"\\]+)', text)
+            return OSError(code, os.strerror(code), written.group(1) if written else None)
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -174,6 +185,9 @@ def preprocess(path: str | Path, cfg: PreprocessConfig, out_dir: Path, reporter:
         steps = _Steps(reporter, total=5 + n_fields)
         result = _run(con, path, spec, cfg, out_dir, steps)
     except duckdb.Error as exc:
+        full = _write_failure(exc)
+        if full is not None:  # the output disk, not the input: the store reports it as a failed write
+            raise full from None
         raise DataError(f"{path.name}: {_first_line(exc)}") from None
     finally:
         con.close()
