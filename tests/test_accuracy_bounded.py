@@ -153,7 +153,8 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     noise_levels = [levels[n] for n in data.field_names if n in noise]
     signal_levels = [levels[n] for n in data.field_names if n not in noise]
     assert np.median(noise_levels) <= 0.0625, levels
-    assert np.mean(signal_levels) > 2 * np.mean(noise_levels), levels
+    assert np.median(signal_levels) >= 4 * np.median(noise_levels), levels
+    assert sum(q == 0.0 for q in signal_levels) <= 1, levels  # emptying must beat keeping the top rows
     # a field whose emptying alone costs clearly more than the tolerance is never emptied
     for r in res.single:
         if r["level"] == 0.0 and r["delta"] < -2 * tol:
