@@ -141,7 +141,9 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     return Candidate(label, manifest, model.eval(), size, sn.output("model").stat().st_size)
 
 
-def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+def preflight(config: EvaluateStage, store: Store) -> tuple[list[Manifest], Manifest, torch.device]:
+    """Every check made before any work: the sources, their common preprocess artifact, the
+    device and the memory an evaluation batch needs. Returns ``(sources, preprocess, device)``."""
     if config.eval_batch_size < 1:
         raise ConfigError(f"--eval-batch-size must be at least 1, got {config.eval_batch_size}")
     sources = pick_sources(config, store)
@@ -161,6 +163,11 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         device,
         "use a smaller --eval-batch-size",
     )
+    return sources, pre, device
+
+
+def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
+    sources, pre, device = preflight(config, store)
     params = {"sources": sorted(m.fingerprint for m in sources), "latency": config.latency, "plot": config.plot}
     upstream = {f"{m.stage}#{i}": m for i, m in enumerate(sorted(sources, key=lambda m: m.fingerprint))}
 

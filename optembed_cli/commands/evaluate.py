@@ -56,6 +56,7 @@ def evaluate(
         sources=sources or [], device=device, eval_batch_size=eval_batch_size, latency=latency, plot=plot, force=force
     )
     if not sources:
+        stage.preflight(config, Store(artifacts))  # a refused evaluation prints only its error
         _say_sources(config, artifacts)
     ui.run_stage(stage.run, config, artifacts, json, render)
 
