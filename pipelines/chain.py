@@ -460,7 +460,9 @@ def run(
             continue
         if variant in baseline.METHODS:
             b_cfg = baseline_stage(config, variant, pre.fingerprint)
-            evaluated.append(step(f"baseline {variant}", baseline.run(b_cfg, store, reporter)).fingerprint)
+            evaluated.append(
+                step(f"baseline {variant}", functools.partial(baseline.run, b_cfg, store)).fingerprint
+            )
             continue
         source = {"original": pre, "optembed-e": searches.get("prune-only", supernets.get("prune-only"))}.get(variant)
         if source is None:

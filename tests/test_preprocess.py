@@ -228,7 +228,7 @@ def test_kdd12_label_is_click_positive(tmp_path: Path) -> None:
     [
         (PreprocessConfig(fmt="nope"), "unknown format"),
         (PreprocessConfig(split=(0.5, 0.3, 0.3)), "sum to 1"),
-        (PreprocessConfig(split=(1.0, 0.0, 0.0)), "positive"),
+        (PreprocessConfig(split=(1.0, 0.0, 0.0)), r"--split must be in \(0, 1\]"),
         (PreprocessConfig(count_on="val"), "count-on"),
     ],
 )

@@ -128,20 +128,20 @@ def test_final_selection_prefers_the_search_row_mask(tmp_path: Path) -> None:
     from pipelines.store import Store
 
     store = Store(tmp_path / "artifacts")
-    _artifact(store, "preprocess", "p" * 16, {}, {})
-    sn = _artifact(store, "supernet", "a" * 16, {"preprocess": "p" * 16}, {"row_mask": _mask([1, 1, 1, 0])})
+    _artifact(store, "preprocess", "0" * 16, {}, {})
+    sn = _artifact(store, "supernet", "a" * 16, {"preprocess": "0" * 16}, {"row_mask": _mask([1, 1, 1, 0])})
     best = {"widths": {"x": 3, "y": 1}}
     plain = _artifact(store, "search", "b" * 16, {"supernet": sn.fingerprint}, {"best": best})
     own = _artifact(store, "search", "c" * 16, {"supernet": sn.fingerprint},
                     {"best": best, "row_mask": _mask([0, 1, 1, 0])})
-    retrain = _artifact(store, "retrain", "d" * 16, {"search": own.fingerprint, "preprocess": "p" * 16}, {})
+    retrain = _artifact(store, "retrain", "d" * 16, {"search": own.fingerprint, "preprocess": "0" * 16}, {})
     mask, widths = q.final_selection(store, plain, ["x", "y"], 4)
     assert mask.tolist() == [True, True, True, False] and widths == [3, 1]
     mask, widths = q.final_selection(store, retrain, ["x", "y"], 4)
     assert mask.tolist() == [False, True, True, False] and widths == [3, 1]
     mask, widths = q.final_selection(store, sn, ["x", "y"], 4)  # optembed-e: the supernet's mask, full width
     assert mask.tolist() == [True, True, True, False] and widths == [4, 4]
-    unpruned = _artifact(store, "supernet", "e" * 16, {"preprocess": "p" * 16}, {"row_mask": _mask([1, 1, 1, 1], False)})
+    unpruned = _artifact(store, "supernet", "e" * 16, {"preprocess": "0" * 16}, {"row_mask": _mask([1, 1, 1, 1], False)})
     assert q.final_selection(store, unpruned, ["x", "y"], 4) == (None, [4, 4])
-    original = _artifact(store, "retrain", "f" * 16, {"preprocess": "p" * 16}, {})
+    original = _artifact(store, "retrain", "f" * 16, {"preprocess": "0" * 16}, {})
     assert q.final_selection(store, original, ["x", "y"], 4) == (None, [4, 4])
