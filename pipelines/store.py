@@ -235,8 +235,27 @@ class Manifest:
         """One line per damaged file: missing, of another size, or (when hashed) changed.
 
         ``depth``: ``"size"`` compares sizes only, ``"cheap"`` also hashes files up to
-        :data:`CHEAP_HASH_BYTES`, ``"full"`` hashes every file.
+        :data:`CHEAP_HASH_BYTES`, ``"full"`` hashes every file. An artifact republished (``--force``)
+        while it was being checked is checked again under its new manifest, once.
         """
+        found = self._file_problems(depth)
+        if found and self.path is not None:
+            fresh = self._republished()
+            if fresh is not None:
+                return fresh._file_problems(depth)
+        return found
+
+    def _republished(self) -> Manifest | None:
+        """The manifest now on disk when it is another one than this (a republish), else None."""
+        try:
+            data = json.loads((self.path / MANIFEST).read_text())  # type: ignore[operator]
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("manifest_sha256") in (None, self.manifest_sha256):
+            return None
+        return Manifest.from_dict(data, path=self.path)
+
+    def _file_problems(self, depth: str) -> list[str]:
         if depth not in ("size", "cheap", "full"):
             raise ValueError(f"unknown depth {depth!r}")
         if self.path is None:
