@@ -21,7 +21,9 @@ class Reporter(Protocol):
     def message(self, text: str) -> None: ...
 
 
-class _NullTask:
+class NullTask:
+    """A task that shows nothing."""
+
     def advance(self, amount: float = 1.0) -> None:
         return None
 
@@ -36,7 +38,7 @@ class NullReporter:
     """Swallows all progress; the default for library use and tests."""
 
     def task(self, description: str, total: float | None = None, unit: str = "it") -> Task:
-        return _NullTask()
+        return NullTask()
 
     def message(self, text: str) -> None:
         return None

@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from optembed.errors import OptembedError
+from optembed.progress import NullTask
 from pipelines.store import Manifest, strict_dumps
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -160,17 +161,6 @@ def _plain_line(text: str) -> None:
     err.print(Text(text), soft_wrap=True)
 
 
-class _SilentTask:
-    def advance(self, amount: float = 1.0) -> None:
-        return None
-
-    def update(self, *, description: str | None = None, total: float | None = None) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
 class Settings:
     """The global ``--quiet`` / ``--verbose`` choice."""
 
@@ -233,7 +223,7 @@ class RichReporter:
         if self.mode == "lines":
             return PlainTask(description, total, unit, interval=10.0 if settings.verbose else HEARTBEAT_SECONDS)
         if self.mode == "off":
-            return _SilentTask()
+            return NullTask()
         if not self.started:
             self.progress.start()
             self.started = True
