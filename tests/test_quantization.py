@@ -182,3 +182,35 @@ def test_kmeans_start_lowers_the_error_of_popular_rows() -> None:
         pq, codes, _ = fit_quantizer(table, counts, cfg)
         errors[iters] = float(((table[:40] - pq.decode(codes[:40]).detach()) ** 2).sum(1).mean())
     assert errors[10] < 0.5 * errors[0], errors
+
+
+def test_kmeans_sample_draws_rows_by_weight_and_keeps_small_tables_whole() -> None:
+    from optembed.quantization.fit import kmeans_rows
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.arange(1000, dtype=torch.float32)[:, None]
+    weights = torch.ones(1000)
+    weights[:10] = 99.0  # 1% of the rows hold 990 / 1980 = half of the weight
+    rows, w = kmeans_rows(table, weights, per_entry=32, codebook=16, generator=g)
+    assert rows.shape == (512, 1) and torch.equal(w, torch.ones(512))
+    heavy = float((rows[:, 0] < 10).float().mean())
+    assert 0.40 < heavy < 0.60, heavy  # expected 0.5; binomial sd ~0.022
+    same, same_w = kmeans_rows(table, weights, per_entry=64, codebook=16, generator=g)  # 1,024 > 1,000 rows
+    assert same is table and same_w is weights
+    every, _ = kmeans_rows(table, weights, per_entry=0, codebook=16, generator=g)
+    assert every is table
+
+
+def test_sampled_kmeans_reaches_the_error_of_the_full_one() -> None:
+    from optembed.quantization import fit_quantizer
+
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(64, 8, generator=g) * 3
+    table = centres[torch.randint(0, 64, (20_000,), generator=g)] + 0.1 * torch.randn(20_000, 8, generator=g)
+    errors = {}
+    for sample in (0, 64):  # 64 x 16 = 1,024 of the 20,000 rows per iteration
+        cfg = QuantizerConfig(groups=1, codebook=16, steps=0, kmeans_iters=15, kmeans_sample=sample,
+                              popularity="none", balance_weight=0.0, contrastive_weight=0.0)
+        pq, codes, stats = fit_quantizer(table, None, cfg)
+        errors[sample] = stats.mse
+    assert errors[64] < 1.15 * errors[0], errors

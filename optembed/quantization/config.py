@@ -36,7 +36,8 @@ class QuantizerConfig:
     temperature: float = 0.1
     soft_temperature: float = 0.1  # of the soft assignments that carry the balance term's gradient
     steps: int = 300
-    kmeans_iters: int = 10  # popularity-weighted Lloyd iterations over all rows before the steps
+    kmeans_iters: int = 10  # popularity-weighted Lloyd iterations before the steps
+    kmeans_sample: int = 256  # rows per codebook entry k-means trains on (drawn by weight); 0: all rows
     max_epochs: float = 10.0  # at most this many passes over a table's rows (small tables need few steps)
     batch_size: int = 4096
     lr: float = 0.01
@@ -61,6 +62,8 @@ class QuantizerConfig:
             )
         if self.kmeans_iters < 0:
             raise ConfigError(f"--kmeans-iters must be at least 0, got {self.kmeans_iters}")
+        if self.kmeans_sample < 0:
+            raise ConfigError(f"--kmeans-sample must be at least 0 (0: all rows), got {self.kmeans_sample}")
         if self.sub_dim is not None and self.sub_dim < 1:
             raise ConfigError(f"--sub-dim must be at least 1, got {self.sub_dim}")
         check_positive("--codebook-share", self.codebook_share)

@@ -77,14 +77,32 @@ def weighted_kmeans(
         sums = torch.zeros(g * k, s, device=table.device)
         mass = torch.zeros(g * k, device=table.device)
         for i in range(0, table.shape[0], chunk):
-            parts = pq.split(table[i : i + chunk])  # (n, g, s)
+            rows = table[i : i + chunk]
+            parts = pq.split(rows)  # (n, g, s)
             w = weights[i : i + chunk]
-            slot = (pq.encode(table[i : i + chunk]) + offsets).flatten()  # (n * g,)
+            slot = (pq.encode(rows, chunk=chunk) + offsets).flatten()  # (n * g,)
             sums.index_add_(0, slot, (parts * w[:, None, None]).reshape(-1, s))
             mass.index_add_(0, slot, w.repeat_interleave(g))
         filled = mass > 0
         flat = pq.codebooks.data.view(g * k, s)
         flat[filled] = sums[filled] / mass[filled, None]
+
+
+def kmeans_rows(table: Tensor, weights: Tensor, per_entry: int, codebook: int,
+                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The rows k-means trains on and their weights.
+
+    With ``per_entry`` > 0 and more than ``per_entry * codebook`` rows, a sample of that many rows
+    drawn with replacement in proportion to ``weights``, each then weighing 1: the sample's
+    unweighted k-means objective estimates the full table's weighted one without bias, at a
+    fixed cost per iteration however large the table. Otherwise every row with its weight.
+    """
+    n = table.shape[0]
+    size = per_entry * codebook
+    if per_entry <= 0 or n <= size:
+        return table, weights
+    pick = torch.multinomial(weights.double().cpu(), size, replacement=True, generator=generator)
+    return table[pick.to(table.device)], torch.ones(size, device=table.device)
 
 
 def weighted_init(pq: ProductQuantizer, table: Tensor, weights: Tensor, generator: torch.Generator) -> None:
@@ -128,8 +146,9 @@ def fit_quantizer(
     gen = torch.Generator().manual_seed(cfg.seed)
     pq = ProductQuantizer(dim, cfg.groups, cfg.codebook).to(device)
     if cfg.kmeans_iters > 0:
-        weighted_init(pq, table, weights, gen)
-        weighted_kmeans(pq, table, weights, cfg.kmeans_iters)
+        weighted_init(pq, table, weights, gen)  # distinct rows of the whole table
+        rows, w = kmeans_rows(table, weights, cfg.kmeans_sample, pq.codebook, gen)
+        weighted_kmeans(pq, rows, w, cfg.kmeans_iters)
     else:
         pq.init_from(table.cpu(), gen)
     opt = torch.optim.Adam(pq.parameters(), lr=cfg.lr)

@@ -56,7 +56,7 @@ class ProductQuantizer(nn.Module):
         return (parts * parts).sum(-1, keepdim=True) - 2 * cross + (self.codebooks**2).sum(-1).unsqueeze(0)
 
     @torch.no_grad()
-    def encode(self, x: Tensor, chunk: int = 4096) -> Tensor:
+    def encode(self, x: Tensor, chunk: int = 16384) -> Tensor:
         """Nearest-entry codes ``(N, groups)`` as ``int64``.
 
         A row's own squared norm does not change which entry is nearest, so each chunk of rows
@@ -70,7 +70,7 @@ class ProductQuantizer(nn.Module):
         for i in range(0, x.shape[0], chunk):
             parts = self.split(x[i : i + chunk].detach()).transpose(0, 1)  # (groups, rows, sub_dim)
             scores = torch.baddbmm(norms, parts.to(books.dtype), books_t, alpha=-2)
-            codes[i : i + chunk] = scores.argmin(dim=-1).t()
+            codes[i : i + chunk] = scores.min(dim=-1).indices.t()  # min's indices: ~2x argmin's speed on CPU
         return codes
 
     def decode(self, codes: Tensor) -> Tensor:

@@ -31,7 +31,8 @@ def compress(
     balance_weight: Annotated[float, typer.Option(help="Weight of the code-balance (soft-assignment entropy) term; 0 turns it off.", rich_help_panel=QUANTIZER)] = Q.balance_weight,
     contrastive_weight: Annotated[float, typer.Option(help="Weight of the InfoNCE term; 0 turns it off.", rich_help_panel=QUANTIZER)] = Q.contrastive_weight,
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature.", rich_help_panel=QUANTIZER)] = Q.temperature,
-    kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations over all rows that start the codebooks; 0: random rows.", rich_help_panel=QUANTIZER)] = Q.kmeans_iters,
+    kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations that start the codebooks; 0: random rows.", rich_help_panel=QUANTIZER)] = Q.kmeans_iters,
+    kmeans_sample: Annotated[int, typer.Option(help="Rows per codebook entry that k-means trains on, drawn in proportion to popularity (0: every row, weighted).", rich_help_panel=QUANTIZER)] = Q.kmeans_sample,
     quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).", rich_help_panel=QUANTIZER)] = Q.steps,
     quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.", rich_help_panel=QUANTIZER)] = Q.lr,
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).", rich_help_panel=TRAINING)] = FT.epochs,
@@ -57,7 +58,7 @@ def compress(
         quantizer=QuantizerConfig(
             groups=groups, codebook=codebook, code_dtype=str(code_dtype), sub_dim=sub_dim, codebook_share=codebook_share, popularity=str(popularity),
             balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
-            steps=quantizer_steps, kmeans_iters=kmeans_iters, lr=quantizer_lr, seed=seed,
+            steps=quantizer_steps, kmeans_iters=kmeans_iters, kmeans_sample=kmeans_sample, lr=quantizer_lr, seed=seed,
         ),
         min_rows=min_rows,
         finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
