@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
+from optembed.masks.fold import fold_pruned_rows, id_counts
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
@@ -40,7 +41,7 @@ from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask, train_params
 
 STAGE = "retrain"
-VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
+VERSION = 3  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds pruned rows into OOV
 SOURCES = ("search", "supernet", "preprocess")
 # supernet: warm start from the trained supernet (its weights kept as epoch 0 unless beaten);
 # auto: supernet for the masked variants, fresh for the Original and without a supernet
@@ -176,6 +177,10 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         keep[model.embedding.offsets.cpu()] = True  # OOV rows stay: pruned ids are read as OOV
         dim = p.model.embed_dim
         widths = torch.tensor(p.widths if p.widths is not None else [dim] * model.n_fields)
+        if config.init == "supernet" and not bool(keep.all()):
+            # pruned ids will be read as their field's OOV row: start it at the mean of what it absorbs
+            fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device),
+                             id_counts(data.splits["train"].x, model.embedding))
         model.set_fixed_masks(keep, widths)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:

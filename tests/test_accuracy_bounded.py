@@ -15,6 +15,7 @@ import torch
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.row_levels import RowMaskScorer, field_rankings, level_keep, search_row_levels
 from optembed.evolution.search import pareto_front, rank_order
+from optembed.masks.fold import id_counts
 from optembed.models.checkpoint import load_model
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import evaluate
@@ -136,6 +137,62 @@ def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
         other.set_row_mask(keep)
         other.set_fixed_masks(keep, None)
         assert value == pytest.approx(evaluate(other, val, CPU, 5000)["auc"], abs=1e-6)
+
+
+def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
+    """With folding, a candidate (on a base that already prunes other fields) scores as the model
+    whose OOV rows - embedding and DeepFM's linear weights - were overwritten by the count-weighted
+    mean of the rows they absorb, evaluated with the mask applied as retrain applies it."""
+    _, pre, sn, _ = planted
+    model, _ = load_model(sn.output("model"), CPU)
+    val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
+    emb = model.embedding
+    counts = id_counts(val.x, emb)
+    base = torch.ones(emb.num_rows, dtype=torch.bool)
+    rankings = field_rankings(model, base)
+    for f, q in [(3, 0.25), (25, 0.0)]:  # the base prunes two fields
+        start = int(emb.offsets[f])
+        base[start : start + emb.cardinalities[f]] = level_keep(rankings[f], emb.cardinalities[f], q)
+    scorer = RowMaskScorer(model, val, CPU, batch_size=3000, group=3, counts=counts)
+    scorer.set_base(base)
+    picks = [(f, level_keep(rankings[f], emb.cardinalities[f], q)) for f, q in [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]]
+    got = scorer([(-1, None)] + picks)
+    for (f, local), value in zip([(-1, None)] + picks, got, strict=True):
+        other, _ = load_model(sn.output("model"), CPU)
+        keep = base.clone()
+        if f >= 0:
+            keep[int(emb.offsets[f]) : int(emb.offsets[f]) + emb.cardinalities[f]] = local
+        tables = [other.embedding, other.linear]
+        for table in tables:  # the reference fold, written out row by row
+            w = table.weight.data
+            for g, size in enumerate(emb.cardinalities):
+                start = int(emb.offsets[g])
+                absorbed = [i for i in range(size) if i == 0 or not bool(keep[start + i])]
+                c = counts[[start + i for i in absorbed]].double()
+                if float(c.sum()) > 0:
+                    w[start] = ((w[[start + i for i in absorbed]].double() * c[:, None]).sum(0) / c.sum()).float()
+        other.set_row_mask(keep)
+        other.set_fixed_masks(keep, None)
+        assert value == pytest.approx(evaluate(other, val, CPU, 5000)["auc"], abs=1e-6)
+    no_fold = RowMaskScorer(load_model(sn.output("model"), CPU)[0], val, CPU, batch_size=3000, group=3)
+    no_fold.set_base(base)
+    assert not np.allclose(no_fold([(-1, None)] + picks), got)  # folding changes what is scored
+
+
+def test_fold_pruned_rows_by_hand() -> None:
+    from optembed.layers.embedding import FieldEmbedding
+    from optembed.masks.fold import fold_pruned_rows
+
+    table = FieldEmbedding([3, 2], 2)
+    with torch.no_grad():
+        table.weight.copy_(torch.tensor([[0.0, 0.0], [2.0, 4.0], [9.0, 9.0], [1.0, 1.0], [5.0, 7.0]]))
+    keep = torch.tensor([True, False, True, True, True])  # field 0 prunes id 1; field 1 prunes nothing
+    counts = torch.tensor([1, 3, 5, 0, 4])  # field 1's OOV row has no traffic of its own
+    fold_pruned_rows([table], keep, counts)
+    # field 0: (1 * [0, 0] + 3 * [2, 4]) / 4; field 1 absorbs only its OOV row (count 0): unchanged
+    assert torch.allclose(table.weight[0], torch.tensor([1.5, 3.0]))
+    assert torch.allclose(table.weight[3], torch.tensor([1.0, 1.0]))
+    assert torch.equal(table.weight[[1, 2, 4]], torch.tensor([[2.0, 4.0], [9.0, 9.0], [5.0, 7.0]]))
 
 
 def test_row_levels_prune_noise_and_keep_signal(planted) -> None:

@@ -22,6 +22,12 @@ than its noise is no evidence. A field is emptied only when emptying it alone do
 validation AUC even after subtracting that noise margin, *and* emptying it beats keeping its top
 rows (the smallest positive level) by more than the noise: a field the supernet barely uses may
 still matter to a re-trained model, and its top rows cost little.
+
+Pruned ids are scored as re-training will see them: the field's OOV row they are read as is
+replaced by the mean of the rows it absorbs (weighted by how often each id occurs in the
+validation rows; the same for DeepFM's per-id linear weights), not left at the value the
+supernet trained it to for its own few ids (:mod:`optembed.masks.fold`). Without that, pruning a
+field the supernet barely needs still shifts the head's input, and looks costly.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import torch
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
+from optembed.masks.dim_mask import apply_widths
+from optembed.masks.fold import fold_field, folded_rows, id_counts, reads_oov
 from optembed.masks.row_mask import row_norms
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
@@ -101,6 +109,7 @@ class RowMaskScorer:
         batch_size: int = 8192,
         group: int = 16,
         amp: str = "none",
+        counts: Tensor | None = None,
     ) -> None:
         self.model = model.eval()
         self.split = split
@@ -116,10 +125,61 @@ class RowMaskScorer:
         self._local = (torch.arange(emb.num_rows, device=device) - emb.offsets[emb.field_of_row]).to(device)
         model.set_fixed_masks(None, None)  # ids are remapped here; nothing else may remap or mask
         model.set_row_mask(torch.ones(emb.num_rows, dtype=torch.bool))
+        self.counts = None if counts is None else counts.to(device)
+        self.id_tables = model.additive_id_tables() if counts is not None else []
+        self._field_of_row = emb.field_of_row
+
+    @property
+    def folds(self) -> bool:
+        """Whether pruned ids read their field's folded OOV row (:mod:`optembed.masks.fold`)."""
+        return self.counts is not None
 
     def set_base(self, keep: Tensor) -> None:
         """The base mask ``BoolTensor(|f|)`` every candidate starts from."""
-        self._remap = torch.where(keep.to(self.device), self._local, torch.zeros_like(self._local))
+        keep = keep.to(self.device)
+        self._remap = torch.where(keep, self._local, torch.zeros_like(self._local))
+        if self.counts is not None:
+            emb = self.model.embedding
+            absorbed = reads_oov(keep, emb)
+            n = emb.n_fields
+            self._base_fold = folded_rows(emb.weight.detach(), self.counts, absorbed, self._field_of_row, n, emb.offsets)
+            self._base_shift = torch.zeros(n, device=self.device)  # summed into the logit per OOV read
+            for table in self.id_tables:
+                w = table.weight.detach()
+                folded = folded_rows(w, self.counts, absorbed, self._field_of_row, n, table.offsets)
+                self._base_shift += (folded - w[table.offsets]).sum(-1).float()
+
+    def _folds(self, chunk: Sequence[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor]:
+        """Per candidate of ``chunk``: the folded OOV rows ``(C, n, D)`` and logit shifts ``(C, n)``."""
+        assert self.counts is not None
+        emb = self.model.embedding
+        rows = self._base_fold.unsqueeze(0).repeat(len(chunk), 1, 1)
+        shift = self._base_shift.unsqueeze(0).repeat(len(chunk), 1)
+        for c, (f, local_keep) in enumerate(chunk):
+            if f < 0 or local_keep is None:
+                continue
+            start, size = int(emb.offsets[f]), emb.cardinalities[f]
+            absorbed = ~local_keep.to(self.device)
+            absorbed[0] = True
+            counts = self.counts[start : start + size]
+            rows[c, f] = fold_field(emb.weight.detach()[start : start + size], counts, absorbed)
+            shift[c, f] = 0.0
+            for table in self.id_tables:
+                w = table.weight.detach()[start : start + size]
+                shift[c, f] += float((fold_field(w, counts, absorbed) - w[0]).sum())
+        return rows, shift
+
+    def _logits(self, stacked: Tensor, folds: tuple[Tensor, Tensor] | None, b: int) -> Tensor:
+        if folds is None:
+            return self.model(stacked, self.widths)
+        rows, shift = folds
+        ids = self.model.remap(stacked)
+        emb = self.model.embedder.lookup(ids, None)
+        oov = stacked == 0
+        emb = torch.where(oov.unsqueeze(-1), rows.repeat_interleave(b, 0).to(emb.dtype), emb)
+        if self.widths is not None:
+            emb = apply_widths(emb, self.widths)
+        return self.model.head(emb, ids) + (shift.repeat_interleave(b, 0) * oov).sum(-1).to(emb.dtype)
 
     @torch.inference_mode()
     def __call__(self, candidates: Sequence[tuple[int, Tensor | None]]) -> np.ndarray:
@@ -127,6 +187,7 @@ class RowMaskScorer:
         out = torch.empty(len(candidates), len(self.split), device=self.device)
         for g in range(0, len(candidates), self.group):
             chunk = candidates[g : g + self.group]
+            folds = self._folds(chunk) if self.folds else None
             rows_per_call = max(1, self.batch_size // len(chunk))
             start = 0
             for xb, _ in self.split.batches(rows_per_call, self.device):
@@ -138,7 +199,7 @@ class RowMaskScorer:
                         col = xb[:, f]
                         stacked[c * b : (c + 1) * b, f] = torch.where(local_keep.to(self.device)[col], col, torch.zeros_like(col))
                 with autocast(self.device, self.amp):
-                    z = self.model(stacked, self.widths)
+                    z = self._logits(stacked, folds, b)
                 out[g : g + len(chunk), start : start + b] = z.float().view(len(chunk), b)
                 start += b
             self.passes += 1
@@ -169,13 +230,16 @@ def search_row_levels(
     amp: str = "none",
     progress: ProgressHook | None = None,
     z: float = DEFAULT_Z,
+    fold: bool = True,
 ) -> RowLevelResult:
     """Choose one row level per field on ``split`` (see the module docstring).
 
     ``base_keep`` (``BoolTensor(|f|)``, e.g. the supernet's learned row mask) bounds every level:
     a level keeps a fraction of the rows the base keeps. ``widths`` (``(n,)``) scores at those
     prefix widths instead of the full width. ``z``: standard errors of the paired AUC difference
-    subtracted before any comparison (0: point estimates).
+    subtracted before any comparison (0: point estimates). ``fold``: pruned ids read their field's
+    folded OOV row (the mean of the rows it absorbs, weighted by their counts in ``split``; see
+    :mod:`optembed.masks.fold`) rather than the OOV row as trained - what re-training makes of it.
     """
     emb = model.embedding
     offsets = emb.offsets.tolist()
@@ -183,7 +247,8 @@ def search_row_levels(
     base = base_keep.to(device, torch.bool).clone()
     base[emb.offsets] = True
     rankings = field_rankings(model, base)
-    scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp)
+    counts = id_counts(split.x, emb) if fold else None
+    scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp, counts=counts)
     scorer.set_base(base)
     levels = sorted({float(q) for q in levels if 0.0 <= q < 1.0}, reverse=True)
     pairs = [(f, q) for f in range(len(cards)) for q in levels if len(rankings[f]) > 0]

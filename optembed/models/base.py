@@ -75,6 +75,11 @@ class CTRModel(nn.Module, ABC):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``."""
 
+    def additive_id_tables(self) -> list[FieldEmbedding]:
+        """The head's per-id tables whose looked-up values are summed into the logit (DeepFM's
+        linear weights), indexed by the same ids as the embedder; none by default."""
+        return []
+
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         """Logits ``(C, B)`` of every candidate of ``cands`` on ``(B, n, D)`` embeddings.
 

@@ -23,6 +23,9 @@ class DeepFM(CTRModel):
         self.bias = nn.Parameter(torch.zeros(()))
         self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
 
+    def additive_id_tables(self) -> list[FieldEmbedding]:
+        return [self.linear]
+
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         first = self.linear(x).sum(dim=(1, 2))
         deep = self.mlp(emb.flatten(1)).squeeze(-1)

@@ -1,0 +1,70 @@
+"""Folding pruned rows into their field's OOV row.
+
+Under a row mask, every pruned id of a field is read as the field's OOV row (local id 0), in the
+embedding table and in any per-id term of the head (DeepFM's linear weights). After re-training
+that shared row stands for all the ids it absorbed; the least-squares single vector for them is
+their traffic-weighted mean. A trained model whose OOV row was never meant to carry those ids
+(a supernet, or the row search's candidates) reads it instead at its old value, so a pruned
+field looks worse than it will be after re-training - a distribution shift of the head's input,
+not a loss of information. Folding replaces the OOV row by the weighted mean of the rows it now
+stands for (itself included), before scoring or as the re-training's starting point.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from optembed.layers.embedding import FieldEmbedding
+
+
+def reads_oov(keep: Tensor, field_embedding: FieldEmbedding) -> Tensor:
+    """``BoolTensor(|f|)``: the rows read as their field's OOV row under ``keep`` (pruned rows and
+    the OOV rows themselves)."""
+    out = ~keep.to(field_embedding.weight.device, torch.bool)
+    out[field_embedding.offsets] = True
+    return out
+
+
+@torch.no_grad()
+def folded_rows(weight: Tensor, counts: Tensor, absorbed: Tensor, field_of_row: Tensor, n_fields: int,
+                oov_rows: Tensor) -> Tensor:
+    """Per field, the ``counts``-weighted mean of its ``absorbed`` rows of ``weight`` (``(|f|, d)``);
+    a field whose absorbed rows have no count keeps its OOV row. Returns ``(n_fields, d)``."""
+    w = (counts.to(weight.device, weight.dtype) * absorbed.to(weight.device, weight.dtype))
+    sums = torch.zeros(n_fields, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    sums.index_add_(0, field_of_row, weight * w[:, None])
+    mass = torch.zeros(n_fields, dtype=weight.dtype, device=weight.device).index_add_(0, field_of_row, w)
+    out = weight[oov_rows].clone()
+    has = mass > 0
+    out[has] = sums[has] / mass[has, None]
+    return out
+
+
+@torch.no_grad()
+def fold_field(weight: Tensor, counts: Tensor, local_absorbed: Tensor) -> Tensor:
+    """One field's folded OOV row: ``weight`` and ``counts`` are the field's rows (OOV first),
+    ``local_absorbed`` (``BoolTensor(rows)``) the rows read as OOV. Returns ``(d,)``."""
+    w = counts.to(weight.device, weight.dtype) * local_absorbed.to(weight.device, weight.dtype)
+    mass = w.sum()
+    if float(mass) <= 0:
+        return weight[0].clone()
+    return (weight * w[:, None]).sum(0) / mass
+
+
+@torch.no_grad()
+def fold_pruned_rows(tables: list[FieldEmbedding], keep: Tensor, counts: Tensor) -> None:
+    """Write each field's folded OOV row into every table of ``tables`` (the embedding table and the
+    head's per-id tables, all indexed by the same ids) in place; ``keep`` and ``counts`` are
+    ``(|f|,)`` over those ids."""
+    for table in tables:
+        absorbed = reads_oov(keep, table)
+        folded = folded_rows(table.weight.data, counts, absorbed, table.field_of_row, len(table.cardinalities),
+                             table.offsets)
+        table.weight.data[table.offsets] = folded.to(table.weight.dtype)
+
+
+def id_counts(x: Tensor, field_embedding: FieldEmbedding) -> Tensor:
+    """``LongTensor(|f|)``: how often each id occurs in the ``(N, n)`` per-field ids ``x``."""
+    ids = field_embedding.global_ids(x.to(field_embedding.offsets.device)).flatten()
+    return torch.bincount(ids, minlength=field_embedding.num_rows)
