@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
 
 from optembed_cli import ui
 from optembed_cli.commands import baseline
-from optembed_cli.commands import artifacts, compress, demo, evaluate, preprocess, retrain, run, search, supernet, synth
+from optembed_cli.commands import artifacts, compress, demo, evaluate, export, predict, preprocess, retrain, run, search, supernet, synth
 
 app = typer.Typer(
     name="optembed",
@@ -58,6 +58,8 @@ app.command()(search.search)
 app.command()(retrain.retrain)
 app.command()(compress.compress)
 app.command()(evaluate.evaluate)
+app.command()(export.export)
+app.command()(predict.predict)
 app.command()(run.run)
 app.command()(baseline.baseline)
 app.command()(artifacts.artifacts)

@@ -17,17 +17,17 @@ from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder
 
-SMALL_BATCH = 64  # below this many rows one element-wise gather beats per-group row gathers
-
-
 class CompactEmbedder(Embedder):
-    """Per-field dense tables packed into one flat buffer, read one width group at a time.
+    """Per-field dense tables packed into one flat buffer, read with one gather for all fields.
 
-    Fields of equal width ``w`` are stacked into one ``(rows, w)`` group table and the groups are
-    laid end to end in ``flat``; field ``f``'s table (``kept_f`` rows x ``D_f`` columns,
-    row-major) starts at ``field_start[f]``. Ids go through one concatenated remap (original
-    id -> compact row). A lookup gathers whole rows per group (one gather per distinct width,
-    not per field) and writes them, zero-padded to ``D``, into the backbone's input.
+    Field ``f``'s table (``kept_f`` rows x ``D_f`` columns, row-major) starts at
+    ``field_start[f]`` of ``flat``, followed by ``D`` zeros at the buffer's end. A lookup views
+    the buffer as overlapping ``D``-wide windows (one per element: a strided view, no copy), so
+    row ``r`` of field ``f`` is the window at ``field_start[f] + r * D_f``: its ``D_f`` stored
+    columns, then whatever follows. One row gather over all fields reads every window, and a
+    0/1 column mask zeroes the columns beyond each field's width - the cost of the dense
+    table's lookup, with no per-field or per-width loop. Ids go through one concatenated
+    remap (original id -> compact row).
     """
 
     kind = "compact"
@@ -35,35 +35,21 @@ class CompactEmbedder(Embedder):
     field_width: Tensor
     remap: Tensor
     remap_offsets: Tensor
+    inside: Tensor
+    inside_f: Tensor
 
     def __init__(self, tables: Sequence[Tensor], remaps: Sequence[Tensor], dim: int) -> None:
         super().__init__([r.numel() for r in remaps], dim)
         self._kept = [int(t.shape[0]) for t in tables]
         widths = [int(t.shape[1]) for t in tables]
-        order = sorted(range(len(tables)), key=lambda f: (widths[f], f))  # fields grouped by width
-        starts = [0] * len(tables)
-        self._groups: list[tuple[int, int, int]] = []  # (width, flat start, rows) per width group
-        group_fields: list[list[int]] = []
-        row_offset = [0] * len(tables)
-        position = 0
-        for f in order:
-            if not self._groups or self._groups[-1][0] != widths[f]:
-                self._groups.append((widths[f], position, 0))
-                group_fields.append([])
-            width, start, rows = self._groups[-1]
-            starts[f], row_offset[f] = position, rows
-            self._groups[-1] = (width, start, rows + self._kept[f])
-            group_fields[-1].append(f)
-            position += self._kept[f] * widths[f]
-        self.flat = nn.Parameter(torch.cat([tables[f].detach().reshape(-1) for f in order]).clone())
-        self.register_buffer("field_start", torch.tensor(starts, dtype=torch.long))
+        sizes = torch.tensor([k * w for k, w in zip(self._kept, widths)], dtype=torch.long)
+        self._entries = int(sizes.sum())
+        # the tables end to end, then D zeros: the last row's window stays inside the buffer
+        parts = [t.detach().reshape(-1).float() for t in tables] + [torch.zeros(self.dim)]
+        self.flat = nn.Parameter(torch.cat(parts).clone())
+        self.register_buffer("field_start", torch.cumsum(sizes, 0) - sizes)
         self.register_buffer("field_width", torch.tensor(widths, dtype=torch.long))
-        self.register_buffer("row_offset", torch.tensor(row_offset, dtype=torch.long), persistent=False)
-        for g, fields in enumerate(group_fields):
-            self.register_buffer(f"group_fields_{g}", torch.tensor(fields, dtype=torch.long), persistent=False)
-        cols = torch.arange(self.dim)
-        inside = cols < torch.tensor(widths, dtype=torch.long).unsqueeze(1)  # (n, D): the stored columns
-        self.register_buffer("cols", cols, persistent=False)
+        inside = torch.arange(self.dim) < torch.tensor(widths, dtype=torch.long).unsqueeze(1)  # (n, D)
         self.register_buffer("inside", inside, persistent=False)
         self.register_buffer("inside_f", inside.to(self.flat.dtype), persistent=False)
         cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
@@ -82,6 +68,11 @@ class CompactEmbedder(Embedder):
     def kept(self) -> list[int]:
         return list(self._kept)
 
+    @property
+    def entries(self) -> Tensor:
+        """The tables' entries (``flat`` without its zero tail), a view."""
+        return self.flat[: self._entries]
+
     def table(self, f: int) -> Tensor:
         """Field ``f``'s table as a ``(kept_f, D_f)`` view of the flat buffer."""
         start, width = int(self.field_start[f]), int(self.field_width[f])
@@ -96,29 +87,21 @@ class CompactEmbedder(Embedder):
         return self.remap[x.long() + self.remap_offsets].long()
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
-        return self._gather_elements(ids) if ids.shape[0] < SMALL_BATCH else self._gather_rows(ids)
+        windows = self.flat.as_strided((self.flat.numel() - self.dim + 1, self.dim), (1, 1))
+        return F.embedding(self.field_start + ids * self.field_width, windows) * self.inside_f
 
-    def _gather_rows(self, xc: Tensor) -> Tensor:
-        """Whole-row gathers, one per width group: fast for large batches."""
-        rows = xc + self.row_offset  # row within the field's width group
-        emb = self.flat.new_zeros(xc.shape[0], len(self._kept), self.dim)
-        for g, (width, start, n_rows) in enumerate(self._groups):
-            fields = getattr(self, f"group_fields_{g}")
-            table = self.flat[start : start + n_rows * width].view(n_rows, width)
-            emb[:, fields, :width] = F.embedding(rows[:, fields], table)
-        return emb
-
-    def _gather_elements(self, xc: Tensor) -> Tensor:
-        """One element-wise gather over all fields: fewest operations, for small batches."""
-        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + self.cols  # (B, n, D)
+    def gather_elements(self, xc: Tensor) -> Tensor:
+        """The same embeddings as :meth:`lookup` from an element-wise gather (no strided view):
+        the form exported graphs use (ONNX has no strided view)."""
+        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + torch.arange(self.dim, device=xc.device)
         return self.flat[torch.where(self.inside, index, 0)] * self.inside_f
 
     def kept_params(self) -> int:
-        return self.flat.numel()
+        return self._entries
 
     def memory_bytes(self) -> dict[str, int]:
         return {
-            "embedding": self.flat.numel() * self.flat.element_size(),
+            "embedding": self._entries * self.flat.element_size(),
             "remaps": self.remap.numel() * self.remap.element_size(),
         }
 

@@ -50,8 +50,9 @@ class CompactModel(nn.Module):
         return self.embedder.dim
 
     @property
-    def flat(self) -> nn.Parameter:
-        return self.embedder.flat
+    def flat(self) -> Tensor:
+        """The tables' entries laid end to end (a view of the embedder's buffer, zero tail excluded)."""
+        return self.embedder.entries
 
     @property
     def widths(self) -> list[int]:
@@ -80,11 +81,13 @@ class CompactModel(nn.Module):
         return self.backbone.size_report()
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes held in memory: embedding tables, id remaps, everything else (the network)."""
+        """Bytes held in memory: embedding tables (with the lookup's ``D`` zeros at the buffer's
+        end), id remaps, everything else (the network)."""
         mem = self.embedder.memory_bytes()
+        tables = self.embedder.flat.numel() * self.embedder.flat.element_size()
         total = sum(p.numel() * p.element_size() for p in self.parameters())
         total += sum(b.numel() * b.element_size() for b in self.buffers())
-        return {"tables": mem["embedding"], "remaps": mem["remaps"], "network": total - mem["embedding"] - mem["remaps"], "total": total}
+        return {"tables": tables, "remaps": mem["remaps"], "network": total - tables - mem["remaps"], "total": total}
 
 
 def head_state(model: CTRModel) -> dict[str, Tensor]:

@@ -1,0 +1,181 @@
+"""Raw rows -> the ids a bundle's graph reads, with the very preprocessing the model was trained on.
+
+The file is parsed by the same DuckDB readers, token expressions (Criteo's ``floor(ln(v)^2)``,
+Avazu's hour split, ...) and validity checks as ``preprocess`` (:mod:`optembed.data.formats`,
+:mod:`optembed.data.validation`); each token is looked up in the bundle's vocabulary of its
+field: a value never kept there is the OOV id, an empty one the missing id. Rows keep the file's
+order; the encoded rows go to a Parquet file that the scorer then streams in batches, so a
+file larger than memory works (DuckDB spills under its memory limit).
+
+The label column is optional: Criteo lines of 39 columns, KDD12 lines of 11 and Avazu or
+csv/Parquet files without the label column are scored without one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from optembed.data.formats import (
+    CRITEO_CAT, CRITEO_INT, FORMATS, KDD12_COLUMNS, FormatSpec, _csv_reader, avazu_spec, criteo_spec, generic_spec,
+    kdd12_spec, lit,
+)
+from optembed.data.preprocess import PreprocessConfig, _first_line, _header_columns
+from optembed.data.validation import check_input, check_rejects, check_rows, first_row
+from optembed.errors import ConfigError, DataError
+
+NO_LABEL = "CAST(NULL AS INTEGER)"
+
+
+@dataclass
+class FieldVocab:
+    name: str
+    vocab: Path  # Parquet with ``value`` (text) and ``id``
+    oov_id: int = 0
+    missing_id: int = 1
+
+
+@dataclass
+class EncodeResult:
+    rows: int  # rows encoded (written)
+    has_label: bool
+    bad_rows: dict[str, int] = field(default_factory=dict)  # skipped: columns, label, value
+
+
+def _first_columns(path: Path, delimiter: str = "\t") -> int:
+    with path.open("rb") as fh:
+        line = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
+    return len(line.split(delimiter))
+
+
+def _unlabeled(spec: FormatSpec, reader: str | None = None, columns: int | None = None) -> FormatSpec:
+    spec.label_sql = NO_LABEL
+    if reader is not None:
+        spec.reader_sql = reader
+    if columns is not None:
+        spec.expected_columns = columns
+    return spec
+
+
+def predict_spec(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, options: dict[str, Any], fields: list[str]) -> tuple[FormatSpec, bool]:
+    """The format's spec for ``path`` (the preprocess one) and whether the file has a label."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt == "criteo":
+        spec = criteo_spec(path)
+        if _first_columns(path) == len(CRITEO_INT + CRITEO_CAT):
+            cols = {**dict.fromkeys(CRITEO_INT, "DOUBLE"), **dict.fromkeys(CRITEO_CAT, "VARCHAR")}
+            spec.columns = list(cols)
+            return _unlabeled(spec, _csv_reader(path, cols, "\t", header=False, quote=""), len(cols)), False
+        return spec, True
+    if fmt == "kdd12":
+        spec = kdd12_spec(path, keep_impression=bool(options.get("keep_impression", True)))
+        if _first_columns(path) == len(KDD12_COLUMNS) - 1:
+            return _unlabeled(spec, _csv_reader(path, KDD12_COLUMNS[1:], "\t", header=False, quote=""), len(KDD12_COLUMNS) - 1), False
+        return spec, True
+    if fmt == "avazu":
+        header = _header_columns(con, path, "csv", ",")
+        spec = avazu_spec(path)
+        if "click" not in header:
+            return _unlabeled(spec, columns=len(header)), False
+        return spec, True
+    delimiter = options.get("delimiter")
+    if fmt == "csv" and delimiter is None:
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    header = _header_columns(con, path, fmt, delimiter)
+    label = options.get("label") or "label"
+    numeric = [n for n in (options.get("numeric") or []) if n in fields]
+    if label in header:
+        return generic_spec(path, fmt, header, label, fields, numeric, delimiter or ","), True
+    spec = generic_spec(path, fmt, [*header, label], label, fields, numeric, delimiter or ",")
+    return _unlabeled(spec, columns=len(header)), False
+
+
+def encode_file(
+    path: Path,
+    fmt: str,
+    options: dict[str, Any],
+    vocabs: list[FieldVocab],
+    out: Path,
+    skip_bad_rows: bool = False,
+    memory_limit: str = "2GB",
+    threads: int | None = None,
+) -> EncodeResult:
+    """Encode ``path`` into ``out`` (Parquet: ``row``, ``label`` and one int32 column ``f<i>`` per
+    field, in file order). Bad rows stop with one :class:`DataError` unless ``skip_bad_rows``."""
+    path = Path(path)
+    check_input(path)
+    work = out.parent / (out.name + ".duckdb")
+    work.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit={lit(memory_limit)}")
+        con.execute(f"SET temp_directory={lit(str(work))}")
+        con.execute("SET enable_progress_bar=false")
+        con.execute("SET preserve_insertion_order=true")
+        con.execute(f"SET threads={int(threads or os.cpu_count() or 1)}")
+        names = [v.name for v in vocabs]
+        spec, has_label = predict_spec(con, path, fmt, options, names)
+        if spec.field_names != names:
+            raise DataError(
+                f"{path.name} read as {fmt} gives the fields {', '.join(spec.field_names[:6])}..., the model expects "
+                f"{', '.join(names[:6])}...; pass the --format (and options) the model was trained with"
+            )
+        return _encode(con, path, spec, has_label, vocabs, out, skip_bad_rows)
+    except duckdb.Error as exc:
+        raise DataError(f"{path.name}: {_first_line(exc)}") from None
+    finally:
+        con.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _encode(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, has_label: bool, vocabs: list[FieldVocab], out: Path,
+    skip_bad_rows: bool,
+) -> EncodeResult:
+    texts = ", ".join(f"{f.text_sql(f.token_sql)} AS c{i}" for i, f in enumerate(spec.fields))
+    checks = [f.check_sql for f in spec.fields if f.check_sql]
+    bad_value = " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+    con.execute(
+        f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, {texts} "
+        f"FROM {spec.reader_sql}"
+    )
+    policy = PreprocessConfig(skip_bad_rows=skip_bad_rows)
+    bad_lines, cast_lines = check_rejects(con, path, spec, policy)
+    n_raw, n_no_label, n_bad_value = first_row(
+        con,
+        "SELECT count(*), count(*) - count(label), count(*) FILTER (WHERE bad AND label IS NOT NULL) FROM parsed"
+        if has_label else "SELECT count(*), 0, count(*) FILTER (WHERE bad) FROM parsed",
+    )
+    if n_raw == 0 and bad_lines + cast_lines == 0:
+        raise DataError(f"{path.name} has no data rows")
+    bad_labels = 0
+    if has_label:
+        bad_labels = check_rows(con, path, spec, policy, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
+    checked = list(dict.fromkeys(f.source_column for f in spec.fields if f.check_sql))
+    value_condition = "bad AND label IS NOT NULL" if has_label else "bad"
+    bad_values = cast_lines + check_rows(
+        con, path, spec, policy, int(n_bad_value), value_condition, "a non-numeric value in a numeric field", checked
+    )
+    good = "label IS NOT NULL AND NOT bad" if has_label else "NOT bad"
+    joins = " ".join(
+        f"LEFT JOIN (SELECT value, id FROM read_parquet({lit(str(v.vocab))}) WHERE value IS NOT NULL) v{i} ON d.c{i} = v{i}.value"
+        for i, v in enumerate(vocabs)
+    )
+    encoded = ", ".join(
+        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {int(v.missing_id)} ELSE {int(v.oov_id)} END) AS INTEGER) AS f{i}"
+        for i, v in enumerate(vocabs)
+    )
+    con.execute(
+        f"COPY (SELECT d.rid AS row, d.label, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE {good}) d "
+        f"{joins} ORDER BY d.rid) TO {lit(str(out))} (FORMAT parquet)"
+    )
+    rows = int(first_row(con, f"SELECT count(*) FROM parsed WHERE {good}")[0])
+    if rows == 0:
+        raise DataError(f"{path.name} has no valid data rows")
+    return EncodeResult(rows, has_label, {"columns": bad_lines, "label": bad_labels, "value": bad_values})

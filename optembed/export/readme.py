@@ -1,0 +1,109 @@
+"""The README.md written into every bundle: what is inside and how to score rows without optembed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TEMPLATE = """# {title}
+
+Exported by optembed {optembed} from {stage} artifact `{source}` ({variant}, {model}, {n_fields} fields).
+Test AUC at export: {test_auc} (logloss {test_logloss}) on {test_rows:,} test rows.
+
+| file | what |
+|---|---|
+{files}
+| `vocab/<field>.parquet` | per field: `value` (the token as text) -> `id`; `special` marks id {oov} (OOV: a value not kept) and id {missing} (missing: an empty value); `row` is the table row a pruned model reads |
+| `bundle.json` | versions, source fingerprints, the preprocessing spec, inputs/outputs, every file's sha256 |
+
+**Input** `{input_name}`: int64, shape `(batch, {n_fields})`, one id per field in this order:
+{field_list}.
+**Outputs** `logit` and `probability` (= sigmoid(logit)), float32, shape `(batch,)`.
+
+## Preprocessing
+
+Format `{fmt}`. Each raw value becomes a token, then an id from the field's vocabulary:
+{transform}
+A token not in the vocabulary is id {oov}; an empty value is id {missing}. `optembed predict BUNDLE DATA
+--out scores.parquet` applies exactly these rules (the DuckDB code that preprocessed the training data).
+
+## Scoring in plain Python
+
+```python
+import json, math
+import numpy as np
+import pyarrow.parquet as pq
+
+meta = json.load(open("bundle.json"))
+fields = meta["preprocessing"]["fields"]
+vocabs = []
+for f in fields:
+    table = pq.read_table(f["vocab"], columns=["value", "id"]).to_pydict()
+    vocabs.append({{v: i for v, i in zip(table["value"], table["id"]) if v is not None}})
+
+def token(field, raw):
+    if raw is None or raw == "":
+        return None
+    if field["kind"] != "numeric":
+        return raw
+    v = float(raw)
+    t = math.floor(math.log(v) ** 2) if v > 2 else v  # the numeric transform
+    return str(int(t)) if float(t).is_integer() else str(t)
+
+def encode(raw_rows):  # raw_rows: one list of raw field values per row, in the field order above
+    ids = np.empty((len(raw_rows), len(fields)), dtype=np.int64)
+    for r, raw in enumerate(raw_rows):
+        for j, (f, vocab) in enumerate(zip(fields, vocabs)):
+            t = token(f, raw[j])
+            ids[r, j] = f["missing_id"] if t is None else vocab.get(t, f["oov_id"])
+    return ids
+
+ids = encode(raw_rows)
+
+# onnxruntime
+import onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+logit, probability = session.run(None, {{"ids": ids}})
+
+# or torch (no optembed import needed)
+import torch
+program = torch.export.load("model.pt2").module()
+logit, probability = program(torch.from_numpy(ids))
+```
+"""
+
+
+def bundle_readme(meta: dict[str, Any]) -> str:
+    pre = meta["preprocessing"]
+    fields = pre["fields"]
+    source = meta["source"]
+    metrics = meta.get("metrics", {})
+    files = "\n".join(
+        f"| `{path}` | {'ONNX graph, opset ' + str(meta.get('onnx_opset')) if kind == 'onnx' else 'torch.export program (torch ' + meta['versions']['torch'] + ')'} |"
+        for kind, path in meta["graphs"].items()
+    )
+    numeric = [f["name"] for f in fields if f["kind"] == "numeric"]
+    transform = (
+        f"numeric fields ({', '.join(numeric[:13])}{'...' if len(numeric) > 13 else ''}): {pre['numeric_transform']};\n"
+        if numeric else ""
+    ) + "other fields: the raw text itself" + (f" ({pre['derived']})" if pre.get("derived") else "") + "."
+    auc = metrics.get("test_auc")
+    ll = metrics.get("test_logloss")
+    return TEMPLATE.format(
+        title=f"optembed bundle: {source.get('variant', 'model')}",
+        optembed=meta["versions"]["optembed"],
+        stage=source["stage"],
+        source=source["fingerprint"],
+        variant=source.get("variant", "?"),
+        model=meta["model"]["name"],
+        n_fields=len(fields),
+        test_auc=f"{auc:.5f}" if isinstance(auc, float) else "n/a",
+        test_logloss=f"{ll:.5f}" if isinstance(ll, float) else "n/a",
+        test_rows=int(metrics.get("test_rows", 0)),
+        files=files,
+        oov=fields[0]["oov_id"] if fields else 0,
+        missing=fields[0]["missing_id"] if fields else 1,
+        input_name=meta["inputs"][0]["name"],
+        field_list=", ".join(f"`{f['name']}`" for f in fields),
+        fmt=pre["format"],
+        transform=transform,
+    )

@@ -1,0 +1,55 @@
+"""``optembed export``: a retrain or compress artifact -> a deployment bundle (ONNX, torch.export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optembed_cli import ui
+from optembed_cli.options import OUTPUT, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from pipelines import export as stage
+from pipelines.store import Manifest
+
+
+@ui.handle_errors
+def export(
+    source: FromOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Also copy the bundle to this folder (it stays in the store too).", metavar="DIR",
+                     show_default=False, rich_help_panel=OUTPUT),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", metavar="[onnx|pt2|all]", help="Graphs to write: onnx, pt2 (torch.export) or all.",
+                     rich_help_panel=OUTPUT),
+    ] = "all",
+    artifacts: ArtifactsOpt = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Export a retrain or compress artifact as a self-contained bundle: the network as ONNX and a
+    torch.export program, the preprocessing spec and vocabularies, bundle.json and a README.
+
+    Examples:
+
+      optembed export --out bundle/               # the newest retrain or compress artifact
+
+      optembed export --from 9c01 --format onnx --out bundle/
+    """
+    config = stage.ExportStage(source=source, out=out, formats=stage.parse_formats(format), force=force)
+    config.validate()
+    ui.run_stage(stage.run, config, artifacts, json, render, upstream=stage.SOURCES, source=source)
+
+
+def render(manifest: Manifest) -> None:
+    m = manifest.metrics
+    shown = {k: m[k] for k in (
+        "variant", "source_stage", "test_auc", "test_logloss", "onnx_opset", "max_abs_diff_onnx", "max_abs_diff_pt2",
+        "onnx_bytes", "pt2_bytes",
+    ) if m.get(k) is not None}
+    ui.out.print(ui.metrics_table("export", shown))
+    assert manifest.path is not None
+    ui.out.print(f"bundle: {manifest.path}")

@@ -1,0 +1,68 @@
+"""``optembed predict``: score a raw data file with an export bundle."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optembed.data.formats import FORMATS
+from optembed.progress import Prefixed
+from optembed_cli import ui
+from optembed_cli.options import DEVICE, INPUT, OUTPUT, ArtifactsOpt, JsonOpt, complete_format
+from pipelines import predict as stage
+from pipelines.store import Store
+
+
+@ui.handle_errors
+def predict(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder (from export --out), or an export/retrain/compress artifact id.", show_default=False)],
+    data: Annotated[Path, typer.Argument(help="Raw data file, in the format the model was trained on.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv (row, score, label).", metavar="FILE",
+                                      show_default=False, rich_help_panel=OUTPUT)],
+    format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", metavar="[" + "|".join(FORMATS) + "]", autocompletion=complete_format,
+                     help="Input format (default: the one the model was trained on).", show_default=False, rich_help_panel=INPUT),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(metavar="[onnx|torch]", help="Engine: onnx (onnxruntime) or torch (the .pt2 program); default onnx when installed.",
+                     show_default=False, rich_help_panel=DEVICE),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows scored per call.", rich_help_panel=DEVICE)] = 4096,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of the runtime and DuckDB (default: all).", show_default=False, rich_help_panel=DEVICE)] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Drop malformed rows (counted) instead of failing, as preprocess does.", rich_help_panel=INPUT)] = False,
+    artifacts: ArtifactsOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Score every row of a raw data file with a bundle: the bundle's own preprocessing (unseen
+    values -> OOV, empty -> missing), batches through ONNX Runtime or the torch.export program,
+    one score per row in input order; with labels, AUC and logloss.
+
+    Examples:
+
+      optembed predict bundle/ test.txt --out scores.parquet
+
+      optembed predict 3f9a test.txt --out scores.csv --runtime torch
+    """
+    config = stage.PredictConfig(
+        bundle=bundle, data=data, out=out, fmt=str(format).lower() if format else None,
+        runtime=str(runtime).lower() if runtime else None, batch_size=batch_size, skip_bad_rows=skip_bad_rows, threads=threads,
+    )
+    with ui.reporter(as_json=json) as rep:
+        result = stage.run(config, Store(artifacts), Prefixed(rep, "predict"))
+    if json:
+        ui.out.print(jsonlib.dumps(result.to_dict(), indent=2), markup=False, highlight=False)
+        return
+    shown = {"rows": result.rows, "runtime": result.runtime}
+    if result.has_label:
+        shown.update(auc=result.metrics.get("auc"), logloss=result.metrics.get("logloss"))
+    skipped = sum(result.bad_rows.values())
+    if skipped:
+        shown["bad_rows_skipped"] = skipped
+    shown["seconds"] = round(result.seconds, 2)
+    ui.out.print(ui.metrics_table("predict", shown))
+    ui.out.print(f"scores: {result.out}")
