@@ -111,8 +111,12 @@ def _verdict(folder: Path, failures: dict[int, object]) -> tuple[int, str]:
     own = sorted((r for r in records if not r["peer"]), key=lambda r: r["time"])
     if own:
         first = own[0]
-        return int(first["code"]), f"error: {_rank_prefix(first['rank'])}{first['message']}"
-    for rank, failure in sorted(failures.items()):
+        shared = {r["message"] for r in own if r["rank"] == 0}  # every rank's error: said without a rank
+        rank = 0 if first["message"] in shared else first["rank"]
+        return int(first["code"]), f"error: {_rank_prefix(rank)}{first['message']}"
+    # the launcher stops the survivors with SIGTERM: a worker killed by another signal comes first
+    killed = sorted(failures.items(), key=lambda kv: (int(getattr(kv[1], "exitcode", 1) or 1) == -signal.SIGTERM, kv[0]))
+    for rank, failure in killed:
         code = int(getattr(failure, "exitcode", 1) or 1)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
