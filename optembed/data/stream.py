@@ -173,19 +173,24 @@ class _Slot:
 
 
 class _Prefetcher:
-    """Reads the chunks on a background thread into a small pool of reusable buffers."""
+    """Reads the chunks on a background thread, at most ``PREFETCH`` ahead of the consumer: into a
+    pool of reusable pinned buffers for CUDA (each copied to the device before it is reused), into
+    fresh host tensors otherwise (the batches are views of them and stay valid)."""
 
     def __init__(self, path: Path, columns: list[str], chunks: list[list[tuple[int, int, int]]], pin: bool) -> None:
         self.path = path
         self.columns = columns
         self.chunks = chunks
         longest = max(sum(p[2] for p in c) for c in chunks)
-        n_fields = len(columns) - 1
-        self.free: queue.Queue[_Slot] = queue.Queue()
+        self.n_fields = len(columns) - 1
+        self.pin = pin
+        self.free: queue.Queue[_Slot | None] = queue.Queue()
         for _ in range(min(PREFETCH + 1, len(chunks))):
-            x = torch.empty((longest, n_fields), dtype=torch.int32)
-            y = torch.empty(longest, dtype=torch.float32)
-            self.free.put(_Slot(x.pin_memory(), y.pin_memory()) if pin else _Slot(x, y))
+            if pin:
+                x = torch.empty((longest, self.n_fields), dtype=torch.int32).pin_memory()
+                self.free.put(_Slot(x, torch.empty(longest, dtype=torch.float32).pin_memory()))
+            else:
+                self.free.put(None)  # a token: the chunk gets its own tensors
         self.ready: queue.Queue[tuple[_Slot, int] | BaseException] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="optembed-stream", daemon=True)
@@ -195,9 +200,11 @@ class _Prefetcher:
         try:
             pf = pq.ParquetFile(self.path)
             for chunk in self.chunks:
-                slot = self._take()
-                if slot is None:
+                token = self._take()
+                if token is False:
                     return
+                rows_here = sum(p[2] for p in chunk)
+                slot = token or _Slot(torch.empty((rows_here, self.n_fields), dtype=torch.int32), torch.empty(rows_here))
                 xs, ys = slot.x.numpy(), slot.y.numpy()
                 at = 0
                 for group, first, rows in chunk:
@@ -212,13 +219,14 @@ class _Prefetcher:
         except BaseException as exc:  # handed to the consumer, raised there
             self.ready.put(exc)
 
-    def _take(self) -> _Slot | None:
+    def _take(self) -> _Slot | None | bool:
+        """A free pinned slot (or ``None``: allocate one); ``False`` once the consumer closed."""
         while not self.stop.is_set():
             try:
                 return self.free.get(timeout=0.1)
             except queue.Empty:
                 continue
-        return None
+        return False
 
     def next(self) -> tuple[_Slot, int]:
         item = self.ready.get()
@@ -227,7 +235,7 @@ class _Prefetcher:
         return item
 
     def release(self, slot: _Slot) -> None:
-        self.free.put(slot)
+        self.free.put(slot if self.pin else None)
 
     def close(self) -> None:
         self.stop.set()
