@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA benchmarks in one run, each under its own time limit: training-core throughput,
 # search speed on 1M validation rows, compact-model latency, the embedding optimizers on a
-# 5M-row table. Each writes its section of benchmarks/RESULTS.md (sparse_optimizers prints its
+# 5M-row table, the streaming vs in-memory data path on 5M Criteo-shaped rows. Each writes its section of benchmarks/RESULTS.md (sparse_optimizers prints its
 # table; its RESULTS section holds hand-written parts) and a log into LOGDIR; RESULTS.md is
-# copied there at the end. The limits add up to 485 s, inside one 10-minute device command;
+# copied there at the end. The limits add up to 585 s, inside one 10-minute device command;
 # none of these four needs duckdb.
 #
 # Usage: bash benchmarks/gpu_checks.sh [LOGDIR]     (default LOGDIR: benchmarks/gpu-logs)
@@ -34,4 +34,6 @@ check search_speed 200 python3 benchmarks/search_speed.py --device cuda --val-ro
 check compact_latency 45 python3 benchmarks/compact_latency.py --device cuda
 check sparse_optimizers 120 python3 benchmarks/sparse_optimizers.py --device cuda --rows-in-table 5000000 \
     --batches 2048,16384 --with-freq-lr
+check scale_stream 100 python3 benchmarks/scale.py --device cuda --rows 5000000 --steps 300 --warmup 30 \
+    --batch-size 8192
 cp benchmarks/RESULTS.md "$logs/RESULTS.md"

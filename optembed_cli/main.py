@@ -71,6 +71,7 @@ app.command()(artifacts.gc)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; usage errors are reported on one stderr line with exit code 2."""
     command = typer.main.get_command(app)
+    ui.settings.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="optembed", standalone_mode=False)
     except click_exc.NoArgsIsHelpError:

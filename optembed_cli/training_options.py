@@ -130,3 +130,32 @@ def train_config(**kwargs: object) -> TrainConfig:
     for line in cfg.warnings():
         ui.err.print(Text(line), soft_wrap=True)
     return cfg
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        help="Data-parallel processes (torch.distributed: gloo on the CPU, NCCL on GPUs, one GPU each); the same "
+        "global --batch-size split over them. Same as 'torchrun --standalone --nproc_per_node N -m optembed_cli ...'.",
+        min=1,
+        rich_help_panel=DEVICE,
+    ),
+]
+StreamOpt = Annotated[
+    bool,
+    typer.Option(
+        "--stream",
+        help="Read the splits from Parquet in chunks of row groups instead of loading them (automatic for a split "
+        "that does not fit in memory).",
+        rich_help_panel=DEVICE,
+    ),
+]
+ShuffleBufferOpt = Annotated[
+    int,
+    typer.Option(
+        "--shuffle-buffer",
+        help="Rows per streamed chunk, the shuffle buffer (row groups are shuffled, then the rows inside a chunk).",
+        min=1,
+        metavar="ROWS",
+        rich_help_panel=DEVICE,
+    ),
+]

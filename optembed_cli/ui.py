@@ -37,10 +37,36 @@ err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one line on stderr and return the Exit to raise."""
-    err.print(Text(f"error: {' '.join(str(message).split())}"), soft_wrap=True)
+def fail(message: str, code: int = 2, peer: bool = False) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise. In a ``--nproc`` worker the line
+    goes to the launcher instead, which prints the one that explains the failure; ``peer``: the
+    error only says that another rank went away."""
+    from optembed_cli import launch
+
+    line = " ".join(str(message).split())
+    if not launch.record_error(line, code, peer):
+        prefix = f"rank {os.environ.get('RANK')}: " if launch.is_secondary_rank() else ""
+        err.print(Text(f"error: {prefix}{line}"), soft_wrap=True)
     return typer.Exit(code)
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank of the run went away."""
+    text = f"{type(exc).__module__}.{type(exc).__name__}: {exc}".lower()
+    return any(k in text for k in ("torch.distributed", "gloo", "nccl", "connection closed", "connection reset", "peer"))
+
+
+def relaunch(nproc: int) -> None:
+    """``--nproc N`` (N > 1) outside a multi-process run: run this command as N workers, wait,
+    print at most one error line and exit with the run's code (see :mod:`optembed_cli.launch`)."""
+    from optembed_cli import launch
+
+    if not launch.wants_launch(nproc):
+        return
+    code, line = launch.launch(nproc, settings.argv if settings.argv is not None else sys.argv[1:])
+    if line:
+        err.print(Text(line), soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def handle_errors(func: F) -> F:
@@ -59,6 +85,8 @@ def handle_errors(func: F) -> F:
         except Exception as exc:  # a bug: still one line, the traceback on request
             if os.environ.get("OPTEMBED_DEBUG"):
                 raise
+            if _lost_peer(exc):
+                raise fail(f"another process of the run failed ({type(exc).__name__}: {exc}); no artifact was published", 1, peer=True) from None
             raise fail(f"internal error: {type(exc).__name__}: {exc} (set OPTEMBED_DEBUG=1 for the traceback)", 1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -166,6 +194,7 @@ class Settings:
 
     quiet: bool = False
     verbose: bool = False
+    argv: list[str] | None = None  # the command line, for --nproc to start the workers with
 
 
 settings = Settings()
@@ -343,8 +372,12 @@ def run_stage(
     """Open the store, name a defaulted upstream artifact, run a stage with progress (its bars and
     lines named after the stage), print its warnings, show it."""
     from optembed.progress import Prefixed
+    from optembed_cli import launch
     from pipelines.store import Store
 
+    secondary = launch.is_secondary_rank()  # ranks > 0 of a data-parallel run print nothing
+    if secondary:
+        settings.quiet = True
     store = Store(artifacts)
     name = run.__module__.rsplit(".", 1)[-1]
     with reporter(as_json=as_json) as rep:
@@ -354,6 +387,8 @@ def run_stage(
                 rep.defer(line)  # shown when the work starts, after every check passed
         manifest = run(config, store, Prefixed(rep, name))
         rep.flush()
+    if secondary:
+        return manifest
     announce(manifest, as_json)
     training_warnings(store, manifest)
     if not as_json:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
 
-from optembed.data.tensors import SplitTensors, read_split
+from optembed.data.stream import DEFAULT_BUFFER_ROWS, StreamSplit
+from optembed.data.tensors import SplitTensors, fits_on_device, read_split
 from optembed.errors import ArtifactError, ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
@@ -16,12 +19,14 @@ from optembed.validation import check_training_memory
 from pipelines.store import Manifest
 
 SPLITS = ("train", "val", "test")
+HOST_MEMORY_FRACTION = 0.5  # a split is loaded whole while it takes at most this share of free host memory
 
 
 @dataclass
 class Dataset:
     schema: dict[str, Any]
-    splits: dict[str, SplitTensors]
+    splits: dict[str, SplitTensors]  # or StreamSplit: the same interface, read from Parquet as it goes
+    streamed: list[str] = field(default_factory=list)  # the splits that stream
 
     @property
     def field_names(self) -> list[str]:
@@ -39,13 +44,54 @@ def read_schema(manifest: Manifest) -> dict[str, Any]:
 
 
 def load_dataset(
-    manifest: Manifest, device: torch.device, splits: tuple[str, ...] = SPLITS, max_rows: int | None = None
+    manifest: Manifest,
+    device: torch.device,
+    splits: tuple[str, ...] = SPLITS,
+    max_rows: int | None = None,
+    stream: bool = False,
+    buffer_rows: int = DEFAULT_BUFFER_ROWS,
 ) -> Dataset:
-    """Read the requested splits and place them on ``device`` (pinned host memory if too big)."""
+    """Read the requested splits and place them on ``device``: on the device when they fit, else
+    (CUDA) in pinned host memory when that fits, else - and always with ``stream`` - as a
+    :class:`StreamSplit` read from the Parquet file in chunks of ``buffer_rows`` rows."""
     schema = read_schema(manifest)
     names = [f["name"] for f in schema["fields"]]
-    loaded = {s: read_split(manifest.output(s), names, max_rows=max_rows).to(device) for s in splits}
-    return Dataset(schema, loaded)
+    loaded: dict[str, Any] = {}
+    streamed = []
+    for s in splits:
+        path = manifest.output(s)
+        rows = pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+        rows = rows if max_rows is None else min(rows, max_rows)
+        if stream or not fits_in_memory(rows * 4 * (len(names) + 1), device):
+            loaded[s] = StreamSplit(path, names, buffer_rows=buffer_rows, hi=rows)
+            streamed.append(s)
+        else:
+            loaded[s] = read_split(path, names, max_rows=max_rows).to(device)
+    return Dataset(schema, loaded, streamed)
+
+
+def fits_in_memory(nbytes: int, device: torch.device) -> bool:
+    """Whether a split of ``nbytes`` is loaded whole: it fits the device's budget, or (CUDA) pinned
+    host memory's. The host's budget is shared by the processes of a data-parallel run on it."""
+    if device.type == "cuda" and fits_on_device(nbytes, device):
+        return True
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return nbytes <= HOST_MEMORY_FRACTION * free_host_bytes() / ranks_here
+
+
+def free_host_bytes() -> int:
+    """Available host memory (``MemAvailable``; the physical size where that is unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tensor:

@@ -31,11 +31,12 @@ from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
-from optembed.training.device import resolve_device
+from optembed.data.stream import DEFAULT_BUFFER_ROWS
+from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
-from pipelines.stage import execute
+from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store
 from pipelines.search import search_row_mask
 from pipelines.supernet import load_row_mask, train_params
@@ -56,6 +57,8 @@ class RetrainStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig | None = None  # only for full=True from a preprocess artifact
     device: str = "auto"
+    stream: bool = False  # read the splits from Parquet in chunks (also automatic when they do not fit)
+    shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # rows per streamed chunk (the shuffle buffer)
     resume: bool = False  # continue an interrupted run from its last finished epoch
     force: bool = False
 
@@ -151,7 +154,8 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     config.train.validate()
     p = plan(config, store)
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
-    device = resolve_device(config.device)
+    rt = runtime_from_env(config.device)  # rank, world size and device of this process
+    device = rt.device
     check_training_fits(p.preprocess, config.train, p.model, device)
     params: dict[str, Any] = {
         "full": config.full,
@@ -164,7 +168,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
 
     def build(tmp: Path, manifest: Manifest) -> None:
         resume_dir = resume_mod.resume_dir(store, STAGE, manifest.fingerprint)
-        data = load_dataset(p.preprocess, device)
+        data = load_dataset(p.preprocess, device, stream=config.stream, buffer_rows=config.shuffle_buffer)
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, p.model, "none")
         if config.init in ("rewind", "supernet"):
@@ -185,9 +189,9 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        result = Trainer(model, config.train, device, reporter, row_counts=counts).fit(
+        result = Trainer(model, config.train, device, reporter, row_counts=counts, runtime=rt).fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
-            resume_mod.checkpointer(resume_dir), validate_start=config.init == "supernet",
+            resume_mod.checkpointer(resume_dir) if rt.is_main else None, validate_start=config.init == "supernet",
         )
         if not result.history:
             raise TrainingError("no epoch was trained")
@@ -220,9 +224,10 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),
+            **scale_metrics(rt, data.streamed, config.shuffle_buffer),
         }
 
-    manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device=device)
-    if not manifest.cached:  # published: the checkpoint of the run is no longer needed
+    manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device=device, runtime=rt)
+    if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed
         resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
     return manifest

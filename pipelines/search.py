@@ -39,7 +39,7 @@ from optembed.masks.fold import fold_pruned_rows, id_counts
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
-from optembed.training.device import resolve_device
+from optembed.training.runtime import runtime_from_env
 from optembed.training.evaluate import require_rankable
 from optembed.validation import check_search_memory
 from pipelines.data import load_dataset
@@ -136,7 +136,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             f"no candidate can meet the budget: width 1 in every field already needs {int(kept.sum()):,} embedding "
             f"parameters under supernet {sn.fingerprint}'s row mask, above the budget of {budget:,}"
         )
-    device = resolve_device(config.device)
+    rt = runtime_from_env(config.device)  # under torchrun: rank 0 searches, the others wait for its artifact
+    device = rt.device
     val_rows = int(pre.metrics.get("rows_val") or 0)
     check_search_memory(evo.population, evo.generations, len(kept), val_rows, device)
     params: dict[str, Any] = {"evolution": evo.to_dict(), "amp": config.amp}
@@ -216,7 +217,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
                 "row_passes": rows.passes,
             })
 
-    return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force)
+    return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
 
 
 def _row_phase(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 
 from optembed.errors import ArtifactError
+from optembed.training.runtime import Runtime
 from pipelines import provenance
 from pipelines.store import Manifest, Store, fingerprint
 
@@ -24,6 +26,8 @@ def execute(
     build: Builder,
     force: bool = False,
     device: str | torch.device | None = None,
+    runtime: Runtime | None = None,
+    collective: bool = True,
 ) -> Manifest:
     """Return the cached artifact for these inputs, or build and publish a new one.
 
@@ -33,6 +37,11 @@ def execute(
     returns normally. Every upstream artifact must belong to ``store``. ``device`` (the one the
     stage computes on, when known) goes into the provenance; a cached artifact computed under
     another device, thread count or torch version gets a note in ``manifest.notes``.
+
+    ``runtime`` (a data-parallel run): only rank 0 publishes. With ``collective`` the other ranks
+    run ``build`` too (it trains together with rank 0) into a scratch folder that is thrown away;
+    without, they skip it. Either way they wait at a barrier for rank 0's artifact and return
+    its manifest. A rank that fails stops the run before the barrier, so nothing is published.
     """
     for name, m in upstream.items():
         if not store.contains(m):
@@ -48,7 +57,31 @@ def execute(
         existing.notes.extend(provenance.cached_notes(stage, fp, existing.provenance, device))
         return existing
     manifest = Manifest(stage=stage, stage_version=stage_version, fingerprint=fp, params=params, upstream=ups)
+    if runtime is not None and runtime.distributed and not runtime.is_main:
+        if collective:
+            with tempfile.TemporaryDirectory(prefix=f"optembed-rank{runtime.rank}-") as scratch:
+                build(Path(scratch), manifest)
+        runtime.barrier()
+        published = store.lookup(stage, fp)
+        if published is None:
+            raise ArtifactError(f"rank 0 published no {stage} artifact {fp}")
+        return published
     with store.writer(manifest) as tmp:
         build(tmp, manifest)
         manifest.provenance = provenance.collect(device if device is not None else manifest.metrics.get("device"))
+    if runtime is not None:
+        runtime.barrier()
     return manifest
+
+
+def scale_metrics(runtime: Runtime, streamed: list[str], buffer_rows: int) -> dict[str, Any]:
+    """Manifest metrics of how a training stage ran (not fingerprinted: they do not change what is
+    learned beyond float rounding and the streamed shuffle): the number of data-parallel
+    processes, and which splits streamed from Parquet with what shuffle buffer."""
+    out: dict[str, Any] = {}
+    if runtime.distributed:
+        out["world_size"] = runtime.world_size
+    if streamed:
+        out["streamed_splits"] = list(streamed)
+        out["shuffle_buffer_rows"] = buffer_rows
+    return out

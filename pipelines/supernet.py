@@ -23,12 +23,13 @@ from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
 from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
-from optembed.training.device import resolve_device
+from optembed.data.stream import DEFAULT_BUFFER_ROWS
+from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
-from pipelines.stage import execute
+from pipelines.stage import execute, scale_metrics
 from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
 
 STAGE = "supernet"
@@ -44,6 +45,8 @@ class SupernetStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     source: str | None = None  # preprocess artifact (fingerprint prefix or folder); None = newest
     device: str = "auto"
+    stream: bool = False  # read the splits from Parquet in chunks (also automatic when they do not fit)
+    shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # rows per streamed chunk (the shuffle buffer)
     resume: bool = False
     force: bool = False
 
@@ -87,13 +90,14 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     upstream = store.resolve(config.source, UPSTREAM)
     read_schema(upstream)
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
-    device = resolve_device(config.device)
+    rt = runtime_from_env(config.device)  # rank, world size and device of this process
+    device = rt.device
     check_training_fits(upstream, config.train, config.model, device)
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
     def build(tmp: Path, manifest: Manifest) -> None:
         resume_dir = resume_mod.resume_dir(store, STAGE, manifest.fingerprint)
-        data = load_dataset(upstream, device)
+        data = load_dataset(upstream, device, stream=config.stream, buffer_rows=config.shuffle_buffer)
         if len(data.splits["train"]) == 0:
             raise TrainingError("the training split is empty")
         torch.manual_seed(config.train.seed)
@@ -102,11 +106,11 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts)
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts, runtime=rt)
 
         result = trainer.fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
-            resume_mod.checkpointer(resume_dir),
+            resume_mod.checkpointer(resume_dir) if rt.is_main else None,
         )
         if not result.history:
             raise TrainingError("no epoch was trained")
@@ -145,10 +149,11 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),
+            **scale_metrics(rt, data.streamed, config.shuffle_buffer),
         }
 
-    manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device)
-    if not manifest.cached:  # published: the checkpoint of the run is no longer needed
+    manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device, runtime=rt)
+    if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed
         resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
     return manifest
 

@@ -34,6 +34,10 @@ class SplitTensors:
     def nbytes(self) -> int:
         return self.x.element_size() * self.x.numel() + self.y.element_size() * self.y.numel()
 
+    def slice(self, lo: int, hi: int) -> SplitTensors:
+        """Rows ``[lo, hi)`` (views, no copy)."""
+        return SplitTensors(self.x[lo:hi], self.y[lo:hi])
+
     def to(self, device: torch.device) -> SplitTensors:
         """Move to ``device``; on CUDA keep it in pinned host memory if it does not fit."""
         if device.type == "cuda" and not fits_on_device(self.nbytes, device):
@@ -46,8 +50,13 @@ class SplitTensors:
         device: torch.device,
         generator: torch.Generator | None = None,
         shuffle: bool = False,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield ``(x, y)`` batches on ``device``; shuffled by a permutation where the data lives."""
+        """Yield ``(x, y)`` batches on ``device``; shuffled by a permutation where the data lives.
+
+        ``part=(rank, world_size)``: of every batch, only the rows ``[rank * b // world_size,
+        (rank + 1) * b // world_size)`` (data parallelism: the same global batches on every rank,
+        each rank its own share)."""
         n = len(self)
         order = None
         if shuffle:
@@ -55,11 +64,14 @@ class SplitTensors:
             # to the data: data kept in pinned host memory is gathered on the host.
             where = generator.device if generator is not None else self.x.device
             order = torch.randperm(n, generator=generator, device=where).to(self.x.device)
+        rank, world = part
         for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            lo, hi = start + rank * b // world, start + (rank + 1) * b // world
             if order is None:
-                xb, yb = self.x[start : start + batch_size], self.y[start : start + batch_size]
+                xb, yb = self.x[lo:hi], self.y[lo:hi]
             else:
-                idx = order[start : start + batch_size]
+                idx = order[lo:hi]
                 xb, yb = self.x[idx], self.y[idx]
             if xb.device != device:
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
 from optembed.errors import TrainingError
 from optembed.metrics import auc, logloss
+
+if TYPE_CHECKING:
+    from optembed.training.runtime import Runtime
 
 
 @torch.inference_mode()
@@ -42,9 +47,16 @@ def evaluate(
     batch_size: int = 32768,
     widths: Tensor | None = None,
     amp: str = "none",
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """``{"auc", "logloss"}`` of the model on one split."""
-    logits = predict(model, split, device, batch_size, widths, amp)
+    """``{"auc", "logloss"}`` of the model on one split. With a data-parallel ``runtime`` every
+    rank predicts its contiguous part of the rows and the metrics come from all ranks' gathered
+    predictions (the same numbers on every rank)."""
+    if runtime is not None and runtime.distributed:
+        lo, hi = runtime.part(len(split))
+        logits = runtime.gather_cat(predict(model, split.slice(lo, hi), device, batch_size, widths, amp))
+    else:
+        logits = predict(model, split, device, batch_size, widths, amp)
     labels = split.y.to(device, non_blocking=True)
     return {"auc": auc(labels, logits), "logloss": logloss(labels, logits)}
 

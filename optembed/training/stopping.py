@@ -29,7 +29,7 @@ state with the best validation AUC is kept either way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -61,10 +61,16 @@ def _all_finite(tensors: Iterable[Tensor], device: torch.device) -> Tensor:
 class DivergenceGuard:
     """Sums the step losses on the device and checks them at check points (see the module doc).
 
-    ``lr_option`` and ``lr`` name the learning rate in the error (``--lr 1e+06``).
+    ``lr_option`` and ``lr`` name the learning rate in the error (``--lr 1e+06``). ``reduce`` (data
+    parallel runs) sums a tensor over ranks: each rank's step loss is its share of the global
+    batch's loss, so the window's and the first batch's losses are summed before they are judged.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, lr_option: str, lr: float) -> None:
+    def __init__(
+        self, model: nn.Module, device: torch.device, lr_option: str, lr: float,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.reduce = reduce
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = device
         self.lr_option = lr_option
@@ -103,9 +109,13 @@ class DivergenceGuard:
             return
         grads = [p.grad for p in self.params if p.grad is not None]
         first = self.first if self.first is not None else torch.zeros((), device=self.device)
+        losses = torch.stack([self._window.to(self.device), first.to(self.device)])
+        if self.reduce is not None:
+            losses = self.reduce(losses)
+            self._window = losses[0].clone()
         packed = torch.stack([
-            self._window.to(self.device),
-            first.to(self.device),
+            losses[0],
+            losses[1],
             _all_finite(grads, self.device).float(),
             _all_finite(self.params, self.device).float(),
         ])

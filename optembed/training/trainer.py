@@ -42,6 +42,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
+from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
@@ -125,10 +126,15 @@ class Trainer:
         reporter: Reporter = NULL,
         epoch_stats: EpochStats | None = None,
         row_counts: Tensor | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
-        """``row_counts``: training count of every table row (``--freq-lr`` needs them)."""
+        """``row_counts``: training count of every table row (``--freq-lr`` needs them).
+        ``runtime``: rank and world size of a data-parallel run (default: one process on
+        ``device``); see :mod:`optembed.training.runtime`."""
         cfg.validate()
+        self.runtime = runtime if runtime is not None else single(device)
         self.model = model.to(device)
+        self.runtime.broadcast_module(self.model)  # every rank starts from rank 0's weights
         self.cfg = cfg
         self.device = device
         self.reporter = reporter
@@ -140,6 +146,10 @@ class Trainer:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
         self.forward: Callable[..., Tensor] = torch.compile(self.model) if cfg.compile else self.model
+        sparse = {id(t.weight) for t in embedding_tables(self.model)} if cfg.sparse_embeddings else set()
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self._dense_params = [p for p in trained if id(p) not in sparse]
+        self._sparse_params = [p for p in trained if id(p) in sparse]
 
     def _set_freq_lr(self, row_counts: Tensor | None) -> None:
         cfg = self.cfg
@@ -181,25 +191,40 @@ class Trainer:
         }
 
     # -- one step -------------------------------------------------------------------------
-    def loss(self, xb: Tensor, yb: Tensor) -> Tensor:
+    def loss(self, xb: Tensor, yb: Tensor, whole: tuple[int, int] | None = None) -> Tensor:
+        """The batch's loss. ``whole=(rows, offset)`` (data parallel): ``xb`` are the rows
+        ``offset..`` of a global batch of ``rows`` rows; the loss is this rank's share of the
+        global batch's loss (summed over ranks it is the one-process loss), and the widths are
+        drawn for the whole global batch, as one process would."""
         model = self.model
         widths = None
+        rows, offset = whole if whole is not None else (xb.shape[0], 0)
         if model.sample_dims:
-            widths = sample_widths(xb.shape[0], model.n_fields, model.embed_dim, self.generator, self.device)
-        with autocast(self.device, self.cfg.amp):
-            logits = self.forward(xb, widths)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
+            widths = sample_widths(rows, model.n_fields, model.embed_dim, self.generator, self.device)
+            widths = widths[offset : offset + xb.shape[0]] if whole is not None else widths
+        if whole is None:
+            with autocast(self.device, self.cfg.amp):
+                logits = self.forward(xb, widths)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
+        elif xb.shape[0]:
+            with autocast(self.device, self.cfg.amp):
+                logits = self.forward(xb, widths)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), yb, reduction="sum") / rows
+        else:
+            loss = torch.zeros((), device=self.device)
         if self.cfg.alpha > 0:
             reg = model.embedder.regularizer()
             if reg is not None:
-                loss = loss + self.cfg.alpha * reg
+                loss = loss + self.cfg.alpha * reg / self.runtime.world_size
         return loss
 
-    def step(self, xb: Tensor, yb: Tensor) -> Tensor:
+    def step(self, xb: Tensor, yb: Tensor, whole: tuple[int, int] | None = None) -> Tensor:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = self.loss(xb, yb)
-        loss.backward()
+        loss = self.loss(xb, yb, whole)
+        if loss.requires_grad:
+            loss.backward()
+        self.runtime.all_reduce_grads(self._dense_params, self._sparse_params)
         for opt_step in self._steps:
             opt_step()
         return loss.detach()
@@ -253,7 +278,8 @@ class Trainer:
             start = {"epoch": 0, **self._validate(val, test)}
             best.best_val_auc, best.best_record = start["val_auc"], start
             self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
-        guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr)
+        rt = self.runtime
+        guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr, rt.all_reduce_sum if rt.distributed else None)
         total_samples, total_seconds = 0, 0.0
         steps_per_epoch = -(-len(train) // cfg.batch_size)
         evals = cfg.evals_for(steps_per_epoch)
@@ -306,14 +332,15 @@ class Trainer:
         return best
 
     def _validate(self, val: SplitTensors, test: SplitTensors | None) -> dict[str, Any]:
-        cfg = self.cfg
-        out = _prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp))
+        cfg, rt = self.cfg, self.runtime
+        rt.average_buffers(self.model)  # BatchNorm statistics: one model on every rank
+        out = _prefixed("val", evaluate(self.model, val, self.device, cfg.eval_batch_size, amp=cfg.amp, runtime=rt))
         if test is not None and len(test):
-            out.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp)))
+            out.update(_prefixed("test", evaluate(self.model, test, self.device, cfg.eval_batch_size, amp=cfg.amp, runtime=rt)))
         out.update(self.model.embedder.stats())
         if self.epoch_stats is not None:
             out.update(self.epoch_stats(self.model))
-        return out
+        return rt.broadcast_object(out)  # every rank decides on rank 0's numbers
 
     def _epoch(
         self,
@@ -335,10 +362,17 @@ class Trainer:
         gained_inside = False
         searched = False
         eval_seconds = 0.0
-        for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True):
-            guard.add(self.step(xb, yb))
+        rt = self.runtime
+        n, start = len(train), 0
+        for xb, yb in train.batches(cfg.batch_size, self.device, self.generator, shuffle=True, part=(rt.rank, rt.world_size)):
+            rows = min(cfg.batch_size, n - start)
+            start += rows
+            if rt.distributed and rows < 2 * rt.world_size:
+                break  # a last batch too small to give every rank two rows (BatchNorm needs two) is skipped
+            whole = (rows, rt.part(rows)[0]) if rt.distributed else None
+            guard.add(self.step(xb, yb) if whole is None else self.step(xb, yb, whole))
             steps += 1
-            task.advance(xb.shape[0])
+            task.advance(rows)
             if steps % cfg.check_every == 0:
                 guard.check(epoch, steps)
                 if self.model.embedder.search_done():

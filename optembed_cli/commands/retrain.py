@@ -9,6 +9,7 @@ import typer
 from optembed_cli import ui
 from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt
 from optembed_cli.training_options import (
+    NprocOpt, ShuffleBufferOpt, StreamOpt,
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
     EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
     PatienceOpt, ReinitOpt, SeedOpt, WdOpt, model_config, train_config,
@@ -56,6 +57,9 @@ def retrain(
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
     evals_per_epoch: EvalsOpt = 0,
+    nproc: NprocOpt = 1,
+    stream: StreamOpt = False,
+    shuffle_buffer: ShuffleBufferOpt = stage.DEFAULT_BUFFER_ROWS,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -73,6 +77,7 @@ def retrain(
 
       optembed retrain --from SUPERNET_ID --full   # the Original model, for the comparison
     """
+    ui.relaunch(nproc)  # --nproc N: this command again as N data-parallel workers
     config = stage.RetrainStage(
         source=source,
         full=full,
@@ -86,6 +91,8 @@ def retrain(
         ),
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         device=device,
+        stream=stream,
+        shuffle_buffer=shuffle_buffer,
         resume=resume,
         force=force,
     )

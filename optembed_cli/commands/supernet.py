@@ -10,6 +10,7 @@ from rich.table import Table
 from optembed_cli import ui
 from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, Mode
 from optembed_cli.training_options import (
+    NprocOpt, ShuffleBufferOpt, StreamOpt,
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
     EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
     ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
@@ -59,6 +60,9 @@ def supernet(
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
     evals_per_epoch: EvalsOpt = 0,
+    nproc: NprocOpt = 1,
+    stream: StreamOpt = False,
+    shuffle_buffer: ShuffleBufferOpt = stage.DEFAULT_BUFFER_ROWS,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -72,6 +76,7 @@ def supernet(
 
       optembed supernet --from 3fa2 --mode dims-only --device cuda
     """
+    ui.relaunch(nproc)  # --nproc N: this command again as N data-parallel workers
     config = stage.SupernetStage(
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, norm),
         mode=str(mode),
@@ -85,6 +90,8 @@ def supernet(
         ),
         source=source,
         device=device,
+        stream=stream,
+        shuffle_buffer=shuffle_buffer,
         resume=resume,
         force=force,
     )
