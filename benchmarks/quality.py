@@ -309,6 +309,8 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
         search["max_auc"] = True
     elif args.max_auc_drop is not None:
         search["max_auc_drop"] = args.max_auc_drop
+    if args.row_rank is not None:
+        search["row_rank"] = args.row_rank
     compress: dict[str, Any] = {}
     if args.compress_variants:
         compress = {"variants": list(args.compress_variants), "min_rows": args.compress_min_rows,
@@ -672,6 +674,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threshold-optimizer", choices=("sgd", "adam"), default=None, help="(default: TrainConfig's)")
     ap.add_argument("--threshold-lr", type=float, default=None, help="(default: TrainConfig's)")
     ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
+    ap.add_argument("--row-rank", choices=("impact", "norm"), default=None, help="rows a row level keeps (default: the search's)")
     ap.add_argument("--max-auc", action="store_true", help="the paper's max-AUC search instead of the accuracy-bounded one")
     ap.add_argument("--retrain-init", choices=("auto", "fresh", "rewind", "supernet"), default="auto",
                     help="start of the searched variants' re-training")

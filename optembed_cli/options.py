@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from optembed.data.formats import FORMATS
+from optembed.evolution.row_levels import ROW_RANKS
 from optembed.models.base import MODES
 from optembed.models.config import MODEL_NAMES, NORMS
 from optembed.quantization.config import CODE_DTYPES, POPULARITY
@@ -45,6 +46,7 @@ Popularity = _choices("Popularity", POPULARITY)
 Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
 CountOn = _choices("CountOn", ("train", "all"))
 SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))
+RowRank = _choices("RowRank", ROW_RANKS)
 
 
 def complete_device(incomplete: str) -> list[str]:

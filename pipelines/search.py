@@ -34,7 +34,7 @@ from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
-from optembed.evolution.row_levels import DEFAULT_LEVELS, RowLevelResult, search_row_levels
+from optembed.evolution.row_levels import DEFAULT_LEVELS, ROW_RANKS, RowLevelResult, search_row_levels
 from optembed.masks.fold import fold_pruned_rows, id_counts
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
@@ -42,7 +42,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.runtime import runtime_from_env
 from optembed.training.evaluate import require_rankable
 from optembed.validation import check_search_memory
-from pipelines.data import load_dataset
+from pipelines.data import load_dataset, read_id_counts
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.supernet import load_row_mask, read_row_mask_file
@@ -62,6 +62,7 @@ class SearchStage:
     amp: str = "none"
     rows: bool = True  # search per-field row levels (supernets that prune rows, accuracy-bounded search only)
     row_levels: tuple[float, ...] = DEFAULT_LEVELS
+    row_rank: str = "impact"  # which rows a level keeps: impact (count x deviation) | norm
     force: bool = False
 
     def searches_rows(self, pruned: bool) -> bool:
@@ -75,6 +76,8 @@ class SearchStage:
             raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {self.block}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"unknown --amp '{self.amp}'; choose none or bf16")
+        if self.row_rank not in ROW_RANKS:
+            raise ConfigError(f"unknown --row-rank '{self.row_rank}'; choose {' or '.join(ROW_RANKS)}")
         if not self.row_levels or any(not 0.0 <= q < 1.0 for q in self.row_levels):
             raise ConfigError(f"--row-levels must be fractions in [0, 1), got {list(self.row_levels)}")
 
@@ -143,6 +146,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     params: dict[str, Any] = {"evolution": evo.to_dict(), "amp": config.amp}
     if rows_phase:
         params["row_levels"] = sorted(float(q) for q in set(config.row_levels))
+        params["row_rank"] = config.row_rank
 
     def build(tmp: Path, manifest: Manifest) -> None:
         model, _ = load_model(sn.output("model"), device)
@@ -153,7 +157,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         started = time.perf_counter()
         keep, rows = base, None
         if rows_phase:
-            rows = _row_phase(model, val, device, base, config, reporter)
+            rows = _row_phase(model, val, device, base, config, reporter, _training_counts(pre, config))
             keep = rows.keep
             _write_row_outputs(tmp, rows, keep, cards, names, mask_info)
             # the widths are scored as the row levels were: pruned ids read their folded OOV row
@@ -220,8 +224,19 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
 
 
+def _training_counts(pre: Manifest, config: SearchStage) -> torch.Tensor | None:
+    """The training counts of every id for ``--row-rank impact`` (None: the validation counts serve)."""
+    if config.row_rank != "impact":
+        return None
+    try:
+        return read_id_counts(pre, purpose="--row-rank impact")
+    except ConfigError:
+        return None
+
+
 def _row_phase(
-    model: Any, val: Any, device: torch.device, base: torch.Tensor, config: SearchStage, reporter: Reporter
+    model: Any, val: Any, device: torch.device, base: torch.Tensor, config: SearchStage, reporter: Reporter,
+    counts: torch.Tensor | None = None,
 ) -> RowLevelResult:
     task = reporter.task("search: row levels", total=1, unit="pass")
 
@@ -232,7 +247,8 @@ def _row_phase(
 
     result = search_row_levels(
         model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
-        amp=config.amp, progress=progress, z=config.evolution.noise_z,
+        amp=config.amp, progress=progress, z=config.evolution.noise_z, rank_by=config.row_rank,
+        rank_counts=None if counts is None else counts.to(device),
     )
     task.close()
     reporter.message(

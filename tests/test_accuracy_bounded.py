@@ -179,6 +179,37 @@ def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
     assert not np.allclose(no_fold([(-1, None)] + picks), got)  # folding changes what is scored
 
 
+def test_field_rankings_by_impact_and_norm_by_hand() -> None:
+    from optembed.models.config import ModelConfig
+    from optembed.models.registry import build_model
+
+    model = build_model([4, 3], ModelConfig("fnn", embed_dim=2, mlp_dims=(4,)), "optembed")
+    with torch.no_grad():  # field 0: OOV, then ids 1..3; field 1: OOV, ids 1..2
+        model.embedding.weight.copy_(torch.tensor(
+            [[0.0, 0.0], [3.0, 0.0], [1.0, 1.0], [0.0, 9.0], [5.0, 5.0], [1.0, 0.0], [2.0, 0.0]]))
+    counts = torch.tensor([0, 1, 100, 0, 10, 10, 10])
+    keep = torch.ones(7, dtype=torch.bool)
+    by_norm = field_rankings(model, keep, counts, "norm")  # l1 norms: 3, 2, 9 | 1, 2
+    assert [r.tolist() for r in by_norm] == [[3, 1, 2], [2, 1]]
+    # impact = c_i |e_i - m|^2 / (1 - c_i / C) = c_i (C - c_i) / C |e_i - m_others|^2 (the scatter growth)
+    # field 0 (the OOV row and id 3 have no count): ids 1 and 2 would each be folded into the other,
+    # both 1 * 100 / 101 * |[3, 0] - [1, 1]|^2; id 3 comes last. Field 1: C = 30, m = [8/3, 5/3]:
+    # id 1: 10 * (50 / 9) * 1.5 > id 2: 10 * (29 / 9) * 1.5
+    by_impact = field_rankings(model, keep, counts, "impact")
+    assert by_impact[0].tolist()[2] == 3 and by_impact[1].tolist() == [1, 2]
+    model2 = build_model([4, 3], ModelConfig("fnn", embed_dim=2, mlp_dims=(4,)), "optembed")
+    with torch.no_grad():  # a dominant id near the mean, a rare far one, a mid one
+        model2.embedding.weight.copy_(torch.tensor(
+            [[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [4.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    counts2 = torch.tensor([0, 90, 9, 1, 1, 1, 1])
+    # field 0: C = 100, m = [0.94, 0]; id 1: 90 * 0.0036 / 0.1 = 3.24; id 2: 9 * 0.8836 / 0.91 = 8.74;
+    # id 3: 1 * 9.3636 / 0.99 = 9.46 -> [3, 2, 1]. Without the 1 / (1 - share) factor id 1 would score
+    # 0.32 (near the mean it dominates), yet folding it into the others moves it by 0.9.
+    assert field_rankings(model2, keep, counts2, "impact")[0].tolist() == [3, 2, 1]
+    with pytest.raises(ValueError):
+        field_rankings(model, keep, None, "impact")
+
+
 def test_fold_pruned_rows_by_hand() -> None:
     from optembed.layers.embedding import FieldEmbedding
     from optembed.masks.fold import fold_pruned_rows

@@ -1,8 +1,11 @@
-"""Accuracy-bounded row pruning: per field, keep its top rows by norm, as far as validation allows.
+"""Accuracy-bounded row pruning: per field, keep its most important rows, as far as validation allows.
 
-A field's *level* is the fraction of its rows kept (those with the largest embedding norms, the
-OptEmbed criterion); pruned ids read as the field's OOV row (id 0), exactly as ``retrain`` applies
-a row mask, for the embedding and any per-id term alike. Level ``0`` empties the field (every id
+A field's *level* is the fraction of its rows kept: those of largest *impact* (training count x
+squared distance of the row from the field's count-weighted mean row: what folding the row into
+the OOV row costs over its traffic) or, with ``rank_by="norm"``, of largest embedding norm (the
+OptEmbed criterion, which in a supernet that has begun to overfit favours rare, memorised ids over
+frequent ones). Pruned ids read as the field's OOV row (id 0), exactly as ``retrain`` applies a row
+mask, for the embedding and any per-id term alike. Level ``0`` empties the field (every id
 reads the OOV row). The OOV row itself is always kept.
 
 :func:`search_row_levels` works on a trained supernet in three steps:
@@ -50,6 +53,7 @@ from optembed.training.evaluate import autocast
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
 DEFAULT_Z = 1.0  # standard errors subtracted from every measured AUC difference
+ROW_RANKS = ("impact", "norm")  # how a level's top rows are chosen (see field_rankings)
 
 Components = tuple[Tensor, Tensor]
 
@@ -69,17 +73,40 @@ class RowLevelResult:
     passes: int = 0  # stacked candidate evaluations
 
 
-def field_rankings(model: CTRModel, base_keep: Tensor) -> list[Tensor]:
-    """Per field: its local ids other than OOV that ``base_keep`` keeps, by decreasing row norm."""
+def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = None, by: str = "norm") -> list[Tensor]:
+    """Per field: its local ids other than OOV that ``base_keep`` keeps, most important first.
+
+    ``by="norm"``: decreasing row norm (the OptEmbed criterion). ``by="impact"``: decreasing
+    ``c_i |e_i - m|^2 / (1 - c_i / C)`` (``m``: the count-weighted mean of the field's rows, ``C``
+    their total count): exactly how much the count-weighted squared error of folding grows when row
+    ``i`` is folded into the OOV row together with all the others (:mod:`optembed.masks.fold`);
+    ties (ids never counted) by decreasing norm. ``counts``: ``(|f|,)`` id counts (needed
+    for ``impact``).
+    """
+    if by not in ROW_RANKS:
+        raise ValueError(f"unknown row ranking {by!r}; choose one of {', '.join(ROW_RANKS)}")
+    if by == "impact" and counts is None:
+        raise ValueError("ranking rows by impact needs id counts")
     emb = model.embedding
     out = []
     with torch.no_grad():
         for f, (start, rows) in enumerate(zip(emb.offsets.tolist(), emb.cardinalities, strict=True)):
-            weight = emb.weight[start : start + rows]
-            norms = row_norms(weight.float(), model.cfg.norm)
+            weight = emb.weight[start : start + rows].float()
+            norms = row_norms(weight, model.cfg.norm)
             ids = torch.nonzero(base_keep[start : start + rows].to(weight.device)).flatten()
             ids = ids[ids != 0]
-            out.append(ids[torch.argsort(norms[ids], descending=True, stable=True)])
+            order = ids[torch.argsort(norms[ids], descending=True, stable=True)]
+            if by == "impact":
+                assert counts is not None
+                c = counts[start : start + rows].to(weight.device, torch.float64)
+                total = float(c.sum())
+                mean = (weight.double() * c[:, None]).sum(0) / total if total > 0 else weight.double().mean(0)
+                # the growth of the folded rows' count-weighted scatter when row i joins them (the
+                # others folded already): c_i |e_i - m|^2 / (1 - c_i / total)
+                share = (c / total).clamp(max=1.0 - 1e-12) if total > 0 else torch.zeros_like(c)
+                impact = c * ((weight.double() - mean) ** 2).sum(1) / (1.0 - share)
+                order = order[torch.argsort(impact[order], descending=True, stable=True)]
+            out.append(order)
     return out
 
 
@@ -231,6 +258,8 @@ def search_row_levels(
     progress: ProgressHook | None = None,
     z: float = DEFAULT_Z,
     fold: bool = True,
+    rank_by: str = "impact",
+    rank_counts: Tensor | None = None,
 ) -> RowLevelResult:
     """Choose one row level per field on ``split`` (see the module docstring).
 
@@ -240,14 +269,17 @@ def search_row_levels(
     subtracted before any comparison (0: point estimates). ``fold``: pruned ids read their field's
     folded OOV row (the mean of the rows it absorbs, weighted by their counts in ``split``; see
     :mod:`optembed.masks.fold`) rather than the OOV row as trained - what re-training makes of it.
+    ``rank_by``/``rank_counts``: which rows a level keeps (:func:`field_rankings`; the counts default
+    to the ids' counts in ``split``).
     """
     emb = model.embedding
     offsets = emb.offsets.tolist()
     cards = list(emb.cardinalities)
     base = base_keep.to(device, torch.bool).clone()
     base[emb.offsets] = True
-    rankings = field_rankings(model, base)
-    counts = id_counts(split.x, emb) if fold else None
+    split_counts = id_counts(split.x, emb)
+    rankings = field_rankings(model, base, rank_counts if rank_counts is not None else split_counts, rank_by)
+    counts = split_counts if fold else None
     scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp, counts=counts)
     scorer.set_base(base)
     levels = sorted({float(q) for q in levels if 0.0 <= q < 1.0}, reverse=True)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from optembed.evolution import EvolutionConfig
 from optembed_cli import ui
-from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, RowRank
 from optembed_cli.training_options import AmpOpt, DeviceOpt
 from pipelines import search as stage
 from pipelines.store import Manifest
@@ -59,8 +59,11 @@ def search(
         bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).", rich_help_panel=PRUNING)
     ] = True,
     row_levels: Annotated[
-        str, typer.Option(help="Fractions of a field's rows (top by norm) to try, comma-separated; 0 empties a field.", rich_help_panel=PRUNING)
+        str, typer.Option(help="Fractions of a field's rows (its most important, see --row-rank) to try, comma-separated; 0 empties a field.", rich_help_panel=PRUNING)
     ] = ",".join(f"{q:g}" for q in stage.DEFAULT_LEVELS),
+    row_rank: Annotated[
+        RowRank, typer.Option(help="Which rows a level keeps: impact (training count x distance from the field's mean row) | norm (largest embedding norm, OptEmbed's criterion).", rich_help_panel=PRUNING)
+    ] = RowRank.impact,
     rows_per_pass: Annotated[
         int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
     ] = None,
@@ -93,7 +96,7 @@ def search(
     )
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
-        amp=str(amp), rows=rows, row_levels=parse_levels(row_levels), force=force,
+        amp=str(amp), rows=rows, row_levels=parse_levels(row_levels), row_rank=str(row_rank), force=force,
     )
     config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
