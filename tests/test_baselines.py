@@ -162,3 +162,243 @@ def test_run_chain_with_baseline_variants(prepared, tmp_path: Path) -> None:
         chain.ChainConfig(data=raw, variants=("autodim-x",)).validate()
     with pytest.raises(ConfigError, match="baseline"):
         chain.ChainConfig(data=raw, variants=("qr",), baseline={"qrr": {}}).validate()
+
+
+# -- AutoField and AutoDim ---------------------------------------------------------------------
+
+from optembed.embedders.autodim import AutoDimEmbedder, default_candidates  # noqa: E402
+from optembed.embedders.autofield import AutoFieldEmbedder  # noqa: E402
+from optembed.embedders.gumbel import AnnealedGumbel  # noqa: E402
+from optembed.training.arch import ArchStep  # noqa: E402
+from optembed.training.trainer import Trainer  # noqa: E402
+
+
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(v - top) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def test_autofield_gate_and_selection_by_hand() -> None:
+    emb = AutoFieldEmbedder(CARDS, 4)
+    logits = [[0.0, 1.0], [0.5, -0.5], [0.2, 0.3]]
+    with torch.no_grad():
+        emb.logits.copy_(torch.tensor(logits))
+    emb.eval()
+    x = torch.tensor([[5, 1, 6], [299, 2, 0]])
+    out = emb(x)
+    w = emb.embedding.weight
+    offsets = [0, 300, 303]
+    keep = [_softmax(row)[1] for row in logits]
+    for b in range(2):
+        for f in range(3):
+            assert torch.allclose(out[b, f], w[offsets[f] + int(x[b, f])] * keep[f], atol=1e-7)
+    assert emb.keep_probabilities() == pytest.approx(keep)
+    assert emb.selected() == [k > 0.5 for k in keep] == [True, False, True]
+    assert AutoFieldEmbedder(CARDS, 4, keep_fields=1).selected() == [True, False, False]  # ties: the first field
+    top1 = AutoFieldEmbedder(CARDS, 4, keep_fields=1)
+    with torch.no_grad():
+        top1.logits.copy_(torch.tensor(logits))
+    assert top1.selected() == [True, False, False]
+    with torch.no_grad():  # no field above 0.5: the most probable one is still kept
+        emb.logits.copy_(torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.5, 0.0]]))
+    assert emb.selected() == [False, False, True]
+    assert emb.arch_params() == [emb.logits] and emb.excluded_params() == [emb.logits]
+    with pytest.raises(ConfigError):
+        AutoFieldEmbedder(CARDS, 4, keep_fields=4)
+
+
+def test_autofield_retrained_model_reads_kept_fields_only(tmp_path: Path) -> None:
+    emb = AutoFieldEmbedder(CARDS, 4, keep=[True, False, True])
+    assert emb.arch_params() == [] and emb.head_cardinalities == (300, 1, 7)
+    x = torch.tensor([[5, 1, 6], [299, 2, 0]])
+    assert torch.equal(emb.ids(x), torch.tensor([[5, 0, 6], [299, 0, 0]]))
+    out = emb(x)
+    w = emb.embedding.weight  # the kept fields' rows only: field 0 at 0, field 2 at 300
+    assert w.shape == (307, 4)
+    for b in range(2):
+        assert torch.equal(out[b, 0], w[int(x[b, 0])])
+        assert torch.equal(out[b, 1], torch.zeros(4))
+        assert torch.equal(out[b, 2], w[300 + int(x[b, 2])])
+    model = build_model(CARDS, CFG, embedder=emb)
+    size = model.size_report()
+    assert size["kept_params"] == size["embedding_params"] == 307 * 4
+    assert size["sparsity"] == pytest.approx(1 - 307 / 310)
+    assert size["kept"] == [300, 0, 7] and size["widths"] == [4, 0, 4]
+    save_model(tmp_path / "m.pt", model, "none", ["a", "b", "c"])
+    loaded, payload = load_model(tmp_path / "m.pt")
+    assert payload["embedder"]["keep"] == [True, False, True]
+    model.eval()
+    loaded.eval()
+    xs = torch.tensor([[5, 1, 6], [0, 0, 0], [299, 2, 3]])
+    assert torch.equal(model(xs), loaded(xs))
+    # a dropped field does not change the prediction
+    assert torch.equal(model(xs), model(xs * torch.tensor([1, 0, 1])))
+
+
+def test_gumbel_temperature_anneals_per_training_lookup() -> None:
+    g = AnnealedGumbel(temperature=1.0, decay=0.1, min_temperature=0.25)
+    logits = torch.zeros(3, 2, requires_grad=True)
+    g.train()
+    for _ in range(4):
+        g(logits)
+    assert g.current_temperature() == pytest.approx(0.6)
+    g.eval()
+    assert torch.equal(g(logits), torch.full((3, 2), 0.5))  # evaluation: plain softmax, not counted
+    g.train()
+    with torch.no_grad():
+        g(logits)  # no gradient: not a search step
+    assert g.current_temperature() == pytest.approx(0.6)
+    for _ in range(10):
+        g(logits)
+    assert g.current_temperature() == 0.25
+    again = AnnealedGumbel(temperature=1.0, decay=0.1, min_temperature=0.25)
+    again.load_state_dict(g.state_dict())
+    assert again.current_temperature() == 0.25 and int(again.lookups) == 14
+
+
+def test_autodim_pad_search_mixes_prefixes_by_hand() -> None:
+    emb = AutoDimEmbedder(CARDS, 8, candidates=[2, 4, 8], transform="pad")
+    logits = [[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [0.3, 0.3, 0.3]]
+    with torch.no_grad():
+        emb.logits.copy_(torch.tensor(logits))
+    emb.eval()
+    x = torch.tensor([[5, 1, 6], [299, 2, 0]])
+    with torch.no_grad():
+        out = emb(x)
+    w = emb.embedding.weight
+    offsets = [0, 300, 303]
+    for b in range(2):
+        for f in range(3):
+            p = _softmax(logits[f])
+            for j in range(8):
+                share = sum(pc for pc, d in zip(p, [2, 4, 8]) if j < d)
+                assert float(out[b, f, j]) == pytest.approx(float(w[offsets[f] + int(x[b, f]), j].detach()) * share, abs=1e-7)
+    assert emb.chosen_widths() == [4, 2, 2]  # argmax; the tie of field 2 goes to the first candidate
+
+
+def test_autodim_linear_search_by_hand() -> None:
+    torch.manual_seed(0)
+    emb = AutoDimEmbedder(CARDS, 4, candidates=[1, 4], transform="linear")
+    with torch.no_grad():
+        emb.logits.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+        emb.proj_bias.normal_()
+        emb.norm.running_mean.normal_()
+        emb.norm.running_var.uniform_(0.5, 2.0)
+        emb.norm.bias.normal_()
+    emb.eval()
+    x = torch.tensor([[5, 1, 6], [299, 2, 0]])
+    out = emb(x)
+    w, W, bias, bn = emb.embedding.weight, emb.proj_weight, emb.proj_bias, emb.norm
+    offsets = [0, 300, 303]
+    for b in range(2):
+        for f in range(3):
+            p = torch.softmax(emb.logits[f].detach(), 0)
+            row = w[offsets[f] + int(x[b, f])]
+            expected = torch.zeros(4)
+            for c, d in enumerate([1, 4]):
+                t = row[:d] @ W[f, c, :d] + bias[f, c]  # reads only the first d columns
+                k = slice((f * 2 + c) * 4, (f * 2 + c + 1) * 4)
+                t = (t - bn.running_mean[k]) / torch.sqrt(bn.running_var[k] + bn.eps) * bn.weight[k] + bn.bias[k]
+                expected += p[c] * t
+            assert torch.allclose(out[b, f], expected, atol=1e-6)
+    assert emb.chosen_widths() == [4, 1, 1]
+    assert emb.arch_params() == [emb.logits]
+
+
+def test_autodim_widths_follow_the_learned_weights() -> None:
+    """After a short search on random data the chosen widths are the argmax of the learned
+    probabilities, read independently from the probabilities."""
+    torch.manual_seed(1)
+    n, rows = 3, 4000
+    x = torch.stack([torch.randint(0, c, (rows,)) for c in CARDS], 1).int()
+    y = ((x[:, 0] % 2) == 0).float()
+    from optembed.data.tensors import SplitTensors
+
+    train, val = SplitTensors(x[:3000], y[:3000]), SplitTensors(x[3000:], y[3000:])
+    emb = AutoDimEmbedder(CARDS, 8, candidates=[2, 4, 8], arch_lr=0.05)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(8,)), embedder=emb)
+    start = emb.logits.detach().clone()
+    Trainer(model, TrainConfig(epochs=1, batch_size=200, patience=0), torch.device("cpu")).fit(train, val, arch_val=val)
+    assert not torch.equal(emb.logits.detach(), start)  # the architecture weights learned
+    probs = emb.candidate_probabilities().tolist()
+    assert len(probs) == n
+    expected = [[2, 4, 8][max(range(3), key=lambda c: row[c])] for row in probs]
+    assert emb.chosen_widths() == expected
+
+
+@pytest.mark.parametrize("transform", ["linear", "pad"])
+def test_autodim_fixed_widths_by_hand(transform: str, tmp_path: Path) -> None:
+    emb = AutoDimEmbedder(CARDS, 4, candidates=[2, 4], transform=transform, widths=[4, 2, 4])
+    assert emb.arch_params() == []
+    x = torch.tensor([[5, 1, 6], [299, 2, 0]])
+    out = emb(x)
+    wide, narrow = emb.tables_[1].weight, emb.tables_[0].weight  # width 2: field 1; width 4: fields 0, 2
+    assert narrow.shape == (3, 2) and wide.shape == (307, 4)
+    for b in range(2):
+        rows = {0: wide[int(x[b, 0])], 1: narrow[int(x[b, 1])], 2: wide[300 + int(x[b, 2])]}
+        for f, row in rows.items():
+            if transform == "pad":
+                expected = torch.cat([row, torch.zeros(4 - row.numel())])
+            else:
+                g, k = (0, 0) if f == 1 else (1, [0, 2].index(f))
+                expected = row @ emb.proj_weights[g][k] + emb.proj_biases[g][k]
+            assert torch.allclose(out[b, f], expected, atol=1e-7)
+    kept = 300 * 4 + 3 * 2 + 7 * 4
+    assert emb.kept_params() == kept
+    extra = (4 * 4 + 4 + 2 * 4 + 4 + 4 * 4 + 4) if transform == "linear" else 0
+    assert emb.stored_params() == kept + extra == sum(p.numel() for p in emb.parameters())
+    model = build_model(CARDS, CFG, embedder=emb)
+    size = model.size_report()
+    assert size["sparsity"] == pytest.approx(1 - kept / (310 * 4)) and size["widths"] == [4, 2, 4]
+    assert size["embedding_bytes"] == (kept + extra) * 4
+    save_model(tmp_path / "m.pt", model, "none", ["a", "b", "c"])
+    loaded, payload = load_model(tmp_path / "m.pt")
+    assert payload["embedder"]["widths"] == [4, 2, 4]
+    model.eval()
+    loaded.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert default_candidates(64) == [2, 4, 8, 16, 32, 64] and default_candidates(12) == [2, 4, 8, 12]
+    with pytest.raises(ConfigError):
+        AutoDimEmbedder(CARDS, 4, candidates=[2, 8])
+
+
+def test_arch_step_moves_only_the_architecture_weights() -> None:
+    torch.manual_seed(0)
+    emb = AutoFieldEmbedder(CARDS, 4, arch_lr=0.1)
+    model = build_model(CARDS, CFG, embedder=emb)
+    from optembed.data.tensors import SplitTensors
+
+    x = torch.stack([torch.randint(0, c, (64,)) for c in CARDS], 1)
+    val = SplitTensors(x, (x[:, 0] % 2).float())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, TrainConfig(batch_size=32), torch.device("cpu"))
+    ArchStep(model, emb.arch_params(), val, 32, torch.device("cpu"), emb.arch_lr, 0).step(trainer.loss)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "embedder.logits" in changed
+    assert changed <= {"embedder.logits", "embedder.gumbel.lookups"}, changed  # no network weight moved
+    for opt in trainer.optimizers:  # the architecture weights are in no network optimizer
+        assert all(p is not emb.logits for group in opt.param_groups for p in group["params"])
+
+
+def test_trainer_without_architecture_weights_ignores_arch_val() -> None:
+    """The alternating step is inert for every other embedder: the same run with and without a
+    split for architecture steps ends with identical weights."""
+    from optembed.data.tensors import SplitTensors
+
+    torch.manual_seed(3)
+    x = torch.stack([torch.randint(0, c, (600,)) for c in CARDS], 1)
+    y = (x[:, 2] > 3).float()
+    train, val = SplitTensors(x[:500], y[:500]), SplitTensors(x[500:], y[500:])
+    states = []
+    for arch_val in (None, val):
+        torch.manual_seed(0)
+        model = build_model(CARDS, CFG, "none")
+        result = Trainer(model, TrainConfig(epochs=1, batch_size=50), torch.device("cpu")).fit(train, val, arch_val=arch_val)
+        states.append(result.best_state)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    # and an AutoField search without arch_val leaves its logits at their start
+    emb = AutoFieldEmbedder(CARDS, 4)
+    Trainer(build_model(CARDS, CFG, embedder=emb), TrainConfig(epochs=1, batch_size=50), torch.device("cpu")).fit(train, val)
+    assert torch.equal(emb.logits.detach(), torch.zeros(3, 2))
