@@ -19,7 +19,10 @@ set. Per data set it reports, over the seeds:
 
 The final row mask of a variant is its search artifact's ``row_mask`` output when the search
 wrote one, else its supernet's; its widths are the search's ``best.json`` widths (full width
-without a search).
+without a search). The paper's baselines (``--variants ...,qr,pep,autofield,autodim``, trained by
+the chain's baseline stage with the re-training options) are read from their model files: PEP
+keeps the rows with a kept element, AutoField the rows of its kept fields (a dropped field has
+width 0), QR and AutoDim every row; AutoDim's widths are its chosen ones.
 
 Data sets: ``../shared/data/criteo_10k.txt`` (skipped when absent), ``optembed synth`` planted
 data (``--rows``), optionally the Criteo-scale planted set of ``_criteo_scale.py``
@@ -60,12 +63,15 @@ import _criteo_scale  # noqa: E402
 from optembed.data.formats import FORMATS  # noqa: E402
 from optembed.data.preprocess import PreprocessConfig  # noqa: E402
 from optembed.data.synth import generate  # noqa: E402
+from optembed.embedders.autofield import AutoFieldEmbedder  # noqa: E402
+from optembed.embedders.pep import PEPEmbedder  # noqa: E402
 from optembed.errors import ArtifactError  # noqa: E402
+from optembed.models.checkpoint import load_model  # noqa: E402
 from optembed.models.config import ModelConfig  # noqa: E402
 from optembed.safe_load import FIX, expect_dict, load_tensor_file  # noqa: E402
 from optembed.training.config import TrainConfig  # noqa: E402
 from optembed.training.device import resolve_device  # noqa: E402
-from pipelines import chain  # noqa: E402
+from pipelines import baseline, chain  # noqa: E402
 from pipelines.data import read_id_counts, read_schema  # noqa: E402
 from pipelines.retrain import resolve_chain  # noqa: E402
 from pipelines.store import Manifest, Store  # noqa: E402
@@ -81,6 +87,7 @@ SPARSITY_MIN = 0.5
 SMALL_DATA_ROWS = 50_000  # below this, training uses --small-batch-size
 SYNTH_SEED = 0
 BASELINE = "original"
+BASELINES = baseline.METHODS  # the paper's baselines: variants trained by the baseline stage
 TARGET = "optembed"
 COMPRESSIBLE = ("original", "optembed")
 PQ = "+pq"
@@ -329,7 +336,7 @@ def artifact_labels(done: dict[str, Manifest], variants: list[str], compressed: 
     """Evaluated artifact fingerprint -> variant label (``<variant>+pq`` for a compressed one)."""
     labels = {}
     for v in variants:
-        key = "search optembed" if v == "optembed-noretrain" else f"retrain {v}"
+        key = "search optembed" if v == "optembed-noretrain" else f"baseline {v}" if v in BASELINES else f"retrain {v}"
         labels[done[key].fingerprint] = v
         if v in compressed:
             labels[done[f"compress {v}"].fingerprint] = v + PQ
@@ -345,8 +352,24 @@ def read_search_row_mask(manifest: Manifest) -> dict[str, Any]:
     return info
 
 
+def baseline_selection(manifest: Manifest) -> tuple[torch.Tensor | None, list[int]]:
+    """The rows a baseline keeps (None: every row) and its widths, from its model file: PEP's rows
+    with a kept element, AutoField's kept fields' rows; QR and AutoDim keep every row."""
+    model, _ = load_model(manifest.output("model"))
+    emb = model.embedder
+    widths = [int(w) for w in emb.field_widths()]
+    if isinstance(emb, PEPEmbedder):
+        return emb.current_mask().any(dim=1).cpu(), widths
+    if isinstance(emb, AutoFieldEmbedder) and emb.keep is not None:
+        kept = torch.tensor(emb.keep, dtype=torch.bool)
+        return kept.repeat_interleave(torch.tensor(emb.cardinalities)), widths
+    return None, widths
+
+
 def final_selection(store: Store, manifest: Manifest, names: list[str], dim: int) -> tuple[torch.Tensor | None, list[int]]:
     """The row mask (None: every row kept) and widths behind an evaluated artifact."""
+    if manifest.stage == "baseline":
+        return baseline_selection(manifest)
     ancestry = resolve_chain(store, manifest)
     search, sn = ancestry.get("search"), ancestry.get("supernet")
     widths = [dim] * len(names)
@@ -684,7 +707,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", action="append", metavar="FILE", help="another data set (repeatable)")
     ap.add_argument("--format", action="append", choices=FORMATS,
                     help="format of the matching --data (repeatable, in order; default criteo; csv/parquet: label column 'label')")
-    ap.add_argument("--variants", default=",".join(chain.VARIANTS), help="comma-separated chain variants")
+    ap.add_argument("--variants", default=",".join(chain.VARIANTS),
+                    help=f"comma-separated chain variants, also the baselines {','.join(BASELINES)}")
     ap.add_argument("--compress", nargs="?", const=",".join(COMPRESSIBLE), default=None, metavar="VARIANTS",
                     help="also compress these re-trained variants (default when given: original,optembed)")
     ap.add_argument("--compress-min-rows", type=int, default=1000, help="compress only fields with more table rows")
@@ -700,10 +724,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.compress_variants = [v.strip() for v in (args.compress or "").split(",") if v.strip()]
-    unknown = [v for v in args.variant_list if v not in chain.VARIANTS]
+    unknown = [v for v in args.variant_list if v not in chain.ALL_VARIANTS]
     if unknown or not args.variant_list:
-        ap.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(chain.VARIANTS)}")
-    wrong = [v for v in args.compress_variants if v not in args.variant_list or v == "optembed-noretrain"]
+        ap.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(chain.ALL_VARIANTS)}")
+    wrong = [v for v in args.compress_variants
+             if v not in args.variant_list or v == "optembed-noretrain" or v in BASELINES]
     if wrong:
         ap.error(f"--compress: {', '.join(wrong)} is not a re-trained variant of --variants")
     if len(args.format or []) > max(len(args.data or []), 1):

@@ -410,6 +410,10 @@ VARIANT_LEGEND = (
     ("optembed-d", "OptEmbed-D: width search only (one width per field), every row kept"),
     ("optembed", "OptEmbed: both, pruned rows and searched widths, re-trained under those masks"),
     ("supernet", "supernet (mode): the supernet as trained, before any search"),
+    ("qr", "QR: quotient and remainder tables per large field (stored parameters kept)"),
+    ("pep", "PEP: learned soft thresholds, the element mask retrained (kept elements; bytes of a sparse layout)"),
+    ("autofield", "AutoField: fields kept by a learned keep/drop search, retrained (the dropped fields' rows removed)"),
+    ("autodim", "AutoDim: one width per field from learned candidate weights, retrained (rows x chosen widths)"),
 )
 
 

@@ -6,9 +6,16 @@ Methods (options in ``options``, passed to the method's embedder, see :mod:`opte
   trained once;
 - ``pep``: learnable soft thresholds (``granularity``, ``threshold_init``, ``target_sparsity``):
   trained until the element sparsity reaches the target (at most ``train.epochs`` epochs), then
-  the mask found is retrained from the initial weights (lottery ticket) with the same options.
+  the mask found is retrained from the initial weights (lottery ticket) with the same options;
+- ``autofield``: per-field keep/drop architecture logits (``keep_fields``, ``arch_lr``,
+  ``temperature``, ``temperature_decay``, ``min_temperature``) learned by alternating steps -
+  the network on training batches, the logits on validation batches - for at most
+  ``train.epochs`` epochs; the fields kept are then retrained from a fresh initialisation;
+- ``autodim``: per-field candidate widths over one weight-shared table (``candidates``,
+  ``transform`` linear|pad, and the same search options) searched the same way; each field's
+  most probable width is then retrained from a fresh initialisation.
 
-Both use the one training loop (:class:`optembed.training.trainer.Trainer`); the best validation
+All use the one training loop (:class:`optembed.training.trainer.Trainer`); the best validation
 AUC checkpoint is kept and saved as ``model.pt`` (a model file with the embedder's spec), which
 ``evaluate`` reads.
 """
@@ -24,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from optembed.embedders.autodim import AutoDimEmbedder
+from optembed.embedders.autofield import AutoFieldEmbedder
 from optembed.embedders.base import Embedder
 from optembed.embedders.pep import PEPEmbedder
 from optembed.embedders.registry import build_embedder
@@ -43,7 +52,8 @@ from pipelines.supernet import train_params
 
 STAGE = "baseline"
 VERSION = 1
-METHODS = ("qr", "pep")
+METHODS = ("qr", "pep", "autofield", "autodim")
+SEARCHES = {"autofield": "keep", "autodim": "widths"}  # a differentiable search, then retrain: the option it sets
 UPSTREAM = ("preprocess",)
 
 
@@ -64,7 +74,19 @@ class BaselineStage:
         self.train.validate()
         if self.train.freq_lr != "none":
             raise ConfigError("--freq-lr works on the full table only; baselines do not take it")
-        self.embedder([100, 3])  # bad options fail before any work
+        if SEARCHES.get(self.method) in self.options:
+            raise ConfigError(f"{self.method}'s {SEARCHES[self.method]} are found by its search, not given")
+        self.embedder(self._probe_cardinalities())  # bad options fail before any work
+
+    def _probe_cardinalities(self) -> list[int]:
+        """Fields to build a trial embedder on (enough of them for AutoField's ``keep_fields``)."""
+        k = self.options.get("keep_fields", 0)
+        return [100, 3] + [3] * (k - 2 if isinstance(k, int) and k > 2 else 0)
+
+    def check_fields(self, n_fields: int) -> None:
+        k = self.options.get("keep_fields", 0)
+        if self.method == "autofield" and isinstance(k, int) and k > n_fields:
+            raise ConfigError(f"autofield's keep_fields {k} is more than the data's {n_fields} fields")
 
     def embedder(self, cardinalities: list[int]) -> Embedder:
         try:
@@ -73,8 +95,14 @@ class BaselineStage:
             raise ConfigError(f"bad {self.method} option: {exc}") from None
 
 
-def _train(model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Reporter, data: Any) -> FitResult:
-    result = Trainer(model, cfg, device, reporter).fit(data.splits["train"], data.splits["val"], data.splits["test"])
+def _train(
+    model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Reporter, data: Any, search: bool = False
+) -> FitResult:
+    """Train with the one loop; ``search``: architecture steps on the validation split too."""
+    splits = data.splits
+    result = Trainer(model, cfg, device, reporter).fit(
+        splits["train"], splits["val"], splits["test"], arch_val=splits["val"] if search else None
+    )
     if not result.history:
         raise TrainingError("no epoch was trained")
     return result
@@ -83,7 +111,7 @@ def _train(model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Re
 def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
     pre = store.resolve(config.source, UPSTREAM)
-    read_schema(pre)
+    config.check_fields(len(read_schema(pre)["fields"]))
     device = resolve_device(config.device)
     check_training_fits(pre, config.train, config.model, device)
     params = {
@@ -118,15 +146,22 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             model.load_state_dict(init, strict=False)  # the lottery ticket: the initial weights
             model.embedder.set_mask(mask)  # type: ignore[operator]
             model = model.to(device)
+        fields: pa.Table | None = None
+        if config.method in SEARCHES:
+            model, search, searched, fields = _search(config, model, device, reporter, data)
+            history += searched
         result = _train(model, config.train, device, reporter, data)
         history += [{**r, "phase": "train"} for r in result.history]
         model.load_state_dict(result.best_state)
         model.eval()
         best = result.best_metrics()
         save_model(tmp / "model.pt", model, "none", data.field_names, extra={"variant": config.method})
-        pq.write_table(pa.Table.from_pylist(history), tmp / "curves.parquet")
+        pq.write_table(_table(history), tmp / "curves.parquet")
         size = model.size_report()
         manifest.outputs = {"model": "model.pt", "curves": "curves.parquet"}
+        if fields is not None:
+            pq.write_table(fields, tmp / "search.parquet")
+            manifest.outputs["search"] = "search.parquet"
         manifest.metrics = {
             "variant": config.method,
             "best_epoch": result.best_epoch,
@@ -145,3 +180,51 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
         }
 
     return execute(store, STAGE, VERSION, params, {"preprocess": pre}, build, force=config.force, device=device)
+
+
+def _search(
+    config: BaselineStage, model: CTRModel, device: torch.device, reporter: Reporter, data: Any
+) -> tuple[CTRModel, dict[str, Any], list[dict[str, Any]], pa.Table]:
+    """AutoField's / AutoDim's search phase, then the model to retrain (fresh weights) over what
+    it found; returns that model, the search's metrics, its history and a per-field table (the
+    learned probabilities and the choice)."""
+    method, names = config.method, data.field_names
+    reporter.message(f"{method}: searching (network on training batches, architecture on validation batches)")
+    found = _train(model, config.train, device, reporter, data, search=True)
+    embedder = model.embedder
+    metrics: dict[str, Any] = {"search_epochs": len(found.history)}
+    if isinstance(embedder, AutoFieldEmbedder):
+        keep = embedder.selected()
+        probs = embedder.keep_probabilities()
+        fields = pa.table({"field": names, "keep_probability": probs, "kept": keep})
+        metrics |= {
+            "fields_kept": sum(keep),
+            "fields_dropped": [n for n, k in zip(names, keep, strict=True) if not k],
+            "field_sparsity": 1.0 - sum(keep) / len(keep),
+        }
+        found_option: Any = keep
+        reporter.message(f"autofield: keeping {sum(keep)} of {len(keep)} fields")
+    else:
+        assert isinstance(embedder, AutoDimEmbedder)
+        widths = embedder.chosen_widths()
+        probs = embedder.candidate_probabilities()
+        columns: dict[str, Any] = {"field": names, "width": widths}
+        columns |= {f"p_{c}": probs[:, i].tolist() for i, c in enumerate(embedder.candidates)}
+        fields = pa.table(columns)
+        metrics |= {"candidates": list(embedder.candidates), "search_widths": dict(zip(names, widths, strict=True))}
+        found_option = widths
+        reporter.message(f"autodim: widths {widths}")
+    history = [{**r, "phase": "search"} for r in found.history]
+    options = {**config.options, SEARCHES[method]: found_option}
+    torch.manual_seed(config.train.seed)  # retrained from scratch
+    retrained = build_model(data.cardinalities, config.model, "none", embedder=build_embedder(
+        {"kind": method, **options}, data.cardinalities, config.model))
+    return retrained.to(device), metrics, history, fields
+
+
+def _table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records with different keys (search and retrain phases) as one table, missing values null."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records])

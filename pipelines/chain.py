@@ -9,8 +9,9 @@ rerun after an interruption continues where it stopped. Variants (the paper's ab
 - ``optembed-d``: width search only (a ``dims-only`` supernet, searched, re-trained);
 - ``optembed``: both (an ``optembed`` supernet, searched, re-trained);
 - ``optembed-noretrain``: the ``optembed`` supernet evaluated under its searched masks;
-- ``qr``, ``pep``: the paper's baselines (:mod:`pipelines.baseline`), trained with the
-  ``[retrain]`` options; their own options come from ``[baseline.qr]`` / ``[baseline.pep]``.
+- ``qr``, ``pep``, ``autofield``, ``autodim``: the paper's baselines (:mod:`pipelines.baseline`),
+  trained (searched, then retrained) with the ``[retrain]`` options; their own options come from
+  ``[baseline.<method>]``, e.g. ``[baseline.autodim] candidates = [2, 4, 8]``.
 
 Optionally (``compress = {"variants": [...], ...}``) re-trained variants are also compressed
 (product quantization, see :mod:`pipelines.compress`) and evaluated beside the others.

@@ -3,11 +3,11 @@
 Accepted sources: ``retrain`` (the deployable compact model), ``compress`` (its quantized
 form: codes + codebooks), ``supernet`` (the supernet as trained: learnable row mask, full
 width), ``search`` (the supernet under the searched widths and frozen row mask: "OptEmbed
-without re-training") and ``baseline`` (QR, PEP). All must come from the same preprocess artifact.
+without re-training") and ``baseline`` (QR, PEP, AutoField, AutoDim). All must come from the same preprocess artifact.
 
 Every model states its own sizes (:meth:`CTRModel.size_report`, asked of its embedder):
 sparsity by the method's paper (kept rows x widths for OptEmbed, stored parameters for QR,
-kept elements for PEP), embedding bytes as the tables really need them (float32 values, codes
+kept elements for PEP, the kept fields' rows for AutoField, rows x chosen widths for AutoDim), embedding bytes as the tables really need them (float32 values, codes
 and codebooks, a sparse layout's indices); the ratio compares them with the dense float32
 Original table (all rows x D x 4 bytes).
 
@@ -266,7 +266,8 @@ def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list
     lines += [
         "",
         "Sparsity = 1 - kept parameters / (all rows x D), kept parameters as each method's paper counts them: "
-        "kept rows x widths (OptEmbed), stored parameters (QR), kept elements (PEP). Emb. params: float parameters "
+        "kept rows x widths (OptEmbed), stored parameters (QR), kept elements (PEP), the kept fields' rows x D "
+        "(AutoField), rows x chosen widths (AutoDim). Emb. params: float parameters "
         "of the tables (codebooks and float tables for a quantized model); emb. bytes: what the tables really need "
         "(values, codes, codebooks, a sparse layout's indices for PEP); ratio: the dense float32 Original table's "
         "bytes / emb. bytes.",

@@ -4,7 +4,7 @@
 #   scripts/reproduce.sh DATA FORMAT [OUT.md] [extra `optembed run` options...]
 #
 # Every backbone runs Original, OptEmbed-E, OptEmbed-D, OptEmbed, OptEmbed without re-training
-# and the baselines QR and PEP through `optembed run --json` (a `--variants` option among the
+# and the baselines QR, PEP, AutoField and AutoDim through `optembed run --json` (a `--variants` option among the
 # extra options replaces that list); stages already in the artifact store are reused.
 # The combined table is printed and written to OUT.md (default: reproduction.md).
 set -euo pipefail
@@ -19,14 +19,14 @@ trap 'rm -rf "$results"' EXIT
 for model in fnn deepfm dcn ipnn; do
     echo "== $model" >&2
     optembed run --data "$data" --format "$format" --model "$model" --json \
-        --variants original,optembed-e,optembed-d,optembed,optembed-noretrain,qr,pep "$@" > "$results/$model.json"
+        --variants original,optembed-e,optembed-d,optembed,optembed-noretrain,qr,pep,autofield,autodim "$@" > "$results/$model.json"
 done
 python3 - "$results" "$out" "$data" <<'PY'
 import json, sys
 from pathlib import Path
 
 results, out, data = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-order = ["original", "optembed-e", "optembed-d", "optembed", "optembed (no retrain)", "qr", "pep"]
+order = ["original", "optembed-e", "optembed-d", "optembed", "optembed (no retrain)", "qr", "pep", "autofield", "autodim"]
 lines = [f"# OptEmbed reproduction on {data}", "",
          "| backbone | variant | test AUC | logloss | sparsity | embedding params | embedding bytes | ratio |",
          "|---|---|---|---|---|---|---|---|"]

@@ -145,3 +145,37 @@ def test_final_selection_prefers_the_search_row_mask(tmp_path: Path) -> None:
     assert q.final_selection(store, unpruned, ["x", "y"], 4) == (None, [4, 4])
     original = _artifact(store, "retrain", "f" * 16, {"preprocess": "0" * 16}, {})
     assert q.final_selection(store, original, ["x", "y"], 4) == (None, [4, 4])
+
+
+def test_baseline_variants_and_their_selection(tmp_path: Path) -> None:
+    """The baselines are accepted variants, labelled by their baseline step, and their row
+    masks and widths come from their model files (AutoField: the kept fields' rows, hand-built)."""
+    from optembed.embedders.autofield import AutoFieldEmbedder
+    from optembed.models.checkpoint import save_model
+    from optembed.models.config import ModelConfig
+    from optembed.models.registry import build_model
+
+    args = q.parse_args(["--quick", "--variants", "original,autofield,autodim,qr,pep"])
+    assert args.variant_list == ["original", "autofield", "autodim", "qr", "pep"]
+    with pytest.raises(SystemExit):
+        q.parse_args(["--quick", "--variants", "original,autofield", "--compress", "autofield"])
+
+    class Done:
+        def __init__(self, fp: str) -> None:
+            self.fingerprint = fp
+
+    done = {"retrain original": Done("a"), "baseline autofield": Done("b")}
+    assert q.artifact_labels(done, ["original", "autofield"], []) == {"a": "original", "b": "autofield"}  # type: ignore[arg-type]
+    emb = AutoFieldEmbedder([3, 5, 2], 4, keep=[True, False, True])
+    model = build_model([3, 5, 2], ModelConfig("fnn", embed_dim=4, mlp_dims=(4,)), embedder=emb)
+    save_model(tmp_path / "model.pt", model, "none", ["a", "b", "c"])
+
+    class Art:
+        stage = "baseline"
+
+        def output(self, name: str) -> Path:
+            return tmp_path / "model.pt"
+
+    mask, widths = q.final_selection(None, Art(), ["a", "b", "c"], 4)  # type: ignore[arg-type]
+    assert mask is not None and mask.tolist() == [True] * 3 + [False] * 5 + [True] * 2
+    assert widths == [4, 0, 4]

@@ -36,6 +36,7 @@ class Embedder(nn.Module, ABC):
     kind: ClassVar[str] = ""
     flat_keys: ClassVar[bool] = False
     sample_dims: bool = False  # the trainer passes sampled widths to the lookup
+    arch_lr: float = 3e-4  # learning rate of the architecture weights' optimizer (Adam)
 
     def __init__(self, cardinalities: Sequence[int], dim: int) -> None:
         super().__init__()
@@ -83,7 +84,8 @@ class Embedder(nn.Module, ABC):
         return []
 
     def arch_params(self) -> list[nn.Parameter]:
-        """Architecture weights, trained on validation batches alternately with the network."""
+        """Architecture weights, trained on validation batches alternately with the network
+        (Adam at :attr:`arch_lr`; see :mod:`optembed.training.arch`)."""
         return []
 
     def excluded_params(self) -> list[nn.Parameter]:

@@ -12,10 +12,12 @@ from optembed.models.config import ModelConfig
 
 def build_embedder(spec: dict[str, Any], cardinalities: Sequence[int], cfg: ModelConfig) -> Embedder:
     """The embedder of ``spec`` (``kind`` plus options) over fields of ``cardinalities``, ``cfg``'s width."""
+    from optembed.embedders.autodim import AutoDimEmbedder
+    from optembed.embedders.autofield import AutoFieldEmbedder
     from optembed.embedders.pep import PEPEmbedder
     from optembed.embedders.qr import QREmbedder
 
-    kinds: dict[str, Any] = {"qr": QREmbedder, "pep": PEPEmbedder}
+    kinds: dict[str, Any] = {"qr": QREmbedder, "pep": PEPEmbedder, "autofield": AutoFieldEmbedder, "autodim": AutoDimEmbedder}
     if not isinstance(spec, dict) or spec.get("kind") not in kinds:
         raise ArtifactError(f"unknown embedder {spec!r}; known: {', '.join(kinds)}")
     options = {k: v for k, v in spec.items() if k != "kind"}

@@ -6,7 +6,9 @@ the embedder's regulariser (OptEmbed's ``sum(exp(-t))`` while the row thresholds
 The model's embedder (:class:`optembed.embedders.Embedder`) says which of its parameters are
 thresholds (their own optimizer) and which the network optimizer must leave alone; an embedder
 that reaches its search goal (``search_done``, e.g. PEP's target sparsity) stops training at the
-next check point. After every epoch the model
+next check point. Given ``arch_val``, an embedder with architecture weights (AutoField, AutoDim)
+gets one architecture step on a batch of it after every training step
+(:mod:`optembed.training.arch`). After every epoch the model
 is evaluated on validation (and test) data; the best validation AUC is kept and training stops
 after ``patience`` epochs in a row without improvement (0: never early). A diverging run - a
 NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
@@ -38,6 +40,7 @@ from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
+from optembed.training.arch import ArchStep
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
@@ -150,6 +153,7 @@ class Trainer:
         trained = [p for p in self.model.parameters() if p.requires_grad]
         self._dense_params = [p for p in trained if id(p) not in sparse]
         self._sparse_params = [p for p in trained if id(p) in sparse]
+        self.arch: ArchStep | None = None  # the architecture step of a differentiable search (fit's arch_val)
 
     def _set_freq_lr(self, row_counts: Tensor | None) -> None:
         cfg = self.cfg
@@ -252,14 +256,22 @@ class Trainer:
         resume: dict[str, Any] | None = None,
         checkpoint: Checkpointer | None = None,
         validate_start: bool = False,
+        arch_val: SplitTensors | None = None,
     ) -> FitResult:
         """Train with early stopping on validation AUC. ``validate_start``: the starting weights
         (already trained, e.g. a supernet's) are a candidate too, kept as epoch 0 when no epoch
-        beats them on validation."""
+        beats them on validation. ``arch_val``: the batches of the architecture steps (used only
+        when the embedder has architecture weights)."""
         cfg = self.cfg
         if len(train) == 0:
             raise TrainingError("the training split is empty")
         require_rankable(val)
+        arch = self.model.embedder.arch_params()
+        if arch_val is not None and arch:
+            if len(arch_val) == 0:
+                raise TrainingError("the split of the architecture steps is empty")
+            lr = self.model.embedder.arch_lr
+            self.arch = ArchStep(self.model, arch, arch_val, cfg.batch_size, self.device, lr, cfg.seed)
         best = FitResult(best_state=_cpu_copy(self.model.state_dict()), best_epoch=0, best_val_auc=-math.inf)
         start_epoch, bad_epochs = 1, 0
         if resume is not None:
@@ -371,6 +383,8 @@ class Trainer:
                 break  # a last batch too small to give every rank two rows (BatchNorm needs two) is skipped
             whole = (rows, rt.part(rows)[0]) if rt.distributed else None
             guard.add(self.step(xb, yb) if whole is None else self.step(xb, yb, whole))
+            if self.arch is not None:
+                self.arch.step(self.loss)
             steps += 1
             task.advance(rows)
             if steps % cfg.check_every == 0:

@@ -1,4 +1,4 @@
-"""``optembed baseline``: train one of the paper's baselines (QR, PEP) for ``evaluate``."""
+"""``optembed baseline``: train one of the paper's baselines (QR, PEP, AutoField, AutoDim) for ``evaluate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from optembed.errors import ConfigError
 from optembed_cli import ui
 from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import (
@@ -21,7 +22,7 @@ DEFAULTS = stage.TrainConfig()
 
 @ui.handle_errors
 def baseline(
-    method: Annotated[str, typer.Option(help="qr | pep.")],
+    method: Annotated[str, typer.Option(help="qr | pep | autofield | autodim.")],
     source: FromOpt = None,
     collisions: Annotated[int, typer.Option(help="QR: ids per quotient row (2 halves a large field's table).")] = 2,
     operation: Annotated[str, typer.Option(help="QR: how quotient and remainder rows combine: mult | add | concat.")] = "mult",
@@ -29,6 +30,12 @@ def baseline(
     granularity: Annotated[str, typer.Option(help="PEP: one threshold per global | dim | field | field-dim.")] = "field-dim",
     threshold_init: Annotated[float, typer.Option(help="PEP: initial threshold logit s (sigmoid(s) ~ 0: nothing pruned).")] = -15.0,
     target_sparsity: Annotated[float, typer.Option(help="PEP: element sparsity at which the mask is taken and retrained.")] = 0.5,
+    keep_fields: Annotated[int, typer.Option(help="AutoField: keep the K most probable fields (0: keep probability > 0.5).")] = 0,
+    candidates: Annotated[str, typer.Option(help="AutoDim: candidate widths, comma-separated (default: 2, 4, 8, ... up to the embedding width).", metavar="WIDTHS")] = "",
+    transform: Annotated[str, typer.Option(help="AutoDim: how a candidate reaches the full width: linear (the paper) | pad.")] = "linear",
+    arch_lr: Annotated[float, typer.Option(help="AutoField/AutoDim: Adam learning rate of the architecture weights (validation batches).")] = 3e-4,
+    temperature: Annotated[float, typer.Option(help="AutoField/AutoDim: initial Gumbel-softmax temperature.")] = 1.0,
+    temperature_decay: Annotated[float, typer.Option(help="AutoField/AutoDim: temperature decrease per training lookup (floor 0.01).")] = 5e-5,
     model: ModelOpt = "deepfm",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",
@@ -52,12 +59,19 @@ def baseline(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Train a baseline embedding (QR or PEP) on a preprocess artifact; evaluate reads the result."""
+    """Train a baseline embedding (QR, PEP, AutoField or AutoDim) on a preprocess artifact; evaluate reads the result."""
     options: dict[str, object]
+    search = {"arch_lr": arch_lr, "temperature": temperature, "temperature_decay": temperature_decay}
     if method == "qr":
         options = {"collisions": collisions, "operation": operation, "min_rows": min_rows}
-    else:
+    elif method == "pep":
         options = {"granularity": granularity, "threshold_init": threshold_init, "target_sparsity": target_sparsity}
+    elif method == "autofield":
+        options = {"keep_fields": keep_fields, **search}
+    else:
+        options = {"transform": transform, **search}
+        if candidates:
+            options["candidates"] = parse_widths(candidates)
     config = stage.BaselineStage(
         method=method,
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
@@ -72,6 +86,13 @@ def baseline(
         force=force,
     )
     ui.run_stage(stage.run, config, artifacts, json, render)
+
+
+def parse_widths(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--candidates must be comma-separated integers, got '{text}'") from None
 
 
 def render(manifest: Manifest) -> None:

@@ -38,7 +38,7 @@ def run(
     population: Annotated[int, typer.Option(help="Search population for --data.", rich_help_panel=SEARCH)] = 40,
     generations: Annotated[int, typer.Option(help="Search generations for --data.", rich_help_panel=SEARCH)] = 30,
     variants: Annotated[
-        str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.VARIANTS)}.", metavar="NAMES")
+        str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.ALL_VARIANTS)}.", metavar="NAMES")
     ] = ",".join(chain.VARIANTS),
     compress: Annotated[
         str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.")
