@@ -34,7 +34,7 @@ from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
-from optembed.evolution.row_levels import DEFAULT_LEVELS, ROW_RANKS, RowLevelResult, search_row_levels
+from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
 from optembed.masks.fold import fold_pruned_rows, id_counts
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
@@ -63,6 +63,7 @@ class SearchStage:
     rows: bool = True  # search per-field row levels (supernets that prune rows, accuracy-bounded search only)
     row_levels: tuple[float, ...] = DEFAULT_LEVELS
     row_rank: str = "impact"  # which rows a level keeps: impact (count x deviation) | norm
+    min_traffic: float = DEFAULT_MIN_TRAFFIC  # a positive row level keeps at least this share of its field's traffic
     force: bool = False
 
     def searches_rows(self, pruned: bool) -> bool:
@@ -76,6 +77,8 @@ class SearchStage:
             raise ConfigError(f"--block must be 0 (stack the candidates) or positive, got {self.block}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"unknown --amp '{self.amp}'; choose none or bf16")
+        if not 0.0 <= self.min_traffic <= 1.0:
+            raise ConfigError(f"--min-traffic must be a fraction in [0, 1], got {self.min_traffic}")
         if self.row_rank not in ROW_RANKS:
             raise ConfigError(f"unknown --row-rank '{self.row_rank}'; choose {' or '.join(ROW_RANKS)}")
         if not self.row_levels or any(not 0.0 <= q < 1.0 for q in self.row_levels):
@@ -147,6 +150,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     if rows_phase:
         params["row_levels"] = sorted(float(q) for q in set(config.row_levels))
         params["row_rank"] = config.row_rank
+        params["min_traffic"] = config.min_traffic
 
     def build(tmp: Path, manifest: Manifest) -> None:
         model, _ = load_model(sn.output("model"), device)
@@ -225,11 +229,12 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
 
 
 def _training_counts(pre: Manifest, config: SearchStage) -> torch.Tensor | None:
-    """The training counts of every id for ``--row-rank impact`` (None: the validation counts serve)."""
-    if config.row_rank != "impact":
+    """The training counts of every id for ``--row-rank impact`` and ``--min-traffic`` (None: the
+    validation counts serve)."""
+    if config.row_rank != "impact" and config.min_traffic <= 0:
         return None
     try:
-        return read_id_counts(pre, purpose="--row-rank impact")
+        return read_id_counts(pre, purpose="the row levels")
     except ConfigError:
         return None
 
@@ -248,7 +253,7 @@ def _row_phase(
     result = search_row_levels(
         model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
         amp=config.amp, progress=progress, z=config.evolution.noise_z, rank_by=config.row_rank,
-        rank_counts=None if counts is None else counts.to(device),
+        rank_counts=None if counts is None else counts.to(device), min_traffic=config.min_traffic,
     )
     task.close()
     reporter.message(

@@ -210,6 +210,19 @@ def test_field_rankings_by_impact_and_norm_by_hand() -> None:
         field_rankings(model, keep, None, "impact")
 
 
+def test_level_keep_traffic_floor_by_hand() -> None:
+    ranking = torch.tensor([4, 1, 2, 3, 5])  # local ids by importance; 0 is the OOV row
+    counts = torch.tensor([5, 10, 40, 20, 5, 20])  # total 100; OOV 5
+    plain = level_keep(ranking, 6, 0.2)  # ceil(0.2 * 5) = 1 id: OOV + id 4 -> 10% of the traffic
+    assert plain.nonzero().flatten().tolist() == [0, 4]
+    # at least half: OOV 5 + id 4 (5) + id 1 (10) + id 2 (40) = 60 >= 50 (three ids were not enough: 20)
+    floor = level_keep(ranking, 6, 0.2, counts, 0.5)
+    assert floor.nonzero().flatten().tolist() == [0, 1, 2, 4]
+    assert level_keep(ranking, 6, 0.0, counts, 0.5).nonzero().flatten().tolist() == [0]  # emptying is not bound
+    assert level_keep(ranking, 6, 0.6, counts, 0.5).sum() == 4  # ceil(0.6 * 5) = 3 ids already carry 60%
+    assert level_keep(ranking, 6, 0.2, torch.tensor([60, 10, 10, 10, 5, 5]), 0.5).nonzero().flatten().tolist() == [0, 4]
+
+
 def test_fold_pruned_rows_by_hand() -> None:
     from optembed.layers.embedding import FieldEmbedding
     from optembed.masks.fold import fold_pruned_rows

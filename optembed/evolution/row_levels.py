@@ -26,6 +26,12 @@ validation AUC even after subtracting that noise margin, *and* emptying it beats
 rows (the smallest positive level) by more than the noise: a field the supernet barely uses may
 still matter to a re-trained model, and its top rows cost little.
 
+A positive level keeps at least ``min_traffic`` (default half) of its field's training traffic,
+adding rows in ranking order past its row fraction when needed: the row levels cut a field's long
+tail, and only emptying a field - which needs evidence of its own - removes more of its traffic.
+A validation split cannot tell apart rows whose effects are real but smaller than its noise, and
+a field's frequent values are where a re-trained model finds them.
+
 Pruned ids are scored as re-training will see them: the field's OOV row they are read as is
 replaced by the mean of the rows it absorbs (weighted by how often each id occurs in the
 validation rows; the same for DeepFM's per-id linear weights), not left at the value the
@@ -54,6 +60,7 @@ from optembed.training.evaluate import autocast
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
 DEFAULT_Z = 1.0  # standard errors subtracted from every measured AUC difference
 ROW_RANKS = ("impact", "norm")  # how a level's top rows are chosen (see field_rankings)
+DEFAULT_MIN_TRAFFIC = 0.5  # a positive level keeps at least this share of its field's traffic
 
 Components = tuple[Tensor, Tensor]
 
@@ -110,12 +117,26 @@ def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = N
     return out
 
 
-def level_keep(ranking: Tensor, rows: int, level: float) -> Tensor:
+def level_keep(ranking: Tensor, rows: int, level: float, counts: Tensor | None = None, min_traffic: float = 0.0) -> Tensor:
     """Local keep mask of one field (``BoolTensor(rows)``) at ``level``: OOV plus the top
-    ``ceil(level * len(ranking))`` ids of ``ranking``."""
+    ``ceil(level * len(ranking))`` ids of ``ranking``.
+
+    With ``counts`` (the field's ``(rows,)`` id counts) and ``min_traffic`` > 0, a positive level
+    keeps further ids in ranking order until the kept ids (OOV included) carry at least that
+    fraction of the field's counted traffic (or the ranking is exhausted); level 0 still empties.
+    """
     keep = torch.zeros(rows, dtype=torch.bool, device=ranking.device)
     keep[0] = True
-    keep[ranking[: math.ceil(level * len(ranking))]] = True
+    k = math.ceil(level * len(ranking))
+    if level > 0.0 and min_traffic > 0.0 and counts is not None and len(ranking) > 0:
+        c = counts.to(ranking.device, torch.float64)
+        total = float(c.sum())
+        need = min_traffic * total * (1 - 1e-12)
+        if total > 0 and float(c[0]) < need:
+            covered = float(c[0]) + torch.cumsum(c[ranking], 0)
+            enough = int(torch.searchsorted(covered, torch.tensor([need], dtype=torch.float64, device=covered.device)))
+            k = max(k, min(enough + 1, len(ranking)))
+    keep[ranking[:k]] = True
     return keep
 
 
@@ -260,6 +281,7 @@ def search_row_levels(
     fold: bool = True,
     rank_by: str = "impact",
     rank_counts: Tensor | None = None,
+    min_traffic: float = DEFAULT_MIN_TRAFFIC,
 ) -> RowLevelResult:
     """Choose one row level per field on ``split`` (see the module docstring).
 
@@ -270,7 +292,9 @@ def search_row_levels(
     folded OOV row (the mean of the rows it absorbs, weighted by their counts in ``split``; see
     :mod:`optembed.masks.fold`) rather than the OOV row as trained - what re-training makes of it.
     ``rank_by``/``rank_counts``: which rows a level keeps (:func:`field_rankings`; the counts default
-    to the ids' counts in ``split``).
+    to the ids' counts in ``split``). ``min_traffic``: a positive level keeps at least this fraction
+    of its field's traffic (by the same counts; see :func:`level_keep`) - only emptying a field,
+    which needs its own evidence, removes more.
     """
     emb = model.embedding
     offsets = emb.offsets.tolist()
@@ -278,13 +302,15 @@ def search_row_levels(
     base = base_keep.to(device, torch.bool).clone()
     base[emb.offsets] = True
     split_counts = id_counts(split.x, emb)
-    rankings = field_rankings(model, base, rank_counts if rank_counts is not None else split_counts, rank_by)
+    traffic = (rank_counts if rank_counts is not None else split_counts).to(device)
+    rankings = field_rankings(model, base, traffic, rank_by)
     counts = split_counts if fold else None
     scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp, counts=counts)
     scorer.set_base(base)
     levels = sorted({float(q) for q in levels if 0.0 <= q < 1.0}, reverse=True)
     pairs = [(f, q) for f in range(len(cards)) for q in levels if len(rankings[f]) > 0]
-    keeps = {(f, q): level_keep(rankings[f], cards[f], q) for f, q in pairs}
+    keeps = {(f, q): level_keep(rankings[f], cards[f], q, traffic[offsets[f] : offsets[f] + cards[f]], min_traffic)
+             for f, q in pairs}
     # drop levels that keep exactly what a less aggressive level keeps (tiny fields)
     distinct: list[tuple[int, float]] = []
     for f, q in pairs:

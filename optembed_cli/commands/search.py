@@ -64,6 +64,9 @@ def search(
     row_rank: Annotated[
         RowRank, typer.Option(help="Which rows a level keeps: impact (training count x distance from the field's mean row) | norm (largest embedding norm, OptEmbed's criterion).", rich_help_panel=PRUNING)
     ] = RowRank.impact,
+    min_traffic: Annotated[
+        float, typer.Option(help="A positive row level keeps at least this fraction of its field's training traffic (more rows in ranking order if needed); 0: the row fraction alone. Emptying a field is not bound by it.", rich_help_panel=PRUNING)
+    ] = stage.DEFAULT_MIN_TRAFFIC,
     rows_per_pass: Annotated[
         int | None, typer.Option(help="Rows (candidates x batch) per backbone call (default: 262144 CUDA, 4096 CPU).", show_default=False)
     ] = None,
@@ -96,7 +99,7 @@ def search(
     )
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
-        amp=str(amp), rows=rows, row_levels=parse_levels(row_levels), row_rank=str(row_rank), force=force,
+        amp=str(amp), rows=rows, row_levels=parse_levels(row_levels), row_rank=str(row_rank), min_traffic=min_traffic, force=force,
     )
     config.validate()  # every option before the store is read
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
