@@ -13,6 +13,8 @@ Contestants:
   on 256 rows per entry drawn from the table, then every row encoded;
 - ``optembed (sample 256/entry, 2x iterations)``: the same with twice the Lloyd iterations;
 - ``optembed (all rows)``: ``kmeans_sample = 0``, every iteration over every row;
+- ``optembed --kmeans-backend faiss``: the default sample, faiss's k-means and search inside
+  optembed's fit (the optional backend);
 - ``faiss (default)``: ``faiss.ProductQuantizer.train`` (its own subsample: 256 points per
   centroid) + ``compute_codes``;
 - ``faiss (all rows)``: the same with ``max_points_per_centroid`` raised to use every row.
@@ -60,10 +62,10 @@ def rel_mse(x: np.ndarray, q: np.ndarray) -> float:
     return float(((x - q) ** 2).sum(1).mean() / (x * x).sum(1).mean())
 
 
-def ours(x: np.ndarray, groups: int, codebook: int, iters: int, sample: int) -> Callable[[], float]:
+def ours(x: np.ndarray, groups: int, codebook: int, iters: int, sample: int, backend: str = "torch") -> Callable[[], float]:
     table = torch.from_numpy(x)
     cfg = QuantizerConfig(groups=groups, codebook=codebook, popularity="none", steps=0, kmeans_iters=iters,
-                          kmeans_sample=sample, balance_weight=0.0, contrastive_weight=0.0)
+                          kmeans_sample=sample, balance_weight=0.0, contrastive_weight=0.0, kmeans_backend=backend)
 
     def run() -> float:
         pq, codes, _ = fit_quantizer(table, None, cfg)
@@ -110,7 +112,11 @@ def main() -> None:
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
-        runs += [("faiss (default)", faiss_fit(x, args.groups, args.codebook, args.iters, False)),
+        runs += [("optembed --kmeans-backend faiss (sample 256/entry)",
+                  ours(x, args.groups, args.codebook, args.iters, 256, "faiss")),
+                 (f"optembed --kmeans-backend faiss (sample 256/entry, {2 * args.iters} iterations)",
+                  ours(x, args.groups, args.codebook, 2 * args.iters, 256, "faiss")),
+                 ("faiss (default)", faiss_fit(x, args.groups, args.codebook, args.iters, False)),
                  ("faiss (all rows)", faiss_fit(x, args.groups, args.codebook, args.iters, True))]
         faiss_version = faiss.__version__
     except ImportError:

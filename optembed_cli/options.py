@@ -12,7 +12,7 @@ from optembed.data.formats import FORMATS
 from optembed.evolution.row_levels import ROW_RANKS
 from optembed.models.base import MODES
 from optembed.models.config import MODEL_NAMES, NORMS
-from optembed.quantization.config import CODE_DTYPES, POPULARITY
+from optembed.quantization.config import CODE_DTYPES, KMEANS_BACKENDS, POPULARITY
 from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, THRESHOLD_OPTIMIZERS
 from pipelines.store import ENV_VAR, Store
 
@@ -43,6 +43,7 @@ FreqLr = _choices("FreqLr", FREQ_LR_FORMS)
 Format = _choices("Format", FORMATS)
 CodeDtype = _choices("CodeDtype", ("auto", *CODE_DTYPES))
 Popularity = _choices("Popularity", POPULARITY)
+KmeansBackend = _choices("KmeansBackend", KMEANS_BACKENDS)
 Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
 CountOn = _choices("CountOn", ("train", "all"))
 SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))

@@ -214,3 +214,32 @@ def test_sampled_kmeans_reaches_the_error_of_the_full_one() -> None:
         pq, codes, stats = fit_quantizer(table, None, cfg)
         errors[sample] = stats.mse
     assert errors[64] < 1.15 * errors[0], errors
+
+
+def test_faiss_backend_matches_the_torch_fit() -> None:
+    pytest.importorskip("faiss")
+    from optembed.quantization import fit_quantizer
+
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(32, 6, generator=g) * 3
+    table = centres[torch.randint(0, 32, (5000,), generator=g)] + 0.1 * torch.randn(5000, 6, generator=g)
+    counts = torch.randint(1, 50, (5000,), generator=g)
+    fits = {}
+    for backend in ("torch", "faiss"):
+        cfg = QuantizerConfig(groups=2, codebook=16, steps=0, kmeans_iters=10, popularity="linear",
+                              balance_weight=0.0, contrastive_weight=0.0, kmeans_backend=backend)
+        fits[backend] = fit_quantizer(table, counts, cfg)
+    pq, codes, stats = fits["faiss"]
+    assert torch.equal(codes.long(), pq.encode(table))  # faiss's codes are the nearest entries
+    assert stats.weighted_mse == pytest.approx(fits["torch"][2].weighted_mse, rel=0.02)
+
+
+def test_faiss_backend_needs_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    with pytest.raises(ConfigError, match="faiss-cpu"):
+        QuantizerConfig(kmeans_backend="faiss").validate()
+    with pytest.raises(ConfigError, match="kmeans-backend"):
+        QuantizerConfig(kmeans_backend="gpu").validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from optembed.errors import ConfigError
 from optembed.validation import check_non_negative, check_positive
 
 POPULARITY = ("log", "linear", "none")
+KMEANS_BACKENDS = ("torch", "faiss")
 CODE_DTYPES = {"uint8": 256, "uint16": 65536}  # dtype -> largest codebook it can index
 MAX_CODEBOOK = 65536  # codes are stored as uint8 (K <= 256) or uint16
 
@@ -38,6 +40,7 @@ class QuantizerConfig:
     steps: int = 300
     kmeans_iters: int = 10  # popularity-weighted Lloyd iterations before the steps
     kmeans_sample: int = 256  # rows per codebook entry k-means trains on (drawn by weight); 0: all rows
+    kmeans_backend: str = "torch"  # torch | faiss (faiss-cpu/gpu installed: its k-means and nearest-entry search)
     max_epochs: float = 10.0  # at most this many passes over a table's rows (small tables need few steps)
     batch_size: int = 4096
     lr: float = 0.01
@@ -62,6 +65,10 @@ class QuantizerConfig:
             )
         if self.kmeans_iters < 0:
             raise ConfigError(f"--kmeans-iters must be at least 0, got {self.kmeans_iters}")
+        if self.kmeans_backend not in KMEANS_BACKENDS:
+            raise ConfigError(f"unknown --kmeans-backend '{self.kmeans_backend}'; choose {' or '.join(KMEANS_BACKENDS)}")
+        if self.kmeans_backend == "faiss" and importlib.util.find_spec("faiss") is None:
+            raise ConfigError("--kmeans-backend faiss needs the faiss package: pip install faiss-cpu")
         if self.kmeans_sample < 0:
             raise ConfigError(f"--kmeans-sample must be at least 0 (0: all rows), got {self.kmeans_sample}")
         if self.sub_dim is not None and self.sub_dim < 1:

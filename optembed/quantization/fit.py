@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.faiss_backend import faiss_encode, faiss_kmeans
 from optembed.quantization.pq import ProductQuantizer
 
 CONTRAST_ROWS = 512  # rows of the batch used as each other's negatives
@@ -148,7 +149,10 @@ def fit_quantizer(
     if cfg.kmeans_iters > 0:
         weighted_init(pq, table, weights, gen)  # distinct rows of the whole table
         rows, w = kmeans_rows(table, weights, cfg.kmeans_sample, pq.codebook, gen)
-        weighted_kmeans(pq, rows, w, cfg.kmeans_iters)
+        if cfg.kmeans_backend == "faiss":
+            faiss_kmeans(pq, rows, w, cfg.kmeans_iters, cfg.seed)
+        else:
+            weighted_kmeans(pq, rows, w, cfg.kmeans_iters)
     else:
         pq.init_from(table.cpu(), gen)
     opt = torch.optim.Adam(pq.parameters(), lr=cfg.lr)
@@ -158,5 +162,6 @@ def fit_quantizer(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    codes = pq.encode(table).to(cfg.torch_code_dtype())  # encode works through the rows in chunks
+    nearest = faiss_encode(pq, table) if cfg.kmeans_backend == "faiss" else pq.encode(table)  # in chunks
+    codes = nearest.to(cfg.torch_code_dtype())
     return pq, codes, fit_stats(pq, table, codes, weights)

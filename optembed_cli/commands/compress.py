@@ -9,7 +9,7 @@ import typer
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
-from optembed_cli.options import QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, Popularity
+from optembed_cli.options import QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest
@@ -33,6 +33,7 @@ def compress(
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature.", rich_help_panel=QUANTIZER)] = Q.temperature,
     kmeans_iters: Annotated[int, typer.Option(help="Popularity-weighted k-means (Lloyd) iterations that start the codebooks; 0: random rows.", rich_help_panel=QUANTIZER)] = Q.kmeans_iters,
     kmeans_sample: Annotated[int, typer.Option(help="Rows per codebook entry that k-means trains on, drawn in proportion to popularity (0: every row, weighted).", rich_help_panel=QUANTIZER)] = Q.kmeans_sample,
+    kmeans_backend: Annotated[KmeansBackend, typer.Option(help="torch | faiss (needs faiss-cpu: its k-means and nearest-entry search).", rich_help_panel=QUANTIZER)] = Q.kmeans_backend,
     quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).", rich_help_panel=QUANTIZER)] = Q.steps,
     quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.", rich_help_panel=QUANTIZER)] = Q.lr,
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).", rich_help_panel=TRAINING)] = FT.epochs,
@@ -58,7 +59,7 @@ def compress(
         quantizer=QuantizerConfig(
             groups=groups, codebook=codebook, code_dtype=str(code_dtype), sub_dim=sub_dim, codebook_share=codebook_share, popularity=str(popularity),
             balance_weight=balance_weight, contrastive_weight=contrastive_weight, temperature=temperature,
-            steps=quantizer_steps, kmeans_iters=kmeans_iters, kmeans_sample=kmeans_sample, lr=quantizer_lr, seed=seed,
+            steps=quantizer_steps, kmeans_iters=kmeans_iters, kmeans_sample=kmeans_sample, kmeans_backend=str(kmeans_backend), lr=quantizer_lr, seed=seed,
         ),
         min_rows=min_rows,
         finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
