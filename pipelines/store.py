@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError
 
 SCHEMA_VERSION = 1
@@ -86,14 +87,6 @@ def manifest_digest(data: dict[str, Any]) -> str:
     """The sha256 of a manifest's content (everything but ``manifest_sha256`` itself)."""
     body = {k: v for k, v in data.items() if k != "manifest_sha256"}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_records(folder: Path) -> dict[str, dict[str, Any]]:

@@ -112,6 +112,12 @@ class FormatSpec:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
+    def bad_value_sql(self) -> str:
+        """SQL that is true for a row with a value no field accepts (non-numeric where numbers
+        are expected, ...)."""
+        checks = [f.check_sql for f in self.fields if f.check_sql]
+        return " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+
 
 def _csv_reader(
     path: Path, columns: list[str] | dict[str, str] | None, delim: str, header: bool, quote: str

@@ -210,8 +210,7 @@ def _run(
     # One scan of the file: label, validity flag and the field tokens, in file order.
     step(f"parsing {path.name}")
     tokens = ", ".join(f"{f.token_sql} AS c{i}" for i, f in enumerate(spec.fields))
-    checks = [f.check_sql for f in spec.fields if f.check_sql]
-    bad_value = " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+    bad_value = spec.bad_value_sql()
     con.execute(
         f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, "
         f"CAST(NULL AS TINYINT) AS split, {tokens} "

@@ -17,7 +17,6 @@ would otherwise unpickle what the archive holds).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError, ConfigError
 
 FORMAT = "optembed-bundle"
@@ -43,16 +43,8 @@ _PT2_MEMBERS = (
 )
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_records(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {n: {"size": (folder / n).stat().st_size, "sha256": sha256(folder / n)} for n in sorted(names)}
+    return {n: {"size": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in sorted(names)}
 
 
 @dataclass
@@ -131,7 +123,7 @@ def open_bundle(folder: Path, verify: bool = True) -> Bundle:
             path = bundle.path(rel)
             if not path.is_file():
                 raise ArtifactError(f"bundle file missing: {path}")
-            if path.stat().st_size != record["size"] or sha256(path) != record["sha256"]:
+            if path.stat().st_size != record["size"] or file_sha256(path) != record["sha256"]:
                 raise ArtifactError(f"bundle file {path} does not match bundle.json (changed or truncated); export the bundle again")
     return bundle
 

@@ -139,8 +139,7 @@ def _encode(
     skip_bad_rows: bool,
 ) -> EncodeResult:
     texts = ", ".join(f"{f.text_sql(f.token_sql)} AS c{i}" for i, f in enumerate(spec.fields))
-    checks = [f.check_sql for f in spec.fields if f.check_sql]
-    bad_value = " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+    bad_value = spec.bad_value_sql()
     con.execute(
         f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, {texts} "
         f"FROM {spec.reader_sql}"
