@@ -261,11 +261,14 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
         start, size = int(model.embedding.offsets[f]), model.embedding.cardinalities[f]
         c = counts[start : start + size]
         traffic[name] = float(c[keep[start : start + size]].sum() / c.sum())
-    noise_traffic = [traffic[n] for n in data.field_names if n in noise]
     signal_traffic = [traffic[n] for n in data.field_names if n not in noise]
-    print("levels", levels, "traffic", {k: round(v, 3) for k, v in traffic.items()})
     assert np.median(signal_traffic) >= 0.5, traffic  # informative fields keep most of their traffic
-    assert np.median(signal_traffic) >= np.median(noise_traffic) + 0.2, traffic
+    assert all(t >= 0.5 - 1e-9 for n, t in traffic.items() if levels[n] > 0.0), traffic  # the traffic floor
+    # the evidence separates the planted kinds: emptying a noise field costs less than an informative one
+    empty = {data.field_names[int(r["field"])]: r["delta"] for r in res.single if r["level"] == 0.0}
+    noise_cost = np.mean([d for n, d in empty.items() if n in noise])
+    signal_cost = np.mean([d for n, d in empty.items() if n not in noise])
+    assert noise_cost > signal_cost + 0.002, (noise_cost, signal_cost)
     assert sum(q == 0.0 for q in signal_levels) <= 1, levels  # emptying must beat keeping the top rows
     # a field whose emptying alone costs clearly more than the tolerance is never emptied
     for r in res.single:
