@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
-from optembed.masks.fold import fold_pruned_rows, id_counts
+from optembed.masks.fold import fold_pruned_rows, split_id_counts
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
@@ -184,7 +184,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         if config.init == "supernet" and not bool(keep.all()):
             # pruned ids will be read as their field's OOV row: start it at the mean of what it absorbs
             fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device),
-                             id_counts(data.splits["train"].x, model.embedding))
+                             split_id_counts(data.splits["train"], model.embedding))
         model.set_fixed_masks(keep, widths)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:

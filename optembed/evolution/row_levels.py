@@ -51,7 +51,7 @@ from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
 from optembed.masks.dim_mask import apply_widths
-from optembed.masks.fold import fold_field, folded_rows, id_counts, reads_oov
+from optembed.masks.fold import fold_field, folded_rows, reads_oov, split_id_counts
 from optembed.masks.row_mask import row_norms
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
@@ -301,7 +301,7 @@ def search_row_levels(
     cards = list(emb.cardinalities)
     base = base_keep.to(device, torch.bool).clone()
     base[emb.offsets] = True
-    split_counts = id_counts(split.x, emb)
+    split_counts = split_id_counts(split, emb)
     traffic = (rank_counts if rank_counts is not None else split_counts).to(device)
     rankings = field_rankings(model, base, traffic, rank_by)
     counts = split_counts if fold else None

@@ -12,6 +12,9 @@ stands for (itself included), before scoring or as the re-training's starting po
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -68,3 +71,16 @@ def id_counts(x: Tensor, field_embedding: FieldEmbedding) -> Tensor:
     """``LongTensor(|f|)``: how often each id occurs in the ``(N, n)`` per-field ids ``x``."""
     ids = field_embedding.global_ids(x.to(field_embedding.offsets.device)).flatten()
     return torch.bincount(ids, minlength=field_embedding.num_rows)
+
+
+class _Batched(Protocol):
+    def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+def split_id_counts(split: _Batched, field_embedding: FieldEmbedding, batch_size: int = 1 << 16) -> Tensor:
+    """:func:`id_counts` over every row of a split, in-memory or streamed, one batch at a time."""
+    device = field_embedding.offsets.device
+    out = torch.zeros(field_embedding.num_rows, dtype=torch.long, device=device)
+    for xb, _ in split.batches(batch_size, device):
+        out += id_counts(xb, field_embedding)
+    return out
