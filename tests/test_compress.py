@@ -155,8 +155,10 @@ def test_finetune_patience_stops_after_that_many_epochs_without_gain(
     monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
 ) -> None:
     # epoch 0 is the model as quantized; no gain in epochs 2 and 3, a gain in 4, none from 5 on
+    from optembed.training.trainer import Trainer
+
     aucs = iter([0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5])
-    monkeypatch.setattr(finetune_mod, "_metrics", lambda *a: {"val_auc": next(aucs), "val_logloss": 0.5})
+    monkeypatch.setattr(Trainer, "_validate", lambda *a: {"val_auc": next(aucs), "val_logloss": 0.5})
     cards = [300, 20]
     result = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=8, patience=patience, batch_size=256),
                                    tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))

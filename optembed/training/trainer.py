@@ -62,6 +62,7 @@ class FitResult:
     train_samples_per_s: float = 0.0
     optimizer_state_bytes: dict[str, int] = field(default_factory=dict)
     best_record: dict[str, Any] = field(default_factory=dict)  # the metrics of the kept checkpoint
+    start_record: dict[str, Any] = field(default_factory=dict)  # fit(validate_start=True): the starting weights' metrics
 
     def best_metrics(self) -> dict[str, Any]:
         """The validation (and test) metrics of the kept checkpoint: its epoch's record, or the
@@ -130,10 +131,13 @@ class Trainer:
         epoch_stats: EpochStats | None = None,
         row_counts: Tensor | None = None,
         runtime: Runtime | None = None,
+        lr_option: str = "--lr",
     ) -> None:
         """``row_counts``: training count of every table row (``--freq-lr`` needs them).
         ``runtime``: rank and world size of a data-parallel run (default: one process on
-        ``device``); see :mod:`optembed.training.runtime`."""
+        ``device``); see :mod:`optembed.training.runtime`. ``lr_option``: the option a
+        divergence message tells the user to lower."""
+        self.lr_option = lr_option
         cfg.validate()
         self.runtime = runtime if runtime is not None else single(device)
         self.model = model.to(device)
@@ -288,10 +292,10 @@ class Trainer:
                 return best
         elif validate_start:
             start = {"epoch": 0, **self._validate(val, test)}
-            best.best_val_auc, best.best_record = start["val_auc"], start
+            best.best_val_auc, best.best_record, best.start_record = start["val_auc"], start, start
             self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
         rt = self.runtime
-        guard = DivergenceGuard(self.model, self.device, "--lr", cfg.lr, rt.all_reduce_sum if rt.distributed else None)
+        guard = DivergenceGuard(self.model, self.device, self.lr_option, cfg.lr, rt.all_reduce_sum if rt.distributed else None)
         total_samples, total_seconds = 0, 0.0
         steps_per_epoch = -(-len(train) // cfg.batch_size)
         evals = cfg.evals_for(steps_per_epoch)
@@ -342,6 +346,10 @@ class Trainer:
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
         return best
+
+    def metrics(self, val: SplitTensors, test: SplitTensors | None = None) -> dict[str, Any]:
+        """The model's validation (and test) metrics now, as every epoch records them."""
+        return self._validate(val, test)
 
     def _validate(self, val: SplitTensors, test: SplitTensors | None) -> dict[str, Any]:
         cfg, rt = self.cfg, self.runtime
