@@ -48,7 +48,7 @@ from optembed.training.trainer import FitResult, Trainer
 from pipelines.data import check_training_fits, load_dataset, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.supernet import train_params
+from pipelines.readers import train_params
 
 STAGE = "baseline"
 VERSION = 1

@@ -35,7 +35,7 @@ from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
 from optembed.validation import batch_bytes, check_memory, check_positive
 from pipelines.data import load_dataset, read_id_counts, read_schema
-from pipelines.retrain import resolve_chain
+from pipelines.readers import resolve_chain
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 

@@ -37,11 +37,9 @@ from optembed.training.evaluate import evaluate
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
 from pipelines.data import load_dataset, read_schema
-from pipelines.retrain import read_best_widths, resolve_chain
 from pipelines.stage import execute
+from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 from pipelines.store import Manifest, Store
-from pipelines.search import search_row_mask
-from pipelines.supernet import load_row_mask
 
 STAGE = "evaluate"
 VERSION = 2  # 2: unique variant labels; compress artifacts that coded no field are refused

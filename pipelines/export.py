@@ -34,7 +34,7 @@ from optembed.progress import NULL, Reporter
 from optembed.quantization.model import QuantizedModel, load_quantized
 from optembed.training.evaluate import evaluate
 from pipelines.data import load_dataset, read_schema
-from pipelines.retrain import resolve_chain
+from pipelines.readers import resolve_chain
 from pipelines.stage import execute
 from pipelines.store import MANIFEST, Manifest, Store, strict_dumps
 

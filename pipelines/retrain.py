@@ -13,7 +13,6 @@ tables (kept rows only, ``D_f`` columns) reproduce the trained model's predictio
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,7 @@ from pipelines import resume as resume_mod
 from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store
-from pipelines.search import search_row_mask
-from pipelines.supernet import load_row_mask, train_params
+from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask, train_params  # noqa: F401 (re-exported)
 
 STAGE = "retrain"
 VERSION = 3  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds pruned rows into OOV
@@ -74,22 +72,6 @@ class Plan:
     widths: list[int] | None
     variant: str
     supernet: Manifest | None = None
-
-
-def resolve_chain(store: Store, manifest: Manifest) -> dict[str, Manifest]:
-    """The artifact and all of its ancestors, by stage."""
-    chain = {manifest.stage: manifest}
-    frontier = [manifest]
-    while frontier:
-        current = frontier.pop()
-        for key, fp in current.upstream.items():
-            stage = key.split("#")[0]
-            found = store.lookup(stage, fp)
-            if found is None:
-                raise ArtifactError(f"upstream {stage} artifact {fp} of {current.stage} {current.fingerprint} is missing")
-            chain.setdefault(stage, found)
-            frontier.append(found)
-    return chain
 
 
 def plan(config: RetrainStage, store: Store) -> Plan:
@@ -133,19 +115,6 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     if mode == "none" and source.stage == "supernet":
         variant = "original"
     return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
-
-
-def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
-    best = json.loads(search.output("best").read_text())
-    widths = best["widths"]
-    if isinstance(widths, dict):
-        missing = [n for n in field_names if n not in widths]
-        if missing:
-            raise ArtifactError(f"search artifact {search.fingerprint} has no width for {', '.join(missing[:5])}")
-        return [int(widths[n]) for n in field_names]
-    if len(widths) != len(field_names):
-        raise ArtifactError(f"search artifact {search.fingerprint} has {len(widths)} widths for {len(field_names)} fields")
-    return [int(w) for w in widths]
 
 
 def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:

@@ -45,7 +45,7 @@ from optembed.validation import check_search_memory
 from pipelines.data import load_dataset, read_id_counts
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.supernet import load_row_mask, read_row_mask_file
+from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask  # noqa: F401 (re-exported)
 
 STAGE = "search"
 VERSION = 3  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows
@@ -95,13 +95,6 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
             "widths to search; train one with --mode optembed, prune-only or dims-only"
         )
     return sn, payload
-
-
-def search_row_mask(search: Manifest, supernet: Manifest) -> dict[str, Any]:
-    """The row mask a search artifact settled on: its own row levels, else its supernet's m_e*."""
-    if "row_mask" in search.outputs:
-        return read_row_mask_file(search.output("row_mask"))
-    return load_row_mask(supernet)
 
 
 def _with_oov(mask: torch.Tensor, cardinalities: list[int]) -> torch.Tensor:

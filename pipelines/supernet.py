@@ -15,27 +15,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.errors import ArtifactError, TrainingError
+from optembed.errors import TrainingError
 from optembed.models.base import CTRModel, mode_flags
 from optembed.models.checkpoint import save_model
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
-from optembed.safe_load import FIX, expect_dict, load_tensor_file
-from optembed.training.config import TrainConfig
 from optembed.data.stream import DEFAULT_BUFFER_ROWS
+from optembed.training.config import TrainConfig
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
 from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
+from pipelines.readers import ROW_MASK_KEYS, load_row_mask, read_row_mask_file, train_params  # noqa: F401 (re-exported)
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
 
 STAGE = "supernet"
 VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
 UPSTREAM = "preprocess"
-ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
 
 
 @dataclass
@@ -49,16 +48,6 @@ class SupernetStage:
     shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # rows per streamed chunk (the shuffle buffer)
     resume: bool = False
     force: bool = False
-
-
-def train_params(cfg: TrainConfig) -> dict[str, Any]:
-    """Training options that change the result (not speed knobs). The embedding options
-    (``embedding_optimizer``, ``freq_lr``, ...) appear only when they differ from their defaults,
-    so artifacts made before they existed keep their fingerprints."""
-    params = cfg.to_params()
-    for key in ("eval_batch_size", "check_every", "compile"):
-        params.pop(key)
-    return params
 
 
 def row_stats(model: CTRModel) -> dict[str, float]:
@@ -173,17 +162,4 @@ def _row_mask(model: CTRModel) -> dict[str, Any]:
         "pruned": model.prune_rows,
     }
 
-
-def load_row_mask(manifest: Manifest) -> dict[str, Any]:
-    if manifest.stage != STAGE:
-        raise ArtifactError(f"artifact {manifest.fingerprint} is a {manifest.stage} artifact, expected supernet")
-    return read_row_mask_file(manifest.output("row_mask"))
-
-
-def read_row_mask_file(path: Path) -> dict[str, Any]:
-    """A ``row_mask.pt`` (supernet or search): mask, kept and total rows per field, thresholds."""
-    info = expect_dict(load_tensor_file(path, "row mask file"), path, "row mask file", ROW_MASK_KEYS)
-    if not isinstance(info["mask"], torch.Tensor) or info["mask"].dtype != torch.bool:
-        raise ArtifactError(f"row mask file {path} holds no boolean mask; {FIX}")
-    return info
 

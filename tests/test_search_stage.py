@@ -18,7 +18,7 @@ from optembed.models.checkpoint import load_model
 from pipeline_fixtures import small_supernet, synthetic_preprocess
 from pipelines import evaluate, retrain, search
 from pipelines.data import load_dataset
-from pipelines.supernet import load_row_mask
+from pipelines.readers import load_row_mask
 
 CPU = torch.device("cpu")
 

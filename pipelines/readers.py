@@ -1,0 +1,77 @@
+"""Artifact readers and parameter helpers shared by the stages (one place, so a stage never
+imports another stage's module for them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optembed.errors import ArtifactError
+from optembed.safe_load import FIX, expect_dict, load_tensor_file
+from optembed.training.config import TrainConfig
+from pipelines.store import Manifest, Store
+
+ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
+
+
+def train_params(cfg: TrainConfig) -> dict[str, Any]:
+    """Training options that change the result (not speed knobs). The embedding options
+    (``embedding_optimizer``, ``freq_lr``, ...) appear only when they differ from their defaults,
+    so artifacts made before they existed keep their fingerprints."""
+    params = cfg.to_params()
+    for key in ("eval_batch_size", "check_every", "compile"):
+        params.pop(key)
+    return params
+
+
+def load_row_mask(manifest: Manifest) -> dict[str, Any]:
+    if manifest.stage != "supernet":
+        raise ArtifactError(f"artifact {manifest.fingerprint} is a {manifest.stage} artifact, expected supernet")
+    return read_row_mask_file(manifest.output("row_mask"))
+
+
+def read_row_mask_file(path: Path) -> dict[str, Any]:
+    """A ``row_mask.pt`` (supernet or search): mask, kept and total rows per field, thresholds."""
+    info = expect_dict(load_tensor_file(path, "row mask file"), path, "row mask file", ROW_MASK_KEYS)
+    if not isinstance(info["mask"], torch.Tensor) or info["mask"].dtype != torch.bool:
+        raise ArtifactError(f"row mask file {path} holds no boolean mask; {FIX}")
+    return info
+
+
+def search_row_mask(search: Manifest, supernet: Manifest) -> dict[str, Any]:
+    """The row mask a search artifact settled on: its own row levels, else its supernet's m_e*."""
+    if "row_mask" in search.outputs:
+        return read_row_mask_file(search.output("row_mask"))
+    return load_row_mask(supernet)
+
+
+def resolve_chain(store: Store, manifest: Manifest) -> dict[str, Manifest]:
+    """The artifact and all of its ancestors, by stage."""
+    chain = {manifest.stage: manifest}
+    frontier = [manifest]
+    while frontier:
+        current = frontier.pop()
+        for key, fp in current.upstream.items():
+            stage = key.split("#")[0]
+            found = store.lookup(stage, fp)
+            if found is None:
+                raise ArtifactError(f"upstream {stage} artifact {fp} of {current.stage} {current.fingerprint} is missing")
+            chain.setdefault(stage, found)
+            frontier.append(found)
+    return chain
+
+
+def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
+    best = json.loads(search.output("best").read_text())
+    widths = best["widths"]
+    if isinstance(widths, dict):
+        missing = [n for n in field_names if n not in widths]
+        if missing:
+            raise ArtifactError(f"search artifact {search.fingerprint} has no width for {', '.join(missing[:5])}")
+        return [int(widths[n]) for n in field_names]
+    if len(widths) != len(field_names):
+        raise ArtifactError(f"search artifact {search.fingerprint} has {len(widths)} widths for {len(field_names)} fields")
+    return [int(w) for w in widths]
