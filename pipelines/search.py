@@ -35,7 +35,7 @@ from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
 from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
-from optembed.masks.fold import fold_pruned_rows, split_id_counts
+from optembed.masks.fold import fold_pruned_rows
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
@@ -158,8 +158,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             keep = rows.keep
             _write_row_outputs(tmp, rows, keep, cards, names, mask_info)
             # the widths are scored as the row levels were: pruned ids read their folded OOV row
-            fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device),
-                             split_id_counts(val, model.embedding))
+            assert rows.counts is not None
+            fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device), rows.counts)
         model.set_row_mask(keep)
         model.set_fixed_masks(keep, None)
         kept_now = torch.bincount(field_of_row[keep], minlength=len(cards)).numpy().astype(np.int64)

@@ -116,6 +116,26 @@ def planted(tmp_path_factory: pytest.TempPathFactory):
     return store, pre, sn, truth
 
 
+def _candidates(rankings: list[torch.Tensor], emb) -> list[tuple[int, torch.Tensor | None]]:
+    """The base itself and four single-field candidates (a level each, emptying included)."""
+    picks = [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]
+    return [(-1, None)] + [(f, level_keep(rankings[f], emb.cardinalities[f], q)) for f, q in picks]
+
+
+def _with_field(base: torch.Tensor, emb, f: int, local: torch.Tensor | None) -> torch.Tensor:
+    keep = base.clone()
+    if f >= 0:
+        keep[int(emb.offsets[f]) : int(emb.offsets[f]) + emb.cardinalities[f]] = local
+    return keep
+
+
+def _auc_as_retrained(model, keep: torch.Tensor, val) -> float:
+    """Validation AUC of ``model`` with the row mask applied the way retrain applies it."""
+    model.set_row_mask(keep)
+    model.set_fixed_masks(keep, None)
+    return evaluate(model, val, CPU, 5000)["auc"]
+
+
 def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
     """A candidate mask scored by the stacked scorer equals a plain evaluation of the model with
     the mask applied the way retrain applies it (pruned ids -> OOV, fixed masks)."""
@@ -127,16 +147,10 @@ def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
     rankings = field_rankings(model, base)
     scorer = RowMaskScorer(model, val, CPU, batch_size=3000, group=3)
     scorer.set_base(base)
-    picks = [(f, level_keep(rankings[f], emb.cardinalities[f], q)) for f, q in [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]]
-    got = scorer([(-1, None)] + picks)
-    for (f, local), value in zip([(-1, None)] + picks, got, strict=True):
+    candidates = _candidates(rankings, emb)
+    for (f, local), value in zip(candidates, scorer(candidates), strict=True):
         other, _ = load_model(sn.output("model"), CPU)
-        keep = base.clone()
-        if f >= 0:
-            keep[int(emb.offsets[f]) : int(emb.offsets[f]) + emb.cardinalities[f]] = local
-        other.set_row_mask(keep)
-        other.set_fixed_masks(keep, None)
-        assert value == pytest.approx(evaluate(other, val, CPU, 5000)["auc"], abs=1e-6)
+        assert value == pytest.approx(_auc_as_retrained(other, _with_field(base, emb, f, local), val), abs=1e-6)
 
 
 def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
@@ -155,13 +169,11 @@ def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
         base[start : start + emb.cardinalities[f]] = level_keep(rankings[f], emb.cardinalities[f], q)
     scorer = RowMaskScorer(model, val, CPU, batch_size=3000, group=3, counts=counts)
     scorer.set_base(base)
-    picks = [(f, level_keep(rankings[f], emb.cardinalities[f], q)) for f, q in [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]]
-    got = scorer([(-1, None)] + picks)
-    for (f, local), value in zip([(-1, None)] + picks, got, strict=True):
+    candidates = _candidates(rankings, emb)
+    got = scorer(candidates)
+    for (f, local), value in zip(candidates, got, strict=True):
         other, _ = load_model(sn.output("model"), CPU)
-        keep = base.clone()
-        if f >= 0:
-            keep[int(emb.offsets[f]) : int(emb.offsets[f]) + emb.cardinalities[f]] = local
+        keep = _with_field(base, emb, f, local)
         tables = [other.embedding, other.linear]
         for table in tables:  # the reference fold, written out row by row
             w = table.weight.data
@@ -171,12 +183,10 @@ def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
                 c = counts[[start + i for i in absorbed]].double()
                 if float(c.sum()) > 0:
                     w[start] = ((w[[start + i for i in absorbed]].double() * c[:, None]).sum(0) / c.sum()).float()
-        other.set_row_mask(keep)
-        other.set_fixed_masks(keep, None)
-        assert value == pytest.approx(evaluate(other, val, CPU, 5000)["auc"], abs=1e-6)
+        assert value == pytest.approx(_auc_as_retrained(other, keep, val), abs=1e-6)
     no_fold = RowMaskScorer(load_model(sn.output("model"), CPU)[0], val, CPU, batch_size=3000, group=3)
     no_fold.set_base(base)
-    assert not np.allclose(no_fold([(-1, None)] + picks), got)  # folding changes what is scored
+    assert not np.allclose(no_fold(candidates), got)  # folding changes what is scored
 
 
 def test_field_rankings_by_impact_and_norm_by_hand() -> None:

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
 from optembed.masks.dim_mask import apply_widths
-from optembed.masks.fold import fold_field, folded_rows, reads_oov, split_id_counts
+from optembed.masks.fold import fold_field, folded_oov_rows, split_id_counts
 from optembed.masks.row_mask import row_norms
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
@@ -78,6 +78,7 @@ class RowLevelResult:
     single: list[dict[str, float]] = field(default_factory=list)  # every (field, level) scored alone
     steps: list[dict[str, float]] = field(default_factory=list)  # every cumulative try, accepted or not
     passes: int = 0  # stacked candidate evaluations
+    counts: Tensor | None = None  # every id's count in the split (the folds' and, by default, the ranking's weights)
 
 
 def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = None, by: str = "norm") -> list[Tensor]:
@@ -175,7 +176,6 @@ class RowMaskScorer:
         model.set_row_mask(torch.ones(emb.num_rows, dtype=torch.bool))
         self.counts = None if counts is None else counts.to(device)
         self.id_tables = model.additive_id_tables() if counts is not None else []
-        self._field_of_row = emb.field_of_row
 
     @property
     def folds(self) -> bool:
@@ -188,14 +188,11 @@ class RowMaskScorer:
         self._remap = torch.where(keep, self._local, torch.zeros_like(self._local))
         if self.counts is not None:
             emb = self.model.embedding
-            absorbed = reads_oov(keep, emb)
-            n = emb.n_fields
-            self._base_fold = folded_rows(emb.weight.detach(), self.counts, absorbed, self._field_of_row, n, emb.offsets)
-            self._base_shift = torch.zeros(n, device=self.device)  # summed into the logit per OOV read
+            self._base_fold = folded_oov_rows(emb, keep, self.counts)
+            self._base_shift = torch.zeros(emb.n_fields, device=self.device)  # summed into the logit per OOV read
             for table in self.id_tables:
-                w = table.weight.detach()
-                folded = folded_rows(w, self.counts, absorbed, self._field_of_row, n, table.offsets)
-                self._base_shift += (folded - w[table.offsets]).sum(-1).float()
+                oov = table.weight.detach()[table.offsets]
+                self._base_shift += (folded_oov_rows(table, keep, self.counts) - oov).sum(-1).float()
 
     def _folds(self, chunk: Sequence[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor]:
         """Per candidate of ``chunk``: the folded OOV rows ``(C, n, D)`` and logit shifts ``(C, n)``."""
@@ -389,4 +386,5 @@ def search_row_levels(
         progress("rows: building the mask", len(order), len(order))
     result.keep = current.cpu()
     result.passes = scorer.passes
+    result.counts = split_counts
     return result

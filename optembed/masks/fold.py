@@ -48,11 +48,16 @@ def folded_rows(weight: Tensor, counts: Tensor, absorbed: Tensor, field_of_row: 
 def fold_field(weight: Tensor, counts: Tensor, local_absorbed: Tensor) -> Tensor:
     """One field's folded OOV row: ``weight`` and ``counts`` are the field's rows (OOV first),
     ``local_absorbed`` (``BoolTensor(rows)``) the rows read as OOV. Returns ``(d,)``."""
-    w = counts.to(weight.device, weight.dtype) * local_absorbed.to(weight.device, weight.dtype)
-    mass = w.sum()
-    if float(mass) <= 0:
-        return weight[0].clone()
-    return (weight * w[:, None]).sum(0) / mass
+    one_field = torch.zeros(weight.shape[0], dtype=torch.long, device=weight.device)
+    return folded_rows(weight, counts, local_absorbed, one_field, 1, one_field[:1])[0]
+
+
+@torch.no_grad()
+def folded_oov_rows(table: FieldEmbedding, keep: Tensor, counts: Tensor) -> Tensor:
+    """``(n_fields, d)``: every field's folded OOV row of ``table`` under the mask ``keep``, with
+    ``counts`` (both ``(|f|,)`` over the table's ids); the table is left as it is."""
+    return folded_rows(table.weight.detach(), counts, reads_oov(keep, table), table.field_of_row,
+                       table.n_fields, table.offsets)
 
 
 @torch.no_grad()
@@ -61,10 +66,7 @@ def fold_pruned_rows(tables: list[FieldEmbedding], keep: Tensor, counts: Tensor)
     head's per-id tables, all indexed by the same ids) in place; ``keep`` and ``counts`` are
     ``(|f|,)`` over those ids."""
     for table in tables:
-        absorbed = reads_oov(keep, table)
-        folded = folded_rows(table.weight.data, counts, absorbed, table.field_of_row, len(table.cardinalities),
-                             table.offsets)
-        table.weight.data[table.offsets] = folded.to(table.weight.dtype)
+        table.weight.data[table.offsets] = folded_oov_rows(table, keep, counts).to(table.weight.dtype)
 
 
 def id_counts(x: Tensor, field_embedding: FieldEmbedding) -> Tensor:
