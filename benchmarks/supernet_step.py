@@ -38,6 +38,7 @@ from optembed.models.config import ModelConfig  # noqa: E402
 from optembed.models.registry import build_model  # noqa: E402
 from optembed.training.config import TrainConfig  # noqa: E402
 from optembed.training.device import resolve_device  # noqa: E402
+from optembed.training.host import tune_allocator  # noqa: E402
 from optembed.training.trainer import Trainer  # noqa: E402
 
 MODES = ("none", "prune-only", "dims-only", "optembed")
@@ -59,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlp", default="1024,512,256")
     ap.add_argument("--embedding-optimizer", default="rowwise-adagrad")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's allocator thresholds alone (the optembed command raises them)")
     ap.add_argument("--results", action="store_true", help="write the RESULTS.md section")
     args = ap.parse_args(argv)
+    tuned = False if args.default_allocator else tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -91,18 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"`python benchmarks/supernet_step.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {now()}: "
-        f"{machine()}; device `{device}`, {torch.get_num_threads()} threads, load average {load:.1f} at the end.",
+        f"{machine()}; device `{device}`, {torch.get_num_threads()} threads, load average {load:.1f} at the end; "
+        f"allocator thresholds {'raised (as the command does)' if tuned else 'glibc defaults'}.",
         f"DeepFM D = {args.dim}, MLP {args.mlp} with BatchNorm, batch {args.batch:,}, embeddings "
         f"`{args.embedding_optimizer}`, Adam elsewhere; {args.steps} steps per trial, {args.trials} interleaved "
-        "trials; samples/s median [min..max].",
+        "trials; samples/s median [min..max]; paired: the median over trials of the mode's samples/s over the "
+        "plain model's in the same trial.",
         "",
-        "| mode | train samples/s | vs plain model |",
-        "|---|---|---:|",
+        "| mode | train samples/s | vs plain model | paired |",
+        "|---|---|---:|---:|",
     ]
     for mode in MODES:
         t = times[mode]
         med = statistics.median(t)
-        lines.append(f"| {mode} | {med:,.0f} [{min(t):,.0f}..{max(t):,.0f}] | {med / base:.2f}x |")
+        paired = statistics.median(a / b for a, b in zip(t, times["none"], strict=True))
+        lines.append(f"| {mode} | {med:,.0f} [{min(t):,.0f}..{max(t):,.0f}] | {med / base:.2f}x | {paired:.2f}x |")
     body = "\n".join(lines)
     print(body)
     if args.results:

@@ -187,3 +187,67 @@ def test_candidate_stacked_equals_each_candidate() -> None:
         one = apply_widths(emb, cands[c])
         assert torch.equal(stacked[c], one)
         assert torch.equal(flat[c * 5 : (c + 1) * 5], one)
+
+
+def _reference_masked(rows: torch.Tensor, t: torch.Tensor, widths: torch.Tensor | None, norm: str) -> torch.Tensor:
+    pruner = RowPruner(rows.shape[1], norm)
+    with torch.no_grad():
+        pruner.threshold.copy_(t)
+    pruner.threshold.requires_grad_(t.requires_grad)
+    out, _ = pruner(rows)
+    out = out if widths is None else apply_widths(out, widths)
+    out._threshold = pruner.threshold  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("width_kind", ["none", "shared", "per-sample"])
+def test_fused_masks_equal_the_separate_modules(norm: str, width_kind: str) -> None:
+    """One pass (masked_rows) = RowPruner then apply_widths: values, row and threshold gradients.
+    The rows straddle the thresholds (some exactly on it, one all zero) so every branch of the
+    long-tail gradient and of the mask is exercised."""
+    from optembed.masks.fused import masked_rows
+
+    gen = torch.Generator().manual_seed(3)
+    B, n, D = 64, 5, 7
+    base = torch.randn(B, n, D, generator=gen) * 0.3
+    base[0, 0] = 0.0  # a zero row (l2's gradient is 0 there)
+    t = torch.tensor([0.2, 0.9, 1.4, 0.0, 2.5])
+    base[1, 1] = torch.full((D,), 0.9 / D)  # l1 norm exactly on the threshold: pruned
+    widths = {
+        "none": None,
+        "shared": torch.tensor([1, 7, 3, 0, 5]),
+        "per-sample": torch.randint(0, D + 1, (B, n), generator=gen),
+    }[width_kind]
+    grad = torch.randn(B, n, D, generator=gen)
+
+    rows_a = base.clone().requires_grad_(True)
+    t_a = t.clone().requires_grad_(True)
+    out_a = masked_rows(rows_a, t_a, widths, norm)
+    out_a.backward(grad)
+
+    rows_b = base.clone().requires_grad_(True)
+    out_b = _reference_masked(rows_b, t.clone().requires_grad_(True), widths, norm)
+    out_b.backward(grad)
+    t_b = out_b._threshold  # type: ignore[attr-defined]
+
+    kept = (out_b != 0).any(-1).float().mean().item()
+    assert 0.1 < kept < 0.9  # both sides of the thresholds are present
+    torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
+    torch.testing.assert_close(rows_a.grad, rows_b.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(t_a.grad, t_b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_supernet_lookup_uses_the_fused_masks_with_the_same_result() -> None:
+    from optembed.embedders.table import TableEmbedder
+
+    torch.manual_seed(0)
+    emb = TableEmbedder([30, 20, 10], 6, init_std=0.5, prune_rows=True, sample_dims=True)
+    with torch.no_grad():
+        emb.pruner.threshold.copy_(torch.tensor([2.0, 2.4, 1.5]))
+    ids = torch.stack([torch.randint(0, c, (40,)) for c in (30, 20, 10)], 1)
+    widths = torch.randint(1, 7, (40, 3))
+    got = emb.lookup(ids, widths)
+    ref = apply_widths(emb.pruner(emb.embedding(ids))[0], widths)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert 0 < int((got.abs().sum(-1) == 0).sum()) < got.shape[0] * 3

@@ -17,6 +17,7 @@ from optembed.embedders.base import FLOAT_BYTES, Embedder
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import apply_widths
+from optembed.masks.fused import masked_rows
 from optembed.masks.row_mask import RowPruner
 
 # mode -> (prune_rows, sample_dims)
@@ -111,9 +112,11 @@ class TableEmbedder(Embedder):
         return emb
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
-        emb = self.rows(ids)
         if widths is None:
             widths = self.fixed_widths
+        if self.prune_rows and self.row_mask is None:  # the supernet: both masks in one pass
+            return masked_rows(self.embedding(ids), self.pruner.threshold, widths, self.pruner.norm)
+        emb = self.rows(ids)
         if widths is not None:
             emb = apply_widths(emb, widths)
         return emb

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from optembed.masks.fused import prefix_table
 
 
 def sample_widths(
@@ -21,9 +24,9 @@ def sample_widths(
 
 
 def prefix_mask(widths: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``(..., n)`` widths -> ``(..., n, dim)`` mask, 1 where column index < width."""
-    cols = torch.arange(dim, device=widths.device)
-    return (cols < widths.unsqueeze(-1)).to(dtype)
+    """``(..., n)`` widths -> ``(..., n, dim)`` mask, 1 where column index < width (a gather from
+    the ``(dim + 1, dim)`` table of prefixes: cheaper than comparing and converting per element)."""
+    return F.embedding(widths, prefix_table(dim, dtype, widths.device))
 
 
 def apply_widths(emb: Tensor, widths: Tensor) -> Tensor:
