@@ -50,10 +50,13 @@ class CompressStage:
     min_rows: int = 10_000
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "auto"
+    jobs: int = 0  # fields fitted at once (0: one per core on the CPU); not a parameter (same result up to rounding)
     force: bool = False
 
     def validate(self) -> None:
         self.quantizer.validate()
+        if self.jobs < 0:
+            raise ConfigError(f"--jobs must be at least 0 (0: automatic), got {self.jobs}")
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
         ft = self.finetune
@@ -137,7 +140,9 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
         compact.cpu()  # Module.to / .cpu move the model in place
         row_counts = compact_row_counts(compact, counts) if counts is not None else None
         started = time.perf_counter()
-        model, stats = quantize_compact(compact, row_counts, config.quantizer, config.min_rows, device, reporter)
+        model, stats = quantize_compact(
+            compact, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs
+        )
         quantizer_seconds = time.perf_counter() - started
         result = finetune(model, config.finetune, data.splits["train"], val, test, device, reporter)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -329,3 +330,30 @@ def test_run_config_compress_section(tmp_path: Path) -> None:
     config.write_text(text.replace('variants = ["optembed"]', 'variants = ["optembed-e"]'))
     with pytest.raises(Exception, match="not a re-trained variant"):
         chain.load_config(config).validate()
+
+
+def test_fields_fitted_on_threads_equal_the_sequential_fit() -> None:
+    """--jobs: the fields' fits run on a thread pool; each field seeds its own generator, so the
+    codes, codebooks and statistics equal the one-at-a-time fit (in field order)."""
+    from optembed.quantization.compress import field_workers
+
+    cards, widths = [900, 3, 600, 700, 40], [6, 2, 8, 4, 8]
+    _, compact = tiny_compact(cards, widths, seed=2)
+    q = QuantizerConfig(groups=2, codebook=8, steps=30, batch_size=64)
+    seq, seq_stats = quantize_compact(compact, None, q, min_rows=50, jobs=1)
+    par, par_stats = quantize_compact(compact, None, q, min_rows=50, jobs=3)
+    assert seq.coded == par.coded == [True, False, True, True, False]
+    for a, b in zip(seq.fields, par.fields, strict=True):
+        for name, tensor in a.state_dict().items():
+            torch.testing.assert_close(tensor, b.state_dict()[name], rtol=1e-5, atol=1e-6)
+    assert [s["field"] for s in seq_stats] == [s["field"] for s in par_stats]
+    for s, p in zip(seq_stats, par_stats, strict=True):
+        assert s["bytes"] == p["bytes"] and s["codebook"] == p["codebook"]
+        assert s["mse"] == pytest.approx(p["mse"], rel=1e-5, abs=1e-9)
+    # workers: explicit, automatic (cores on the CPU, 1 on a GPU), capped by the fields
+    assert field_workers(2, 5, torch.device("cpu")) == 2
+    assert field_workers(8, 3, torch.device("cpu")) == 3
+    assert field_workers(0, 1000, torch.device("cuda")) == 1
+    assert field_workers(0, 1000, torch.device("cpu")) == max(1, os.cpu_count() or 1)
+    with pytest.raises(ConfigError, match="--jobs"):
+        field_workers(-1, 3, torch.device("cpu"))

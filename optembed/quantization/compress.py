@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
+from joblib import Parallel, delayed
 from torch import Tensor
 
+from optembed.errors import ConfigError
 from optembed.models.compact import CompactModel
 from optembed.progress import NULL, Reporter
 from optembed.quantization.config import QuantizerConfig
@@ -48,6 +51,23 @@ def field_shapes(compact: CompactModel) -> list[tuple[str, int, int]]:
     return [(name, int(compact.kept[f]), int(compact.widths[f])) for f, name in enumerate(compact.field_names)]
 
 
+def field_workers(jobs: int, fields: int, device: torch.device) -> int:
+    """Threads fitting fields at once: ``jobs`` when positive, else one per CPU core on the CPU
+    and one on a GPU (its kernels already fill it); never more than the fields to fit."""
+    if jobs < 0:
+        raise ConfigError(f"--jobs must be at least 0 (0: automatic), got {jobs}")
+    if jobs == 0:
+        jobs = 1 if device.type != "cpu" else max(1, os.cpu_count() or 1)
+    return max(1, min(jobs, fields))
+
+
+def _fit_field(table: Tensor, counts: Tensor | None, cfg: QuantizerConfig,
+               device: torch.device) -> tuple[Any, Tensor, Any, float]:
+    started = time.perf_counter()
+    pq, codes, fit = fit_quantizer(table, counts, cfg, device)
+    return pq, codes, fit, time.perf_counter() - started
+
+
 def quantize_compact(
     compact: CompactModel,
     row_counts: Sequence[Tensor] | None,
@@ -55,31 +75,49 @@ def quantize_compact(
     min_rows: int,
     device: torch.device | str = "cpu",
     reporter: Reporter = NULL,
+    jobs: int = 0,
 ) -> tuple[QuantizedModel, list[dict[str, Any]]]:
     """Fit a product quantizer on every field with more than ``min_rows`` rows whose coded form
     (sized per field by :func:`plan_field`) is smaller than its float table; the others stay
     float. Returns the model and one statistics row per field (rows, width, groups, codebook
-    size K and code dtype, coded or not and why, bytes before/after, errors, code usage)."""
+    size K and code dtype, coded or not and why, bytes before/after, errors, code usage).
+    ``jobs``: fields fitted at once (:func:`field_workers`); each field seeds its own generator, so
+    the result is the same up to floating-point rounding."""
     cfg.validate()
-    fields: list[FieldTable] = []
-    stats: list[dict[str, Any]] = []
-    task = reporter.task("quantizing", total=len(compact.kept), unit="field")
+    device = torch.device(device)
+    plans = []
     for f, name in enumerate(compact.field_names):
         table = compact.table(f).detach().float().cpu()
+        plan, reason = field_decision(table.shape[0], table.shape[1], cfg, min_rows)
+        counts = row_counts[f] if row_counts is not None else None
+        plans.append((name, table, plan, reason, counts))
+    coded = [p for p in plans if not p[3]]
+    workers = field_workers(jobs, len(coded), device)
+    task = reporter.task("quantizing", total=len(plans), unit="field")
+    fits: dict[str, tuple[Any, Tensor, Any, float]] = {}
+    # The fields' fits are independent (each seeds its own generator), so they run on a pool of
+    # threads: torch releases the GIL inside its kernels and a field's fit is many small ops.
+    results = Parallel(n_jobs=workers, prefer="threads", return_as="generator")(
+        delayed(_fit_field)(table, counts, replace(cfg, groups=plan.groups, codebook=plan.codebook, sub_dim=None,
+                                                   code_dtype=plan.code_dtype), device)
+        for _, table, plan, _, counts in coded
+    )
+    for (name, *_), result in zip(coded, results, strict=True):
+        fits[name] = result
+        task.advance(1)
+    fields: list[FieldTable] = []
+    stats: list[dict[str, Any]] = []
+    for name, table, plan, reason, _ in plans:
         rows, width = table.shape
         dense_bytes = table.numel() * 4
         row: dict[str, Any] = {"field": name, "rows": rows, "width": width, "float_bytes": dense_bytes}
-        plan, reason = field_decision(rows, width, cfg, min_rows)
         if reason:
             fields.append(DenseField(table))
             row.update(coded=False, reason=reason, bytes=dense_bytes, mse=0.0, weighted_mse=0.0, codes_used=None,
                        perplexity=None, seconds=0.0, groups=None, codebook=None, code_dtype=None)
+            task.advance(1)
         else:
-            started = time.perf_counter()
-            counts = row_counts[f] if row_counts is not None else None
-            field_cfg = replace(cfg, groups=plan.groups, codebook=plan.codebook, sub_dim=None, code_dtype=plan.code_dtype)
-            pq, codes, fit = fit_quantizer(table, counts, field_cfg, device)
-            seconds = time.perf_counter() - started
+            pq, codes, fit, seconds = fits[name]
             field = CodedField(codes.cpu(), pq.codebooks.detach().cpu(), width)
             fields.append(field)
             nbytes = sum(field.byte_counts().values())
@@ -89,6 +127,5 @@ def quantize_compact(
                 k: v for k, v in fit.to_dict().items() if k in ("mse", "weighted_mse", "codes_used", "perplexity")
             })
         stats.append(row)
-        task.advance(1)
     task.close()
     return from_compact(compact, fields), stats

@@ -9,7 +9,7 @@ import typer
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
-from optembed_cli.options import QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity
+from optembed_cli.options import DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest
@@ -42,6 +42,7 @@ def compress(
     patience: PatienceOpt = FT.patience,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    jobs: Annotated[int, typer.Option(help="Fields quantized at once, on threads (0: one per CPU core; 1 on a GPU). The result is the same up to floating-point rounding.", rich_help_panel=DEVICE)] = 0,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
@@ -64,6 +65,7 @@ def compress(
         min_rows=min_rows,
         finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
         device=device,
+        jobs=jobs,
         force=force,
     )
     config.validate()  # every option before the store is read
