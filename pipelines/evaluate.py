@@ -42,7 +42,7 @@ from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, se
 from pipelines.store import Manifest, Store
 
 STAGE = "evaluate"
-VERSION = 2  # 2: unique variant labels; compress artifacts that coded no field are refused
+VERSION = 3  # 2: unique variant labels; compress artifacts that coded no field are refused; 3: rows state D, plots of training curves
 SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 
@@ -188,6 +188,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "sparsity": size["sparsity"],
                 "embedding_params": size["embedding_params"],
                 "embedding_bytes": size["embedding_bytes"],
+                "dim": size["dim"],
                 "ratio_vs_original": size["total_rows"] * size["dim"] * 4 / max(size["embedding_bytes"], 1),
                 "total_params": size["total_params"],
                 "file_bytes": cand.file_bytes,
@@ -208,7 +209,9 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             from optembed.plots import write_plots
 
             candidates = _search_candidates(store, sources)
-            for name, file in write_plots(tmp, rows, data.field_names, candidates).items():
+            curves = training_curves(store, sources, rows)
+            plots = write_plots(tmp, rows, data.field_names, candidates, data.cardinalities, curves)
+            for name, file in plots.items():
                 manifest.outputs[name] = file
         best = max(rows, key=lambda r: r["test_auc"])
         manifest.metrics = {
@@ -242,6 +245,39 @@ def _search_candidates(store: Store, sources: list[Manifest]) -> list[dict[str, 
             label = f"search {search.fingerprint[:8]} ({mode})"
             out.extend({**row, "search": label} for row in pq.read_table(search.output("candidates")).to_pylist())
     return out
+
+
+def curves_source(store: Store, manifest: Manifest) -> Manifest | None:
+    """The artifact whose ``curves`` output traces the training of ``manifest``'s model: its own
+    (retrain, compress, supernet, baseline), else its retrain or supernet ancestor (a search
+    artifact: the supernet it scored); ``None`` when no such artifact has curves."""
+    if "curves" in manifest.outputs:
+        return manifest
+    chain = resolve_chain(store, manifest)
+    for stage in ("retrain", "supernet"):
+        if stage in chain and "curves" in chain[stage].outputs:
+            return chain[stage]
+    return None
+
+
+def training_curves(
+    store: Store, sources: list[Manifest], rows: list[dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(label, per-epoch records)`` of the evaluated models' training, in the order of ``rows``;
+    models without curves are left out, and models sharing one training artifact share one entry
+    (labels joined; an ancestor's stage is named)."""
+    import pyarrow.parquet as pq
+
+    by_id = {m.fingerprint: m for m in sources}
+    shared: dict[str, tuple[Manifest, list[str]]] = {}
+    for r in rows:
+        m = by_id[r["id"]]
+        art = curves_source(store, m)
+        if art is None:
+            continue
+        label = r["variant"] if art is m else f"{r['variant']} ({art.stage} {art.fingerprint[:8]})"
+        shared.setdefault(art.fingerprint, (art, []))[1].append(label)
+    return [(" / ".join(labels), pq.read_table(art.output("curves")).to_pylist()) for art, labels in shared.values()]
 
 
 def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list[str]) -> str:

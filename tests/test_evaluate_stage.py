@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from optembed.errors import ArtifactError
@@ -47,14 +49,37 @@ def test_evaluate_table_matches_retrain_metrics(prepared) -> None:
 
 def test_evaluate_plots(prepared) -> None:
     pytest.importorskip("matplotlib")
-    store, _, _, pruned, full = prepared
+    store, _, sn, pruned, full = prepared
     m = evaluate.run(
-        evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint], device="cpu", latency=False, plot=True),
+        evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint, sn.fingerprint], device="cpu",
+                               latency=False, plot=True),
         store,
     )
-    for name in ("plot_tradeoff", "plot_fields"):
+    for name, file in (("plot_tradeoff", "tradeoff.png"), ("plot_curves", "curves.png"), ("plot_fields", "fields.png")):
+        assert m.outputs[name] == file
         data = m.output(name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    assert "plot_convergence" not in m.outputs  # no search artifact among the sources
+
+
+def test_training_curves_follow_the_sources(prepared) -> None:
+    store, _, sn, pruned, full = prepared
+    rows = [{"id": pruned.fingerprint, "variant": "optembed-e"}, {"id": sn.fingerprint, "variant": "supernet"},
+            {"id": full.fingerprint, "variant": "original"}]
+    curves = evaluate.training_curves(store, [sn, full, pruned], rows)
+    assert [label for label, _ in curves] == ["optembed-e", "supernet", "original"]  # the rows' order
+    for (_, history), art in zip(curves, (pruned, sn, full)):
+        assert history == pq.read_table(art.output("curves")).to_pylist()
+        assert any(r.get("train_loss") is not None and r.get("val_auc") is not None for r in history)
+    # a model without curves of its own (as a search artifact) uses its nearest trained ancestor's,
+    # and models trained by one artifact share one entry
+    scored = dataclasses.replace(pruned, fingerprint="f" * 64,
+                                 outputs={k: v for k, v in pruned.outputs.items() if k != "curves"})
+    assert evaluate.curves_source(store, scored) is not None
+    assert evaluate.curves_source(store, scored).fingerprint == sn.fingerprint
+    shared = evaluate.training_curves(store, [sn, scored], [{"id": sn.fingerprint, "variant": "supernet"},
+                                                            {"id": scored.fingerprint, "variant": "no retrain"}])
+    assert [label for label, _ in shared] == [f"supernet / no retrain (supernet {sn.fingerprint[:8]})"]
 
 
 def test_variant_labels_are_unique(prepared) -> None:
