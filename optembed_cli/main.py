@@ -15,6 +15,29 @@ from optembed_cli import ui
 from optembed_cli.commands import baseline
 from optembed_cli.commands import artifacts, compress, demo, evaluate, export, predict, preprocess, retrain, run, search, supernet, synth
 
+def _flags_without_type() -> None:
+    """Help pages: a flag (``--force``, ``--batch-norm/--no-batch-norm``) takes no value, so its
+    type column stays empty instead of saying ``<bool>``. Typer versions without the hook keep
+    their own rendering."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - other typer layouts
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_optembed", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)  # type: ignore[arg-type]
+
+    display_type_rich._optembed = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
 app = typer.Typer(
     name="optembed",
     help="Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed).",

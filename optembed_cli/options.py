@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from optembed.data.formats import FORMATS
+from optembed.embedders.autodim import TRANSFORMS
+from optembed.embedders.pep import GRANULARITIES
+from optembed.embedders.qr import OPERATIONS
 from optembed.evolution.row_levels import ROW_RANKS
 from optembed.models.base import MODES
 from optembed.models.config import MODEL_NAMES, NORMS
@@ -26,6 +29,7 @@ SEARCH = "Search"
 QUANTIZER = "Quantizer"
 OUTPUT = "Output"
 DEVICE = "Device"
+BASELINE = "Baseline"
 
 
 def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[StrEnum]:
@@ -48,6 +52,13 @@ Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
 CountOn = _choices("CountOn", ("train", "all"))
 SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))
 RowRank = _choices("RowRank", ROW_RANKS)
+BaselineMethod = _choices("BaselineMethod", ("qr", "pep", "autofield", "autodim"))
+QrOperation = _choices("QrOperation", OPERATIONS)
+PepGranularity = _choices("PepGranularity", GRANULARITIES)
+AutoDimTransform = _choices("AutoDimTransform", TRANSFORMS)
+StageName = _choices(
+    "StageName", ("preprocess", "supernet", "search", "retrain", "baseline", "compress", "evaluate", "export")
+)
 
 
 def complete_device(incomplete: str) -> list[str]:

@@ -137,6 +137,37 @@ def test_help_groups_options_and_shows_examples(cli) -> None:
     assert bad.exit_code == 2 and "'xgboost' is not one of" in bad.output
 
 
+COMMANDS = ("synth", "preprocess", "supernet", "search", "retrain", "baseline", "compress", "evaluate", "export",
+            "predict", "run", "demo", "artifacts", "gc")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_pages_show_examples_and_no_bare_types(cli, command: str) -> None:
+    """Every command shows examples; flags show no value type, free-text options a named metavar
+    (<str> says nothing), and options sit in panels other than the catch-all one."""
+    res = cli(command, "--help")
+    assert res.exit_code == 0
+    out = res.stdout
+    assert "Examples" in out
+    assert "<bool>" not in out
+    option_lines = [ln for ln in out.splitlines() if ln.lstrip("│ *").startswith("--")]
+    assert not [ln for ln in option_lines if "<str>" in ln]
+
+
+@pytest.mark.parametrize(("args", "choices"), [
+    (("baseline", "--method", "lsh"), "'qr', 'pep', 'autofield', 'autodim'"),
+    (("baseline", "--method", "qr", "--operation", "xor"), "'mult', 'add', 'concat'"),
+    (("baseline", "--method", "pep", "--granularity", "row"), "'global', 'dim', 'field', 'field-dim'"),
+    (("baseline", "--method", "autodim", "--transform", "crop"), "'linear', 'pad'"),
+    (("artifacts", "--stage", "train"), "'preprocess', 'supernet'"),
+])
+def test_fixed_choices_are_checked_by_the_parser(cli, args: tuple[str, ...], choices: str) -> None:
+    res = cli(*args)
+    flat = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 2
+    assert all(choice in flat for choice in choices.split(", "))
+
+
 def test_quiet_and_verbose_exclude_each_other(cli) -> None:
     res = cli("--quiet", "--verbose", "artifacts")
     assert res.exit_code != 0

@@ -122,8 +122,8 @@ def test_gc_removes_stale_temporary_resume_and_broken_folders(tmp_path: Path) ->
 def test_paths_stay_inside_the_store(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     c = small_chain(store)
-    res = cli(store, "artifacts", "--stage", "../x")
-    assert res.exit_code == 2 and "invalid stage name" in one_line(res.stderr)
+    res = cli(store, "artifacts", "--stage", "../x")  # --stage is a fixed choice: the parser refuses it
+    assert res.exit_code == 2 and "'../x' is not one of" in " ".join(res.output.replace("│", " ").split())
     with pytest.raises(ArtifactError, match="invalid stage name"):
         store.lookup("../../etc", "ab")
     with pytest.raises(ArtifactError, match="invalid artifact id"):

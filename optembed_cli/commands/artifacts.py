@@ -11,7 +11,7 @@ from rich.text import Text
 
 from optembed.errors import ArtifactError
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, open_store
+from optembed_cli.options import ArtifactsOpt, StageName, open_store
 from pipelines.store import RESUME_PREFIX, Broken, Manifest, Store, strict_dumps
 
 KEY_PARAMS = ("fmt", "model", "mode", "variant", "population", "generations", "init", "groups")
@@ -24,14 +24,21 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Only show what would
 
 @ui.handle_errors
 def artifacts(
-    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    stage: Annotated[StageName | None, typer.Option(help="Only this stage.")] = None,
     artifacts: ArtifactsOpt = None,
     verify: VerifyOpt = False,
     json: Annotated[bool, typer.Option("--json", help="Print the manifests as a JSON list.")] = False,
 ) -> None:
-    """List the artifacts in the store, broken ones too; --verify checks every file's hash."""
+    """List the artifacts in the store, broken ones too; --verify checks every file's hash.
+
+    Examples:
+
+      optembed artifacts --stage retrain
+
+      optembed artifacts --verify --json > store.json
+    """
     store = open_store(artifacts)
-    found, broken = store.scan(stage)
+    found, broken = store.scan(None if stage is None else str(stage))
     problems = {m.fingerprint: m.problems("full" if verify else "size") for m in found}
     if json:
         rows: list[dict[str, Any]] = [
@@ -83,11 +90,16 @@ def _table(
 
 @ui.handle_errors
 def show(
-    ref: Annotated[str, typer.Argument(help="Artifact fingerprint prefix or folder.", show_default=False)],
+    ref: Annotated[str, typer.Argument(help="Artifact fingerprint prefix or folder.", metavar="ID", show_default=False)],
     artifacts: ArtifactsOpt = None,
     verify: VerifyOpt = False,
 ) -> None:
-    """Print one artifact's manifest as JSON; --verify first checks every file's hash."""
+    """Print one artifact's manifest as JSON; --verify first checks every file's hash.
+
+    Examples:
+
+      optembed show 3fa2 --verify
+    """
     manifest = open_store(artifacts).resolve(ref)
     if verify:
         checked = manifest.verify()
@@ -101,12 +113,17 @@ def show(
 
 @ui.handle_errors
 def rm(
-    ref: Annotated[str, typer.Argument(help="Artifact fingerprint prefix or folder.", show_default=False)],
+    ref: Annotated[str, typer.Argument(help="Artifact fingerprint prefix or folder.", metavar="ID", show_default=False)],
     cascade: Annotated[bool, typer.Option("--cascade", help="Also remove the artifacts built from it.")] = False,
     dry_run: DryRunOpt = False,
     artifacts: ArtifactsOpt = None,
 ) -> None:
-    """Remove one artifact; refused while other artifacts depend on it (unless --cascade)."""
+    """Remove one artifact; refused while other artifacts depend on it (unless --cascade).
+
+    Examples:
+
+      optembed rm 3fa2 --cascade --dry-run
+    """
     store = open_store(artifacts)
     if not ref.strip():
         raise ArtifactError("give the id (or a prefix) of the artifact to remove")
@@ -146,7 +163,12 @@ def gc(
     ] = 24.0,
     artifacts: ArtifactsOpt = None,
 ) -> None:
-    """Remove temporary folders of interrupted runs, stale resume checkpoints and broken artifacts."""
+    """Remove temporary folders of interrupted runs, stale resume checkpoints and broken artifacts.
+
+    Examples:
+
+      optembed gc --dry-run
+    """
     if not older_than >= 0:
         raise ArtifactError(f"--older-than must be a number of hours >= 0, got {older_than}")
     store = open_store(artifacts)

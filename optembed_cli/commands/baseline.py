@@ -8,7 +8,9 @@ import typer
 
 from optembed.errors import ConfigError
 from optembed_cli import ui
-from optembed_cli.options import ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import (
+    BASELINE, ArtifactsOpt, AutoDimTransform, BaselineMethod, ForceOpt, FromOpt, JsonOpt, PepGranularity, QrOperation,
+)
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
     EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt,
@@ -22,20 +24,20 @@ DEFAULTS = stage.TrainConfig()
 
 @ui.handle_errors
 def baseline(
-    method: Annotated[str, typer.Option(help="qr | pep | autofield | autodim.")],
+    method: Annotated[BaselineMethod, typer.Option(help="The baseline: QR, PEP, AutoField or AutoDim.", rich_help_panel=BASELINE)],
     source: FromOpt = None,
-    collisions: Annotated[int, typer.Option(help="QR: ids per quotient row (2 halves a large field's table).")] = 2,
-    operation: Annotated[str, typer.Option(help="QR: how quotient and remainder rows combine: mult | add | concat.")] = "mult",
-    min_rows: Annotated[int, typer.Option(help="QR: fields with at most this many values stay whole tables.")] = 100,
-    granularity: Annotated[str, typer.Option(help="PEP: one threshold per global | dim | field | field-dim.")] = "field-dim",
-    threshold_init: Annotated[float, typer.Option(help="PEP: initial threshold logit s (sigmoid(s) ~ 0: nothing pruned).")] = -15.0,
-    target_sparsity: Annotated[float, typer.Option(help="PEP: element sparsity at which the mask is taken and retrained.")] = 0.5,
-    keep_fields: Annotated[int, typer.Option(help="AutoField: keep the K most probable fields (0: keep probability > 0.5).")] = 0,
-    candidates: Annotated[str, typer.Option(help="AutoDim: candidate widths, comma-separated (default: 2, 4, 8, ... up to the embedding width).", metavar="WIDTHS")] = "",
-    transform: Annotated[str, typer.Option(help="AutoDim: how a candidate reaches the full width: linear (the paper) | pad.")] = "linear",
-    arch_lr: Annotated[float, typer.Option(help="AutoField/AutoDim: Adam learning rate of the architecture weights (validation batches).")] = 3e-4,
-    temperature: Annotated[float, typer.Option(help="AutoField/AutoDim: initial Gumbel-softmax temperature.")] = 1.0,
-    temperature_decay: Annotated[float, typer.Option(help="AutoField/AutoDim: temperature decrease per training lookup (floor 0.01).")] = 5e-5,
+    collisions: Annotated[int, typer.Option(help="QR: ids per quotient row (2 halves a large field's table).", rich_help_panel=BASELINE)] = 2,
+    operation: Annotated[QrOperation, typer.Option(help="QR: how quotient and remainder rows combine.", rich_help_panel=BASELINE)] = "mult",
+    min_rows: Annotated[int, typer.Option(help="QR: fields with at most this many values stay whole tables.", rich_help_panel=BASELINE)] = 100,
+    granularity: Annotated[PepGranularity, typer.Option(help="PEP: one threshold for the whole table (global), per column (dim), per field, or per field and column.", rich_help_panel=BASELINE)] = "field-dim",
+    threshold_init: Annotated[float, typer.Option(help="PEP: initial threshold logit s (sigmoid(s) ~ 0: nothing pruned).", rich_help_panel=BASELINE)] = -15.0,
+    target_sparsity: Annotated[float, typer.Option(help="PEP: element sparsity at which the mask is taken and retrained.", rich_help_panel=BASELINE)] = 0.5,
+    keep_fields: Annotated[int, typer.Option(help="AutoField: keep the K most probable fields (0: keep probability > 0.5).", rich_help_panel=BASELINE)] = 0,
+    candidates: Annotated[str, typer.Option(help="AutoDim: candidate widths, comma-separated (default: 2, 4, 8, ... up to the embedding width).", metavar="WIDTHS", rich_help_panel=BASELINE)] = "",
+    transform: Annotated[AutoDimTransform, typer.Option(help="AutoDim: how a candidate reaches the full width: linear (the paper) or zero padding.", rich_help_panel=BASELINE)] = "linear",
+    arch_lr: Annotated[float, typer.Option(help="AutoField/AutoDim: Adam learning rate of the architecture weights (validation batches).", rich_help_panel=BASELINE)] = 3e-4,
+    temperature: Annotated[float, typer.Option(help="AutoField/AutoDim: initial Gumbel-softmax temperature.", rich_help_panel=BASELINE)] = 1.0,
+    temperature_decay: Annotated[float, typer.Option(help="AutoField/AutoDim: temperature decrease per training lookup (floor 0.01).", rich_help_panel=BASELINE)] = 5e-5,
     model: ModelOpt = "deepfm",
     embed_dim: EmbedDimOpt = 64,
     mlp: MlpOpt = "1024,512,256",
@@ -59,8 +61,16 @@ def baseline(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Train a baseline embedding (QR, PEP, AutoField or AutoDim) on a preprocess artifact; evaluate reads the result."""
+    """Train a baseline embedding (QR, PEP, AutoField or AutoDim) on a preprocess artifact; evaluate reads the result.
+
+    Examples:
+
+      optembed baseline --method qr --collisions 4 --embed-dim 16 --mlp 128,64
+
+      optembed baseline --method autofield --epochs 4 --batch-size 512
+    """
     options: dict[str, object]
+    method, operation, granularity, transform = str(method), str(operation), str(granularity), str(transform)
     search = {"arch_lr": arch_lr, "temperature": temperature, "temperature_decay": temperature_decay}
     if method == "qr":
         options = {"collisions": collisions, "operation": operation, "min_rows": min_rows}

@@ -18,7 +18,7 @@ from pipelines.store import Store
 
 @ui.handle_errors
 def predict(
-    bundle: Annotated[str, typer.Argument(help="Bundle folder (from export --out), or an export/retrain/compress artifact id.", show_default=False)],
+    bundle: Annotated[str, typer.Argument(help="Bundle folder (from export --out), or an export/retrain/compress artifact id.", metavar="BUNDLE", show_default=False)],
     data: Annotated[Path, typer.Argument(help="Raw data file, in the format the model was trained on.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv (row, score, label).", metavar="FILE",
                                       show_default=False, rich_help_panel=OUTPUT)],

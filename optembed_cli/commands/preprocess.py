@@ -47,19 +47,19 @@ def preprocess(
     min_count: Annotated[
         int | None, typer.Option(help="Values seen fewer times go to the field's OOV id (default 2; 10 for kdd12).")
     ] = None,
-    split: Annotated[str, typer.Option(help="Train,val,test fractions.")] = "0.8,0.1,0.1",
+    split: Annotated[str, typer.Option(help="Train,val,test fractions.", metavar="FRACTIONS")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 2022,
     count_on: Annotated[CountOn, typer.Option(help="Count values on the 'train' split or on 'all' data.")] = "train",
-    label: Annotated[str | None, typer.Option(help="csv/parquet: the label column (default 'label').")] = None,
-    fields: Annotated[str | None, typer.Option(help="csv/parquet: comma-separated field columns (default: all but the label).")] = None,
+    label: Annotated[str | None, typer.Option(help="csv/parquet: the label column (default 'label').", metavar="COLUMN")] = None,
+    fields: Annotated[str | None, typer.Option(help="csv/parquet: comma-separated field columns (default: all but the label).", metavar="COLUMNS")] = None,
     numeric: Annotated[
-        str | None, typer.Option(help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).")
+        str | None, typer.Option(help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).", metavar="COLUMNS")
     ] = None,
-    delimiter: Annotated[str | None, typer.Option(help="csv: the delimiter (default ',' or tab for .tsv/.txt).")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="csv: the delimiter (default ',' or tab for .tsv/.txt).", metavar="CHAR")] = None,
     drop_impression: Annotated[bool, typer.Option(help="kdd12: do not use Impression as a field.")] = False,
     skip_bad_rows: Annotated[bool, typer.Option(help="Drop malformed rows (counted in the manifest) instead of failing.")] = False,
     hash_input: Annotated[bool, typer.Option(help="Fingerprint the input by a full hash instead of size+mtime+ends.")] = False,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.", metavar="SIZE")] = "2GB",
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,

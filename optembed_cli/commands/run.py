@@ -41,7 +41,7 @@ def run(
         str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.ALL_VARIANTS)}.", metavar="NAMES")
     ] = ",".join(chain.VARIANTS),
     compress: Annotated[
-        str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.")
+        str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.", metavar="VARIANTS")
     ] = "",
     device: Annotated[
         str,

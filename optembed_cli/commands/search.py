@@ -59,7 +59,7 @@ def search(
         bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).", rich_help_panel=PRUNING)
     ] = True,
     row_levels: Annotated[
-        str, typer.Option(help="Fractions of a field's rows (its most important, see --row-rank) to try, comma-separated; 0 empties a field.", rich_help_panel=PRUNING)
+        str, typer.Option(help="Fractions of a field's rows (its most important, see --row-rank) to try, comma-separated; 0 empties a field.", metavar="FRACTIONS", rich_help_panel=PRUNING)
     ] = ",".join(f"{q:g}" for q in stage.DEFAULT_LEVELS),
     row_rank: Annotated[
         RowRank, typer.Option(help="Which rows a level keeps: impact (training count x distance from the field's mean row) | norm (largest embedding norm, OptEmbed's criterion).", rich_help_panel=PRUNING)
