@@ -249,6 +249,7 @@ def test_fold_pruned_rows_by_hand() -> None:
     assert torch.equal(table.weight[[1, 2, 4]], torch.tensor([[2.0, 4.0], [9.0, 9.0], [5.0, 7.0]]))
 
 
+@pytest.mark.slow
 def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     """On planted data: noise fields lose far more of their rows than informative fields; the
     fields whose pruning costs most keep their rows; the mask stays within the tolerance."""

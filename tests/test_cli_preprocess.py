@@ -123,6 +123,7 @@ def test_real_criteo_sample_json(store_dir: Path, cli) -> None:
     assert json.loads(res.stdout)["metrics"]["rows"] == 9999
 
 
+@pytest.mark.slow
 def test_entry_point_usage_errors_are_one_line(tmp_path: Path) -> None:
     for args in (["preprocess"], ["preprocess", "x", "--bogus"]):
         proc = subprocess.run(

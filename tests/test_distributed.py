@@ -55,6 +55,7 @@ PRUNING = {"threshold_optimizer": "adam", "threshold_lr": 1e-2, "alpha": 1e-3}
     ],
     ids=["dense-adam", "sparse-rowwise-adagrad"],
 )
+@pytest.mark.slow
 def test_two_ranks_take_the_one_process_steps(train: dict[str, Any], tmp_path: Path) -> None:
     settings = {
         "rows": 1100,  # 8 full batches of 128 and a last one of 76

@@ -100,6 +100,7 @@ def test_serving_net_equals_the_in_package_model(name: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["compact", "quantized"])
+@pytest.mark.slow
 def test_exported_graphs_give_the_models_scores(kind: str, tmp_path: Path) -> None:
     model = tiny_compact() if kind == "compact" else tiny_quantized()
     net = ServingNet(model).eval()

@@ -92,6 +92,7 @@ def test_the_payload_would_run_code(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", list(SAMPLE))
+@pytest.mark.slow
 def test_sample_of_each_class_passes(run: tuple[int, dict[str, str], str], kind: str) -> None:
     _, status, output = run
     for name in SAMPLE[kind]:

@@ -47,6 +47,7 @@ def _scorers(pre, sn, rows_per_pass: int = 3000, block: int | None = 16, table_b
 
 
 @pytest.mark.parametrize(("block", "table_bytes"), [(16, None), (3, 40_000), (None, None)])
+@pytest.mark.slow
 def test_batched_fitness_equals_one_pass_per_candidate(prepared, block: int | None, table_bytes: int | None) -> None:
     _, pre, sn, _ = prepared
     batched, naive, model, info = _scorers(pre, sn, block=block, table_bytes=table_bytes)
@@ -118,6 +119,7 @@ def test_search_refuses_unsearchable_supernets_and_budgets(prepared) -> None:
         search.run(_stage(sn.fingerprint, param_budget=10), store)
 
 
+@pytest.mark.slow
 def test_cli_search(prepared, cli) -> None:
     store, pre, sn, _ = prepared
     base = ["--artifacts", store.root, "--population", "6", "--generations", "2", "--topk", "3", "--device", "cpu"]
@@ -145,6 +147,7 @@ def test_cli_search(prepared, cli) -> None:
         assert bad.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, bad.stderr)
 
 
+@pytest.mark.slow
 def test_run_chain_from_toml(tmp_path: Path, prepared, cli) -> None:
     store, pre, _, _ = prepared
     data = pre.params["input"]["path"] if "input" in pre.params else None
@@ -191,6 +194,7 @@ latency = false
     assert bad.exit_code == 2 and "unknown key(s) in [search]: flavour" in bad.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_prunes_most_parameters_without_losing_auc(prepared, tmp_path: Path) -> None:
     """On planted synthetic data the whole chain keeps under half the parameters at the Original's AUC."""
     from optembed.data.preprocess import PreprocessConfig

@@ -43,6 +43,7 @@ def test_artifact_is_self_describing(prepared) -> None:
     assert small_supernet(store, "optembed", epochs=2).cached
 
 
+@pytest.mark.slow
 def test_prune_only_prunes_noise_fields_more(prepared) -> None:
     """On 40k planted rows a single run is noisy (one seed may prune every field alike), so the
     claim is about the typical run: the median over three seeds keeps a clearly smaller share of
