@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optembed.masks.fused import prefix_table
-
 
 def sample_widths(
     batch: int,
@@ -21,6 +19,12 @@ def sample_widths(
     A ``generator`` must live on ``device``.
     """
     return torch.randint(1, dim + 1, (batch, n_fields), generator=generator, device=device)
+
+
+def prefix_table(dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(dim + 1, dim)``: row ``w`` holds ``w`` ones then zeros (the prefix mask of width ``w``)."""
+    cols = torch.arange(dim, device=device)
+    return (cols < torch.arange(dim + 1, device=device).unsqueeze(-1)).to(dtype)
 
 
 def prefix_mask(widths: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
