@@ -17,6 +17,7 @@ from optembed.models.base import MODES
 from optembed.models.config import MODEL_NAMES, NORMS
 from optembed.quantization.config import CODE_DTYPES, KMEANS_BACKENDS, POPULARITY
 from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, THRESHOLD_OPTIMIZERS
+from pipelines import baseline, compress, evaluate, export, preprocess, retrain, search, supernet
 from pipelines.store import ENV_VAR, Store
 
 # help panels: every command's options are grouped under these titles
@@ -52,12 +53,12 @@ Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
 CountOn = _choices("CountOn", ("train", "all"))
 SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))
 RowRank = _choices("RowRank", ROW_RANKS)
-BaselineMethod = _choices("BaselineMethod", ("qr", "pep", "autofield", "autodim"))
+BaselineMethod = _choices("BaselineMethod", baseline.METHODS)
 QrOperation = _choices("QrOperation", OPERATIONS)
 PepGranularity = _choices("PepGranularity", GRANULARITIES)
 AutoDimTransform = _choices("AutoDimTransform", TRANSFORMS)
 StageName = _choices(
-    "StageName", ("preprocess", "supernet", "search", "retrain", "baseline", "compress", "evaluate", "export")
+    "StageName", tuple(m.STAGE for m in (preprocess, supernet, search, retrain, baseline, compress, evaluate, export))
 )
 
 

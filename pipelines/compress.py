@@ -27,7 +27,9 @@ from optembed.errors import ConfigError
 from optembed.models.compact import load_compact
 from optembed.progress import NULL, Reporter
 from optembed.models.compact import CompactModel
-from optembed.quantization.compress import compact_row_counts, field_decision, field_shapes, quantize_compact
+from optembed.quantization.compress import (
+    check_jobs, compact_row_counts, field_decision, field_shapes, quantize_compact,
+)
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig, finetune
 from optembed.quantization.model import save_quantized
@@ -55,8 +57,7 @@ class CompressStage:
 
     def validate(self) -> None:
         self.quantizer.validate()
-        if self.jobs < 0:
-            raise ConfigError(f"--jobs must be at least 0 (0: automatic), got {self.jobs}")
+        check_jobs(self.jobs)
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
         ft = self.finetune

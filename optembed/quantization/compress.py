@@ -51,11 +51,16 @@ def field_shapes(compact: CompactModel) -> list[tuple[str, int, int]]:
     return [(name, int(compact.kept[f]), int(compact.widths[f])) for f, name in enumerate(compact.field_names)]
 
 
+def check_jobs(jobs: int) -> None:
+    """``--jobs``: 0 (automatic) or a positive number of threads."""
+    if jobs < 0:
+        raise ConfigError(f"--jobs must be at least 0 (0: automatic), got {jobs}")
+
+
 def field_workers(jobs: int, fields: int, device: torch.device) -> int:
     """Threads fitting fields at once: ``jobs`` when positive, else one per CPU core on the CPU
     and one on a GPU (its kernels already fill it); never more than the fields to fit."""
-    if jobs < 0:
-        raise ConfigError(f"--jobs must be at least 0 (0: automatic), got {jobs}")
+    check_jobs(jobs)
     if jobs == 0:
         jobs = 1 if device.type != "cpu" else max(1, os.cpu_count() or 1)
     return max(1, min(jobs, fields))
