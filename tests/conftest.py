@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +15,27 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("OPTEMBED_NO_PROGRESS", "1")
+
+_CTRL_C = {"seen": False}
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _CTRL_C["seen"] = True
+    raise KeyboardInterrupt
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Ctrl-C stops the run even where the code under test turns the interrupt into an exit
+    code (the CLI answers it with one line and exit 130, which a test would only record)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    if _CTRL_C["seen"]:
+        pytest.exit("interrupted by Ctrl-C", returncode=130)
 
 
 def shared_file(name: str) -> Path:
@@ -35,6 +59,9 @@ def cli():
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        if _CTRL_C["seen"]:  # the command answered a real Ctrl-C with exit 130: stop here
+            raise KeyboardInterrupt
+        return result
 
     return invoke

@@ -116,6 +116,14 @@ def planted(tmp_path_factory: pytest.TempPathFactory):
     return store, pre, sn, truth
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A smaller supernet for the equivalence tests (which need a trained model, not a signal)."""
+    store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("equal"), rows=20000)
+    sn = small_supernet(store, "optembed", epochs=1)
+    return store, pre, sn, None
+
+
 def _candidates(rankings: list[torch.Tensor], emb) -> list[tuple[int, torch.Tensor | None]]:
     """The base itself and four single-field candidates (a level each, emptying included)."""
     picks = [(0, 0.5), (5, 0.0), (20, 0.25), (30, 0.125)]
@@ -129,6 +137,12 @@ def _with_field(base: torch.Tensor, emb, f: int, local: torch.Tensor | None) -> 
     return keep
 
 
+def _one_pair(val) -> float:
+    """The AUC of one positive-negative pair: float rounding may swap one near-tie, no more."""
+    pos = int(val.y.sum())
+    return 1.0 / (pos * (len(val) - pos)) + 1e-9
+
+
 def _auc_as_retrained(model, keep: torch.Tensor, val) -> float:
     """Validation AUC of ``model`` with the row mask applied the way retrain applies it."""
     model.set_row_mask(keep)
@@ -136,10 +150,10 @@ def _auc_as_retrained(model, keep: torch.Tensor, val) -> float:
     return evaluate(model, val, CPU, 5000)["auc"]
 
 
-def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
+def test_row_mask_scores_equal_retrain_semantics(trained) -> None:
     """A candidate mask scored by the stacked scorer equals a plain evaluation of the model with
     the mask applied the way retrain applies it (pruned ids -> OOV, fixed masks)."""
-    _, pre, sn, _ = planted
+    _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
     emb = model.embedding
@@ -150,14 +164,14 @@ def test_row_mask_scores_equal_retrain_semantics(planted) -> None:
     candidates = _candidates(rankings, emb)
     for (f, local), value in zip(candidates, scorer(candidates), strict=True):
         other, _ = load_model(sn.output("model"), CPU)
-        assert value == pytest.approx(_auc_as_retrained(other, _with_field(base, emb, f, local), val), abs=1e-6)
+        assert value == pytest.approx(_auc_as_retrained(other, _with_field(base, emb, f, local), val), abs=_one_pair(val))
 
 
-def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
+def test_folded_row_mask_scores_equal_a_folded_model(trained) -> None:
     """With folding, a candidate (on a base that already prunes other fields) scores as the model
     whose OOV rows - embedding and DeepFM's linear weights - were overwritten by the count-weighted
     mean of the rows they absorb, evaluated with the mask applied as retrain applies it."""
-    _, pre, sn, _ = planted
+    _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
     emb = model.embedding
@@ -183,7 +197,7 @@ def test_folded_row_mask_scores_equal_a_folded_model(planted) -> None:
                 c = counts[[start + i for i in absorbed]].double()
                 if float(c.sum()) > 0:
                     w[start] = ((w[[start + i for i in absorbed]].double() * c[:, None]).sum(0) / c.sum()).float()
-        assert value == pytest.approx(_auc_as_retrained(other, keep, val), abs=1e-6)
+        assert value == pytest.approx(_auc_as_retrained(other, keep, val), abs=_one_pair(val))
     no_fold = RowMaskScorer(load_model(sn.output("model"), CPU)[0], val, CPU, batch_size=3000, group=3)
     no_fold.set_base(base)
     assert not np.allclose(no_fold(candidates), got)  # folding changes what is scored
@@ -290,6 +304,7 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     assert strict.final_auc >= strict.best_auc - 1e-12
 
 
+@pytest.mark.slow
 def test_search_stage_with_rows_and_retrain(planted) -> None:
     store, pre, sn, _ = planted
     evo = EvolutionConfig(population=12, generations=3, topk=4, max_auc_drop=0.002)
@@ -313,6 +328,7 @@ def test_search_stage_with_rows_and_retrain(planted) -> None:
     assert r.metrics["embedding_params"] == m.metrics["best_params"]
 
 
+@pytest.mark.slow
 def test_prune_only_supernet_searches_rows_only(planted) -> None:
     store, _, _, _ = planted
     sn = small_supernet(store, "prune-only", epochs=1)
@@ -346,13 +362,13 @@ def test_noise_margin_makes_the_width_search_conservative() -> None:
     assert loose.best[0] < 4 and loose.best_params < careful.best_params
 
 
-def test_paired_scorer_standard_errors(planted) -> None:
+def test_paired_scorer_standard_errors(trained) -> None:
     """The paired scorer's standard error is 0 against itself and matches a bootstrap of the AUC
     difference between two width candidates (same rows)."""
     from optembed.evolution.fitness import BatchedScorer, PairedScorer
     from optembed.metrics import auc
 
-    _, pre, sn, _ = planted
+    _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
     full = np.full(model.n_fields, model.embed_dim)

@@ -126,6 +126,7 @@ def test_exported_graphs_give_the_models_scores(kind: str, tmp_path: Path) -> No
         np.testing.assert_allclose(logit, want[: len(batch)], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # the first ONNX export of a run loads the exporter (seconds)
 def test_an_unexportable_operator_is_named(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")

@@ -101,6 +101,7 @@ def test_sample_of_each_class_passes(run: tuple[int, dict[str, str], str], kind:
             assert status.get(name) == "ok", f"{name}\n{output[-3000:]}"
 
 
+@pytest.mark.slow
 def test_sample_summary(run: tuple[int, dict[str, str], str]) -> None:
     code, _, output = run
     assert code == 0, output[-3000:]

@@ -139,6 +139,7 @@ def test_split_sizes_are_exact(tmp_path: Path, n: int, split: tuple[float, float
     assert [res.metrics[f"rows_{s}"] for s in ("train", "val", "test")] == [n_train, n_val, n - n_train - n_val]
 
 
+@pytest.mark.slow
 def test_large_split_keeps_file_order_and_is_reproducible(tmp_path: Path) -> None:
     """Enough rows for multi-threaded hash joins: every split still comes out in file order,
     and two runs write identical files."""
