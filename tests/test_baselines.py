@@ -64,7 +64,7 @@ def test_pep_soft_threshold_by_hand() -> None:
         emb.s.copy_(torch.tensor([[-1.0], [0.0], [2.0]]))
     x = torch.tensor([[5, 1, 6], [299, 2, 0]])
     out = emb(x)
-    w = emb.embedding.weight
+    w = emb.embedding.weight.detach()
     offsets = [0, 300, 303]
     for b in range(2):
         for f in range(3):
@@ -111,6 +111,32 @@ def test_pep_mask_retraining_and_model_file(tmp_path: Path) -> None:
     assert torch.equal(model(xs), loaded(xs))
 
 
+def test_pep_mask_at_against_sorted_ratios() -> None:
+    """The scaled mask prunes exactly the ceil(target * elements) elements with the smallest
+    |e| / sigmoid(s) (brute force: sort every element's ratio to its cell's threshold)."""
+    gen = torch.Generator().manual_seed(3)
+    for granularity in ("global", "dim", "field", "field-dim"):
+        emb = PEPEmbedder(CARDS, 4, granularity=granularity)
+        with torch.no_grad():
+            emb.s.copy_(torch.rand(emb.s.shape, generator=gen) * 4 - 8)
+        w = emb.embedding.weight.detach()
+        g = torch.sigmoid(emb.s.detach()).expand(3, 4)[emb.embedding.field_of_row]
+        ratio = (w.abs() / g).flatten()
+        for target in (0.0, 0.05, 0.37, 0.5, 0.99):
+            keep, scale = emb.mask_at(target)
+            want = math.ceil(target * w.numel())
+            expected = torch.zeros(w.numel(), dtype=torch.bool)
+            expected[ratio.argsort()[want:]] = True  # no ties: the ratios of random floats are distinct
+            assert torch.equal(keep.flatten(), expected), (granularity, target)
+            assert (scale == 0.0) == (target == 0.0)
+    # the learned thresholds already prune more than the target: scaling down keeps more
+    emb = PEPEmbedder(CARDS, 4, granularity="global", threshold_init=0.0)  # sigmoid(0) = 0.5 prunes all
+    keep, scale = emb.mask_at(0.25)
+    assert int((~keep).sum()) == math.ceil(0.25 * 310 * 4) and scale < 1.0
+    with pytest.raises(ConfigError):
+        emb.mask_at(1.0)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     store, pre, truth = synthetic_preprocess(tmp_path_factory.mktemp("bl"), rows=6000)
@@ -130,6 +156,14 @@ def test_qr_and_pep_stages_in_evaluate(prepared) -> None:
     )
     assert pep.metrics["target_reached"] and pep.metrics["search_sparsity"] >= 0.05
     assert pep.metrics["sparsity"] == pytest.approx(pep.metrics["search_sparsity"])  # the ticket's mask is kept
+    assert pep.metrics["threshold_scale"] == 1.0
+    # from the default threshold_init (-15) two short epochs prune nothing: the thresholds are
+    # scaled to meet the target, and the retrained ticket has the target's sparsity
+    short = baseline.run(baseline.BaselineStage("pep", SMALL, FAST, {"target_sparsity": 0.4}, device="cpu"), store)
+    assert not short.metrics["target_reached"] and short.metrics["search_sparsity"] < 0.01
+    assert short.metrics["threshold_scale"] > 1.0
+    total = short.metrics["total_rows"] * SMALL.embed_dim
+    assert short.metrics["sparsity"] == pytest.approx(math.ceil(0.4 * total) / total)
     assert 0.3 < qr.metrics["sparsity"] < 0.5
     ev = evaluate.run(evaluate.EvaluateStage(sources=[qr.fingerprint, pep.fingerprint], device="cpu", latency=False), store)
     rows = {r["variant"]: r for r in json.loads(ev.output("metrics").read_text())["models"]}
@@ -187,7 +221,7 @@ def test_autofield_gate_and_selection_by_hand() -> None:
     emb.eval()
     x = torch.tensor([[5, 1, 6], [299, 2, 0]])
     out = emb(x)
-    w = emb.embedding.weight
+    w = emb.embedding.weight.detach()
     offsets = [0, 300, 303]
     keep = [_softmax(row)[1] for row in logits]
     for b in range(2):
@@ -266,7 +300,7 @@ def test_autodim_pad_search_mixes_prefixes_by_hand() -> None:
     x = torch.tensor([[5, 1, 6], [299, 2, 0]])
     with torch.no_grad():
         out = emb(x)
-    w = emb.embedding.weight
+    w = emb.embedding.weight.detach()
     offsets = [0, 300, 303]
     for b in range(2):
         for f in range(3):

@@ -9,6 +9,12 @@ search is done once it reaches ``target_sparsity``. The mask found (``|E| > sigm
 retrained from the initial weights (lottery ticket): a :class:`PEPEmbedder` with a fixed ``mask``
 reads ``E * mask``.
 
+From ``threshold_init`` -15 the thresholds need thousands of optimizer steps before they prune
+anything, so a short search ends below its target. :meth:`PEPEmbedder.mask_at` then scales every
+learned threshold by one common factor ``c`` (found by bisection) so that ``|E| > c * sigmoid(s)``
+prunes exactly the target share: the cells keep their learned ratios (all equal when the
+thresholds have not moved: plain magnitude pruning), and the user gets the sparsity asked for.
+
 Sparsity is PEP's: the fraction of table elements pruned. The result is element-sparse, so its
 real storage needs indices: :meth:`PEPEmbedder.memory_bytes` counts a CSR layout - 4 bytes per
 kept value, a column index per kept value (1 byte for ``D <= 256``, else 2) and a 4-byte row
@@ -17,6 +23,7 @@ pointer per row (plus one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +107,55 @@ class PEPEmbedder(Embedder):
             stop = start + CHUNK_ROWS
             out[start:stop] = weight[start:stop].abs() > g[field[start:stop]]
         return out
+
+    def _scaled_thresholds(self, scale: float) -> Tensor:
+        """``scale * sigmoid(s)`` as ``(n, D)`` in the table's dtype (one rounding for counting and masking)."""
+        return (self.field_thresholds().detach().double() * scale).to(self.embedding.weight.dtype)
+
+    @torch.no_grad()
+    def pruned_below(self, scale: float) -> int:
+        """How many elements ``|E| <= scale * sigmoid(s)`` would prune (counted in row chunks)."""
+        weight = self.embedding.weight
+        g = self._scaled_thresholds(scale)
+        field = self.embedding.field_of_row
+        pruned = 0
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            pruned += int((weight[start:stop].abs() <= g[field[start:stop]]).sum())
+        return pruned
+
+    @torch.no_grad()
+    def mask_at(self, sparsity: float, iterations: int = 50) -> tuple[Tensor, float]:
+        """The mask ``|E| > c * sigmoid(s)`` whose sparsity is the smallest one at least ``sparsity``
+        (ties at the cut may prune a little more), and ``c``. Bisection on ``log c``."""
+        if not 0.0 <= sparsity < 1.0:
+            raise ConfigError(f"PEP's sparsity must be in [0, 1), got {sparsity}")
+        total = self.num_rows * self.dim
+        want = math.ceil(sparsity * total)
+        g = self.field_thresholds().detach().double()
+        weight = self.embedding.weight.detach()
+        top = float(weight.abs().max()) / float(g.min()) * 2.0 + 1e-30  # a scale that prunes everything
+        if want == 0:
+            scale = 0.0  # only exact zeros
+        else:
+            lo, hi = top * math.exp(-80.0), top  # invariant: pruned(lo) < want <= pruned(hi)
+            if self.pruned_below(lo) >= want:
+                hi = lo
+            else:
+                for _ in range(iterations):
+                    mid = math.sqrt(lo * hi)
+                    if self.pruned_below(mid) >= want:
+                        hi = mid
+                    else:
+                        lo = mid
+            scale = hi
+        keep = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
+        gs = self._scaled_thresholds(scale)
+        field = self.embedding.field_of_row
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            keep[start:stop] = weight[start:stop].abs() > gs[field[start:stop]]
+        return keep, scale
 
     def set_mask(self, mask: Tensor) -> None:
         """Fix the element mask (retraining the ticket): thresholds are no longer used."""
