@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,15 @@ def execute(
     manifest = Manifest(stage=stage, stage_version=stage_version, fingerprint=fp, params=params, upstream=ups)
     if runtime is not None and runtime.distributed and not runtime.is_main:
         if collective:
-            with tempfile.TemporaryDirectory(prefix=f"optembed-rank{runtime.rank}-") as scratch:
-                build(Path(scratch), manifest)
+            # A scratch folder inside the store (named with this process's id): a rank that is
+            # killed (the launcher stops the survivors of a failed run) leaves it where the next
+            # write of the stage and ``optembed gc`` find and remove it, not in the system's /tmp.
+            scratch = store.temp_dir(stage, fp)
+            try:
+                scratch.mkdir(parents=True, exist_ok=True)
+                build(scratch, manifest)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         runtime.barrier()
         published = store.lookup(stage, fp)
         if published is None:
