@@ -26,6 +26,7 @@ from optembed.models.compact import CompactModel, head_state, load_head
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.safe_load import load_tensor_file, rebuild
+from optembed.quantization.packed import PackedTables, state_key
 from optembed.quantization.rank_remap import RankRemap
 
 FORMAT = "optembed-quantized"
@@ -118,10 +119,26 @@ class QuantizedEmbedder(Embedder):
         return x.long() if self.id_map is None else self.id_map(x)
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
+        if not torch.is_grad_enabled():  # inference: two batched gathers instead of a loop over fields
+            return self.packed().lookup(ids)
+        return self.lookup_per_field(ids)
+
+    def lookup_per_field(self, ids: Tensor) -> Tensor:
+        """One module call per field: what training (fine-tuning) differentiates through."""
         emb = torch.zeros(ids.shape[0], len(self.fields), self.dim, device=ids.device)
         for f, table in enumerate(self.fields):
             emb[:, f, : table.width] = table(ids[:, f])
         return emb
+
+    def packed(self) -> PackedTables:
+        """The fields' tables laid out for :meth:`PackedTables.lookup`, rebuilt after any change."""
+        key = state_key(self.fields)
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != key:
+            device = next(iter(self.fields.parameters())).device
+            cached = (key, PackedTables(list(self.fields), self.dim, device))
+            self.__dict__["_packed"] = cached
+        return cached[1]
 
     def byte_counts(self) -> dict[str, int]:
         out = {"codes": 0, "codebooks": 0, "float_tables": 0}
