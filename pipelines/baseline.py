@@ -144,9 +144,9 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
                 mask, scale = embedder.mask_at(embedder.target_sparsity)
                 search["threshold_scale"] = scale
                 reporter.message(
-                    f"pep: the learned thresholds reached sparsity {learned:.4f} of the target "
-                    f"{embedder.target_sparsity:g} in {len(found.history)} epoch(s); scaled by {scale:.4g} to "
-                    f"meet it (a higher --threshold-init or more epochs lets them learn it)"
+                    f"pep: the learned thresholds pruned {learned:.4f} in {len(found.history)} epoch(s), short of the "
+                    f"target {embedder.target_sparsity:g}; scaled by {scale:.4g} to meet it (a higher "
+                    f"--threshold-init or more epochs lets them learn it)"
                 )
             history += [{**r, "phase": "search"} for r in found.history]
             options = {**config.options, "masked": True}
