@@ -61,6 +61,12 @@ def test_packed_tables_follow_updates_and_training_uses_the_loop() -> None:
         after = emb.lookup(ids)
     assert emb.packed() is not first
     assert torch.equal(after, emb.lookup_per_field(ids).detach()) and not torch.equal(after, before)
+    # large batches read through the loop, with the same result
+    from optembed.quantization.model import PACKED_MAX_ROWS
+
+    big = random_ids(tables, PACKED_MAX_ROWS + 1, gen)
+    with torch.no_grad():
+        assert torch.equal(emb.lookup(big), emb.packed().lookup(big))
     # with gradients on, the lookup is the per-field loop and reaches every table
     out = emb.lookup(ids)
     out.sum().backward()

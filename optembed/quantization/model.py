@@ -30,6 +30,10 @@ from optembed.quantization.packed import PackedTables, state_key
 from optembed.quantization.rank_remap import RankRemap
 
 FORMAT = "optembed-quantized"
+# Inference batches up to this many rows read the packed tables (:mod:`optembed.quantization.packed`):
+# 3.5x faster than the per-field loop at batch 1 on a CPU, even at 256 rows, slower from 512 on
+# (benchmarks/quantized_lookup.py), where the loop's per-field cost is spread over the batch.
+PACKED_MAX_ROWS = 256
 VERSION = 2  # 2: id remaps as keep bits + rank counts (version 1 files, int32 remaps, still load)
 
 
@@ -119,8 +123,8 @@ class QuantizedEmbedder(Embedder):
         return x.long() if self.id_map is None else self.id_map(x)
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
-        if not torch.is_grad_enabled():  # inference: two batched gathers instead of a loop over fields
-            return self.packed().lookup(ids)
+        if not torch.is_grad_enabled() and ids.shape[0] <= PACKED_MAX_ROWS:
+            return self.packed().lookup(ids)  # small inference batches: one gather, not one per field
         return self.lookup_per_field(ids)
 
     def lookup_per_field(self, ids: Tensor) -> Tensor:

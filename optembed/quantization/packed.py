@@ -2,15 +2,18 @@
 
 :class:`~optembed.quantization.model.QuantizedEmbedder` trains (fine-tuning) through one module
 per field; at inference that loop costs a few operator calls per field, which dominates a small
-batch. :class:`PackedTables` lays the same numbers out for two batched gathers:
+batch. :class:`PackedTables` lays the same numbers out for one ``embedding_bag``:
 
-- the float fields' tables stacked into one ``(rows, D)`` table, each zero-padded to ``D``;
-- every codebook entry of every coded field as a ``D``-wide row holding its values at its
-  group's columns (zeros elsewhere, cut at the field's width), and each coded row's codes as
-  indices of those rows, so a row is the sum (``embedding_bag``) of its groups' entry rows.
+- one ``(entries, D)`` table: the float fields' rows, each zero-padded to ``D``, then every
+  codebook entry of every coded field as a ``D``-wide row holding its values at its group's
+  columns (zeros elsewhere, cut at the field's width), then one zero row used as padding;
+- the coded fields' codes concatenated in their own narrow dtype (no wider copy of the largest
+  part of a compressed model), turned into entry indices per batch by adding each field's and
+  group's first entry.
 
-Adding zeros is exact, so the result equals the per-field loop bit for bit. The layout is built
-from the current parameters and rebuilt when any of them changes (its version counter moves).
+A looked-up row is the bag of its entries: one float row, or its groups' entries summed. Adding
+zeros is exact, so the result equals the per-field loop bit for bit. The layout is built from
+the current parameters and rebuilt when any of them changes (:func:`state_key`).
 """
 
 from __future__ import annotations
@@ -23,29 +26,29 @@ from torch import Tensor, nn
 
 
 class PackedTables:
-    """The fields' tables in two stacked forms (see the module docstring)."""
+    """The fields' tables as one entry table and one code table (see the module docstring)."""
 
     def __init__(self, fields: Sequence[nn.Module], dim: int, device: torch.device) -> None:
         from optembed.quantization.model import CodedField
 
-        self.dim = dim
-        self.coded = [f for f, table in enumerate(fields) if isinstance(table, CodedField)]
-        self.dense = [f for f, table in enumerate(fields) if not isinstance(table, CodedField)]
-        n = len(fields)
-        self.row_offset = torch.zeros(n, dtype=torch.long, device=device)
-        dense_rows: list[Tensor] = []
+        self.dim, n = dim, len(fields)
+        coded = [f for f, table in enumerate(fields) if isinstance(table, CodedField)]
+        dense = [f for f, table in enumerate(fields) if f not in coded]
+        self.groups = max([fields[f].groups for f in coded] + [1])
+        rows: list[Tensor] = []
         start = 0
-        for f in self.dense:
+        self.dense_start = torch.zeros(n, dtype=torch.long, device=device)
+        for f in dense:
             table = fields[f].table.detach()
-            dense_rows.append(F.pad(table, (0, dim - table.shape[1])))
-            self.row_offset[f] = start
+            rows.append(F.pad(table, (0, dim - table.shape[1])))
+            self.dense_start[f] = start
             start += table.shape[0]
-        self.dense_table = torch.cat(dense_rows) if dense_rows else torch.zeros(0, dim, device=device)
-        groups = max((fields[f].groups for f in self.coded), default=0)
-        entries: list[Tensor] = []
+        # entry_base[f, g]: the first entry of field f's group g; code_start[f]: its first code row
+        self.entry_base = torch.zeros(n, self.groups, dtype=torch.long, device=device)
+        self.code_start = torch.zeros(n, dtype=torch.long, device=device)
         codes: list[Tensor] = []
-        entry_start, code_start = 0, 0
-        for f in self.coded:
+        code_rows = 0
+        for f in coded:
             field = fields[f]
             books = field.codebooks.detach()  # (groups, K, sub)
             g, k, sub = books.shape
@@ -53,30 +56,40 @@ class PackedTables:
             for j in range(g):
                 spread[j, :, j * sub : (j + 1) * sub] = books[j]
             spread = spread[:, :, : field.width]
-            entries.append(F.pad(spread, (0, dim - spread.shape[-1])).reshape(g * k, dim))
-            index = field.codes.long() + torch.arange(g, device=books.device) * k + entry_start
-            codes.append(F.pad(index, (0, groups - g), value=-1))  # -1: the zero row, set below
-            self.row_offset[f] = code_start
-            entry_start += g * k
-            code_start += field.codes.shape[0]
-        zero_row = entry_start
-        self.entries = torch.cat([*entries, torch.zeros(1, dim, device=device)]) if entries else torch.zeros(1, dim, device=device)
-        self.codes = torch.cat(codes) if codes else torch.zeros(0, max(groups, 1), dtype=torch.long, device=device)
-        self.codes[self.codes < 0] = zero_row
-        self.dense_index = torch.tensor(self.dense, dtype=torch.long, device=device)
-        self.coded_index = torch.tensor(self.coded, dtype=torch.long, device=device)
+            rows.append(F.pad(spread, (0, dim - spread.shape[-1])).reshape(g * k, dim))
+            self.entry_base[f, :g] = start + torch.arange(g, device=device) * k
+            start += g * k
+            codes.append(F.pad(field.codes, (0, self.groups - g)))
+            self.code_start[f] = code_rows
+            code_rows += field.codes.shape[0]
+        self.pad = start  # the zero row: padding of every bag
+        rows.append(torch.zeros(1, dim, device=device))
+        self.entries = torch.cat(rows)
+        self.entry_base[dense] = self.pad  # a float field's bag is its row alone
+        for f in coded:
+            used = fields[f].groups
+            self.entry_base[f, used:] = self.pad
+        narrow = {c.dtype for c in codes} == {torch.uint8}
+        self.codes = (torch.cat([c if narrow else c.int() for c in codes]) if codes
+                      else torch.zeros(0, self.groups, dtype=torch.uint8, device=device))
+        self.coded = torch.zeros(n, dtype=torch.bool, device=device)
+        self.coded[coded] = True
+        self.any_coded = bool(coded)
 
     def lookup(self, ids: Tensor) -> Tensor:
         """``(B, n)`` rows -> ``(B, n, D)`` embeddings, as the per-field loop computes them."""
         b, n = ids.shape
-        rows = ids.long() + self.row_offset
-        out = torch.empty(b, n, self.dim, dtype=self.entries.dtype, device=ids.device)
-        if self.dense:
-            out[:, self.dense_index] = F.embedding(rows[:, self.dense_index], self.dense_table)
-        if self.coded:
-            bag = self.codes[rows[:, self.coded_index].reshape(-1)]  # (B * coded, groups)
-            out[:, self.coded_index] = F.embedding_bag(bag, self.entries, mode="sum").view(b, len(self.coded), self.dim)
-        return out
+        ids = ids.long()
+        bags = self.entry_base.expand(b, n, self.groups).clone()  # (B, n, groups)
+        # float fields: the row itself as the bag's first entry (the rest is padding)
+        bags[:, :, 0] = torch.where(self.coded, bags[:, :, 0], self.dense_start + ids)
+        if self.any_coded:
+            code_rows = torch.where(self.coded, self.code_start + ids, torch.zeros_like(ids))
+            codes = self.codes[code_rows].long() if len(self.codes) else torch.zeros_like(bags)
+            coded = self.coded.view(1, n, 1) & (bags != self.pad)
+            bags = torch.where(coded, bags + codes, bags)
+        out = F.embedding_bag(bags.view(b * n, self.groups), self.entries, mode="sum", padding_idx=self.pad)
+        return out.view(b, n, self.dim)
 
 
 def state_key(module: nn.Module) -> tuple[tuple[int, int], ...]:
