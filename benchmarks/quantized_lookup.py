@@ -24,12 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CARDINALITIES, criteo_shaped, machine, now, write_section  # noqa: E402
-from serving import quantized_from  # noqa: E402
-
-from optembed.models.compact import export_compact  # noqa: E402
-from optembed.models.config import ModelConfig  # noqa: E402
-from optembed.models.registry import build_model  # noqa: E402
+from _common import criteo_shaped, machine, now, write_section  # noqa: E402
+from serving import masked_models, quantized_from  # noqa: E402
 
 
 def median_ms(fns: dict[str, Callable[[], object]], trials: int) -> dict[str, float]:
@@ -47,14 +43,7 @@ def median_ms(fns: dict[str, Callable[[], object]], trials: int) -> dict[str, fl
 
 
 def run_dim(dim: int, trials: int) -> list[str]:
-    gen = torch.Generator().manual_seed(0)
-    cfg = ModelConfig("deepfm", embed_dim=dim, mlp_dims=(1024, 512, 256))
-    dense = build_model(CARDINALITIES, cfg, "none").eval()
-    keep = torch.rand(dense.embedding.num_rows, generator=gen) < 0.3
-    keep[dense.embedding.offsets] = True
-    widths = torch.randint(1, dim + 1, (dense.n_fields,), generator=gen)
-    dense.set_fixed_masks(keep, widths)
-    compact = export_compact(dense, keep, widths, [f"f{i}" for i in range(dense.n_fields)]).eval()
+    _, compact = masked_models(dim, "1024,512,256", 0.3)
     quantized = quantized_from(compact)
     emb = quantized.embedder
     x = criteo_shaped(4096, seed=3).x.long()

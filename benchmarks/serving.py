@@ -58,7 +58,9 @@ def as_module(score):
     return lambda x: torch.from_numpy(score(x.numpy())[0])
 
 
-def run_dim(dim: int, mlp: str, keep_share: float, threads: int, work: Path) -> list[tuple[str, dict[str, float]]]:
+def masked_models(dim: int, mlp: str, keep_share: float):
+    """The dense DeepFM under a random row mask (``keep_share`` of the rows) and random widths,
+    and the compact model exported from it (both in eval mode, seed 0)."""
     gen = torch.Generator().manual_seed(0)
     cfg = ModelConfig("deepfm", embed_dim=dim, mlp_dims=tuple(int(v) for v in mlp.split(",")))
     dense = build_model(CARDINALITIES, cfg, "none").eval()
@@ -66,7 +68,11 @@ def run_dim(dim: int, mlp: str, keep_share: float, threads: int, work: Path) -> 
     keep[dense.embedding.offsets] = True
     widths = torch.randint(1, dim + 1, (dense.n_fields,), generator=gen)
     dense.set_fixed_masks(keep, widths)
-    compact = export_compact(dense, keep, widths, [f"f{i}" for i in range(dense.n_fields)]).eval()
+    return dense, export_compact(dense, keep, widths, [f"f{i}" for i in range(dense.n_fields)]).eval()
+
+
+def run_dim(dim: int, mlp: str, keep_share: float, threads: int, work: Path) -> list[tuple[str, dict[str, float]]]:
+    dense, compact = masked_models(dim, mlp, keep_share)
     quantized = quantized_from(compact)
     x = criteo_shaped(4096, seed=3).x.long()
     candidates: dict[str, object] = {"dense masked (in package)": dense, "compact (in package)": compact,
