@@ -71,3 +71,14 @@ def test_packed_tables_follow_updates_and_training_uses_the_loop() -> None:
     out = emb.lookup(ids)
     out.sum().backward()
     assert tables[0].table.grad is not None and tables[3].codebooks.grad is not None
+
+
+def test_a_model_made_under_inference_mode_reads_packed_tables() -> None:
+    """Tables created under ``torch.inference_mode`` (a model loaded or moved there) have no
+    version counter; the packed path still works and equals the loop."""
+    gen = torch.Generator().manual_seed(2)
+    with torch.inference_mode():
+        tables = fields(gen)
+        emb = QuantizedEmbedder(tables, None, [t.rows for t in tables], DIM)
+        ids = random_ids(tables, 5, gen)
+        assert torch.equal(emb.lookup(ids), emb.lookup_per_field(ids))

@@ -94,5 +94,6 @@ class PackedTables:
 
 def state_key(module: nn.Module) -> tuple[tuple[int, int], ...]:
     """Where each parameter and buffer lives and its version counter: an in-place update (an
-    optimizer step, ``load_state_dict``) or a move to another device changes the key."""
-    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+    optimizer step, ``load_state_dict``) or a move to another device changes the key. Tensors
+    made under ``torch.inference_mode`` keep no version counter (nothing trains them in place)."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in (*module.parameters(), *module.buffers()))
