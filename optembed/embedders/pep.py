@@ -99,8 +99,12 @@ class PEPEmbedder(Embedder):
         """The kept elements ``BoolTensor(|f|, D)``: the fixed mask, or ``|E| > sigmoid(s)``."""
         if self.mask is not None:
             return self.mask
+        return self._above(self.field_thresholds().detach().to(self.embedding.weight.dtype))
+
+    @torch.no_grad()
+    def _above(self, g: Tensor) -> Tensor:
+        """``|E| > g[field]`` for every element, ``g`` ``(n, D)``, computed in row chunks."""
         weight = self.embedding.weight
-        g = self.field_thresholds().detach().to(weight.dtype)
         field = self.embedding.field_of_row
         out = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
         for start in range(0, weight.shape[0], CHUNK_ROWS):
@@ -149,13 +153,7 @@ class PEPEmbedder(Embedder):
                     else:
                         lo = mid
             scale = hi
-        keep = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
-        gs = self._scaled_thresholds(scale)
-        field = self.embedding.field_of_row
-        for start in range(0, weight.shape[0], CHUNK_ROWS):
-            stop = start + CHUNK_ROWS
-            keep[start:stop] = weight[start:stop].abs() > gs[field[start:stop]]
-        return keep, scale
+        return self._above(self._scaled_thresholds(scale)), scale
 
     def set_mask(self, mask: Tensor) -> None:
         """Fix the element mask (retraining the ticket): thresholds are no longer used."""

@@ -44,7 +44,7 @@ class PackedTables:
             self.dense_start[f] = start
             start += table.shape[0]
         # entry_base[f, g]: the first entry of field f's group g; code_start[f]: its first code row
-        self.entry_base = torch.zeros(n, self.groups, dtype=torch.long, device=device)
+        self.entry_base = torch.full((n, self.groups), -1, dtype=torch.long, device=device)  # -1: padding
         self.code_start = torch.zeros(n, dtype=torch.long, device=device)
         codes: list[Tensor] = []
         code_rows = 0
@@ -65,16 +65,12 @@ class PackedTables:
         self.pad = start  # the zero row: padding of every bag
         rows.append(torch.zeros(1, dim, device=device))
         self.entries = torch.cat(rows)
-        self.entry_base[dense] = self.pad  # a float field's bag is its row alone
-        for f in coded:
-            used = fields[f].groups
-            self.entry_base[f, used:] = self.pad
+        self.entry_base[self.entry_base < 0] = self.pad  # a float field's bag is its row alone
         narrow = {c.dtype for c in codes} == {torch.uint8}
-        self.codes = (torch.cat([c if narrow else c.int() for c in codes]) if codes
-                      else torch.zeros(0, self.groups, dtype=torch.uint8, device=device))
+        self.codes = torch.cat([c if narrow else c.int() for c in codes]) if codes else None
         self.coded = torch.zeros(n, dtype=torch.bool, device=device)
         self.coded[coded] = True
-        self.any_coded = bool(coded)
+        self.code_slots = self.coded.unsqueeze(-1) & (self.entry_base != self.pad)  # (n, groups): gets a code
 
     def lookup(self, ids: Tensor) -> Tensor:
         """``(B, n)`` rows -> ``(B, n, D)`` embeddings, as the per-field loop computes them."""
@@ -83,11 +79,9 @@ class PackedTables:
         bags = self.entry_base.expand(b, n, self.groups).clone()  # (B, n, groups)
         # float fields: the row itself as the bag's first entry (the rest is padding)
         bags[:, :, 0] = torch.where(self.coded, bags[:, :, 0], self.dense_start + ids)
-        if self.any_coded:
+        if self.codes is not None:
             code_rows = torch.where(self.coded, self.code_start + ids, torch.zeros_like(ids))
-            codes = self.codes[code_rows].long() if len(self.codes) else torch.zeros_like(bags)
-            coded = self.coded.view(1, n, 1) & (bags != self.pad)
-            bags = torch.where(coded, bags + codes, bags)
+            bags = torch.where(self.code_slots, bags + self.codes[code_rows].long(), bags)
         out = F.embedding_bag(bags.view(b * n, self.groups), self.entries, mode="sum", padding_idx=self.pad)
         return out.view(b, n, self.dim)
 
