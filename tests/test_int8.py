@@ -164,6 +164,25 @@ def test_int8_model_bytes_round_trip_and_lookups(tmp_path: Path) -> None:
     assert load_quantized(tmp_path / "d.pt")[1]["version"] == 2
 
 
+def test_int8_keeps_the_auc_and_logloss_of_labels_planted_by_the_float_model() -> None:
+    """Labels drawn from the float model's own probabilities (sharpened): the float model is the
+    best scorer there is, and the int8 model's scores must rank and calibrate almost as well."""
+    from optembed.metrics import auc, logloss
+
+    compact = tiny_compact(widths=(8, 8, 8, 8, 8))
+    with torch.no_grad():
+        x = random_ids(CARDS, 20000, 12)
+        logit = compact(x)
+        logit = (logit - logit.mean()) / logit.std() * 2
+        labels = (torch.rand(len(x), generator=torch.Generator().manual_seed(13)) < torch.sigmoid(logit)).float()
+        model, _ = quantize_compact_int8(compact)
+        got = model.eval()(x)
+        got = (got - compact(x).mean()) / compact(x).std() * 2
+    assert auc(labels, logit) > 0.75
+    assert abs(auc(labels, got) - auc(labels, logit)) < 0.002
+    assert abs(logloss(labels, got) - logloss(labels, logit)) < 0.002
+
+
 def test_mixed_fields_and_the_serving_graph() -> None:
     compact = tiny_compact()
     g = torch.Generator().manual_seed(8)

@@ -1,0 +1,171 @@
+"""compress --method int8: the stage on a tiny retrain artifact (bytes, AUC, evaluate), its
+fingerprint rules, the CLI and run config, and export + predict of the int8 model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from optembed.errors import ConfigError
+from optembed.models.compact import load_compact
+from optembed.quantization.compress_int8 import quantize_compact_int8
+from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.finetune import FinetuneConfig
+from optembed.quantization.int8_field import RowInt8Field
+from optembed.quantization.model import load_quantized
+from optembed.training.config import TrainConfig
+from optembed.training.evaluate import evaluate as evaluate_model
+from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
+from pipelines import compress, evaluate, export, predict, retrain
+from pipelines.data import load_dataset
+
+ROWS = 6000
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("int8")
+    store, pre, _ = synthetic_preprocess(root, rows=ROWS)
+    r = retrain.run(
+        retrain.RetrainStage(source=pre.fingerprint, full=True, model=SMALL_MODEL,
+                             train=TrainConfig(epochs=1, batch_size=512), device="cpu"),
+        store,
+    )
+    m = compress.run(compress.CompressStage(source=r.fingerprint, method="int8", device="cpu"), store)
+    return root, store, pre, r, m
+
+
+def test_int8_stage_bytes_auc_and_evaluate(trained) -> None:
+    root, store, pre, source, m = trained
+    met = m.metrics
+    schema = json.loads(pre.output("schema").read_text())
+    rows = sum(f["cardinality"] for f in schema["fields"])
+    # the Original (D 8, every field of width 8): 8 code bytes + 4 (scale) + 4 (bias) per row
+    assert (met["code_bytes"], met["scale_bytes"], met["codebook_bytes"], met["float_table_bytes"]) == (rows * 8, rows * 8, 0, 0)
+    assert met["embedding_bytes"] == rows * 16 and met["original_embedding_bytes"] == rows * 32
+    assert met["ratio_vs_original"] == pytest.approx(2.0) and met["remap_bytes"] == 0
+    assert met["method"] == "int8" and met["coded_fields"] == met["fields"] == len(schema["fields"])
+    assert met["best_epoch"] == 0  # no fine-tuning by default
+    assert abs(met["test_auc"] - met["source_test_auc"]) < 0.002
+    assert abs(met["test_logloss"] - met["source_test_logloss"]) < 0.002
+    assert m.params == {"method": "int8", "finetune": asdict(FinetuneConfig(epochs=0))}
+    # the saved model is the source's tables quantized row-wise, nothing else changed
+    compact, _ = load_compact(source.output("compact"))
+    want, _ = quantize_compact_int8(compact)
+    model, _ = load_quantized(m.output("model"))
+    assert all(isinstance(f, RowInt8Field) for f in model.fields)
+    x = torch.stack([torch.randint(0, f["cardinality"], (512,)) for f in schema["fields"]], dim=1)
+    with torch.no_grad():
+        assert torch.equal(model(x), want.eval()(x))
+    test = load_dataset(pre, torch.device("cpu"), splits=("test",)).splits["test"]
+    assert evaluate_model(model, test, torch.device("cpu"))["auc"] == pytest.approx(met["test_auc"], abs=1e-9)
+    fields = pq.read_table(m.output("fields")).to_pylist()
+    assert [f["bytes"] for f in fields] == [f["cardinality"] * 16 for f in schema["fields"]]
+    assert compress.run(compress.CompressStage(source=source.fingerprint, method="int8", device="cpu"), store).cached
+    ev = evaluate.run(evaluate.EvaluateStage(sources=[source.fingerprint, m.fingerprint], device="cpu", latency=False), store)
+    by_stage = {r["stage"]: r for r in json.loads(ev.output("metrics").read_text())["models"]}
+    assert by_stage["compress"]["variant"] == "original + int8"
+    assert by_stage["compress"]["embedding_bytes"] == met["embedding_bytes"]
+    assert by_stage["compress"]["ratio_vs_original"] == pytest.approx(2.0)
+    assert by_stage["compress"]["test_auc"] == pytest.approx(met["test_auc"], abs=1e-9)
+
+
+def test_fine_tuning_moves_the_network_not_the_int8_tables(trained) -> None:
+    _, store, _, source, m = trained
+    tuned = compress.run(compress.CompressStage(source=source.fingerprint, method="int8", device="cpu",
+                                                finetune=FinetuneConfig(epochs=1, lr=1e-3)), store)
+    assert tuned.fingerprint != m.fingerprint and len(tuned.metrics.get("field_codebooks", {})) == 0
+    a, _ = load_quantized(m.output("model"))
+    b, _ = load_quantized(tuned.output("model"))
+    for fa, fb in zip(a.fields, b.fields):
+        assert torch.equal(fa.codes, fb.codes) and torch.equal(fa.scale, fb.scale) and torch.equal(fa.bias, fb.bias)
+    assert tuned.metrics["embedding_bytes"] == m.metrics["embedding_bytes"]
+
+
+def test_pq_parameters_keep_their_pre_int8_form() -> None:
+    q = QuantizerConfig(groups=4, codebook=16, steps=60, batch_size=512)
+    cfg = compress.CompressStage(source="x", quantizer=q, min_rows=200)
+    # what the fingerprint of a pq artifact hashed before the method existed: no "method" key
+    assert compress.stage_params(cfg) == {"quantizer": asdict(q), "min_rows": 200, "finetune": asdict(FinetuneConfig())}
+    assert compress.CompressStage().ft == FinetuneConfig() and compress.CompressStage(method="int8").ft.epochs == 0
+
+
+def test_int8_refuses_pq_options_and_unknown_methods() -> None:
+    for cfg, message in (
+        (compress.CompressStage(method="int8", quantizer=QuantizerConfig(codebook=64)), "--codebook only apply to --method pq"),
+        (compress.CompressStage(method="int8", min_rows=5), "--min-rows only apply"),
+        (compress.CompressStage(method="int8", jobs=2), "--jobs only apply"),
+        (compress.CompressStage(method="int4"), "unknown --method 'int4'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            cfg.validate()
+    compress.CompressStage(method="int8", quantizer=QuantizerConfig(seed=3)).validate()  # the seed is shared
+
+
+def test_cli_compress_int8(trained, cli) -> None:
+    _, store, _, source, m = trained
+    ok = cli("compress", "--from", source.fingerprint, "--method", "int8", "--device", "cpu", "--artifacts", store.root, "--json")
+    assert ok.exit_code == 0, ok.output
+    out = json.loads(ok.stdout)
+    assert out["fingerprint"] == m.fingerprint and out["metrics"]["method"] == "int8"
+    shown = cli("compress", "--from", source.fingerprint, "--method", "int8", "--device", "cpu", "--artifacts", store.root)
+    assert shown.exit_code == 0 and "original + int8" in shown.stdout and "2.0x smaller" in shown.stdout, shown.output
+    for extra, message in (
+        (["--codebook", "64"], "--codebook only apply to --method pq"),
+        (["--min-rows", "5", "--quantizer-steps", "9"], "--quantizer-steps, --min-rows only apply"),
+    ):
+        res = cli("compress", "--from", source.fingerprint, "--method", "int8", *extra, "--device", "cpu",
+                  "--artifacts", store.root)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, res.stderr)
+
+
+def test_run_config_int8(tmp_path: Path) -> None:
+    from pipelines import chain
+
+    config = tmp_path / "run.toml"
+    config.write_text('[data]\npath = "x.txt"\n\n[compress]\nvariants = ["original"]\nmethod = "int8"\n\n'
+                      '[run]\nvariants = ["original"]\n')
+    stage = chain.compress_stage(chain.load_config(config).compress, "abc", "cpu")
+    assert (stage.method, stage.ft.epochs) == ("int8", 0)
+    config.write_text(config.read_text().replace('method = "int8"', 'method = "int8"\nfinetune_epochs = 2'))
+    assert chain.compress_stage(chain.load_config(config).compress, "abc", "cpu").ft.epochs == 2
+    config.write_text(config.read_text().replace("finetune_epochs = 2", "codebook = 16"))
+    with pytest.raises(ConfigError, match="--codebook only apply"):
+        chain.compress_stage(chain.load_config(config).compress, "abc", "cpu").validate()
+
+
+@pytest.mark.slow
+def test_export_and_predict_score_as_the_int8_model(trained, tmp_path: Path) -> None:
+    from test_export import test_split_lines
+
+    root, store, pre, _, m = trained
+    formats = ("onnx", "pt2") if export.onnx_available() is None else ("pt2",)
+    e = export.run(export.ExportStage(source=m.fingerprint, out=tmp_path / "bundle", formats=formats), store)
+    for kind in formats:
+        assert e.metrics[f"max_abs_diff_{kind}"] <= 1e-4
+    assert e.metrics["test_auc"] == pytest.approx(m.metrics["test_auc"], abs=1e-9)
+    model, _ = load_quantized(m.output("model"))
+    schema = json.loads(pre.output("schema").read_text())
+    test = pq.read_table(pre.output("test")).to_pydict()
+    x = torch.tensor([test[f["name"]] for f in schema["fields"]]).T
+    with torch.no_grad():
+        want = torch.sigmoid(model(x)).numpy()
+    raw = tmp_path / "test_lines.txt"
+    raw.write_text("\n".join(test_split_lines(root / f"synth-{ROWS}-0.txt", pre.params["seed"], ROWS)) + "\n")
+    runtimes = {"onnx": "onnx", "pt2": "torch"}
+    for kind in formats:
+        try:
+            __import__("onnxruntime") if kind == "onnx" else None
+        except ImportError:
+            continue
+        out = tmp_path / f"scores-{kind}.parquet"
+        res = predict.run(predict.PredictConfig(str(tmp_path / "bundle"), raw, out, runtime=runtimes[kind], batch_size=500), store)
+        np.testing.assert_allclose(np.array(pq.read_table(out).column("score").to_pylist()), want, atol=1e-5, rtol=0)
+        assert res.metrics["auc"] == pytest.approx(m.metrics["test_auc"], abs=1e-6)
