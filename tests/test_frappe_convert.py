@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -54,7 +57,7 @@ def frappe_dir(tmp_path: Path) -> Path:
 
 def test_converts_in_file_order_with_labels_mapped(frappe_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "frappe.csv"
-    rows = fr.convert([frappe_dir / "frappe.validation.libfm", frappe_dir / "frappe.test.libfm"], out)
+    rows = fr.write_csv([frappe_dir / "frappe.validation.libfm", frappe_dir / "frappe.test.libfm"], out)
     assert rows == 5
     assert out.read_text() == EXPECTED
 
@@ -64,7 +67,7 @@ def test_folder_means_validation_then_test(frappe_dir: Path, tmp_path: Path) -> 
     assert fr.main([str(frappe_dir), "-o", str(out)]) == 0
     assert out.read_text() == EXPECTED
     flipped = tmp_path / "flipped.csv"
-    fr.convert([frappe_dir / "frappe.test.libfm", frappe_dir / "frappe.validation.libfm"], flipped)
+    fr.write_csv([frappe_dir / "frappe.test.libfm", frappe_dir / "frappe.validation.libfm"], flipped)
     lines = EXPECTED.splitlines()
     assert flipped.read_text().splitlines() == [lines[0], *lines[4:], *lines[1:4]]
 
@@ -104,7 +107,7 @@ def test_optembed_preprocess_reads_the_csv(frappe_dir: Path, tmp_path: Path, sto
     for name in ("frappe.validation.libfm", "frappe.test.libfm"):  # 8 x 5 rows: enough for an 8:1:1 split
         (frappe_dir / name).write_bytes((frappe_dir / name).read_bytes() * 8)
     out = tmp_path / "frappe.csv"
-    assert fr.convert([frappe_dir], out) == 40
+    assert fr.write_csv([frappe_dir], out) == 40
     res = cli("preprocess", out, "--format", "csv", "--label", "label", "--min-count", "1", "--count-on", "all", "--json")
     assert res.exit_code == 0, res.output
     manifest = json.loads(res.stdout)
@@ -117,3 +120,52 @@ def test_optembed_preprocess_reads_the_csv(frappe_dir: Path, tmp_path: Path, sto
     assert {f["name"]: f["cardinality"] for f in schema["fields"]} == {k: v + 2 for k, v in distinct.items()}
     labels = [v for s in ("train", "val", "test") for v in pq.read_table(folder / f"{s}.parquet").column("label").to_pylist()]
     assert len(labels) == 40 and sum(labels) == 24
+
+
+def _random_frappe(folder: Path, rows: tuple[int, int], seed: int = 0) -> None:
+    """Two libFM files of random Frappe-shaped rows (small vocabularies, so values repeat and some are rare)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for name, n in zip(fr.SPLIT_FILES, rows):
+        ids = rng.integers(0, 6, (n, len(fr.FIELDS))) ** 2 + 100 * np.arange(len(fr.FIELDS))  # skewed counts
+        labels = rng.choice(["-1", "1"], n)
+        lines = [" ".join([lab, *(f"{v}:1" for v in row)]) for lab, row in zip(labels, ids)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_split_files_are_optembeds_split(tmp_path: Path, store_dir: Path, cli) -> None:
+    _random_frappe(tmp_path / "frappe", (210, 90))
+    paths = fr.convert(tmp_path / "frappe", tmp_path / "out")
+    assert set(paths) == {"csv", "train", "val", "test"} and all(p.parent == tmp_path / "out" for p in paths.values())
+    every = pacsv.read_csv(paths["csv"], convert_options=_as_text()).to_pylist()
+    parts = {s: pacsv.read_csv(paths[s], convert_options=_as_text()).to_pylist() for s in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [240, 30, 30]
+    # the three files partition the rows (as a multiset)
+    assert sorted(map(_key, every)) == sorted(_key(r) for s in parts for r in parts[s])
+    # the split optembed makes of frappe.csv with the benchmark's settings (rare values -> OOV, counted on train)
+    res = cli("preprocess", paths["csv"], "--format", "csv", "--label", "label", "--min-count", "2", "--json")
+    assert res.exit_code == 0, res.output
+    folder = store_dir / "preprocess" / json.loads(res.stdout)["fingerprint"]
+    for split, rows in parts.items():
+        encoded = pq.read_table(folder / f"{split}.parquet").to_pylist()
+        assert [r["label"] for r in encoded] == [int(r["label"]) for r in rows]
+        for name in fr.FIELDS:
+            vocab = {v["value"]: v["id"] for v in pq.read_table(folder / f"vocab/{name}.parquet").to_pylist() if v["value"]}
+            assert [r[name] for r in encoded] == [vocab.get(r[name], 0) for r in rows], (split, name)
+
+
+def test_failed_split_leaves_no_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _random_frappe(tmp_path / "frappe", (2, 0))  # two rows: too few for an 8:1:1 split
+    out = tmp_path / "out"
+    assert fr.main([str(tmp_path / "frappe"), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "frappe.csv: optembed preprocess failed" in err and "too few" in err
+    assert list(out.iterdir()) == []
+
+
+def _as_text() -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types={name: pa.string() for name in ("label", *fr.FIELDS)})
+
+
+def _key(row: dict[str, str]) -> tuple[str, ...]:
+    return tuple(row[k] for k in ("label", *fr.FIELDS))
