@@ -1,5 +1,10 @@
 """A peer baseline: FuxiCTR 2.3.7's building blocks trained with its published BARS Frappe recipe
-for DeepFM, on an optembed preprocess artifact (the same split and the same ids as optembed).
+for DeepFM, on an optembed preprocess artifact (the same split and the same ids as optembed) or
+on three CSV splits (``benchmarks/frappe.py``'s train/val/test.csv: optembed's rows, raw values).
+
+From Python: ``run(artifact_dir, seeds=[0, 1, 2])`` or ``run(train_csv, val_csv, test_csv, seeds)``
+returns one dict per seed (test AUC and logloss, table bytes, ...); it raises ``PeerError`` when
+fuxictr (the ``bench`` extra) is missing.
 
 What runs
 ---------
@@ -26,11 +31,14 @@ Recipe (BARS ``DeepFM_frappe_x1``; every item is an option below, these are the 
 - after each epoch the validation AUC is measured; no gain of 1e-6 over the best multiplies the
   learning rate by 0.1 (reduce-on-plateau, floor 1e-6) and counts towards early stopping with
   patience 2; the best epoch's weights are restored at the end;
-- min category count 1 (every value kept): preprocess the data with ``--min-count 1``.
+- min category count 1 (every value kept): BARS's setting; on an artifact the artifact's own
+  ``--min-count`` applies (optembed's Frappe runs use 2: 86 rare values become OOV).
 
 The vocabulary is the artifact's: field ``f`` has ``schema.json``'s cardinality rows, ids 0 (OOV)
-and 1 (missing) included. The embedding table bytes reported are float32
-``total cardinality x (D + 1)`` (the D-wide table plus the LR weights).
+and 1 (missing) included. CSV splits are encoded first (``_split_csvs.py``): values counted on the
+training file, those seen ``--min-count`` (default 1) times kept, the rest OOV. The embedding
+table bytes reported are float32 ``total cardinality x (D + 1)`` (the D-wide table plus the LR
+weights).
 
 Workarounds for FuxiCTR 2.3.7 on numpy 2 / scikit-learn >= 1.8 (nothing in site-packages is edited)
 --------------------------------------------------------------------------------------------------
@@ -49,9 +57,11 @@ the seed is set with FuxiCTR's ``seed_everything``.
 
 Usage (needs the ``bench`` extra: ``pip install 'optembed[bench]'``, i.e. fuxictr==2.3.7, polars<2)::
 
-    python benchmarks/frappe.py /path/to/frappe -o frappe.csv
-    optembed preprocess frappe.csv --format csv --label label --min-count 1 --json   # note its path
+    python benchmarks/frappe.py /path/to/frappe --out-dir work/frappe
+    optembed preprocess work/frappe/frappe.csv --format csv --label label --min-count 2 --json   # note its path
     PYTHONPATH=. python benchmarks/peer_fuxictr.py --preprocess ARTIFACT_DIR --seeds 0,1,2 --out peer.json
+    PYTHONPATH=. python benchmarks/peer_fuxictr.py --train work/frappe/train.csv --val work/frappe/val.csv \
+        --test work/frappe/test.csv --seeds 0,1,2 --out peer.json                      # the same rows, raw values
     # options: --epochs 100 --device cpu|cuda --embedding-dim 10 --embedding-regularizer 0.05 ...
 
 The JSON holds, per seed, the test AUC and logloss, the kept epoch's validation AUC and logloss,
@@ -77,6 +87,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _split_csvs import SplitError, write_artifact  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 FLOAT32_BYTES = 4
@@ -334,6 +347,55 @@ def run_seed(artifact: Artifact, recipe: Recipe, seed: int, device: str) -> Seed
     )
 
 
+def require_fuxictr() -> None:
+    """Raise a one-line ``PeerError`` when the optional ``bench`` extra is not installed."""
+    try:
+        import fuxictr  # noqa: F401
+    except ImportError:
+        raise PeerError("fuxictr is not installed: pip install 'optembed[bench]' (fuxictr==2.3.7, polars<2)") from None
+
+
+def resolve_data(
+    train: Path, val: Path | None, test: Path | None, work: Path, min_count: int = 1
+) -> Artifact:
+    """The artifact to train on: ``train`` itself when it is a preprocess artifact folder (``val``
+    and ``test`` then None), else the three CSV splits encoded into ``work``."""
+    train = Path(train)
+    if val is None and test is None:
+        if train.is_file():
+            raise PeerError(f"{train}: a file, not a preprocess artifact folder (give val and test CSVs with a train CSV)")
+        return read_artifact(train)
+    if val is None or test is None:
+        raise PeerError("give train, val and test CSVs, or a preprocess artifact folder alone")
+    try:
+        return read_artifact(write_artifact(train, Path(val), Path(test), work, min_count))
+    except SplitError as exc:
+        raise PeerError(str(exc)) from None
+
+
+def run(
+    train: str | Path,
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+    recipe: Recipe | None = None,
+    device: str = "cpu",
+    min_count: int = 1,
+) -> list[dict[str, Any]]:
+    """Train and test the peer once per seed; one dict per seed (``SeedResult``'s fields: test AUC
+    and logloss, the kept epoch's validation AUC and logloss, epochs, seconds, table bytes, history).
+
+    ``train`` is either an optembed preprocess artifact folder (its encoded splits and ids are used
+    as they are) or a training CSV with ``val`` and ``test`` CSVs (header ``label`` + fields; the
+    vocabulary is counted on ``train`` with ``min_count``, as FuxiCTR's ``min_categr_count``)."""
+    require_fuxictr()
+    recipe = recipe or Recipe()
+    with tempfile.TemporaryDirectory(prefix="peer_splits_") as work:
+        artifact = resolve_data(Path(train), None if val is None else Path(val), None if test is None else Path(test),
+                                Path(work), min_count)
+        return [asdict(run_seed(artifact, recipe, seed, device)) for seed in seeds]
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -357,7 +419,12 @@ def parse_units(text: str) -> tuple[int, ...]:
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     d = Recipe()
     p = argparse.ArgumentParser(description="FuxiCTR DeepFM (BARS Frappe recipe) on an optembed preprocess artifact.")
-    p.add_argument("--preprocess", type=Path, required=True, help="the preprocess artifact folder (schema.json, train/val/test.parquet)")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--preprocess", type=Path, help="an optembed preprocess artifact folder (schema.json, train/val/test.parquet)")
+    data.add_argument("--train", type=Path, help="a training CSV (label + fields); needs --val and --test")
+    p.add_argument("--val", type=Path, help="the validation CSV (with --train)")
+    p.add_argument("--test", type=Path, help="the test CSV (with --train)")
+    p.add_argument("--min-count", type=int, default=1, help="with CSVs: keep values seen this often in --train (default 1)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="the JSON to write")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -422,7 +489,8 @@ def report(artifact: Artifact, recipe: Recipe, results: list[SeedResult], device
         "device": device,
         "threads": torch.get_num_threads(),
         "preprocess": {
-            "path": str(artifact.path),
+            "path": None if artifact.schema.get("format") == "csv splits" else str(artifact.path),
+            "source": artifact.schema.get("source"),
             "fields": artifact.fields,
             "cardinalities": artifact.cardinalities,
             "total_cardinality": sum(artifact.cardinalities),
@@ -445,17 +513,28 @@ def report(artifact: Artifact, recipe: Recipe, results: list[SeedResult], device
 
 
 def main(argv: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="peer_splits_") as work:
+        return _main(argv, Path(work))
+
+
+def _main(argv: list[str] | None, work: Path) -> int:
     try:
         args = arguments(argv)
         recipe = recipe_from(args)
         seeds = parse_seeds(args.seeds)
-        artifact = read_artifact(args.preprocess)
+        if args.min_count < 1:
+            raise PeerError(f"--min-count: {args.min_count} is out of range")
         if not args.out.parent.is_dir():
             raise PeerError(f"{args.out}: its folder does not exist")
-        try:
-            import fuxictr  # noqa: F401
-        except ImportError:
-            raise PeerError("fuxictr is not installed: pip install 'optembed[bench]' (fuxictr==2.3.7, polars<2)") from None
+        if args.preprocess is not None:
+            if args.val is not None or args.test is not None:
+                raise PeerError("--val/--test go with --train, not --preprocess")
+            artifact = resolve_data(args.preprocess, None, None, work)
+        else:
+            if args.val is None or args.test is None:
+                raise PeerError("--train needs --val and --test")
+            artifact = resolve_data(args.train, args.val, args.test, work, args.min_count)
+        require_fuxictr()
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise PeerError(f"--device {args.device}: no CUDA device here")
     except PeerError as exc:
@@ -475,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     out = report(artifact, recipe, results, args.device)
-    args.out.write_text(json.dumps(finite_or_null(out), indent=2, allow_nan=False) + "\n")
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(finite_or_null(out), indent=2, allow_nan=False) + "\n")
+    tmp.replace(args.out)
     s = out["summary"]
     print(
         f"test AUC {s['test_auc']['mean']:.4f} ± {s['test_auc']['std']:.4f}, logloss {s['test_logloss']['mean']:.4f} "

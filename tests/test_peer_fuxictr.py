@@ -15,6 +15,7 @@ from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_regulariser_is_l2_over_whole_tables(tmp_path: Path) -> None:
             w.normal_()
     assert [tuple(w.shape) for w in emb] == [(c, 10) for c in CARDS.values()]
     assert [tuple(w.shape) for w in lr] == [(c, 1) for c in CARDS.values()]
-    expected = 0.05 / 2 * sum(float((w.double() ** 2).sum()) for w in [*emb, *lr])
+    expected = 0.05 / 2 * sum(float((w.detach().double() ** 2).sum()) for w in [*emb, *lr])
     reg = model.regularization_loss()
     assert float(reg) == pytest.approx(expected, rel=1e-5)
     reg.backward()  # d/dW (lambda/2)||W||^2 = lambda W, on every row whether a batch reads it or not
@@ -181,3 +182,87 @@ def test_planted_run_restores_best_epoch(tmp_path: Path) -> None:
             assert best <= len(h) - 3
     s = res["summary"]["test_auc"]
     assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean([r["test_auc"] for r in res["seeds"]]))
+
+
+TRAIN_CSV = "label,a,b\n1,x,p\n0,y,p\n1,x,\n0,z,q\n1,x,q\n"
+VAL_CSV = "label,a,b\n0,w,p\n"
+TEST_CSV = "label,b,a\n1,r,y\n"  # columns in another order
+
+
+def _csvs(folder: Path, train: str = TRAIN_CSV, val: str = VAL_CSV, test: str = TEST_CSV) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = [folder / f"{s}.csv" for s in ("train", "val", "test")]
+    for path, text in zip(paths, (train, val, test)):
+        path.write_text(text)
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("min_count", "ids", "cards"),
+    [
+        # a: x x3, y x1, z x1 -> x 2, y 3, z 4 (ties by text); b: p x2, q x2, one empty -> p 2, q 3, missing 1
+        (1, {"train": ([2, 3, 2, 4, 2], [2, 2, 1, 3, 3]), "val": ([0], [2]), "test": ([3], [0])}, {"a": 5, "b": 4}),
+        # min count 2: only x is kept in a; y and z become OOV
+        (2, {"train": ([2, 0, 2, 0, 2], [2, 2, 1, 3, 3]), "val": ([0], [2]), "test": ([0], [0])}, {"a": 3, "b": 4}),
+    ],
+)
+def test_csv_splits_encode_like_preprocess(tmp_path: Path, min_count: int, ids: dict, cards: dict) -> None:
+    art = pf.resolve_data(*_csvs(tmp_path / "csv"), tmp_path / "art", min_count)
+    assert art.fields == ["a", "b"] and dict(zip(art.fields, art.cardinalities)) == cards
+    assert art.rows == {"train": 5, "val": 1, "test": 1}
+    for split, (a, b) in ids.items():
+        t = pq.read_table(art.path / f"{split}.parquet")
+        assert t.column_names == ["label", "a", "b"]
+        assert (t.column("a").to_pylist(), t.column("b").to_pylist()) == (a, b)
+    assert pq.read_table(art.path / "train.parquet").column("label").to_pylist() == [1, 0, 1, 0, 1]
+    assert art.schema["positive_ratio"]["train"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"val": "label,a\n0,w\n"}, "val.csv: columns ['label', 'a'] differ"),
+        ({"train": "y,a,b\n1,x,p\n"}, "train.csv: no 'label' column"),
+        ({"test": "label,a,b\n2,x,p\n"}, "test.csv: label is not 0/1 on 1 rows"),
+        ({"train": "label,a,b\n"}, "train.csv: no rows"),
+        ({"val": "label,a,b\n0,\"x\n"}, "val.csv: not a readable CSV"),
+    ],
+)
+def test_bad_csv_splits_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict, message: str) -> None:
+    texts = {"train": TRAIN_CSV, "val": VAL_CSV, "test": TEST_CSV} | files
+    train, val, test = _csvs(tmp_path, texts["train"], texts["val"], texts["test"])
+    out = tmp_path / "peer.json"
+    assert pf.main(["--train", str(train), "--val", str(val), "--test", str(test), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+    assert not out.exists()
+    assert pf.main(["--train", str(train), "--out", str(out)]) == 2
+    assert "--train needs --val and --test" in capsys.readouterr().err
+
+
+def test_run_without_fuxictr_raises_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fuxictr", None)  # import fuxictr -> ImportError
+    with pytest.raises(pf.PeerError, match=r"fuxictr is not installed: pip install 'optembed\[bench\]'"):
+        pf.run(planted_artifact(tmp_path / "art"), seeds=[0])
+
+
+def test_run_on_csv_splits_smoke(tmp_path: Path) -> None:
+    """Tiny run from raw CSVs (the planted artifact decoded to text): sane per-seed dicts."""
+    pytest.importorskip("fuxictr")
+    art = planted_artifact(tmp_path / "art", rows={"train": 1600, "val": 300, "test": 300})
+    paths = []
+    for split in ("train", "val", "test"):
+        t = pq.read_table(art / f"{split}.parquet")
+        cols = {"label": t.column("label")} | {k: pa.array([f"{k}{v}" for v in t.column(k).to_pylist()]) for k in CARDS}
+        path = tmp_path / f"{split}.csv"
+        pa.csv.write_csv(pa.table(cols), path)
+        paths.append(path)
+    recipe = pf.Recipe(hidden_units=(16,), epochs=4, batch_size=256, learning_rate=0.01, embedding_regularizer=0.001)
+    results = pf.run(*paths, seeds=[3], recipe=recipe)
+    assert len(results) == 1 and results[0]["seed"] == 3
+    r = results[0]
+    seen = {k: len(set(pq.read_table(art / "train.parquet").column(k).to_pylist())) for k in CARDS}
+    assert r["table_bytes"] == sum(2 + n for n in seen.values()) * 11 * 4  # train's values + OOV + missing rows
+    assert 0.8 < r["test_auc"] <= 1 and 0 < r["test_logloss"] < math.log(2)  # Bayes AUC 0.9; beats a coin
+    assert 1 <= r["kept_epoch"] <= r["epochs_run"] <= 4 and len(r["history"]) == r["epochs_run"]
+    json.dumps(r, allow_nan=False)
