@@ -40,6 +40,7 @@ from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
+from optembed.training.recipe import MAX_AUTO_BATCH
 from pipelines.store import Manifest, Store
 
 VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
@@ -315,7 +316,7 @@ def check_before_work(config: ChainConfig) -> None:
     check_input(Path(config.data))
     for train in (config.supernet, config.retrain):
         check_training_memory(
-            train.batch_size, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
+            train.batch_size or MAX_AUTO_BATCH, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
         )
     check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 
