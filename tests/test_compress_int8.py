@@ -1,5 +1,6 @@
-"""compress --method int8: the stage on a tiny retrain artifact (bytes, AUC, evaluate), its
-fingerprint rules, the CLI and run config, and export + predict of the int8 model."""
+"""compress --method int8: the stage on a tiny Original (retrain --full) and a tiny OptEmbed
+retrain (bytes against a hand count and the stored tensors, AUC, evaluate, the quality
+benchmark's path), its fingerprint rules, the CLI and run config, and export + predict."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import pytest
 import torch
 
 from optembed.errors import ConfigError
+from optembed.evolution.config import EvolutionConfig
 from optembed.models.compact import load_compact
 from optembed.quantization.compress_int8 import quantize_compact_int8
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed.quantization.int8_field import RowInt8Field
 from optembed.quantization.model import load_quantized
+from optembed.safe_load import load_tensor_file
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import evaluate as evaluate_model
-from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
-from pipelines import compress, evaluate, export, predict, retrain
+from pipeline_fixtures import SMALL_MODEL, STRONG_PRUNING, small_supernet, synthetic_preprocess
+from pipelines import compress, evaluate, export, predict, retrain, search
 from pipelines.data import load_dataset
 
 ROWS = 6000
@@ -41,6 +44,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     return root, store, pre, r, m
 
 
+def stored_table_bytes(path: Path) -> dict[str, int]:
+    """Bytes of the tensors a saved quantized model holds for its tables, read from the file itself."""
+    payload = load_tensor_file(path, "quantized model file")
+    out = {"codes": 0, "scales": 0, "float_tables": 0, "codebooks": 0}
+    for f in payload["fields"]:
+        nbytes = {k: v.numel() * v.element_size() for k, v in f.items() if isinstance(v, torch.Tensor)}
+        if f["kind"] == "int8":
+            assert (f["codes"].dtype, f["scale"].dtype, f["bias"].dtype) == (torch.uint8, torch.float32, torch.float32)
+            out["codes"] += nbytes["codes"]
+            out["scales"] += nbytes["scale"] + nbytes["bias"]
+        elif f["kind"] == "coded":
+            out["codes"] += nbytes["codes"]
+            out["codebooks"] += nbytes["codebooks"]
+        else:
+            out["float_tables"] += nbytes["table"]
+    remap = payload["id_map"]
+    out["remaps"] = 0 if remap is None else sum(v.numel() * v.element_size() for v in remap.values())
+    return out
+
+
 def test_int8_stage_bytes_auc_and_evaluate(trained) -> None:
     root, store, pre, source, m = trained
     met = m.metrics
@@ -52,6 +75,8 @@ def test_int8_stage_bytes_auc_and_evaluate(trained) -> None:
     assert met["ratio_vs_original"] == pytest.approx(2.0) and met["remap_bytes"] == 0
     assert met["method"] == "int8" and met["coded_fields"] == met["fields"] == len(schema["fields"])
     assert met["best_epoch"] == 0  # no fine-tuning by default
+    stored = stored_table_bytes(m.output("model"))
+    assert stored == {"codes": rows * 8, "scales": rows * 8, "float_tables": 0, "codebooks": 0, "remaps": 0}
     assert abs(met["test_auc"] - met["source_test_auc"]) < 0.002
     assert abs(met["test_logloss"] - met["source_test_logloss"]) < 0.002
     assert m.params == {"method": "int8", "finetune": asdict(FinetuneConfig(epochs=0))}
@@ -74,6 +99,93 @@ def test_int8_stage_bytes_auc_and_evaluate(trained) -> None:
     assert by_stage["compress"]["embedding_bytes"] == met["embedding_bytes"]
     assert by_stage["compress"]["ratio_vs_original"] == pytest.approx(2.0)
     assert by_stage["compress"]["test_auc"] == pytest.approx(met["test_auc"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def optembed_chain(tmp_path_factory: pytest.TempPathFactory):
+    """supernet -> search -> retrain on the shared synthetic preprocess: pruned rows, searched widths."""
+    store, pre, _ = synthetic_preprocess(tmp_path_factory.mktemp("int8-optembed"), rows=ROWS)
+    sn = small_supernet(store, epochs=1, **STRONG_PRUNING)
+    se = search.run(search.SearchStage(source=sn.fingerprint, evolution=EvolutionConfig(population=6, generations=1, topk=3),
+                                       device="cpu"), store)
+    r = retrain.run(retrain.RetrainStage(source=se.fingerprint, train=TrainConfig(epochs=1, batch_size=512), device="cpu"),
+                    store)
+    m = compress.run(compress.CompressStage(source=r.fingerprint, method="int8", device="cpu"), store)
+    return store, pre, r, m
+
+
+def test_int8_of_an_optembed_retrain(optembed_chain) -> None:
+    store, pre, source, m = optembed_chain
+    met = m.metrics
+    assert source.metrics["variant"] == "optembed" and met["variant"] == "optembed"
+    compact, _ = load_compact(source.output("compact"))
+    cards = [int(f["cardinality"]) for f in json.loads(pre.output("schema").read_text())["fields"]]
+    assert sum(compact.kept) < sum(cards)  # rows were pruned: the id remap is kept
+    # hand count: kept rows x (width + 8) for a field of width >= 3, kept rows x width x 4 otherwise
+    int8_rows = [(k, w) for k, w in zip(compact.kept, compact.widths) if w >= 3]
+    float_rows = [(k, w) for k, w in zip(compact.kept, compact.widths) if w < 3]
+    assert int8_rows
+    assert met["code_bytes"] == sum(k * w for k, w in int8_rows) and met["scale_bytes"] == sum(k * 8 for k, _ in int8_rows)
+    assert met["float_table_bytes"] == sum(k * w * 4 for k, w in float_rows) and met["codebook_bytes"] == 0
+    assert met["embedding_bytes"] == met["code_bytes"] + met["scale_bytes"] + met["float_table_bytes"]
+    assert met["source_embedding_bytes"] == sum(k * w * 4 for k, w in zip(compact.kept, compact.widths))
+    assert met["original_embedding_bytes"] == sum(cards) * compact.dim * 4
+    assert met["coded_fields"] == len(int8_rows)
+    # the bytes stored in the model file are the bytes reported
+    stored = stored_table_bytes(m.output("model"))
+    assert (stored["codes"], stored["scales"], stored["float_tables"], stored["codebooks"], stored["remaps"]) == (
+        met["code_bytes"], met["scale_bytes"], met["float_table_bytes"], 0, met["remap_bytes"])
+    assert met["remap_bytes"] > 0
+    # the model is the source's tables quantized row-wise behind the source's remap
+    model, _ = load_quantized(m.output("model"))
+    want, _ = quantize_compact_int8(compact)
+    x = torch.stack([torch.randint(0, c, (512,), generator=torch.Generator().manual_seed(3)) for c in cards], dim=1)
+    with torch.no_grad():
+        assert torch.equal(model.embedder.id_map(x), compact.compact_ids(x))
+        assert torch.equal(model(x), want.eval()(x))
+    assert abs(met["test_auc"] - met["source_test_auc"]) < 0.002
+    assert abs(met["test_logloss"] - met["source_test_logloss"]) < 0.002
+    # pq on the same source counts its bytes the same way: the same remap and float-table bytes
+    # for the fields both keep float, codes + codebooks + scales + float tables in all
+    pq_m = compress.run(compress.CompressStage(source=source.fingerprint, quantizer=QuantizerConfig(codebook=8, steps=2,
+                                               kmeans_iters=1), min_rows=1, finetune=FinetuneConfig(epochs=0),
+                                               device="cpu"), store)
+    assert pq_m.metrics["remap_bytes"] == met["remap_bytes"]
+    assert pq_m.metrics["embedding_bytes"] == sum(pq_m.metrics[k] for k in ("code_bytes", "codebook_bytes",
+                                                                            "scale_bytes", "float_table_bytes"))
+    stored_pq = stored_table_bytes(pq_m.output("model"))
+    assert sum(stored_pq[k] for k in ("codes", "codebooks", "scales", "float_tables")) == pq_m.metrics["embedding_bytes"]
+    ev = evaluate.run(evaluate.EvaluateStage(sources=[source.fingerprint, m.fingerprint, pq_m.fingerprint], device="cpu",
+                                             latency=False), store)
+    rows = {r["id"]: r for r in json.loads(ev.output("metrics").read_text())["models"]}
+    assert rows[m.fingerprint]["variant"] == "optembed + int8" and rows[pq_m.fingerprint]["variant"] == "optembed + pq"
+    for art in (source, m, pq_m):
+        want_bytes = art.metrics["embedding_bytes"] if art is not source else met["source_embedding_bytes"]
+        assert rows[art.fingerprint]["embedding_bytes"] == want_bytes
+        assert rows[art.fingerprint]["ratio_vs_original"] == pytest.approx(met["original_embedding_bytes"] / want_bytes)
+    assert rows[m.fingerprint]["test_auc"] == pytest.approx(met["test_auc"], abs=1e-9)
+    assert rows[m.fingerprint]["test_logloss"] == pytest.approx(met["test_logloss"], abs=1e-9)
+
+
+def test_the_quality_benchmarks_int8_path(optembed_chain) -> None:
+    """benchmarks/_alternatives.int8_tables: a retrain fingerprint in, the int8 version's test AUC,
+    logloss and bytes out, the numbers of the compress stage itself."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "_alternatives.py"
+    spec = importlib.util.spec_from_file_location("quality_alternatives", path)
+    assert spec is not None and spec.loader is not None
+    alternatives = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = alternatives
+    spec.loader.exec_module(alternatives)
+    store, _, source, m = optembed_chain
+    got = alternatives.int8_tables(store, {"optembed": source.fingerprint}, "cpu")
+    row = got["optembed+int8"]
+    assert row["id"] == m.fingerprint and row["stage"] == "compress"
+    assert row["test_auc"] == pytest.approx(m.metrics["test_auc"], abs=1e-9)
+    assert row["test_logloss"] == pytest.approx(m.metrics["test_logloss"], abs=1e-9)
+    assert row["embedding_bytes"] == m.metrics["embedding_bytes"]
 
 
 def test_fine_tuning_moves_the_network_not_the_int8_tables(trained) -> None:
@@ -114,6 +226,8 @@ def test_cli_compress_int8(trained, cli) -> None:
     assert ok.exit_code == 0, ok.output
     out = json.loads(ok.stdout)
     assert out["fingerprint"] == m.fingerprint and out["metrics"]["method"] == "int8"
+    for key in ("test_auc", "test_logloss", "embedding_bytes"):
+        assert out["metrics"][key] == m.metrics[key]
     shown = cli("compress", "--from", source.fingerprint, "--method", "int8", "--device", "cpu", "--artifacts", store.root)
     assert shown.exit_code == 0 and "original + int8" in shown.stdout and "2.0x smaller" in shown.stdout, shown.output
     for extra, message in (
@@ -124,6 +238,28 @@ def test_cli_compress_int8(trained, cli) -> None:
                   "--artifacts", store.root)
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, res.stderr)
+
+
+def test_a_table_int8_cannot_hold_is_one_line_naming_the_file(trained, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retrain table with a range past float32's (or a NaN) stops the stage with one line naming
+    the compact model file; nothing is published."""
+    _, store, _, source, _ = trained
+    real = compress.load_compact
+
+    def wide(path: Path, device: str = "cpu"):
+        compact, payload = real(path, device)
+        with torch.no_grad():
+            compact.table(1)[4, :2] = torch.tensor([-3e38, 3e38])
+        return compact, payload
+
+    monkeypatch.setattr(compress, "load_compact", wide)
+    before = len(store.list("compress"))
+    res = cli("compress", "--from", source.fingerprint, "--method", "int8", "--force", "--device", "cpu",
+              "--artifacts", store.root)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert str(source.output("compact")) in lines[0] and "row 4 spans" in lines[0] and "Traceback" not in res.output
+    assert len(store.list("compress")) == before
 
 
 def test_run_config_int8(tmp_path: Path) -> None:
