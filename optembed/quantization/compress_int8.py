@@ -33,8 +33,8 @@ def quantize_compact_int8(
 ) -> tuple[QuantizedModel, list[dict[str, Any]]]:
     """The model with every field of width >= 3 stored row-wise int8, the others float, and one
     statistics row per field (rows, width, stored or not and why, bytes before/after, the largest
-    and mean squared reconstruction error). Raises :class:`ValueError` naming the field when a
-    table holds a non-finite value."""
+    and mean squared reconstruction error). Raises :class:`ValueError` naming the field and row
+    when a table holds a non-finite value or a row whose range exceeds the largest float32."""
     fields: list[FieldTable] = []
     stats: list[dict[str, Any]] = []
     task = reporter.task("quantizing (int8)", total=len(compact.field_names), unit="field")
