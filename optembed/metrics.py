@@ -1,8 +1,10 @@
-"""Evaluation metrics: exact ROC AUC (ties handled) and logloss, vectorised in torch."""
+"""Evaluation metrics, vectorised in torch: exact ROC AUC (ties handled), logloss, the logloss of
+the constant base-rate prediction, and DeLong standard errors and intervals of AUCs."""
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,26 @@ def logloss(labels: Tensor, logits: Tensor) -> float:
     return float(F.binary_cross_entropy_with_logits(z, y))
 
 
+def base_rate_logloss(labels: Tensor, rate: float) -> float:
+    """Logloss of predicting the probability ``rate`` for every row (the base rate: usually the
+    training split's positive ratio). With ``q`` the share of positive ``labels`` it is
+    ``-(q log rate + (1 - q) log(1 - rate))``; ``rate`` is clipped into ``[1e-12, 1 - 1e-12]`` so a
+    one-class training split gives a large finite number. ``nan`` for no labels."""
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.numel() == 0:
+        return math.nan
+    pos = (y > 0.5) if y.is_floating_point() else (y > 0)
+    return constant_logloss(float(pos.double().mean()), rate)
+
+
+def constant_logloss(positive_ratio: float, rate: float) -> float:
+    """Logloss of the constant prediction ``rate`` on rows whose share of positives is
+    ``positive_ratio`` (see :func:`base_rate_logloss`)."""
+    p = min(max(float(rate), 1e-12), 1.0 - 1e-12)
+    q = float(positive_ratio)
+    return -(q * math.log(p) + (1.0 - q) * math.log1p(-p))
+
+
 def auc_components(labels: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     """DeLong's structural components of the AUC: per positive, the share of negatives it beats
     (ties count one half); per negative, the share of positives that beat it. Both average to
@@ -77,3 +99,36 @@ def paired_auc_se(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> float:
         return math.nan
     var = float(d10.var()) / d10.numel() + float(d01.var()) / d01.numel()
     return math.sqrt(max(var, 0.0))
+
+
+def auc_se(components: tuple[Tensor, Tensor]) -> float:
+    """DeLong's standard error of one AUC from its :func:`auc_components`:
+    ``sqrt(var(v10) / n_pos + var(v01) / n_neg)`` (sample variances); ``nan`` when a class has
+    fewer than two rows."""
+    v10, v01 = components
+    if v10.numel() < 2 or v01.numel() < 2:
+        return math.nan
+    var = float(v10.var()) / v10.numel() + float(v01.var()) / v01.numel()
+    return math.sqrt(max(var, 0.0))
+
+
+def z_value(level: float) -> float:
+    """The two-sided normal quantile of a ``level`` interval (1.95996... for 0.95)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+def normal_interval(value: float, se: float, level: float = 0.95) -> tuple[float, float]:
+    """``value -/+ z * se`` clipped into ``[0, 1]``; ``(nan, nan)`` when either is ``nan``."""
+    if value != value or se != se:
+        return math.nan, math.nan
+    half = z_value(level) * se
+    return max(0.0, value - half), min(1.0, value + half)
+
+
+def auc_ci(labels: Tensor, scores: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """A ``level`` confidence interval ``(low, high)`` of the AUC of ``scores``: the normal
+    interval around the AUC with DeLong's variance (:func:`auc_se`), clipped into ``[0, 1]``;
+    ``(nan, nan)`` when a class has fewer than two rows."""
+    return normal_interval(auc(labels, scores), auc_se(auc_components(labels, scores)), level)

@@ -31,7 +31,16 @@ from optembed.errors import OptembedError
 from optembed.progress import NullTask
 from pipelines.store import Manifest, strict_dumps
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+def stdout_width() -> int | None:
+    """The width tables on stdout are laid out for: ``COLUMNS`` when set, the terminal's on a
+    terminal (``None``: Rich asks it), else 200 (a log or a pipe)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if sys.stdout.isatty() else 200
+
+
+out = Console(highlight=False, soft_wrap=True, width=stdout_width())
 err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -397,7 +406,9 @@ def run_stage(
 
 
 def training_warnings(store: Any, manifest: Manifest, name: str | None = None) -> None:
-    """One warning line per problem of a supernet or retrain run (too few steps, overfitting)."""
+    """One warning line per problem of a trained artifact (too few steps, overfitting, a logloss
+    worse than the base rate's) or of an evaluation (the same, on the test split; a test split too
+    small to tell the models apart)."""
     from pipelines.diagnostics import artifact_warnings
 
     for line in artifact_warnings(store, manifest):
@@ -428,6 +439,9 @@ def legend(variants: list[str]) -> list[str]:
     if any("[" in v for v in variants):
         lines.append("[abc123]: the artifact id's start, when two rows would share a label")
     lines += [
+        "test AUC ±95%: the AUC on the test split and the half-width of its DeLong 95% interval",
+        "logloss: on the test split; compare it with the base rate's under the table (a model above it "
+        "does worse than a constant)",
         "sparsity: share of the Original table's values (all rows x D) that the masks remove",
         "ratio: bytes of the dense float32 Original table / bytes of this model's tables (higher is smaller)",
     ]

@@ -3,6 +3,8 @@
 - :func:`too_few_steps`: an epoch of only a few optimizer steps barely moves the model (a small
   data set with a large batch): the AUC stays near 0.5 whatever the method.
 - :func:`overfitting`: the validation logloss rises while the training loss falls.
+- :func:`worse_than_base_rate`: a model's logloss is above that of predicting the training
+  positive rate for every row (the base rate): it overfits or is mis-calibrated.
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ def overfitting(history: Sequence[Mapping[str, Any]], tolerance: float = RISE_TO
         + (f"; at epoch {last.get('epoch', '?')} it is {last['val_logloss']:.5f}" if last is not after else "")
         + "; the best epoch by validation AUC is kept; fewer --epochs, a --patience, more data or more "
         "--weight-decay may help"
+    )
+
+
+CALIBRATION_HINT = (
+    "the model overfits or is mis-calibrated; train fewer --epochs (or stop earlier with --patience) "
+    "or regularise more (a larger --weight-decay, --dropout)"
+)
+
+
+def worse_than_base_rate(variant: str, logloss: Any, base: Any, split: str = "test") -> str | None:
+    """A warning when ``logloss`` (of model ``variant`` on ``split``) is above ``base``, the
+    logloss of predicting the training positive rate for every row of that split; else ``None``
+    (also when either number is missing)."""
+    if not (_number(logloss) and _number(base)) or logloss <= base:
+        return None
+    what = "validation logloss of the kept checkpoint" if split == "validation" else f"{split} logloss"
+    return (
+        f"{variant} {what} {logloss:.4f} is worse than predicting the base rate ({base:.4f}): {CALIBRATION_HINT}"
     )
 
 
