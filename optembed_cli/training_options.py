@@ -39,7 +39,25 @@ BatchOpt = Annotated[
     ),
 ]
 LrOpt = Annotated[float, typer.Option(help="Adam learning rate (embeddings and network).", rich_help_panel=TRAINING)]
-WdOpt = Annotated[float, typer.Option(help="Adam weight decay.", rich_help_panel=TRAINING)]
+WdOpt = Annotated[float, typer.Option(help="Adam weight decay of the dense network.", rich_help_panel=TRAINING)]
+LrDecayOpt = Annotated[
+    float,
+    typer.Option(
+        "--lr-decay",
+        help="Multiply the learning rates by this factor after every epoch without a validation AUC gain (1: off).",
+        rich_help_panel=TRAINING,
+    ),
+]
+EmbL2Opt = Annotated[
+    float | None,
+    typer.Option(
+        "--embedding-l2",
+        help="L2 regulariser of the embedding tables, (value / 2) * ||E||^2 added to each batch's loss: over the "
+        "whole table with adam, over the batch's rows with a sparse optimizer (default: --weight-decay).",
+        show_default=False,
+        rich_help_panel=TRAINING,
+    ),
+]
 AlphaOpt = Annotated[
     float, typer.Option(help="Weight of the threshold regulariser alpha * sum(exp(-t)).", rich_help_panel=PRUNING)
 ]

@@ -26,7 +26,10 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "freq_lr_power": 0.5,
     "reinit_embeddings_each_epoch": False,
     "evals_per_epoch": 0,
+    "embedding_l2": None,
+    "lr_decay": 1.0,
 }
+MIN_DECAYED_LR = 1e-6  # --lr-decay never takes a learning rate below this
 # Auto validation frequency: one validation per this many optimizer steps, at most
 # MAX_AUTO_EVALS per epoch (and at least one, at the epoch's end).
 AUTO_EVAL_STEPS = 2000
@@ -38,7 +41,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 2048
     lr: float = 1e-3
-    weight_decay: float = 1e-4  # Adam's L2 term: rows that do not help shrink towards 0
+    weight_decay: float = 1e-4  # Adam's L2 term on the dense network (and the tables while embedding_l2 is None)
     alpha: float = 1e-4  # weight of the threshold regulariser sum(exp(-t)) (reference: 1e-6..1e-4)
     threshold_lr: float = 1e-4  # reference: ~1e-4
     # Plain SGD as in the reference: Adam would turn the tiny regulariser gradient into full-size
@@ -57,6 +60,13 @@ class TrainConfig:
     freq_lr_power: float = 0.5
     reinit_embeddings_each_epoch: bool = False  # re-draw the embedding tables after every epoch
     evals_per_epoch: int = 0  # validations per epoch (the last at its end); 0: auto, one per ~2,000 steps
+    # L2 regulariser of the embedding tables, (embedding_l2 / 2) * ||E||^2 added to each batch's mean loss: with
+    # dense Adam over the whole table (every row, every step, as FuxiCTR's embedding_regularizer); with a sparse
+    # optimizer on the rows the batch reads. None: weight_decay (one L2 for everything).
+    embedding_l2: float | None = None
+    # Learning-rate decay on a plateau: every epoch that ends without a validation AUC gain multiplies the learning
+    # rates of the network and the tables by this factor (not below MIN_DECAYED_LR); 1: off.
+    lr_decay: float = 1.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -68,8 +78,12 @@ class TrainConfig:
         check_non_negative("--weight-decay", self.weight_decay)
         check_non_negative("--alpha", self.alpha)
         check_positive("--embedding-lr", self.embedding_lr, optional=True)
+        if self.embedding_l2 is not None:
+            check_non_negative("--embedding-l2", self.embedding_l2)
         check_positive("--freq-lr-c0", self.freq_lr_c0)
         check_non_negative("--freq-lr-power", self.freq_lr_power)
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"--lr-decay must be in (0, 1] (1: off), got {self.lr_decay:g}")
         if self.evals_per_epoch < 0:
             raise ConfigError(f"--evals-per-epoch must be 0 (auto) or positive, got {self.evals_per_epoch}")
         if self.patience < 0:
@@ -96,6 +110,11 @@ class TrainConfig:
         return max(1, min(wanted, steps_per_epoch))
 
     @property
+    def table_l2(self) -> float:
+        """The L2 weight of the embedding tables (``embedding_l2``, else ``weight_decay``)."""
+        return self.weight_decay if self.embedding_l2 is None else self.embedding_l2
+
+    @property
     def sparse_embeddings(self) -> bool:
         """Whether the embedding tables produce sparse gradients (every optimizer but dense Adam)."""
         return self.embedding_optimizer != "adam"
@@ -103,10 +122,10 @@ class TrainConfig:
     def warnings(self) -> list[str]:
         """One line per accepted but questionable combination (shown before training)."""
         out = []
-        if self.embedding_optimizer == "sparse-adam" and self.weight_decay > 0:
+        if self.embedding_optimizer == "sparse-adam" and self.table_l2 > 0:
             out.append(
-                f"warning: sparse-adam applies no weight decay to the embedding rows; "
-                f"--weight-decay {self.weight_decay:g} applies to the dense network only"
+                f"warning: sparse-adam applies no L2 to the embedding rows; "
+                f"--embedding-l2 {self.table_l2:g} is ignored (--weight-decay applies to the dense network)"
             )
         return out
 

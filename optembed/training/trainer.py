@@ -43,7 +43,7 @@ from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.training.arch import ArchStep
-from optembed.training.config import TrainConfig
+from optembed.training.config import MIN_DECAYED_LR, TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
@@ -97,15 +97,14 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else cfg.lr
     if cfg.embedding_optimizer == "adam":
         dense = [p for p in model.parameters() if id(p) not in excluded and p.requires_grad]
-        groups: list[Any] = dense
-        if emb_lr != cfg.lr:
-            groups = [
-                {"params": [p for p in dense if id(p) not in table_ids]},
-                {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr},
-            ]
+        groups: list[Any] = [
+            {"params": [p for p in dense if id(p) not in table_ids]},
+            {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr, "weight_decay": cfg.table_l2},
+        ]
     else:
         dense = [p for p in model.parameters() if id(p) not in excluded and id(p) not in table_ids and p.requires_grad]
-        groups = dense
+        groups = [{"params": dense}]
+    groups = [g for g in groups if g["params"]] or [{"params": []}]
     fused = bool(dense) and dense[0].is_cuda
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
@@ -114,7 +113,7 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     if cfg.embedding_optimizer == "sparse-adam" and trainable:
         optimizers.append(torch.optim.SparseAdam(trainable, lr=emb_lr))
     elif cfg.embedding_optimizer == "rowwise-adagrad" and trainable:
-        optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.weight_decay))
+        optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.table_l2))
     if thresholds:
         if cfg.threshold_optimizer == "sgd":
             optimizers.append(torch.optim.SGD(thresholds, lr=cfg.threshold_lr))
@@ -335,6 +334,7 @@ class Trainer:
                 bad_epochs = 0
             else:
                 bad_epochs += 1
+                self.decay_lr()
             self.reporter.message(_summary(record, improved))
             stop = patience_exhausted(bad_epochs, cfg.patience) or search_done
             if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
@@ -373,6 +373,17 @@ class Trainer:
                 self.model.load_state_dict(current)
             record.update(rt.broadcast_object(_prefixed("test", metrics)))
         best.best_record = record
+
+    def decay_lr(self) -> None:
+        """``--lr-decay``: multiply the learning rates of the network and the tables (not the
+        thresholds') by ``lr_decay``, not below :data:`MIN_DECAYED_LR`."""
+        if self.cfg.lr_decay >= 1.0:
+            return
+        thresholds = {id(p) for p in self.model.embedder.threshold_params()}
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                if not any(id(p) in thresholds for p in group["params"]):
+                    group["lr"] = max(group["lr"] * self.cfg.lr_decay, MIN_DECAYED_LR)
 
     def metrics(self, val: SplitTensors, test: SplitTensors | None = None) -> dict[str, Any]:
         """The model's validation (and test) metrics now, as an epoch records them (the epochs

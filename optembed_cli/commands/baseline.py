@@ -13,7 +13,7 @@ from optembed_cli.options import (
 )
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
-    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt,
+    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt,
     model_config, train_config,
 )
 from pipelines import baseline as stage
@@ -48,6 +48,8 @@ def baseline(
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
     patience: PatienceOpt = DEFAULTS.patience,
     eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
     seed: SeedOpt = DEFAULTS.seed,
@@ -86,7 +88,7 @@ def baseline(
         method=method,
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, evals_per_epoch=evals_per_epoch,
         ),

@@ -12,7 +12,7 @@ from optembed_cli.training_options import (
     NprocOpt, ShuffleBufferOpt, StreamOpt,
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
     EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
-    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, model_config, train_config,
+    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt, model_config, train_config,
 )
 from pipelines import retrain as stage
 from pipelines.store import Manifest
@@ -44,6 +44,8 @@ def retrain(
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
     patience: PatienceOpt = DEFAULTS.patience,
     eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
     seed: SeedOpt = DEFAULTS.seed,
@@ -83,7 +85,7 @@ def retrain(
         full=full,
         init=str(init),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
             freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,

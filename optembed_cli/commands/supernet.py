@@ -13,7 +13,7 @@ from optembed_cli.training_options import (
     NprocOpt, ShuffleBufferOpt, StreamOpt,
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
     EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
-    ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
+    ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, EmbL2Opt, LrDecayOpt, model_config, train_config,
 )
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import read_model_payload
@@ -44,6 +44,8 @@ def supernet(
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
     alpha: AlphaOpt = DEFAULTS.alpha,
     threshold_lr: TLrOpt = DEFAULTS.threshold_lr,
     threshold_optimizer: TOptOpt = DEFAULTS.threshold_optimizer,
@@ -81,7 +83,7 @@ def supernet(
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, norm),
         mode=str(mode),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, alpha=alpha,
             threshold_lr=threshold_lr, threshold_optimizer=threshold_optimizer, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
