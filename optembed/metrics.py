@@ -70,24 +70,46 @@ def constant_logloss(positive_ratio: float, rate: float) -> float:
     return -(q * math.log(p) + (1.0 - q) * math.log1p(-p))
 
 
+def midranks(values: Tensor) -> Tensor:
+    """The 1-based ranks of ``values`` with ties given the mean of the ranks they span (the
+    midrank), in float64, in the input's order. One sort and one pass over the runs of equal
+    values: a run starting at sorted position ``a`` (0-based) of length ``c`` gets
+    ``a + (c + 1) / 2``."""
+    v = torch.as_tensor(values).reshape(-1)
+    if v.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64, device=v.device)
+    ordered, order = torch.sort(v)
+    _, counts = torch.unique_consecutive(ordered, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    run_rank = starts.double() + (counts.double() + 1.0) / 2.0
+    ranks = torch.empty(v.numel(), dtype=torch.float64, device=v.device)
+    ranks[order] = torch.repeat_interleave(run_rank, counts)
+    return ranks
+
+
 def auc_components(labels: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     """DeLong's structural components of the AUC: per positive, the share of negatives it beats
     (ties count one half); per negative, the share of positives that beat it. Both average to
     the AUC. Paired differences of these give the standard error of an AUC difference measured
     on the same rows (:func:`paired_auc_se`). Returns ``(v10 (n_pos,), v01 (n_neg,))`` in float64.
+
+    The fast midrank algorithm (Sun and Xu, 2014): with ``r`` the midranks of all scores and
+    ``r_pos``, ``r_neg`` those within each class, a positive beats ``r - r_pos`` negatives
+    (a tie counting one half) and a negative is beaten by ``n_pos - (r - r_neg)`` positives:
+    three sorts instead of the ``n_pos x n_neg`` comparisons.
     """
     y = torch.as_tensor(labels).reshape(-1)
     s = torch.as_tensor(scores, device=y.device).reshape(-1).double()
+    if y.numel() != s.numel():
+        raise ValueError(f"auc_components: {y.numel()} labels but {s.numel()} scores")
     pos = (y > 0.5) if y.is_floating_point() else (y > 0)
     sp, sn = s[pos], s[~pos]
-    if sp.numel() == 0 or sn.numel() == 0:
+    n_pos, n_neg = sp.numel(), sn.numel()
+    if n_pos == 0 or n_neg == 0:
         return sp.new_empty(0), sn.new_empty(0)
-    neg_sorted, _ = torch.sort(sn)
-    pos_sorted, _ = torch.sort(sp)
-    below = torch.searchsorted(neg_sorted, sp, right=False) + torch.searchsorted(neg_sorted, sp, right=True)
-    v10 = below.double() / (2.0 * sn.numel())
-    at_or_below = torch.searchsorted(pos_sorted, sn, right=False) + torch.searchsorted(pos_sorted, sn, right=True)
-    v01 = 1.0 - at_or_below.double() / (2.0 * sp.numel())
+    ranks = midranks(s)
+    v10 = (ranks[pos] - midranks(sp)) / n_neg
+    v01 = 1.0 - (ranks[~pos] - midranks(sn)) / n_pos
     return v10, v01
 
 
@@ -121,9 +143,10 @@ def z_value(level: float) -> float:
 
 def normal_interval(value: float, se: float, level: float = 0.95) -> tuple[float, float]:
     """``value -/+ z * se`` clipped into ``[0, 1]``; ``(nan, nan)`` when either is ``nan``."""
+    z = z_value(level)  # a bad level is an error even when the interval is undefined
     if value != value or se != se:
         return math.nan, math.nan
-    half = z_value(level) * se
+    half = z * se
     return max(0.0, value - half), min(1.0, value + half)
 
 

@@ -295,7 +295,7 @@ def info(text: str) -> None:
 
 def warn(text: str) -> None:
     """A warning line on stderr (kept with --quiet)."""
-    err.print(Text(f"warning: {text}"), soft_wrap=True)
+    err.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
 
 
 def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
@@ -332,12 +332,16 @@ def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> st
     return None
 
 
+UNTABULATED = ("calibration_warnings",)  # printed as warning lines, not as a table cell
+
+
 def metrics_table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in rows.items():
-        table.add_row(key, fmt(value))
+        if key not in UNTABULATED:
+            table.add_row(key, fmt(value))
     return table
 
 

@@ -1,6 +1,7 @@
-"""Warnings about a finished artifact: a trained one (``supernet``, ``retrain``, ``baseline``: read
-from its curves, its metrics and its data's schema) or an ``evaluate`` one (recorded in its
-``metrics.json`` when it was computed, so a cached evaluation warns again)."""
+"""Warnings about a finished artifact: a trained one (``supernet``, ``retrain``, ``baseline``:
+read from its curves; these, ``compress`` and ``search``: a logloss worse than the base rate's, as recorded
+in its metrics) or an ``evaluate`` one (recorded in its ``metrics.json`` when it was computed,
+so a cached evaluation warns again)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,28 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from optembed.metrics import constant_logloss
-from optembed.training.diagnostics import training_warnings, worse_than_base_rate
+from optembed.training.diagnostics import training_warnings
+from pipelines.calibration import base_rates, calibration_warnings, trained_variant
 from pipelines.store import Manifest, Store
 
 TRAINED = ("supernet", "retrain", "baseline")
+CALIBRATED = (*TRAINED, "compress", "search")
 
 
 def artifact_warnings(store: Store, manifest: Manifest) -> list[str]:
     """The warnings of ``manifest`` (none for other stages or unreadable outputs)."""
     if manifest.stage == "evaluate":
         return _recorded(manifest)
-    if manifest.stage not in TRAINED or "curves" not in manifest.outputs:
+    pre_id = manifest.upstream.get("preprocess")
+    pre = store.lookup("preprocess", pre_id) if pre_id else None
+    found = _curve_warnings(manifest, pre) if manifest.stage in TRAINED else []
+    if manifest.stage in CALIBRATED:
+        found += _calibration(manifest, pre)
+    return found
+
+
+def _curve_warnings(manifest: Manifest, pre: Manifest | None) -> list[str]:
+    if "curves" not in manifest.outputs:
         return []
     try:
         history = pq.read_table(manifest.output("curves")).to_pylist()
@@ -28,30 +39,19 @@ def artifact_warnings(store: Store, manifest: Manifest) -> list[str]:
         history = []
     if any("phase" in r for r in history):  # a baseline's search epochs are not its training run
         history = [r for r in history if r.get("phase") == "train"]
-    pre = store.lookup("preprocess", manifest.upstream.get("preprocess", "")) if manifest.upstream.get("preprocess") else None
     rows = int(pre.metrics.get("rows_train", 0)) if pre is not None else 0
     batch = int(manifest.params.get("train", {}).get("batch_size", 1))
-    found = training_warnings(history, rows, batch)
-    base = validation_base_logloss(pre) if pre is not None else None
-    calibration = worse_than_base_rate(trained_variant(manifest), manifest.metrics.get("val_logloss"), base, "validation")
-    return found + ([calibration] if calibration else [])
+    return training_warnings(history, rows, batch)
 
 
-def validation_base_logloss(pre: Manifest) -> float | None:
-    """The logloss of predicting the training positive rate for every validation row, from the
-    positive ratios in the preprocess artifact's ``schema.json`` (``None`` when unreadable)."""
-    try:
-        ratios = json.loads(pre.output("schema").read_text())["positive_ratio"]
-        return constant_logloss(float(ratios["val"]), float(ratios["train"]))
-    except Exception:  # noqa: BLE001 - a warning is never worth a failure
-        return None
-
-
-def trained_variant(manifest: Manifest) -> str:
-    """The name a trained artifact's model goes by in the comparison tables."""
-    if manifest.stage == "supernet":
-        return f"supernet ({manifest.params.get('mode', '?')})"
-    return str(manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage)
+def _calibration(manifest: Manifest, pre: Manifest | None) -> list[str]:
+    """The recorded base-rate warning; computed from the metrics and the schema for an artifact
+    made before they were recorded."""
+    recorded = manifest.metrics.get("calibration_warnings")
+    if isinstance(recorded, list):
+        return [str(w) for w in recorded]
+    rates = base_rates(pre) if pre is not None else {}
+    return calibration_warnings(trained_variant(manifest), {**manifest.metrics, **rates})
 
 
 def _recorded(manifest: Manifest) -> list[str]:

@@ -21,7 +21,8 @@ the Original (the first re-trained ``original`` row), the paired AUC difference 
 standard error on the same rows. The split's base rate - the logloss of predicting the
 training positive rate (``schema.json``) for every test row - is recorded once. ``warnings``
 (also shown by the CLI) name every model whose test logloss is worse than the base rate's, and
-a test split too small to tell the models apart (:func:`evaluation_warnings`).
+a test split too small to tell the models apart: too few rows of a class, or the two best
+models' paired difference within its interval (:func:`evaluation_warnings`).
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         task.close()
         unique_labels(rows)
         reference = paired_differences(rows, components)
-        warnings = evaluation_warnings(rows, split)
+        warnings = evaluation_warnings(rows, split, components)
         result = {"preprocess": pre.fingerprint, "test": split, "paired_reference": reference, "models": rows,
                   "warnings": warnings}
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -295,16 +296,21 @@ def paired_differences(rows: list[dict[str, Any]], components: dict[str, tuple[t
     return str(base["id"])
 
 
-def evaluation_warnings(rows: list[dict[str, Any]], split: dict[str, Any], level: float = LEVEL) -> list[str]:
+def evaluation_warnings(
+    rows: list[dict[str, Any]],
+    split: dict[str, Any],
+    components: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    level: float = LEVEL,
+) -> list[str]:
     """One line per model whose test logloss is worse than the base rate's; one line when the
     test split is too small to tell the models apart: fewer than :data:`MIN_CLASS_ROWS` rows of
-    a class, or (two or more models) every paired difference against the Original within its
-    ``level`` interval."""
-    lines = [w for r in rows if (w := worse_than_base_rate(r["variant"], r["test_logloss"], split["base_rate_logloss"]))]
+    a class, or (two or more models) the two best test AUCs differ by less than the ``level``
+    interval of their paired (DeLong) difference - the line names them."""
+    base = split["base_rate_logloss"]
+    lines = [w for r in rows if (w := worse_than_base_rate(r["variant"], {"test": (r["test_logloss"], base)}))]
     z = z_value(level)
     few = min(split["positives"], split["negatives"])
     widest = max((z * r["test_auc_se"] for r in rows if r["test_auc_se"] == r["test_auc_se"]), default=float("nan"))
-    compared = [r for r in rows if "delta_auc_se" in r and r["delta_auc_se"] == r["delta_auc_se"]]
     if few < MIN_CLASS_ROWS:
         lines.append(
             f"the test split has only {split['positives']:,} positive and {split['negatives']:,} negative rows "
@@ -312,14 +318,33 @@ def evaluation_warnings(rows: list[dict[str, Any]], split: dict[str, Any], level
             + (f" (95% intervals up to ±{widest:.4f})" if widest == widest else "")
             + " and too few to tell close models apart; use more data or a larger test share (--split)"
         )
-    elif compared and all(abs(r["delta_auc_vs_original"]) <= z * r["delta_auc_se"] for r in compared):
-        top = max(compared, key=lambda r: abs(r["delta_auc_vs_original"]))
+        return lines
+    close = best_two_within_interval(rows, components, z)
+    if close is not None:
+        first, second, diff, half = close
         lines.append(
-            f"the test split ({split['rows']:,} rows) cannot tell these models apart: every test AUC difference against "
-            f"the Original is within {z:.2f} paired standard errors (largest: {top['variant']} "
-            f"{top['delta_auc_vs_original']:+.4f} ± {z * top['delta_auc_se']:.4f}); more test rows are needed to rank them"
+            f"the test split ({split['rows']:,} rows) cannot tell the two best models apart: {first['variant']} "
+            f"{first['test_auc']:.4f} vs {second['variant']} {second['test_auc']:.4f}, a difference of {diff:+.4f} "
+            f"within its {level:.0%} paired DeLong interval (±{half:.4f}); more test rows are needed to rank them"
         )
     return lines
+
+
+def best_two_within_interval(
+    rows: list[dict[str, Any]], components: dict[str, tuple[torch.Tensor, torch.Tensor]], z: float
+) -> tuple[dict[str, Any], dict[str, Any], float, float] | None:
+    """``(best, runner-up, AUC difference, z x its paired standard error)`` when the two rows of
+    highest test AUC differ by no more than that half-width; ``None`` otherwise (also with fewer
+    than two rows or an undefined standard error)."""
+    ranked = sorted((r for r in rows if r["test_auc"] == r["test_auc"]), key=lambda r: -r["test_auc"])
+    if len(ranked) < 2:
+        return None
+    first, second = ranked[0], ranked[1]
+    se = paired_auc_se(components[first["id"]], components[second["id"]])
+    diff = first["test_auc"] - second["test_auc"]
+    if se != se or abs(diff) > z * se:
+        return None
+    return first, second, diff, z * se
 
 
 def _model_name(store: Store, manifest: Manifest) -> str:

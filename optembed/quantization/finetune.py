@@ -63,6 +63,6 @@ def finetune(
     model.backbone.load_state_dict(result.best_state)
     model.eval()
     kept = result.best_metrics()  # the kept checkpoint's record carries its test metrics (the epochs' do not)
-    trained = [kept if r["epoch"] == result.best_epoch else r for r in result.history]
+    trained = [{**r, **kept} if r["epoch"] == result.best_epoch else r for r in result.history]
     history = [{"loss": float("nan"), **result.start_record}, *trained]
     return FinetuneResult(result.best_epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}, history)

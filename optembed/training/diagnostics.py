@@ -61,17 +61,25 @@ CALIBRATION_HINT = (
     "the model overfits or is mis-calibrated; train fewer --epochs (or stop earlier with --patience) "
     "or regularise more (a larger --weight-decay, --dropout)"
 )
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
-def worse_than_base_rate(variant: str, logloss: Any, base: Any, split: str = "test") -> str | None:
-    """A warning when ``logloss`` (of model ``variant`` on ``split``) is above ``base``, the
-    logloss of predicting the training positive rate for every row of that split; else ``None``
-    (also when either number is missing)."""
-    if not (_number(logloss) and _number(base)) or logloss <= base:
+def worse_than_base_rate(variant: str, splits: Mapping[str, tuple[Any, Any]]) -> str | None:
+    """One warning line when model ``variant``'s logloss is above the base rate's on any split,
+    else ``None``. ``splits`` maps a split (``val``, ``test``) to ``(logloss, base)``, ``base``
+    being the logloss of predicting the training positive rate for every row of that split;
+    a split where either number is missing is left out."""
+    worse = [
+        (SPLIT_NAMES.get(name, name), value, base)
+        for name, (value, base) in splits.items()
+        if _number(value) and _number(base) and value > base
+    ]
+    if not worse:
         return None
-    what = "validation logloss of the kept checkpoint" if split == "validation" else f"{split} logloss"
+    said = " and ".join(f"{name} logloss {value:.4f} (base rate {base:.4f})" for name, value, base in worse)
     return (
-        f"{variant} {what} {logloss:.4f} is worse than predicting the base rate ({base:.4f}): {CALIBRATION_HINT}"
+        f"{variant}: {said} {'is' if len(worse) == 1 else 'are'} worse than predicting the training positive rate "
+        f"for every row: {CALIBRATION_HINT}"
     )
 
 

@@ -75,7 +75,8 @@ def compress(
 def render(manifest: Manifest) -> None:
     m = manifest.metrics
     shown = {k: m[k] for k in (
-        "variant", "coded_fields", "fields", "source_test_auc", "quantized_test_auc", "test_auc", "auc_delta",
+        "variant", "coded_fields", "fields", "source_test_auc", "source_test_logloss", "quantized_test_auc", "test_auc",
+        "test_logloss", "test_base_rate_logloss", "auc_delta",
         "embedding_bytes", "code_bytes", "codebook_bytes", "float_table_bytes", "remap_bytes", "network_bytes",
         "original_embedding_bytes", "source_embedding_bytes", "ratio_vs_original", "ratio_vs_source", "quantizer_seconds",
     ) if k in m}
