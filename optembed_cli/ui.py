@@ -443,9 +443,8 @@ def legend(variants: list[str]) -> list[str]:
     if any("[" in v for v in variants):
         lines.append("[abc123]: the artifact id's start, when two rows would share a label")
     lines += [
-        "test AUC ±95%: the AUC on the test split and the half-width of its DeLong 95% interval",
-        "logloss: on the test split; compare it with the base rate's under the table (a model above it "
-        "does worse than a constant)",
+        "test AUC ±95%: the test split's AUC ± the half-width of its DeLong 95% interval",
+        "logloss: on the test split; above the base rate's, worse than a constant",
         "sparsity: share of the Original table's values (all rows x D) that the masks remove",
         "ratio: bytes of the dense float32 Original table / bytes of this model's tables (higher is smaller)",
     ]

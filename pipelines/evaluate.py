@@ -187,7 +187,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         data = load_dataset(pre, device, splits=("test",))
         test = data.splits["test"]
         labels = test.y.to(device)
-        split = test_split_summary(labels, float(read_schema(pre)["positive_ratio"]["train"]))
+        split = split_summary(labels, float(read_schema(pre)["positive_ratio"]["train"]))
         rows: list[dict[str, Any]] = []
         components: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         task = reporter.task("evaluating", total=len(sources), unit="model")
@@ -260,7 +260,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
     return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)
 
 
-def test_split_summary(labels: torch.Tensor, train_positive_ratio: float) -> dict[str, Any]:
+def split_summary(labels: torch.Tensor, train_positive_ratio: float) -> dict[str, Any]:
     """Rows and positives of the test split, and its base rate: the logloss of predicting the
     training positive rate for every row."""
     positives = int((labels > 0.5).sum())

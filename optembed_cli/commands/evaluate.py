@@ -108,10 +108,11 @@ def size_text(n: int) -> str:
 
 
 def base_rate_line(split: dict[str, Any]) -> str:
+    """The caption under the comparison: two lines, each within 80 columns."""
     return (
-        f"test split: {split['rows']:,} rows, {split['positives']:,} positive; base rate logloss "
-        f"{split['base_rate_logloss']:.4f} (the training positive rate, {split['train_positive_ratio']:.4f}, "
-        "predicted for every row)"
+        f"test split: {split['rows']:,} rows, {split['positives']:,} positive\n"
+        f"base rate logloss {split['base_rate_logloss']:.4f} (the training positive rate, "
+        f"{split['train_positive_ratio']:.4f}, for every row)"
     )
 
 
