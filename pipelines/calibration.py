@@ -60,4 +60,4 @@ def trained_variant(manifest: Manifest) -> str:
     if manifest.stage == "search":
         return "the searched widths on the supernet"
     variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
-    return f"{variant} (quantized)" if manifest.stage == "compress" else str(variant)
+    return f"{variant} + {manifest.metrics.get('method', 'pq')}" if manifest.stage == "compress" else str(variant)

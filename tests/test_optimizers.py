@@ -223,9 +223,10 @@ def test_bad_options(kwargs: dict, message: str) -> None:
         TrainConfig(**kwargs).validate()
 
 
-def test_sparse_adam_weight_decay_warns() -> None:
-    assert TrainConfig(embedding_optimizer="sparse-adam").warnings()
-    assert not TrainConfig(embedding_optimizer="sparse-adam", weight_decay=0.0).warnings()
+def test_sparse_adam_embedding_l2_warns() -> None:
+    assert TrainConfig(embedding_optimizer="sparse-adam", embedding_l2=0.01).warnings()
+    assert not TrainConfig(embedding_optimizer="sparse-adam").warnings()  # auto: 0 for sparse-adam
+    assert not TrainConfig(embedding_optimizer="sparse-adam", weight_decay=1e-3, embedding_l2=0.0).warnings()
     assert not TrainConfig(embedding_optimizer="rowwise-adagrad").warnings()
 
 
@@ -415,10 +416,10 @@ def test_lr_decay_scales_network_and_tables_not_thresholds() -> None:
     for _ in range(5):
         trainer.decay_lr()
     assert trainer.optimizers[0].param_groups[0]["lr"] == 1e-6  # the floor
-    off = Trainer(build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none"), TrainConfig(lr=1e-3), CPU)
+    off = Trainer(build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none"), TrainConfig(lr=1e-3, lr_decay=1.0), CPU)
     off.decay_lr()
     assert {g["lr"] for g in off.optimizers[0].param_groups} == {1e-3}
-    assert "lr_decay" not in TrainConfig().to_params() and TrainConfig(lr_decay=0.5).to_params()["lr_decay"] == 0.5
+    assert "lr_decay" not in TrainConfig(lr_decay=1.0).to_params() and TrainConfig(lr_decay=0.5).to_params()["lr_decay"] == 0.5
     with pytest.raises(ConfigError, match="lr-decay"):
         TrainConfig(lr_decay=0.0).validate()
 
@@ -441,3 +442,25 @@ def test_lr_decay_applies_after_an_epoch_without_gain() -> None:
         running = max(running, record["val_auc"])
     assert without_gain >= 3  # the planted case: most epochs gain nothing
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**without_gain)
+
+
+def test_monitor_keeps_the_epoch_with_the_best_score() -> None:
+    """The same run (no early stop, no decay) kept by two monitors: each keeps the epoch that
+    maximises its score over the history (first of ties), checked by brute force; a high
+    learning rate on a weak signal makes the two disagree."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 30, (2048, 4), generator=g, dtype=torch.int32)
+    y = (torch.rand(2048, generator=g) < torch.sigmoid((x[:, 0].float() - 15) / 6)).float()
+    train, val = SplitTensors(x[:1536], y[:1536]), SplitTensors(x[1536:], y[1536:])
+    kept = {}
+    for monitor in ("auc", "auc-logloss"):
+        torch.manual_seed(0)
+        model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(32,), batch_norm=False, dropout=0.0), "none")
+        cfg = TrainConfig(lr=3e-2, epochs=8, patience=0, batch_size=64, monitor=monitor, embedding_l2=0.0, lr_decay=1.0)
+        result = Trainer(model, cfg, CPU).fit(train, val)
+        scores = [cfg.score(r) for r in result.history]
+        assert result.best_epoch == result.history[scores.index(max(scores))]["epoch"]
+        assert result.best_score == pytest.approx(max(scores))
+        kept[monitor] = (result.best_epoch, [r["val_logloss"] for r in result.history])
+    assert kept["auc"][1] == pytest.approx(kept["auc-logloss"][1])  # the same run
+    assert kept["auc"][0] != kept["auc-logloss"][0]

@@ -43,7 +43,8 @@ def test_learns_planted_signal_and_keeps_best() -> None:
     assert result.best_val_auc > 0.75
     assert result.best_metrics()["test_auc"] > 0.7  # the kept checkpoint's, evaluated once after training
     assert not any(k.startswith("test_") for r in result.history for k in r)  # the epochs never see the test split
-    assert result.best_val_auc == max(r["val_auc"] for r in result.history)
+    score = TrainConfig().score  # the default monitor: validation AUC minus logloss
+    assert result.best_score == max(score(r) for r in result.history)
     assert result.history[result.best_epoch - 1]["val_auc"] == result.best_val_auc
 
 

@@ -60,6 +60,7 @@ class FitResult:
     best_epoch: int
     best_val_auc: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -math.inf  # the kept checkpoint's validation score under --monitor (the AUC by default)
     stopped_early: bool = False
     train_samples_per_s: float = 0.0
     optimizer_state_bytes: dict[str, int] = field(default_factory=dict)
@@ -248,6 +249,10 @@ class Trainer:
             "best_state": best.best_state,
             "best_epoch": best.best_epoch,
             "best_val_auc": best.best_val_auc,
+            "best_score": best.best_score,
+            # the global generators draw the dropout masks: saved so that a resumed run goes on exactly
+            "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "history": best.history,
             "bad_epochs": bad_epochs,
             "best_record": best.best_record,
@@ -285,6 +290,11 @@ class Trainer:
                 opt.load_state_dict(st)
             self.generator.set_state(resume["generator"])
             best = FitResult(resume["best_state"], resume["best_epoch"], resume["best_val_auc"], resume["history"])
+            best.best_score = float(resume.get("best_score", resume["best_val_auc"]))
+            if "torch_rng" in resume:
+                torch.set_rng_state(resume["torch_rng"].cpu())
+            if "cuda_rng" in resume and self.device.type == "cuda":
+                torch.cuda.set_rng_state(resume["cuda_rng"].cpu(), self.device)
             best.best_record = dict(resume.get("best_record") or {})
             start_epoch, bad_epochs = resume["epoch"] + 1, resume["bad_epochs"]
             self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
@@ -295,6 +305,7 @@ class Trainer:
         elif validate_start:
             start = {"epoch": 0, **self._validate(val, test)}
             best.best_val_auc, best.best_record, best.start_record = start["val_auc"], start, start
+            best.best_score = cfg.score(start)
             self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
         rt = self.runtime
         guard = DivergenceGuard(self.model, self.device, self.lr_option, cfg.lr, rt.all_reduce_sum if rt.distributed else None)
@@ -306,9 +317,10 @@ class Trainer:
         def mid_epoch(epoch: int, step: int) -> bool:
             """Validate inside the epoch; keep the checkpoint when it is the best so far."""
             rec = {"epoch": epoch, "step": step, **self._validate(val, None)}
-            gained = rec["val_auc"] > best.best_val_auc
+            gained = cfg.score(rec) > best.best_score
             if gained:
                 best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_score = cfg.score(rec)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, rec["val_auc"], rec
             self.reporter.message(
                 f"epoch {epoch} step {step:,}/{steps_per_epoch:,} | val AUC {rec['val_auc']:.5f}" + (" *" if gained else "")
@@ -325,10 +337,11 @@ class Trainer:
             search_done = record.pop("search_done", False)
             record.update(self._validate(val, None))
             best.history.append(record)
-            improved = record["val_auc"] > best.best_val_auc
+            improved = cfg.score(record) > best.best_score
             at_best = improved
             if improved:
                 best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_score = cfg.score(record)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, record["val_auc"], {}
             if improved or gained_inside:
                 bad_epochs = 0
@@ -347,7 +360,7 @@ class Trainer:
                 if search_done:
                     self.reporter.message("stop: the embedding search reached its goal")
                 else:
-                    self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
+                    self.reporter.message(f"early stop: no validation {cfg.monitor_name} gain for {bad_epochs} epochs")
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
