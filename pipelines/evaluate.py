@@ -203,6 +203,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "stage": m.stage,
                 "model": cand.info.get("model") or m.params.get("model", {}).get("name") or _model_name(store, m),
                 "variant": cand.label,
+                "init": m.params.get("init"),  # retrain: where its training started (fresh, rewind, supernet)
                 "test_auc": test_auc,
                 "test_auc_se": se,
                 "test_auc_ci": list(normal_interval(test_auc, se, LEVEL)),
