@@ -31,7 +31,16 @@ from optembed.errors import OptembedError
 from optembed.progress import NullTask
 from pipelines.store import Manifest, strict_dumps
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+def stdout_width() -> int | None:
+    """The width tables on stdout are laid out for: ``COLUMNS`` when set, the terminal's on a
+    terminal (``None``: Rich asks it), else 200 (a log or a pipe)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if sys.stdout.isatty() else 200
+
+
+out = Console(highlight=False, soft_wrap=True, width=stdout_width())
 err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -286,7 +295,7 @@ def info(text: str) -> None:
 
 def warn(text: str) -> None:
     """A warning line on stderr (kept with --quiet)."""
-    err.print(Text(f"warning: {text}"), soft_wrap=True)
+    err.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
 
 
 def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
@@ -323,12 +332,16 @@ def said_upstream(manifest: Manifest, explicit: str | None, as_json: bool) -> st
     return None
 
 
+UNTABULATED = ("calibration_warnings",)  # printed as warning lines, not as a table cell
+
+
 def metrics_table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in rows.items():
-        table.add_row(key, fmt(value))
+        if key not in UNTABULATED:
+            table.add_row(key, fmt(value))
     return table
 
 
@@ -397,7 +410,9 @@ def run_stage(
 
 
 def training_warnings(store: Any, manifest: Manifest, name: str | None = None) -> None:
-    """One warning line per problem of a supernet or retrain run (too few steps, overfitting)."""
+    """One warning line per problem of a trained artifact (too few steps, overfitting, a logloss
+    worse than the base rate's) or of an evaluation (the same, on the test split; a test split too
+    small to tell the models apart)."""
     from pipelines.diagnostics import artifact_warnings
 
     for line in artifact_warnings(store, manifest):
@@ -428,6 +443,8 @@ def legend(variants: list[str]) -> list[str]:
     if any("[" in v for v in variants):
         lines.append("[abc123]: the artifact id's start, when two rows would share a label")
     lines += [
+        "test AUC ±95%: the test split's AUC ± the half-width of its DeLong 95% interval",
+        "logloss: on the test split; above the base rate's, worse than a constant",
         "sparsity: share of the Original table's values (all rows x D) that the masks remove",
         "ratio: bytes of the dense float32 Original table / bytes of this model's tables (higher is smaller)",
     ]

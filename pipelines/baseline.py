@@ -48,6 +48,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import FitResult, Trainer
 from pipelines.data import resolve_training, load_dataset, read_schema
+from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.readers import train_params
@@ -189,6 +190,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             **search,
             "device": str(device),
         }
+        record_calibration(manifest, pre)
 
     manifest = execute(store, STAGE, VERSION, params, {"preprocess": pre}, build, force=config.force, device=device)
     if not manifest.cached:

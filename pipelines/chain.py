@@ -42,6 +42,7 @@ from optembed.quantization.finetune import FinetuneConfig
 from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
 from optembed.training.recipe import MAX_AUTO_BATCH
 from pipelines.store import Manifest, Store
+from pipelines.summary import result_summary
 
 VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
 ALL_VARIANTS = VARIANTS + baseline.METHODS
@@ -434,7 +435,8 @@ def run(
         began = time.perf_counter()
         manifest = work(Prefixed(reporter, name))
         eta.record(name, time.perf_counter() - began, manifest.cached)
-        reporter.message(f"{name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})")
+        result = result_summary(manifest.metrics)
+        reporter.message(f"{name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})" + (f"; {result}" if result else ""))
         done[name] = manifest
         if after is not None:
             after(name, manifest)

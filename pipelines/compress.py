@@ -50,6 +50,7 @@ from optembed.training.evaluate import evaluate
 from optembed.validation import batch_bytes, check_memory, check_positive
 from pipelines.data import load_dataset, read_id_counts, read_schema
 from pipelines.readers import resolve_chain
+from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 
@@ -248,6 +249,7 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
             "test_auc": best.get("test_auc"),
             "test_logloss": best.get("test_logloss"),
             "val_auc": best["val_auc"],
+            "val_logloss": best.get("val_logloss"),
             "auc_delta": best.get("test_auc", float("nan")) - before_test["auc"],
             "best_epoch": result.best_epoch,
             "coded_fields": len(coded),
@@ -269,5 +271,6 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
             "file_bytes": (tmp / "model.pt").stat().st_size,
             "device": str(device),
         }
+        record_calibration(manifest, pre)
 
     return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)

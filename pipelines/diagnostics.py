@@ -1,24 +1,62 @@
-"""Warnings about a finished ``supernet`` or ``retrain`` artifact (read from its curves)."""
+"""Warnings about a finished artifact: a trained one (``supernet``, ``retrain``, ``baseline``:
+read from its curves; these, ``compress`` and ``search``: a logloss worse than the base rate's, as recorded
+in its metrics) or an ``evaluate`` one (recorded in its ``metrics.json`` when it was computed,
+so a cached evaluation warns again)."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from optembed.training.diagnostics import training_warnings
+from pipelines.calibration import base_rates, calibration_warnings, trained_variant
 from pipelines.store import Manifest, Store
 
-TRAINED = ("supernet", "retrain")
+TRAINED = ("supernet", "retrain", "baseline")
+CALIBRATED = (*TRAINED, "compress", "search")
 
 
 def artifact_warnings(store: Store, manifest: Manifest) -> list[str]:
-    """The training warnings of ``manifest`` (none for other stages or unreadable curves)."""
-    if manifest.stage not in TRAINED or "curves" not in manifest.outputs:
+    """The warnings of ``manifest`` (none for other stages or unreadable outputs)."""
+    if manifest.stage == "evaluate":
+        return _recorded(manifest)
+    pre_id = manifest.upstream.get("preprocess")
+    pre = store.lookup("preprocess", pre_id) if pre_id else None
+    found = _curve_warnings(manifest, pre) if manifest.stage in TRAINED else []
+    if manifest.stage in CALIBRATED:
+        found += _calibration(manifest, pre)
+    return found
+
+
+def _curve_warnings(manifest: Manifest, pre: Manifest | None) -> list[str]:
+    if "curves" not in manifest.outputs:
         return []
     try:
         history = pq.read_table(manifest.output("curves")).to_pylist()
     except Exception:  # noqa: BLE001 - a warning is never worth a failure
         history = []
-    pre = store.lookup("preprocess", manifest.upstream.get("preprocess", "")) if manifest.upstream.get("preprocess") else None
+    if any("phase" in r for r in history):  # a baseline's search epochs are not its training run
+        history = [r for r in history if r.get("phase") == "train"]
     rows = int(pre.metrics.get("rows_train", 0)) if pre is not None else 0
     batch = int(manifest.params.get("train", {}).get("batch_size", 1))
     return training_warnings(history, rows, batch)
+
+
+def _calibration(manifest: Manifest, pre: Manifest | None) -> list[str]:
+    """The recorded base-rate warning; computed from the metrics and the schema for an artifact
+    made before they were recorded."""
+    recorded = manifest.metrics.get("calibration_warnings")
+    if isinstance(recorded, list):
+        return [str(w) for w in recorded]
+    rates = base_rates(pre) if pre is not None else {}
+    return calibration_warnings(trained_variant(manifest), {**manifest.metrics, **rates})
+
+
+def _recorded(manifest: Manifest) -> list[str]:
+    try:
+        data: dict[str, Any] = json.loads(manifest.output("metrics").read_text())
+    except Exception:  # noqa: BLE001 - a warning is never worth a failure
+        return []
+    return [str(w) for w in data.get("warnings", [])]

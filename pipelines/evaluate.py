@@ -15,11 +15,20 @@ A ``compress`` artifact that coded no field (``coded_fields`` 0, made before ``c
 such runs) is its source model with a fine-tuning epoch, not a compressed variant: it is refused.
 Every row of the table has its own label: artifacts that would share one (two compressions of
 the same model, two runs of one variant) get their fingerprint's first characters appended.
+
+Beside each test AUC and logloss: the AUC's DeLong 95% interval (``test_auc_ci``), and, against
+the Original (the first re-trained ``original`` row), the paired AUC difference and its DeLong
+standard error on the same rows. The split's base rate - the logloss of predicting the
+training positive rate (``schema.json``) for every test row - is recorded once. ``warnings``
+(also shown by the CLI) name every model whose test logloss is worse than the base rate's, and
+a test split too small to tell the models apart: too few rows of a class, or the two best
+models' paired difference within its interval (:func:`evaluation_warnings`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +37,14 @@ import torch
 from torch import nn
 
 from optembed.errors import ArtifactError, ConfigError
+from optembed.metrics import auc, auc_components, auc_se, base_rate_logloss, logloss, normal_interval, paired_auc_se, z_value
 from optembed.models.checkpoint import load_model
 from optembed.models.compact import load_compact
 from optembed.quantization.model import load_quantized
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
-from optembed.training.evaluate import evaluate
+from optembed.training.diagnostics import worse_than_base_rate
+from optembed.training.evaluate import predict
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
 from pipelines.data import load_dataset, read_schema
@@ -42,7 +53,10 @@ from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, se
 from pipelines.store import Manifest, Store
 
 STAGE = "evaluate"
-VERSION = 3  # 2: unique variant labels; compress artifacts that coded no field are refused; 3: rows state D, plots of training curves
+VERSION = 4  # 2: unique variant labels; compress artifacts that coded no field are refused; 3: rows state D, plots of training curves;
+# 4: AUC intervals, paired differences against the Original, the base rate's logloss, warnings
+LEVEL = 0.95  # of the AUC intervals
+MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 
@@ -172,19 +186,28 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device, splits=("test",))
         test = data.splits["test"]
+        labels = test.y.to(device)
+        split = split_summary(labels, float(read_schema(pre)["positive_ratio"]["train"]))
         rows: list[dict[str, Any]] = []
+        components: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         task = reporter.task("evaluating", total=len(sources), unit="model")
         for m in sources:
             cand = load_candidate(store, m, device)
             size = cand.size
-            metrics = evaluate(cand.model, test, device, config.eval_batch_size)
+            logits = predict(cand.model, test, device, config.eval_batch_size)
+            components[m.fingerprint] = auc_components(labels, logits)
+            test_auc = auc(labels, logits)
+            se = auc_se(components[m.fingerprint])
             row: dict[str, Any] = {
                 "id": m.fingerprint,
                 "stage": m.stage,
                 "model": cand.info.get("model") or m.params.get("model", {}).get("name") or _model_name(store, m),
                 "variant": cand.label,
-                "test_auc": metrics["auc"],
-                "test_logloss": metrics["logloss"],
+                "init": m.params.get("init"),  # retrain: where its training started (fresh, rewind, supernet)
+                "test_auc": test_auc,
+                "test_auc_se": se,
+                "test_auc_ci": list(normal_interval(test_auc, se, LEVEL)),
+                "test_logloss": logloss(labels, logits),
                 "sparsity": size["sparsity"],
                 "embedding_params": size["embedding_params"],
                 "embedding_bytes": size["embedding_bytes"],
@@ -202,8 +225,12 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             task.advance(1)
         task.close()
         unique_labels(rows)
-        (tmp / "metrics.json").write_text(json.dumps({"preprocess": pre.fingerprint, "models": rows}, indent=2) + "\n")
-        (tmp / "report.md").write_text(report_markdown(rows, pre, data.field_names))
+        reference = paired_differences(rows, components)
+        warnings = evaluation_warnings(rows, split, components)
+        result = {"preprocess": pre.fingerprint, "test": split, "paired_reference": reference, "models": rows,
+                  "warnings": warnings}
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "report.md").write_text(report_markdown(rows, pre, data.field_names, split, warnings))
         manifest.outputs = {"metrics": "metrics.json", "report": "report.md"}
         if config.plot:
             from optembed.plots import write_plots
@@ -217,13 +244,108 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         manifest.metrics = {
             "models": len(rows),
             "best_test_auc": best["test_auc"],
+            "best_test_logloss": best["test_logloss"],
             "best_variant": best["variant"],
+            "test_base_rate_logloss": split["base_rate_logloss"],
+            "results": [
+                {k: r.get(k) for k in ("variant", "id", "test_auc", "test_auc_ci", "test_logloss", "delta_auc_vs_original",
+                                       "delta_auc_se")}
+                for r in rows
+            ],
+            "warnings": len(warnings),
             "device": str(device),
         }
 
     if config.eval_batch_size < 1:
         raise ConfigError("--eval-batch-size must be positive")
     return execute(store, STAGE, VERSION, params, upstream, build, force=config.force)
+
+
+def split_summary(labels: torch.Tensor, train_positive_ratio: float) -> dict[str, Any]:
+    """Rows and positives of the test split, and its base rate: the logloss of predicting the
+    training positive rate for every row."""
+    positives = int((labels > 0.5).sum())
+    return {
+        "rows": int(labels.numel()),
+        "positives": positives,
+        "negatives": int(labels.numel()) - positives,
+        "train_positive_ratio": train_positive_ratio,
+        "base_rate_logloss": base_rate_logloss(labels, train_positive_ratio),
+    }
+
+
+def reference_index(rows: list[dict[str, Any]]) -> int | None:
+    """The row the others are compared with: the first re-trained Original, if any."""
+    for i, r in enumerate(rows):
+        if r["stage"] == "retrain" and r["variant"].split(" ")[0] == "original":
+            return i
+    return None
+
+
+def paired_differences(rows: list[dict[str, Any]], components: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str | None:
+    """Give every row but the reference ``delta_auc_vs_original`` (its test AUC minus the
+    Original's) and ``delta_auc_se`` (DeLong's standard error of that difference, paired on the
+    same test rows); returns the reference's id (``None`` without an Original row)."""
+    ref = reference_index(rows)
+    if ref is None:
+        return None
+    base = rows[ref]
+    for i, r in enumerate(rows):
+        if i != ref:
+            r["delta_auc_vs_original"] = r["test_auc"] - base["test_auc"]
+            r["delta_auc_se"] = paired_auc_se(components[r["id"]], components[base["id"]])
+    return str(base["id"])
+
+
+def evaluation_warnings(
+    rows: list[dict[str, Any]],
+    split: dict[str, Any],
+    components: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    level: float = LEVEL,
+) -> list[str]:
+    """One line per model whose test logloss is worse than the base rate's; one line when the
+    test split is too small to tell the models apart: fewer than :data:`MIN_CLASS_ROWS` rows of
+    a class, or (two or more models) the two best test AUCs differ by less than the ``level``
+    interval of their paired (DeLong) difference - the line names them."""
+    base = split["base_rate_logloss"]
+    lines = [w for r in rows if (w := worse_than_base_rate(r["variant"], {"test": (r["test_logloss"], base)}))]
+    z = z_value(level)
+    few = min(split["positives"], split["negatives"])
+    widest = max((z * r["test_auc_se"] for r in rows if r["test_auc_se"] == r["test_auc_se"]), default=float("nan"))
+    if few < MIN_CLASS_ROWS:
+        lines.append(
+            f"the test split has only {split['positives']:,} positive and {split['negatives']:,} negative rows "
+            f"(fewer than {MIN_CLASS_ROWS} of a class): its AUCs are uncertain"
+            + (f" (95% intervals up to ±{widest:.4f})" if widest == widest else "")
+            + " and too few to tell close models apart; use more data or a larger test share (--split)"
+        )
+        return lines
+    close = best_two_within_interval(rows, components, z)
+    if close is not None:
+        first, second, diff, half = close
+        lines.append(
+            f"the test split ({split['rows']:,} rows) cannot tell the two best models apart: {first['variant']} "
+            f"{first['test_auc']:.4f} vs {second['variant']} {second['test_auc']:.4f}, a difference of {diff:+.4f} "
+            f"within its {level:.0%} paired DeLong interval (±{half:.4f}); more test rows are needed to rank them"
+        )
+    return lines
+
+
+def best_two_within_interval(
+    rows: list[dict[str, Any]], components: dict[str, tuple[torch.Tensor, torch.Tensor]], z: float
+) -> tuple[dict[str, Any], dict[str, Any], float, float] | None:
+    """``(best, runner-up, AUC difference, z x its paired standard error)`` when the two rows of
+    highest test AUC differ by no more than that half-width; ``None`` otherwise (also with fewer
+    than two rows or an undefined standard error)."""
+    ranked = sorted((r for r in rows if r["test_auc"] == r["test_auc"]), key=lambda r: -r["test_auc"])
+    if len(ranked) < 2:
+        return None
+    first, second = ranked[0], ranked[1]
+    se = paired_auc_se(components[first["id"]], components[second["id"]])
+    diff = first["test_auc"] - second["test_auc"]
+    if se != se or abs(diff) > z * se:
+        return None
+    return first, second, diff, z * se
 
 
 def _model_name(store: Store, manifest: Manifest) -> str:
@@ -280,18 +402,26 @@ def training_curves(
     return [(" / ".join(labels), pq.read_table(art.output("curves")).to_pylist()) for art, labels in shared.values()]
 
 
-def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list[str]) -> str:
+def report_markdown(
+    rows: list[dict[str, Any]], pre: Manifest, field_names: list[str], split: dict[str, Any], warnings: Sequence[str] = ()
+) -> str:
     lines = [
         "# optembed evaluation",
         "",
-        f"Test split of preprocess artifact `{pre.fingerprint}` ({pre.metrics.get('rows_test', '?')} rows).",
+        f"Test split of preprocess artifact `{pre.fingerprint}` ({split['rows']:,} rows, {split['positives']:,} positive). "
+        f"Base rate: logloss {split['base_rate_logloss']:.5f} when predicting the training positive rate "
+        f"({split['train_positive_ratio']:.4f}) for every row.",
         "",
-        "| model | variant | id | test AUC | logloss | sparsity | emb. params | emb. bytes | ratio | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | id | test AUC | 95% interval | vs Original | logloss | sparsity | emb. params | emb. bytes | ratio | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        lo, hi = r["test_auc_ci"]
+        delta = (f"{r['delta_auc_vs_original']:+.5f} ± {z_value(LEVEL) * r['delta_auc_se']:.5f}"
+                 if "delta_auc_vs_original" in r else "")
         lines.append(
-            f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r['test_auc']:.5f} | {r['test_logloss']:.5f} | "
+            f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r['test_auc']:.5f} | [{lo:.4f}, {hi:.4f}] | {delta} | "
+            f"{r['test_logloss']:.5f} | "
             f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['embedding_bytes']:,} | {r['ratio_vs_original']:.1f}x | "
             f"{r['total_params']:,} | {r['file_bytes']:,} | "
             f"{r['memory_bytes']:,} | {r.get('latency_p50_ms', float('nan')):.3f} | {r.get('latency_p99_ms', float('nan')):.3f} | "
@@ -304,9 +434,12 @@ def report_markdown(rows: list[dict[str, Any]], pre: Manifest, field_names: list
         "(AutoField), rows x chosen widths (AutoDim). Emb. params: float parameters "
         "of the tables (codebooks and float tables for a quantized model); emb. bytes: what the tables really need "
         "(values, codes, codebooks, a sparse layout's indices for PEP); ratio: the dense float32 Original table's "
-        "bytes / emb. bytes.",
+        "bytes / emb. bytes. 95% interval: DeLong's normal interval of the test AUC; vs Original: the test AUC "
+        "difference against the Original on the same rows, ± 1.96 paired DeLong standard errors.",
         "",
     ]
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     lines += ["## Per-field widths / kept rows", "", "| field | " + " | ".join(r["variant"] for r in rows) + " |"]
     lines.append("|---|" + "---|" * len(rows))
     for f, name in enumerate(field_names):

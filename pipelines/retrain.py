@@ -35,6 +35,7 @@ from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
+from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask, train_params  # noqa: F401 (re-exported)
@@ -196,6 +197,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "device": str(device),
             **scale_metrics(rt, data.streamed, config.shuffle_buffer),
         }
+        record_calibration(manifest, p.preprocess)
 
     manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device=device, runtime=rt)
     if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed

@@ -40,9 +40,10 @@ from optembed.models.base import mode_flags
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
 from optembed.training.runtime import runtime_from_env
-from optembed.training.evaluate import require_rankable
+from optembed.training.evaluate import evaluate, require_rankable
 from optembed.validation import check_search_memory
 from pipelines.data import load_dataset, read_id_counts
+from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask  # noqa: F401 (re-exported)
@@ -171,6 +172,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         seconds = time.perf_counter() - started
         if not np.isfinite(result.best_score):
             raise TrainingError("every candidate scored NaN; the supernet's outputs are not finite")
+        widths_t = torch.as_tensor(result.best, dtype=torch.long, device=device) if sample_dims else None
+        chosen = evaluate(model, val, device, widths=widths_t, amp=config.amp)  # its logloss beside its AUC
         history = [{**row, "sparsity": 1.0 - row["params"] / (total_rows * dim)} for row in result.history]
         pq.write_table(pa.Table.from_pylist(history), tmp / "candidates.parquet")
         pq.write_table(pa.Table.from_pylist(result.convergence), tmp / "convergence.parquet")
@@ -198,6 +201,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             "best_val_auc": result.best_score,
             "max_val_auc": result.max_score,
             "full_width_val_auc": full_auc,
+            "best_val_logloss": chosen["logloss"],
             "best_params": result.best_params,
             "sparsity": best["sparsity"],
             "row_sparsity": 1.0 - int(kept_now.sum()) / total_rows,
@@ -217,6 +221,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
                 "pruned_fields": sum(1 for q in rows.levels if q < 1.0),
                 "row_passes": rows.passes,
             })
+        record_calibration(manifest, pre, {"val_logloss": chosen["logloss"]})
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
 

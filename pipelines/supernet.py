@@ -29,6 +29,7 @@ from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
 from pipelines.readers import ROW_MASK_KEYS, load_row_mask, read_row_mask_file, train_params  # noqa: F401 (re-exported)
+from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
 
@@ -141,6 +142,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "device": str(device),
             **scale_metrics(rt, data.streamed, config.shuffle_buffer),
         }
+        record_calibration(manifest, upstream)
 
     manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device, runtime=rt)
     if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed

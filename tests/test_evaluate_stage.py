@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from optembed.errors import ArtifactError
 from optembed.models.compact import load_compact
@@ -14,6 +16,8 @@ from optembed.training.config import TrainConfig
 from optembed.training.latency import module_bytes
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import evaluate, retrain
+from pipelines.data import load_dataset
+from pipelines.diagnostics import artifact_warnings
 
 FAST = TrainConfig(epochs=1, batch_size=512)
 
@@ -114,3 +118,54 @@ def test_cli_evaluate(prepared, cli) -> None:
     assert "optembed-e" in res.stdout and "original" in res.stdout
     bad = cli("evaluate", "--artifacts", store.root, "--from", "0000000000")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
+
+
+def _hand_base_rate(y: torch.Tensor, train_y: torch.Tensor) -> float:
+    q, p = float(y.double().mean()), float(train_y.double().mean())
+    return -(q * math.log(p) + (1 - q) * math.log(1 - p))
+
+
+def test_trained_and_evaluated_base_rates(prepared) -> None:
+    store, pre, sn, pruned, full = prepared
+    data = load_dataset(pre, torch.device("cpu"))
+    train_y, val_y, test_y = (data.splits[s].y for s in ("train", "val", "test"))
+    for art in (sn, pruned, full):
+        met = art.metrics
+        assert met["val_base_rate_logloss"] == pytest.approx(_hand_base_rate(val_y, train_y), abs=1e-9)
+        assert met["test_base_rate_logloss"] == pytest.approx(_hand_base_rate(test_y, train_y), abs=1e-9)
+        worse = met["val_logloss"] > met["val_base_rate_logloss"] or met["test_logloss"] > met["test_base_rate_logloss"]
+        assert bool(met["calibration_warnings"]) == worse
+        assert set(met["calibration_warnings"]) <= set(artifact_warnings(store, art))
+    # an artifact made before the warnings were recorded: computed from its metrics and the schema
+    old = dataclasses.replace(full, metrics={k: v for k, v in full.metrics.items() if k != "calibration_warnings"})
+    old.metrics["val_logloss"] = old.metrics["val_base_rate_logloss"] + 0.05
+    lines = [w for w in artifact_warnings(store, old) if "worse than predicting" in w]
+    assert len(lines) == 1 and lines[0].startswith("original: validation logloss")
+    m = evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint], device="cpu"), store)
+    result = json.loads(m.output("metrics").read_text())
+    assert result["test"]["base_rate_logloss"] == pytest.approx(_hand_base_rate(test_y, train_y), abs=1e-9)
+    assert m.metrics["test_base_rate_logloss"] == result["test"]["base_rate_logloss"]
+    for r in result["models"]:
+        lo, hi = r["test_auc_ci"]
+        assert lo < r["test_auc"] < hi and hi - lo == pytest.approx(2 * 1.959963984540054 * r["test_auc_se"], rel=1e-9)
+        worse = r["test_logloss"] > result["test"]["base_rate_logloss"]
+        assert any(w.startswith(f"{r['variant']}: test logloss") for w in result["warnings"]) == worse
+    assert artifact_warnings(store, m) == result["warnings"]
+
+
+def test_comparison_table_fits_80_columns(prepared) -> None:
+    from rich.console import Console
+
+    from optembed_cli.commands.evaluate import comparison_table
+
+    store, _, _, pruned, full = prepared
+    m = evaluate.run(evaluate.EvaluateStage(sources=[pruned.fingerprint, full.fingerprint], device="cpu"), store)
+    data = json.loads(m.output("metrics").read_text())
+    console = Console(width=80, record=True, highlight=False)
+    console.print(comparison_table(data["models"], data["test"]))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for r in data["models"]:  # every AUC with its interval on one line, unbroken
+        assert f"{r['test_auc']:.4f} ±{1.959963984540054 * r['test_auc_se']:.4f}" in text
+        assert f"{r['test_logloss']:.4f}" in text
+    assert f"base rate logloss {data['test']['base_rate_logloss']:.4f}" in " ".join(text.split())

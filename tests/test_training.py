@@ -41,7 +41,8 @@ def fit(mode: str = "none", epochs: int = 3, seed: int = 0, **kwargs):
 def test_learns_planted_signal_and_keeps_best() -> None:
     _, result = fit(epochs=4)
     assert result.best_val_auc > 0.75
-    assert all(r["test_auc"] > 0.7 for r in result.history[1:])
+    assert result.best_metrics()["test_auc"] > 0.7  # the kept checkpoint's, evaluated once after training
+    assert not any(k.startswith("test_") for r in result.history for k in r)  # the epochs never see the test split
     score = TrainConfig().score  # the default monitor: validation AUC minus logloss
     assert result.best_score == max(score(r) for r in result.history)
     assert result.history[result.best_epoch - 1]["val_auc"] == result.best_val_auc
@@ -244,3 +245,30 @@ def test_validate_start_keeps_trained_starting_weights_when_no_epoch_beats_them(
     assert result.best_epoch == 0 and result.best_val_auc == 0.9 and result.best_metrics()["epoch"] == 0
     assert all(torch.equal(result.best_state[k], v) for k, v in start.items())
     assert len(result.history) == 2
+
+
+def test_epoch_lines_show_no_test_auc_and_the_kept_checkpoint_is_tested_once() -> None:
+    from optembed.progress import NullReporter
+    from optembed.training.evaluate import evaluate
+
+    lines: list[str] = []
+
+    class Lines(NullReporter):
+        def message(self, text: str) -> None:
+            lines.append(text)
+
+    torch.manual_seed(0)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(16,)), "none")
+    cfg = TrainConfig(epochs=3, batch_size=256, lr=3e-3, patience=5, seed=0, evals_per_epoch=2)
+    test = planted(2000, 3)
+    result = Trainer(model, cfg, CPU, Lines()).fit(planted(6000, 1), planted(2000, 2), test)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) >= 6  # a mid-epoch and an end-of-epoch line per epoch
+    assert all("val AUC" in line for line in epoch_lines)
+    assert not any("test" in line.lower() for line in lines)
+    # the test metrics are the kept checkpoint's, as a fresh evaluation of its weights gives them
+    model.load_state_dict(result.best_state)
+    again = evaluate(model, test, CPU)
+    kept = result.best_metrics()
+    assert kept["test_auc"] == pytest.approx(again["auc"], abs=1e-9)
+    assert kept["test_logloss"] == pytest.approx(again["logloss"], abs=1e-9)

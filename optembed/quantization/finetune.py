@@ -62,5 +62,7 @@ def finetune(
     result = trainer.fit(train, val, test, validate_start=True)
     model.backbone.load_state_dict(result.best_state)
     model.eval()
-    history = [{"loss": float("nan"), **result.start_record}, *result.history]
+    kept = result.best_metrics()  # the kept checkpoint's record carries its test metrics (the epochs' do not)
+    trained = [{**r, **kept} if r["epoch"] == result.best_epoch else r for r in result.history]
+    history = [{"loss": float("nan"), **result.start_record}, *trained]
     return FinetuneResult(result.best_epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}, history)

@@ -3,6 +3,8 @@
 - :func:`too_few_steps`: an epoch of only a few optimizer steps barely moves the model (a small
   data set with a large batch): the AUC stays near 0.5 whatever the method.
 - :func:`overfitting`: the validation logloss rises while the training loss falls.
+- :func:`worse_than_base_rate`: a model's logloss is above that of predicting the training
+  positive rate for every row (the base rate): it overfits or is mis-calibrated.
 """
 
 from __future__ import annotations
@@ -52,6 +54,32 @@ def overfitting(history: Sequence[Mapping[str, Any]], tolerance: float = RISE_TO
         + (f"; at epoch {last.get('epoch', '?')} it is {last['val_logloss']:.5f}" if last is not after else "")
         + "; the best epoch by validation AUC is kept; fewer --epochs, a --patience, more data or more "
         "--weight-decay may help"
+    )
+
+
+CALIBRATION_HINT = (
+    "the model overfits or is mis-calibrated; train fewer --epochs (or stop earlier with --patience) "
+    "or regularise more (a larger --weight-decay, --dropout)"
+)
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def worse_than_base_rate(variant: str, splits: Mapping[str, tuple[Any, Any]]) -> str | None:
+    """One warning line when model ``variant``'s logloss is above the base rate's on any split,
+    else ``None``. ``splits`` maps a split (``val``, ``test``) to ``(logloss, base)``, ``base``
+    being the logloss of predicting the training positive rate for every row of that split;
+    a split where either number is missing is left out."""
+    worse = [
+        (SPLIT_NAMES.get(name, name), value, base)
+        for name, (value, base) in splits.items()
+        if _number(value) and _number(base) and value > base
+    ]
+    if not worse:
+        return None
+    said = " and ".join(f"{name} logloss {value:.4f} (base rate {base:.4f})" for name, value, base in worse)
+    return (
+        f"{variant}: {said} {'is' if len(worse) == 1 else 'are'} worse than predicting the training positive rate "
+        f"for every row: {CALIBRATION_HINT}"
     )
 
 

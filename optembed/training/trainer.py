@@ -9,9 +9,11 @@ that reaches its search goal (``search_done``, e.g. PEP's target sparsity) stops
 next check point. Given ``arch_val``, an embedder with architecture weights (AutoField, AutoDim)
 gets one architecture step on a batch of it after every training step
 (:mod:`optembed.training.arch`). After every epoch the model
-is evaluated on validation (and test) data; the best validation AUC is kept and training stops
-after ``patience`` epochs in a row without improvement (0: never early). A diverging run - a
-NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
+is evaluated on validation data; the best validation AUC is kept and training stops
+after ``patience`` epochs in a row without improvement (0: never early). The test split, when
+given, is evaluated once, on the kept checkpoint after training (and on the starting weights of
+``fit(validate_start=True)``): selection never sees it, and the epoch lines do not show it.
+A diverging run - a NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
 error at the next check point (every ``check_every`` steps); see :mod:`optembed.training.stopping`.
 
 Embedding options (``--embedding-optimizer``, ``--freq-lr``, ``--reinit-embeddings-each-epoch``)
@@ -66,8 +68,8 @@ class FitResult:
     start_record: dict[str, Any] = field(default_factory=dict)  # fit(validate_start=True): the starting weights' metrics
 
     def best_metrics(self) -> dict[str, Any]:
-        """The validation (and test) metrics of the kept checkpoint: its epoch's record, or the
-        mid-epoch validation that found it."""
+        """The validation metrics of the kept checkpoint (its epoch's record, or the mid-epoch
+        validation that found it), with its test metrics when ``fit`` was given a test split."""
         if self.best_record:
             return self.best_record
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
@@ -298,6 +300,7 @@ class Trainer:
             self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
             if patience_exhausted(bad_epochs, cfg.patience):
                 best.stopped_early = True
+                self._test_kept(best, test, at_best=False)
                 return best
         elif validate_start:
             start = {"epoch": 0, **self._validate(val, test)}
@@ -313,7 +316,7 @@ class Trainer:
 
         def mid_epoch(epoch: int, step: int) -> bool:
             """Validate inside the epoch; keep the checkpoint when it is the best so far."""
-            rec = {"epoch": epoch, "step": step, **self._validate(val, test)}
+            rec = {"epoch": epoch, "step": step, **self._validate(val, None)}
             gained = cfg.score(rec) > best.best_score
             if gained:
                 best.best_state = _cpu_copy(self.model.state_dict())
@@ -325,15 +328,17 @@ class Trainer:
             self.model.train()
             return gained
 
+        at_best = False  # whether the model's weights are the kept checkpoint's
         for epoch in range(start_epoch, cfg.epochs + 1):
             record = self._epoch(epoch, train, guard, mid_points, mid_epoch)
             total_samples += len(train)
             total_seconds += record["train_seconds"]
             gained_inside = record.pop("gained_inside")
             search_done = record.pop("search_done", False)
-            record.update(self._validate(val, test))
+            record.update(self._validate(val, None))
             best.history.append(record)
             improved = cfg.score(record) > best.best_score
+            at_best = improved
             if improved:
                 best.best_state = _cpu_copy(self.model.state_dict())
                 best.best_score = cfg.score(record)
@@ -347,6 +352,7 @@ class Trainer:
             stop = patience_exhausted(bad_epochs, cfg.patience) or search_done
             if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
                 self.reinit_embeddings(epoch)
+                at_best = False
             if checkpoint is not None:
                 checkpoint(self.state(epoch, best, bad_epochs))
             if stop:
@@ -358,7 +364,28 @@ class Trainer:
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
+        self._test_kept(best, test, at_best)
         return best
+
+    def _test_kept(self, best: FitResult, test: SplitTensors | None, at_best: bool) -> None:
+        """Add the kept checkpoint's test metrics to ``best.best_record``, evaluated once (the
+        starting weights' record already has them). ``at_best``: the model holds the kept
+        weights; otherwise they are loaded for the evaluation and the model's own put back."""
+        if test is None or not len(test):
+            return
+        record = dict(best.best_record) or next((dict(r) for r in best.history if r["epoch"] == best.best_epoch), None)
+        if record is None:  # no epoch was kept (no defined validation AUC)
+            return
+        if "test_auc" not in record:
+            rt = self.runtime
+            current = None if at_best else _cpu_copy(self.model.state_dict())
+            if current is not None:
+                self.model.load_state_dict(best.best_state)
+            metrics = evaluate(self.model, test, self.device, self.cfg.eval_batch_size, amp=self.cfg.amp, runtime=rt)
+            if current is not None:
+                self.model.load_state_dict(current)
+            record.update(rt.broadcast_object(_prefixed("test", metrics)))
+        best.best_record = record
 
     def decay_lr(self) -> None:
         """``--lr-decay``: multiply the learning rates of the network and the tables (not the
@@ -372,7 +399,8 @@ class Trainer:
                     group["lr"] = max(group["lr"] * self.cfg.lr_decay, MIN_DECAYED_LR)
 
     def metrics(self, val: SplitTensors, test: SplitTensors | None = None) -> dict[str, Any]:
-        """The model's validation (and test) metrics now, as every epoch records them."""
+        """The model's validation (and test) metrics now, as an epoch records them (the epochs
+        themselves leave the test split out)."""
         return self._validate(val, test)
 
     def _validate(self, val: SplitTensors, test: SplitTensors | None) -> dict[str, Any]:
@@ -463,8 +491,6 @@ def _summary(record: dict[str, Any], improved: bool) -> str:
         f"val AUC {record['val_auc']:.5f}",
         f"val logloss {record['val_logloss']:.5f}",
     ]
-    if "test_auc" in record:
-        parts.append(f"test AUC {record['test_auc']:.5f}")
     if "sparsity" in record:
         parts.append(f"sparsity {record['sparsity']:.4f}")
     parts.append(f"{record['train_samples_per_s']:,.0f} samples/s")

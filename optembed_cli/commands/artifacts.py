@@ -15,7 +15,10 @@ from optembed_cli.options import ArtifactsOpt, StageName, open_store
 from pipelines.store import RESUME_PREFIX, Broken, Manifest, Store, strict_dumps
 
 KEY_PARAMS = ("fmt", "model", "mode", "variant", "population", "generations", "init", "groups")
-KEY_METRICS = ("rows", "val_auc", "test_auc", "best_val_auc", "sparsity", "test_logloss", "embedding_params")
+KEY_METRICS = (
+    "rows", "val_auc", "val_logloss", "test_auc", "test_logloss", "best_val_auc", "best_val_logloss", "best_test_auc",
+    "best_test_logloss", "sparsity", "embedding_params",
+)
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Hash every file and compare with the manifest (slow on large artifacts).")
 ]

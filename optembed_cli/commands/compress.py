@@ -84,7 +84,7 @@ def render(manifest: Manifest) -> None:
     m = manifest.metrics
     shown = {k: m[k] for k in (
         "variant", "method", "coded_fields", "fields", "source_test_auc", "source_test_logloss", "quantized_test_auc",
-        "test_auc", "test_logloss", "auc_delta",
+        "test_auc", "test_logloss", "test_base_rate_logloss", "auc_delta",
         "embedding_bytes", "code_bytes", "codebook_bytes", "scale_bytes", "float_table_bytes", "remap_bytes", "network_bytes",
         "original_embedding_bytes", "source_embedding_bytes", "ratio_vs_original", "ratio_vs_source", "quantizer_seconds",
     ) if k in m}

@@ -49,6 +49,16 @@ def run(
     variants: Annotated[
         str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.ALL_VARIANTS)}.", metavar="NAMES")
     ] = ",".join(chain.VARIANTS),
+    retrain_init: Annotated[
+        str,
+        typer.Option(
+            "--retrain-init",
+            help="Start of the masked variants' re-training for --data: auto (supernet) | fresh | rewind (the "
+            "supernet's initial weights, as the paper) | supernet.",
+            metavar="INIT",
+            rich_help_panel=TRAINING,
+        ),
+    ] = "auto",
     compress: Annotated[
         str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.", metavar="VARIANTS")
     ] = "",
@@ -95,6 +105,7 @@ def run(
             search={"population": population, "generations": generations, "topk": min(15, max(2, population // 2))},
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
             compress={"variants": [v.strip() for v in compress.split(",") if v.strip()]} if compress.strip() else {},
+            retrain_init=retrain_init,
         )
     else:
         raise ConfigError("give a configuration file or --data FILE")

@@ -1,0 +1,63 @@
+"""The base rate of a trained artifact's splits and the warning when its model does worse.
+
+The base rate of a split is the logloss of the constant prediction at the training positive
+rate, on that split's rows; both ratios come from the preprocess artifact's ``schema.json``. A
+trained stage records the base rates and the warning lines in its manifest's metrics
+(:func:`calibration_metrics`); :mod:`pipelines.diagnostics` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from optembed.metrics import constant_logloss
+from optembed.training.diagnostics import worse_than_base_rate
+from pipelines.store import Manifest
+
+SPLITS = ("val", "test")
+
+
+def base_rates(pre: Manifest) -> dict[str, float]:
+    """``{split}_base_rate_logloss`` for the validation and test splits of the preprocess
+    artifact ``pre``; empty when its schema cannot be read or lacks the ratios."""
+    try:
+        ratios = json.loads(pre.output("schema").read_text())["positive_ratio"]
+        train = float(ratios["train"])
+        return {f"{s}_base_rate_logloss": constant_logloss(float(ratios[s]), train) for s in SPLITS if s in ratios}
+    except Exception:  # noqa: BLE001 - an unreadable schema means no base rate, never a failure
+        return {}
+
+
+def calibration_warnings(variant: str, metrics: Mapping[str, Any]) -> list[str]:
+    """The warning (at most one line) when ``metrics``' validation or test logloss is above its
+    split's base rate (``{split}_logloss`` against ``{split}_base_rate_logloss``)."""
+    line = worse_than_base_rate(
+        variant, {s: (metrics.get(f"{s}_logloss"), metrics.get(f"{s}_base_rate_logloss")) for s in SPLITS}
+    )
+    return [line] if line else []
+
+
+def calibration_metrics(pre: Manifest, variant: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trained stage adds to its manifest's ``metrics``: the base rates of ``pre``'s
+    splits and ``calibration_warnings`` (a list of lines, empty when the model beats them)."""
+    rates = base_rates(pre)
+    return {**rates, "calibration_warnings": calibration_warnings(variant, {**metrics, **rates})}
+
+
+def record_calibration(manifest: Manifest, pre: Manifest, metrics: Mapping[str, Any] | None = None) -> None:
+    """Add :func:`calibration_metrics` to a trained ``manifest`` whose metrics are filled;
+    ``metrics`` (default: the manifest's) holds the ``{split}_logloss`` values to judge."""
+    judged = manifest.metrics if metrics is None else metrics
+    manifest.metrics.update(calibration_metrics(pre, trained_variant(manifest), judged))
+
+
+def trained_variant(manifest: Manifest) -> str:
+    """The name a trained artifact's model goes by in warnings and comparison tables."""
+    if manifest.stage == "supernet":
+        return f"supernet ({manifest.params.get('mode', '?')})"
+    if manifest.stage == "search":
+        return "the searched widths on the supernet"
+    variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
+    return f"{variant} + {manifest.metrics.get('method', 'pq')}" if manifest.stage == "compress" else str(variant)
