@@ -15,8 +15,8 @@ from optembed.embedders.qr import OPERATIONS
 from optembed.evolution.row_levels import ROW_RANKS
 from optembed.models.base import MODES
 from optembed.models.config import MODEL_NAMES, NORMS
-from optembed.quantization.config import CODE_DTYPES, KMEANS_BACKENDS, POPULARITY
-from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, THRESHOLD_OPTIMIZERS
+from optembed.quantization.config import CODE_DTYPES, COMPRESS_METHODS, KMEANS_BACKENDS, POPULARITY
+from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, MONITORS, THRESHOLD_OPTIMIZERS
 from pipelines import baseline, compress, evaluate, export, preprocess, retrain, search, supernet
 from pipelines.store import ENV_VAR, Store
 
@@ -45,8 +45,10 @@ Amp = _choices("Amp", AMP_MODES)
 ThresholdOptimizer = _choices("ThresholdOptimizer", THRESHOLD_OPTIMIZERS)
 EmbeddingOptimizer = _choices("EmbeddingOptimizer", EMBEDDING_OPTIMIZERS)
 FreqLr = _choices("FreqLr", FREQ_LR_FORMS)
+Monitor = _choices("Monitor", MONITORS)
 Format = _choices("Format", FORMATS)
 CodeDtype = _choices("CodeDtype", ("auto", *CODE_DTYPES))
+CompressMethod = _choices("CompressMethod", COMPRESS_METHODS)
 Popularity = _choices("Popularity", POPULARITY)
 KmeansBackend = _choices("KmeansBackend", KMEANS_BACKENDS)
 Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))

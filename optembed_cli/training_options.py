@@ -13,7 +13,7 @@ from optembed.errors import ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
 from optembed_cli.options import (
-    DEVICE, EMBEDDING, MODEL, PRUNING, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Model, Norm,
+    DEVICE, EMBEDDING, MODEL, PRUNING, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Model, Monitor, Norm,
     ThresholdOptimizer,
 )
 
@@ -34,12 +34,41 @@ EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs.", rich_help_panel=
 BatchOpt = Annotated[
     int,
     typer.Option(
-        help="Training batch size (an epoch should have 50+ optimizer steps: rows / batch size).",
+        help="Training batch size; 0: auto, the largest power of two up to 4,096 that gives an epoch 50+ "
+        "optimizer steps.",
         rich_help_panel=TRAINING,
     ),
 ]
 LrOpt = Annotated[float, typer.Option(help="Adam learning rate (embeddings and network).", rich_help_panel=TRAINING)]
-WdOpt = Annotated[float, typer.Option(help="Adam weight decay.", rich_help_panel=TRAINING)]
+WdOpt = Annotated[float, typer.Option(help="Adam weight decay of the dense network.", rich_help_panel=TRAINING)]
+LrDecayOpt = Annotated[
+    float,
+    typer.Option(
+        "--lr-decay",
+        help="Multiply the learning rates by this factor after every epoch without a gain of the --monitor score (1: off).",
+        rich_help_panel=TRAINING,
+    ),
+]
+MonitorOpt = Annotated[
+    Monitor,
+    typer.Option(
+        "--monitor",
+        help="The validation score that keeps the best checkpoint, stops early and decays the learning rate: auc, "
+        "or auc-logloss (an AUC gain that costs as much logloss is no gain).",
+        rich_help_panel=TRAINING,
+    ),
+]
+EmbL2Opt = Annotated[
+    float | None,
+    typer.Option(
+        "--embedding-l2",
+        help="L2 regulariser of the embedding tables, (value / 2) * ||E||^2 added to each batch's loss: over the "
+        "whole table with adam, over the batch's rows with a sparse optimizer (default: auto, from 0.05 on 0.2M "
+        "training rows down to 1e-5 on 36M, as FuxiCTR's published recipes).",
+        show_default=False,
+        rich_help_panel=TRAINING,
+    ),
+]
 AlphaOpt = Annotated[
     float, typer.Option(help="Weight of the threshold regulariser alpha * sum(exp(-t)).", rich_help_panel=PRUNING)
 ]
@@ -48,7 +77,7 @@ TOptOpt = Annotated[ThresholdOptimizer, typer.Option(help="Optimizer of the thre
 PatienceOpt = Annotated[
     int,
     typer.Option(
-        help="Stop after this many epochs in a row without a validation AUC gain (0: never stop early); "
+        help="Stop after this many epochs in a row without a gain of the --monitor score (0: never stop early); "
         "the best epoch is kept either way.",
         rich_help_panel=TRAINING,
     ),
@@ -119,6 +148,18 @@ def model_config(
         cross_layers=cross_layers,
         norm=str(norm),
     )
+
+
+class ModelDefaults:
+    """The core's model defaults in the form the options take (the MLP as a comma list)."""
+
+    def __init__(self) -> None:
+        base = ModelConfig("deepfm")
+        self.embed_dim = base.embed_dim
+        self.mlp = ",".join(map(str, base.mlp_dims))
+        self.dropout = base.dropout
+        self.batch_norm = base.batch_norm
+        self.cross_layers = base.cross_layers
 
 
 def train_config(**kwargs: object) -> TrainConfig:

@@ -25,7 +25,7 @@ AUC checkpoint is kept and saved as ``model.pt`` (a model file with the embedder
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.trainer import FitResult, Trainer
-from pipelines.data import check_training_fits, load_dataset, read_schema
+from pipelines.data import resolve_training, load_dataset, read_schema
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
 from pipelines.readers import train_params
@@ -115,7 +115,8 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
     pre = store.resolve(config.source, UPSTREAM)
     config.check_fields(len(read_schema(pre)["fields"]))
     device = resolve_device(config.device)
-    check_training_fits(pre, config.train, config.model, device)
+    train, auto_notes = resolve_training(pre, config.train, config.model, device)
+    config = replace(config, train=train)
     params = {
         "method": config.method,
         "options": dict(sorted(config.options.items())),
@@ -189,7 +190,10 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             "device": str(device),
         }
 
-    return execute(store, STAGE, VERSION, params, {"preprocess": pre}, build, force=config.force, device=device)
+    manifest = execute(store, STAGE, VERSION, params, {"preprocess": pre}, build, force=config.force, device=device)
+    if not manifest.cached:
+        manifest.notes[:0] = auto_notes
+    return manifest
 
 
 def _search(

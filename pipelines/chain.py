@@ -14,7 +14,7 @@ rerun after an interruption continues where it stopped. Variants (the paper's ab
   ``[baseline.<method>]``, e.g. ``[baseline.autodim] candidates = [2, 4, 8]``.
 
 Optionally (``compress = {"variants": [...], ...}``) re-trained variants are also compressed
-(product quantization, see :mod:`pipelines.compress`) and evaluated beside the others.
+(product quantization or row-wise int8: ``method``, see :mod:`pipelines.compress`) and evaluated beside the others.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
+from optembed.training.recipe import MAX_AUTO_BATCH
 from pipelines.store import Manifest, Store
 
 VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
@@ -189,12 +190,14 @@ def search_stage(raw: dict[str, Any], source: str, device: str) -> search.Search
 
 
 def compress_stage(raw: dict[str, Any], source: str, device: str) -> compress.CompressStage:
-    """A compress stage from the flat [compress] keys: quantizer keys (``groups``, ``codebook``, ...),
-    ``finetune_*`` keys, ``min_rows``; ``variants`` is the chain's own key."""
+    """A compress stage from the flat [compress] keys: ``method`` (pq | int8), quantizer keys
+    (``groups``, ``codebook``, ...), ``finetune_*`` keys, ``min_rows``; ``variants`` is the chain's
+    own key. Without ``finetune_epochs`` the method's default applies (int8: none)."""
     q_keys = {f.name for f in fields(QuantizerConfig)}
     rest = {k: v for k, v in raw.items() if k != "variants"}
     quantizer = _dataclass_from(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress")
     ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
+    ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", "pq"))).epochs)
     finetune = _dataclass_from(FinetuneConfig, ft, "compress", prefix="finetune_")
     other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
     return _dataclass_from(
@@ -313,7 +316,7 @@ def check_before_work(config: ChainConfig) -> None:
     check_input(Path(config.data))
     for train in (config.supernet, config.retrain):
         check_training_memory(
-            train.batch_size, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
+            train.batch_size or MAX_AUTO_BATCH, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
         )
     check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 

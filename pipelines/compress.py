@@ -1,15 +1,26 @@
-"""The ``compress`` stage: product-quantize a retrained model's large tables, then fine-tune.
+"""The ``compress`` stage: quantize a retrained model's tables, then (optionally) fine-tune.
 
-Source: a ``retrain`` artifact (OptEmbed, OptEmbed-E/-D or the Original model). Its compact
-model is quantized field by field (:func:`quantize_compact`) with popularity weights from the
-preprocess vocabulary counts, fine-tuned with the codes fixed, and saved as a self-describing
-quantized model. The metrics compare embedding bytes with the dense float32 Original table
-(all rows x D x 4) and with the source's compact tables.
+Source: a ``retrain`` artifact (OptEmbed, OptEmbed-E/-D or the Original model). Two methods:
 
-A run that would code no field (every table has ``min_rows`` rows or fewer, or its codes would
-not be smaller) stops before any work with one line naming the largest field and the
-``--min-rows`` that would code fields: its result would be the source model with a fine-tuning
-epoch, not a compressed model. Nothing is published, and no cached artifact is returned.
+- ``pq`` (the default): its compact model is product-quantized field by field
+  (:func:`quantize_compact`) with popularity weights from the preprocess vocabulary counts, then
+  fine-tuned with the codes fixed (one epoch by default);
+- ``int8``: every field of width 3 or more is stored row-wise int8 (uint8 codes, one float32
+  scale and bias per row, :mod:`optembed.quantization.int8`; FBGEMM's 8-bit row-wise layout),
+  the others stay float. Nothing in an int8 table trains, so there is no fine-tuning by default;
+  ``finetune.epochs`` > 0 trains the network around the fixed tables (the MLP and DeepFM's per-id
+  linear weights, which stay float32: one column each).
+
+The result is saved as a self-describing quantized model. The metrics compare embedding bytes
+(codes, codebooks, int8 scales and biases, float tables) with the dense float32 Original table
+(all rows x D x 4) and with the source's compact tables. The method enters the fingerprint only
+when it is not ``pq``: product-quantized artifacts keep the fingerprints they had before int8.
+
+A run that would code no field stops before any work with one line: for ``pq``, when every table
+has ``min_rows`` rows or fewer or its codes would not be smaller (naming the largest field and
+the ``--min-rows`` that would code fields); for ``int8``, when every table is narrower than 3
+columns. Its result would be the source model, not a compressed model. Nothing is published,
+and no cached artifact is returned.
 """
 
 from __future__ import annotations
@@ -23,16 +34,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.errors import ConfigError
+from optembed.errors import ArtifactError, ConfigError
 from optembed.models.compact import load_compact
 from optembed.progress import NULL, Reporter
 from optembed.models.compact import CompactModel
 from optembed.quantization.compress import (
     check_jobs, compact_row_counts, field_decision, field_shapes, quantize_compact,
 )
-from optembed.quantization.config import QuantizerConfig
+from optembed.quantization.compress_int8 import int8_codable, quantize_compact_int8
+from optembed.quantization.config import COMPRESS_METHODS, QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig, finetune
-from optembed.quantization.model import save_quantized
+from optembed.quantization.model import QuantizedModel, save_quantized
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
 from optembed.validation import batch_bytes, check_memory, check_positive
@@ -45,22 +57,53 @@ STAGE = "compress"
 VERSION = 2  # 2: per-field codebook sizes, id remaps as keep bits
 
 
+DEFAULT_MIN_ROWS = 10_000
+# The CLI's names of the options that only product quantization reads (refused with --method int8).
+PQ_OPTIONS = {
+    "groups": "--groups", "codebook": "--codebook", "code_dtype": "--code-dtype", "sub_dim": "--sub-dim",
+    "codebook_share": "--codebook-share", "popularity": "--popularity", "balance_weight": "--balance-weight",
+    "contrastive_weight": "--contrastive-weight", "temperature": "--temperature", "kmeans_iters": "--kmeans-iters",
+    "kmeans_sample": "--kmeans-sample", "kmeans_backend": "--kmeans-backend", "steps": "--quantizer-steps",
+    "lr": "--quantizer-lr", "soft_temperature": "soft_temperature", "max_epochs": "max_epochs",
+    "batch_size": "the quantizer batch size",
+}
+
+
+def default_finetune(method: str) -> FinetuneConfig:
+    """The fine-tuning a method gets unless told otherwise: one epoch for pq, none for int8."""
+    return FinetuneConfig(epochs=0) if method == "int8" else FinetuneConfig()
+
+
 @dataclass
 class CompressStage:
     source: str | None = None  # a retrain artifact; None = the newest one
-    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    min_rows: int = 10_000
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)  # pq only
+    min_rows: int = DEFAULT_MIN_ROWS  # pq only
+    finetune: FinetuneConfig | None = None  # None: default_finetune(method)
     device: str = "auto"
     jobs: int = 0  # fields fitted at once (0: one per core on the CPU); not a parameter (same result up to rounding)
     force: bool = False
+    method: str = "pq"  # pq | int8
+
+    def __post_init__(self) -> None:
+        if self.finetune is None:
+            self.finetune = default_finetune(self.method)
+
+    @property
+    def ft(self) -> FinetuneConfig:
+        assert self.finetune is not None  # set by __post_init__
+        return self.finetune
 
     def validate(self) -> None:
+        if self.method not in COMPRESS_METHODS:
+            raise ConfigError(f"unknown --method '{self.method}'; choose {' or '.join(COMPRESS_METHODS)}")
+        if self.method == "int8":
+            self.refuse_pq_options()
         self.quantizer.validate()
         check_jobs(self.jobs)
         if self.min_rows < 0:
             raise ConfigError(f"--min-rows must not be negative, got {self.min_rows}")
-        ft = self.finetune
+        ft = self.ft
         if ft.epochs < 0:
             raise ConfigError(f"--finetune-epochs must be at least 0, got {ft.epochs}")
         check_positive("--finetune-lr", ft.lr)
@@ -70,6 +113,18 @@ class CompressStage:
             raise ConfigError(f"the evaluation batch size must be at least 1, got {ft.eval_batch_size}")
         if ft.patience < 0:
             raise ConfigError(f"--patience must not be negative (0: never stop early), got {ft.patience}")
+
+    def refuse_pq_options(self) -> None:
+        """int8 reads none of product quantization's options: one set away from its default is refused."""
+        default = QuantizerConfig()
+        given = [cli for name, cli in PQ_OPTIONS.items() if getattr(self.quantizer, name) != getattr(default, name)]
+        if self.min_rows != DEFAULT_MIN_ROWS:
+            given.append("--min-rows")
+        if self.jobs != 0:
+            given.append("--jobs")
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --method pq; --method int8 stores every field of width 3 "
+                              "or more row-wise int8 and takes none of them")
 
 
 def check_finetune_memory(ft: FinetuneConfig, source: Manifest, n_fields: int, device: torch.device) -> None:
@@ -111,41 +166,66 @@ def require_coded_field(compact: CompactModel, cfg: QuantizerConfig, min_rows: i
     raise ConfigError(f"{head}; {hint}; nothing was published")
 
 
+def require_int8_field(compact: CompactModel) -> None:
+    """Raise :class:`ConfigError` when no field of ``compact`` is wide enough to store int8."""
+    if int8_codable(compact):
+        return
+    widest = max(field_shapes(compact), key=lambda s: s[2])
+    raise ConfigError(
+        f"compress --method int8 would store no field: every table is narrower than 3 columns, where int8 rows "
+        f"(D + 8 bytes) are not smaller than float32 (the widest, {widest[0]}, has {widest[2]}); nothing was published"
+    )
+
+
+def stage_params(config: CompressStage) -> dict[str, Any]:
+    """The fingerprinted parameters. pq's are what they were before the method existed (no
+    ``method`` key), so its artifacts keep their fingerprints; int8 reads no quantizer option."""
+    if config.method == "pq":
+        return {"quantizer": config.quantizer.to_dict(), "min_rows": config.min_rows, "finetune": vars(config.ft).copy()}
+    return {"method": config.method, "finetune": vars(config.ft).copy()}
+
+
 def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
+    ft = config.ft
     source = store.resolve(config.source, "retrain")
     chain = resolve_chain(store, source)
     pre = chain["preprocess"]
     schema = read_schema(pre)
     cards = [int(f["cardinality"]) for f in schema["fields"]]
     counts = None
-    if config.quantizer.popularity != "none":
+    if config.method == "pq" and config.quantizer.popularity != "none":
         counts = split_counts(read_id_counts(pre, purpose="compress --popularity"), cards)
     compact, _ = load_compact(source.output("compact"), "cpu")
     if compact.field_names != [f["name"] for f in schema["fields"]]:
         raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
-    require_coded_field(compact, config.quantizer, config.min_rows)
+    if config.method == "int8":
+        require_int8_field(compact)
+    else:
+        require_coded_field(compact, config.quantizer, config.min_rows)
     device = resolve_device(config.device)
-    check_finetune_memory(config.finetune, source, len(cards), device)
-    params: dict[str, Any] = {
-        "quantizer": config.quantizer.to_dict(),
-        "min_rows": config.min_rows,
-        "finetune": vars(config.finetune).copy(),
-    }
+    check_finetune_memory(ft, source, len(cards), device)
+    params = stage_params(config)
     upstream = {"retrain": source, "preprocess": pre}
+
+    def quantize() -> tuple[QuantizedModel, list[dict[str, Any]]]:
+        if config.method == "int8":
+            try:
+                return quantize_compact_int8(compact, reporter)
+            except ValueError as exc:
+                raise ArtifactError(f"{source.output('compact')}: {exc}; re-run retrain") from None
+        row_counts = compact_row_counts(compact, counts) if counts is not None else None
+        return quantize_compact(compact, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device)
         val, test = data.splits["val"], data.splits["test"]
-        before_test = evaluate(compact.to(device), test, device, config.finetune.eval_batch_size)
+        before_test = evaluate(compact.to(device), test, device, ft.eval_batch_size)
         compact.cpu()  # Module.to / .cpu move the model in place
-        row_counts = compact_row_counts(compact, counts) if counts is not None else None
         started = time.perf_counter()
-        model, stats = quantize_compact(
-            compact, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs
-        )
+        model, stats = quantize()
         quantizer_seconds = time.perf_counter() - started
-        result = finetune(model, config.finetune, data.splits["train"], val, test, device, reporter)
+        result = finetune(model, ft, data.splits["train"], val, test, device, reporter)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
         fitted = result.history[0]
         mem = model.memory_bytes()
@@ -160,20 +240,23 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
         coded = [s for s in stats if s["coded"]]
         manifest.metrics = {
             "variant": source.metrics.get("variant", "retrain"),
+            "method": config.method,
             "source_test_auc": before_test["auc"],
             "source_test_logloss": before_test["logloss"],
             "quantized_test_auc": fitted.get("test_auc"),
+            "quantized_test_logloss": fitted.get("test_logloss"),
             "test_auc": best.get("test_auc"),
             "test_logloss": best.get("test_logloss"),
             "val_auc": best["val_auc"],
             "auc_delta": best.get("test_auc", float("nan")) - before_test["auc"],
             "best_epoch": result.best_epoch,
             "coded_fields": len(coded),
-            "field_codebooks": {s["field"]: s["codebook"] for s in coded},
+            **({"field_codebooks": {s["field"]: s["codebook"] for s in coded}} if config.method == "pq" else {}),
             "fields": len(stats),
             "embedding_bytes": mem["embedding"],
             "code_bytes": mem["codes"],
             "codebook_bytes": mem["codebooks"],
+            "scale_bytes": mem["scales"],
             "float_table_bytes": mem["float_tables"],
             "remap_bytes": mem["remaps"],
             "network_bytes": mem["network"],

@@ -16,6 +16,7 @@ from optembed.data.stream import DEFAULT_BUFFER_ROWS, StreamSplit
 from optembed.data.tensors import SplitTensors, fits_on_device, read_split
 from optembed.errors import ArtifactError, ConfigError
 from optembed.models.config import ModelConfig
+from optembed.training import recipe
 from optembed.training.config import TrainConfig
 from optembed.validation import check_training_memory
 from pipelines.store import Manifest
@@ -136,6 +137,18 @@ def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tens
         out.index_add_(0, ids, counts)
         parts.append(out)
     return torch.cat(parts)
+
+
+def resolve_training(
+    manifest: Manifest, train: TrainConfig, model: ModelConfig, device: torch.device
+) -> tuple[TrainConfig, list[str]]:
+    """``train`` with its auto options (batch size 0, embedding L2 None) sized from the
+    preprocess artifact's training rows, checked to fit the device (:func:`check_training_fits`),
+    and the note that says what was chosen (for the stage's manifest; empty when nothing was auto)."""
+    rows = int(manifest.metrics.get("rows_train", 0))
+    resolved, note = recipe.resolve(train, rows)
+    check_training_fits(manifest, resolved, model, device)
+    return resolved, [] if note is None else [note]
 
 
 def check_training_fits(

@@ -1,14 +1,14 @@
 """The ``evaluate`` stage: compare models on the test split, size and speed included.
 
 Accepted sources: ``retrain`` (the deployable compact model), ``compress`` (its quantized
-form: codes + codebooks), ``supernet`` (the supernet as trained: learnable row mask, full
+form: codes + codebooks, or row-wise int8; labelled ``<variant> + pq`` / ``<variant> + int8``), ``supernet`` (the supernet as trained: learnable row mask, full
 width), ``search`` (the supernet under the searched widths and frozen row mask: "OptEmbed
 without re-training") and ``baseline`` (QR, PEP, AutoField, AutoDim). All must come from the same preprocess artifact.
 
 Every model states its own sizes (:meth:`CTRModel.size_report`, asked of its embedder):
 sparsity by the method's paper (kept rows x widths for OptEmbed, stored parameters for QR,
 kept elements for PEP, the kept fields' rows for AutoField, rows x chosen widths for AutoDim), embedding bytes as the tables really need them (float32 values, codes
-and codebooks, a sparse layout's indices); the ratio compares them with the dense float32
+and codebooks, int8 codes with their scales and biases, a sparse layout's indices); the ratio compares them with the dense float32
 Original table (all rows x D x 4 bytes).
 
 A ``compress`` artifact that coded no field (``coded_fields`` 0, made before ``compress`` refused
@@ -108,7 +108,7 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
         if store.lookup("retrain", manifest.upstream["retrain"]) is None:
             raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
         return Candidate(
-            f"{variant} + pq", manifest, qmodel, qmodel.size_report(), manifest.output("model").stat().st_size,
+            f"{variant} + {manifest.params.get('method', 'pq')}", manifest, qmodel, qmodel.size_report(), manifest.output("model").stat().st_size,
             {"model": qmodel.backbone.cfg.name},
         )
     if manifest.stage == "baseline":

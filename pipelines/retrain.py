@@ -13,7 +13,7 @@ tables (kept rows only, ``D_f`` columns) reproduce the trained model's predictio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from optembed.data.stream import DEFAULT_BUFFER_ROWS
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
-from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
+from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask, train_params  # noqa: F401 (re-exported)
@@ -125,7 +125,8 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     counts = read_id_counts(p.preprocess) if config.train.freq_lr != "none" else None
     rt = runtime_from_env(config.device)  # rank, world size and device of this process
     device = rt.device
-    check_training_fits(p.preprocess, config.train, p.model, device)
+    train, auto_notes = resolve_training(p.preprocess, config.train, p.model, device)
+    config = replace(config, train=train)
     params: dict[str, Any] = {
         "full": config.full,
         "init": config.init,
@@ -199,4 +200,6 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device=device, runtime=rt)
     if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed
         resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
+    if not manifest.cached:
+        manifest.notes[:0] = auto_notes
     return manifest

@@ -48,7 +48,7 @@ from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask  # noqa: F401 (re-exported)
 
 STAGE = "search"
-VERSION = 3  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows
+VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts
 UPSTREAM = "supernet"
 
 
@@ -222,10 +222,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
 
 
 def _training_counts(pre: Manifest, config: SearchStage) -> torch.Tensor | None:
-    """The training counts of every id for ``--row-rank impact`` and ``--min-traffic`` (None: the
-    validation counts serve)."""
-    if config.row_rank != "impact" and config.min_traffic <= 0:
-        return None
+    """The training counts of every id: the folds' weights, and those of ``--row-rank impact`` and
+    ``--min-traffic`` (None when the preprocess artifact has none: the validation counts serve)."""
     try:
         return read_id_counts(pre, purpose="the row levels")
     except ConfigError:

@@ -7,7 +7,7 @@ m_e*, per-field kept counts and thresholds), ``curves.parquet`` (one row per epo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
-from pipelines.data import check_training_fits, load_dataset, read_id_counts, read_schema
+from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
 from pipelines.readers import ROW_MASK_KEYS, load_row_mask, read_row_mask_file, train_params  # noqa: F401 (re-exported)
 from pipelines.stage import execute, scale_metrics
@@ -81,7 +81,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     rt = runtime_from_env(config.device)  # rank, world size and device of this process
     device = rt.device
-    check_training_fits(upstream, config.train, config.model, device)
+    train, auto_notes = resolve_training(upstream, config.train, config.model, device)
+    config = replace(config, train=train)
     params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
 
     def build(tmp: Path, manifest: Manifest) -> None:
@@ -144,6 +145,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device, runtime=rt)
     if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed
         resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
+    if not manifest.cached:
+        manifest.notes[:0] = auto_notes
     return manifest
 
 

@@ -385,3 +385,30 @@ def test_paired_scorer_standard_errors(trained) -> None:
         diffs.append(auc(val.y[i], z[1][i]) - auc(val.y[i], z[0][i]))
     assert errors[1] == pytest.approx(float(np.std(diffs)), rel=0.3)
     assert scores[0] == pytest.approx(auc(val.y, z[0]))
+
+
+def test_row_levels_fold_with_training_counts(trained) -> None:
+    """Given training counts, the folds weigh absorbed rows by them, never by the scored split's
+    own id counts: the result carries the training counts, and its base score equals a scorer
+    folding with those counts (and differs from one folding with the validation counts)."""
+    _, pre, sn, _ = trained
+    model, _ = load_model(sn.output("model"), CPU)
+    data = load_dataset(pre, CPU, splits=("train", "val"))
+    emb = model.embedding
+    train_counts = id_counts(data.splits["train"].x, emb)
+    val_counts = id_counts(data.splits["val"].x, emb)
+    assert not torch.equal(train_counts, val_counts)
+    base = torch.ones(emb.num_rows, dtype=torch.bool)
+    res = search_row_levels(model, data.splits["val"], CPU, base, 0.002, levels=(0.25,), rank_counts=train_counts)
+    assert res.counts is not None and torch.equal(res.counts.cpu(), train_counts)
+    rankings = field_rankings(model, base)
+    pruned = base.clone()
+    for f in range(len(emb.cardinalities)):
+        start = int(emb.offsets[f])
+        pruned[start : start + emb.cardinalities[f]] = level_keep(rankings[f], emb.cardinalities[f], 0.25)
+    scores = []
+    for counts in (train_counts, val_counts):
+        scorer = RowMaskScorer(load_model(sn.output("model"), CPU)[0], data.splits["val"], CPU, batch_size=3000, counts=counts)
+        scorer.set_base(pruned)
+        scores.append(scorer([(-1, None)])[0])
+    assert scores[0] != pytest.approx(scores[1], abs=1e-9)  # the weights matter to what is scored

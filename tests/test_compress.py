@@ -219,7 +219,8 @@ def test_stage_compresses_and_keeps_the_auc(trained) -> None:
                                  finetune=FinetuneConfig(epochs=1), device="cpu")
     m = compress.run(cfg, store)
     met = m.metrics
-    assert met["coded_fields"] > 0 and abs(met["test_auc"] - met["source_test_auc"]) < 0.01
+    # keeps the AUC: no loss beyond 0.01 (the fine-tune may gain on an under-trained source)
+    assert met["coded_fields"] > 0 and met["test_auc"] > met["source_test_auc"] - 0.01
     schema = json.loads(pre.output("schema").read_text())
     assert met["original_embedding_bytes"] == sum(f["cardinality"] for f in schema["fields"]) * 8 * 4
     assert met["embedding_bytes"] == met["code_bytes"] + met["codebook_bytes"] + met["float_table_bytes"]

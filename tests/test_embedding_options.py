@@ -30,7 +30,10 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_default_fingerprints_are_unchanged() -> None:
-    assert set(supernet.train_params(TrainConfig())) == ORIGINAL_TRAIN_KEYS
+    """Options added later stay out of the parameters at the value their absence means; the two
+    whose defaults changed (the plateau decay, the monitor) appear at their new defaults."""
+    assert set(supernet.train_params(TrainConfig(lr_decay=1.0, monitor="auc"))) == ORIGINAL_TRAIN_KEYS
+    assert set(supernet.train_params(TrainConfig())) == ORIGINAL_TRAIN_KEYS | {"lr_decay", "monitor"}
 
 
 def test_id_counts_follow_the_table_layout(prepared) -> None:
@@ -84,11 +87,11 @@ def test_cli_embedding_options_and_errors(prepared, cli, tmp_path) -> None:
     store, pre, _ = prepared
     base = ["--artifacts", store.root, "--from", pre.fingerprint, "--embed-dim", "4", "--mlp", "8", "--epochs", "1",
             "--device", "cpu"]
-    res = cli("supernet", *base, "--json", "--embedding-optimizer", "sparse-adam", "--freq-lr", "smooth")
+    res = cli("supernet", *base, "--json", "--embedding-optimizer", "sparse-adam", "--freq-lr", "smooth", "--embedding-l2", "0.01")
     assert res.exit_code == 0, res.output
     man = json.loads(res.stdout)
     assert man["params"]["train"]["embedding_optimizer"] == "sparse-adam"
-    assert "applies no weight decay to the embedding rows" in res.stderr  # default --weight-decay 1e-4
+    assert "applies no L2 to the embedding rows" in res.stderr
     for extra in (["--embedding-optimizer", "adagrad"], ["--freq-lr", "log"]):  # fixed choices: usage errors
         bad = cli("supernet", *base, *extra)
         assert bad.exit_code == 2 and "Invalid value" in bad.stderr, (extra, bad.output)
@@ -117,13 +120,13 @@ def test_cli_embedding_options_and_errors(prepared, cli, tmp_path) -> None:
 
 
 def test_run_config_warns_about_sparse_adam_weight_decay(tmp_path: Path) -> None:
-    """A TOML run with sparse-adam and weight decay names the section of the questionable option."""
+    """A TOML run with sparse-adam and an embedding L2 names the section of the questionable option."""
     from pipelines import chain
 
     config = tmp_path / "run.toml"
     config.write_text(
         '[data]\npath = "x.txt"\n\n[supernet]\nweight_decay = 0.0\nembedding_optimizer = "sparse-adam"\n\n'
-        '[retrain]\nweight_decay = 1e-5\nembedding_optimizer = "sparse-adam"\n'
+        '[retrain]\nembedding_l2 = 1e-5\nembedding_optimizer = "sparse-adam"\n'
     )
     lines = chain.load_config(config).warnings()
     assert len(lines) == 1 and lines[0].startswith("[retrain] warning: sparse-adam") and "1e-05" in lines[0]

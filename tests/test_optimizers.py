@@ -141,7 +141,8 @@ def test_dense_adam_is_the_default_grouping() -> None:
     opts = build_optimizers(model, TrainConfig())
     assert [type(o).__name__ for o in opts] == ["Adam", "SGD"]  # the thresholds: plain SGD, as in the reference
     expected = [p for p in model.parameters() if p is not model.pruner.threshold]
-    assert opts[0].param_groups[0]["params"] == expected
+    grouped = [p for g in opts[0].param_groups for p in g["params"]]
+    assert {id(p) for p in grouped} == {id(p) for p in expected} and len(grouped) == len(expected)
     assert not model.embedding.sparse
     assert "embedding_optimizer" not in TrainConfig().to_params()
     assert TrainConfig(embedding_optimizer="rowwise-adagrad").to_params()["embedding_optimizer"] == "rowwise-adagrad"
@@ -222,9 +223,10 @@ def test_bad_options(kwargs: dict, message: str) -> None:
         TrainConfig(**kwargs).validate()
 
 
-def test_sparse_adam_weight_decay_warns() -> None:
-    assert TrainConfig(embedding_optimizer="sparse-adam").warnings()
-    assert not TrainConfig(embedding_optimizer="sparse-adam", weight_decay=0.0).warnings()
+def test_sparse_adam_embedding_l2_warns() -> None:
+    assert TrainConfig(embedding_optimizer="sparse-adam", embedding_l2=0.01).warnings()
+    assert not TrainConfig(embedding_optimizer="sparse-adam").warnings()  # auto: 0 for sparse-adam
+    assert not TrainConfig(embedding_optimizer="sparse-adam", weight_decay=1e-3, embedding_l2=0.0).warnings()
     assert not TrainConfig(embedding_optimizer="rowwise-adagrad").warnings()
 
 
@@ -324,3 +326,141 @@ def test_resume_with_reinit_and_sparse_optimizer_continues_exactly() -> None:
     assert [r["val_auc"] for r in resumed.history] == [r["val_auc"] for r in full.history]
     for k, v in full.best_state.items():
         assert torch.equal(v, resumed.best_state[k]), k
+
+
+# -- the embedding L2 regulariser ----------------------------------------------------------------
+
+
+def _one_step(cfg: TrainConfig, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+    """The embedding table before and after one training step on a batch reading only ``ids`` of field 0."""
+    torch.manual_seed(0)
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,), batch_norm=False), "none")
+    trainer = Trainer(model, cfg, CPU)
+    x = torch.tensor([[i, 0, 0, 0] for i in ids], dtype=torch.int32)
+    before = model.embedding.weight.detach().clone()
+    trainer.step(x, torch.ones(len(ids)))
+    return before, model.embedding.weight.detach().clone(), model
+
+
+def test_embedding_l2_on_dense_adam_shrinks_every_row_by_hand() -> None:
+    """Dense Adam over the whole table: a row the batch does not read gets only the regulariser's
+    gradient g = l2 * w, and Adam's first step moves it by lr * g / (|g| + eps) (bias-corrected
+    moments m = g, v = g^2)."""
+    lr, l2, eps = 1e-3, 0.05, 1e-8
+    before, after, model = _one_step(TrainConfig(lr=lr, weight_decay=0.0, embedding_l2=l2), [3, 4])
+    unread = model.embedding.offsets[1].item() + 7  # field 1, id 7: no batch row reads it
+    g = l2 * before[unread].double()
+    expected = before[unread].double() - lr * g / (g.abs() + eps)
+    assert torch.allclose(after[unread].double(), expected, rtol=0, atol=1e-9)
+    assert not torch.equal(after[unread], before[unread])
+    # without the regulariser the same row does not move at all
+    before0, after0, _ = _one_step(TrainConfig(lr=lr, weight_decay=0.0, embedding_l2=0.0), [3, 4])
+    assert torch.equal(after0[unread], before0[unread])
+
+
+def test_embedding_l2_is_apart_from_the_network_weight_decay() -> None:
+    model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,)), "none")
+    opts = build_optimizers(model, TrainConfig(weight_decay=1e-4, embedding_l2=0.05))
+    tables = {id(model.embedding.weight), *(id(t.weight) for t in model.additive_id_tables())}
+    decay = {id(p): g["weight_decay"] for g in opts[0].param_groups for p in g["params"]}
+    assert {decay[t] for t in tables} == {0.05}
+    assert {v for k, v in decay.items() if k not in tables} == {1e-4}
+    left_out = {id(p) for p in [*model.embedder.excluded_params(), *model.embedder.threshold_params()]}
+    assert set(decay) == {id(p) for p in model.parameters()} - left_out
+    # None keeps one L2 for everything (and the fingerprinted parameters of older runs)
+    opts = build_optimizers(model, TrainConfig(weight_decay=1e-4))
+    assert {g["weight_decay"] for g in opts[0].param_groups} == {1e-4}
+    assert "embedding_l2" not in TrainConfig(embedding_l2=None).to_params()
+    assert TrainConfig(embedding_l2=0.05).to_params()["embedding_l2"] == 0.05
+
+
+def test_embedding_l2_with_rowwise_adagrad_touches_only_the_batch_rows() -> None:
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.0, embedding_l2=0.05, embedding_optimizer="rowwise-adagrad")
+    before, after, model = _one_step(cfg, [3, 4])
+    unread = model.embedding.offsets[1].item() + 7
+    assert torch.equal(after[unread], before[unread])
+    assert not torch.equal(after[3], before[3])
+
+
+def test_dropout_is_off_at_evaluation() -> None:
+    """Dropout changes training outputs and none at evaluation: eval mode equals the same network
+    with its dropout layers taken out."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(16, 16), dropout=0.5), "none")
+    plain = copy.deepcopy(model)
+    layers = plain.mlp.layers
+    dropped = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Dropout)]
+    assert len(dropped) == 2
+    for i in dropped:
+        layers[i] = torch.nn.Identity()
+    x = torch.randint(0, 30, (64, 4), dtype=torch.int32)
+    model.eval(), plain.eval()
+    assert torch.equal(model(x), plain(x))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(x))
+
+
+def test_lr_decay_scales_network_and_tables_not_thresholds() -> None:
+    model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,)), "prune-only")
+    cfg = TrainConfig(lr=1e-3, threshold_lr=1e-4, lr_decay=0.1, embedding_optimizer="rowwise-adagrad", embedding_lr=1e-2)
+    trainer = Trainer(model, cfg, CPU)
+    trainer.decay_lr()
+    lrs = [[g["lr"] for g in opt.param_groups] for opt in trainer.optimizers]
+    assert [type(o).__name__ for o in trainer.optimizers] == ["Adam", "RowWiseAdagrad", "SGD"]
+    assert lrs[0] == [pytest.approx(1e-4)] and lrs[1] == [pytest.approx(1e-3)] and lrs[2] == [1e-4]
+    for _ in range(5):
+        trainer.decay_lr()
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 1e-6  # the floor
+    off = Trainer(build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none"), TrainConfig(lr=1e-3, lr_decay=1.0), CPU)
+    off.decay_lr()
+    assert {g["lr"] for g in off.optimizers[0].param_groups} == {1e-3}
+    assert "lr_decay" not in TrainConfig(lr_decay=1.0).to_params() and TrainConfig(lr_decay=0.5).to_params()["lr_decay"] == 0.5
+    with pytest.raises(ConfigError, match="lr-decay"):
+        TrainConfig(lr_decay=0.0).validate()
+
+
+def test_lr_decay_applies_after_an_epoch_without_gain() -> None:
+    """Labels independent of the ids and a separate validation split: the first epoch's validation
+    AUC is not beaten, and every later epoch halves the learning rate once."""
+    g = torch.Generator().manual_seed(0)
+
+    def noise() -> SplitTensors:
+        return SplitTensors(torch.randint(0, 30, (512, 4), generator=g, dtype=torch.int32), (torch.rand(512, generator=g) < 0.5).float())
+
+    train, val = noise(), noise()
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,), batch_norm=False), "none")
+    trainer = Trainer(model, TrainConfig(lr=1e-2, epochs=6, patience=0, batch_size=128, lr_decay=0.5), CPU)
+    history = trainer.fit(train, val).history
+    running, without_gain = -math.inf, 0
+    for record in history:
+        without_gain += record["val_auc"] <= running
+        running = max(running, record["val_auc"])
+    assert without_gain >= 3  # the planted case: most epochs gain nothing
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**without_gain)
+
+
+def test_monitor_keeps_the_epoch_with_the_best_score() -> None:
+    """The same run (no early stop, no decay) kept by two monitors: each keeps the epoch that
+    maximises its score over the history (first of ties), checked by brute force; a high
+    learning rate on a weak signal makes the two disagree."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 30, (2048, 4), generator=g, dtype=torch.int32)
+    y = (torch.rand(2048, generator=g) < torch.sigmoid((x[:, 0].float() - 15) / 6)).float()
+    train, val = SplitTensors(x[:1536], y[:1536]), SplitTensors(x[1536:], y[1536:])
+    kept = {}
+    for monitor in ("auc", "auc-logloss"):
+        torch.manual_seed(0)
+        model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(32,), batch_norm=False, dropout=0.0), "none")
+        cfg = TrainConfig(lr=3e-2, epochs=8, patience=0, batch_size=64, monitor=monitor, embedding_l2=0.0, lr_decay=1.0)
+        result = Trainer(model, cfg, CPU).fit(train, val)
+        scores = [cfg.score(r) for r in result.history]
+        assert result.best_epoch == result.history[scores.index(max(scores))]["epoch"]
+        assert result.best_score == pytest.approx(max(scores))
+        kept[monitor] = (result.best_epoch, [r["val_logloss"] for r in result.history])
+    assert kept["auc"][1] == pytest.approx(kept["auc-logloss"][1])  # the same run
+    assert kept["auc"][0] != kept["auc-logloss"][0]

@@ -76,8 +76,11 @@ def _resume_file(chain: dict[str, Manifest]) -> Path:
     store: Store = chain["store"]  # type: ignore[assignment]
     cfg = supernet.SupernetStage(model=SMALL_MODEL, mode="optembed", train=TrainConfig(epochs=1, batch_size=512,
                                                                                      patience=5, seed=77))
-    params = {"model": cfg.model.to_dict(), "mode": cfg.mode, "train": supernet.train_params(cfg.train)}
+    from optembed.training import recipe
     from pipelines.store import fingerprint
+
+    train, _ = recipe.resolve(cfg.train, int(chain["preprocess"].metrics["rows_train"]))  # as the stage sizes it
+    params = {"model": cfg.model.to_dict(), "mode": cfg.mode, "train": supernet.train_params(train)}
 
     fp = fingerprint(supernet.STAGE, supernet.VERSION, params, {"preprocess": chain["preprocess"].fingerprint})
     path = store.root / "supernet" / f"{supernet.RESUME_PREFIX}{fp}" / "checkpoint.pt"

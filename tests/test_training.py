@@ -42,7 +42,8 @@ def test_learns_planted_signal_and_keeps_best() -> None:
     _, result = fit(epochs=4)
     assert result.best_val_auc > 0.75
     assert all(r["test_auc"] > 0.7 for r in result.history[1:])
-    assert result.best_val_auc == max(r["val_auc"] for r in result.history)
+    score = TrainConfig().score  # the default monitor: validation AUC minus logloss
+    assert result.best_score == max(score(r) for r in result.history)
     assert result.history[result.best_epoch - 1]["val_auc"] == result.best_val_auc
 
 

@@ -78,7 +78,7 @@ class RowLevelResult:
     single: list[dict[str, float]] = field(default_factory=list)  # every (field, level) scored alone
     steps: list[dict[str, float]] = field(default_factory=list)  # every cumulative try, accepted or not
     passes: int = 0  # stacked candidate evaluations
-    counts: Tensor | None = None  # every id's count in the split (the folds' and, by default, the ranking's weights)
+    counts: Tensor | None = None  # the folds' weights: the training counts when given, else the split's id counts
 
 
 def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = None, by: str = "norm") -> list[Tensor]:
@@ -286,8 +286,10 @@ def search_row_levels(
     a level keeps a fraction of the rows the base keeps. ``widths`` (``(n,)``) scores at those
     prefix widths instead of the full width. ``z``: standard errors of the paired AUC difference
     subtracted before any comparison (0: point estimates). ``fold``: pruned ids read their field's
-    folded OOV row (the mean of the rows it absorbs, weighted by their counts in ``split``; see
-    :mod:`optembed.masks.fold`) rather than the OOV row as trained - what re-training makes of it.
+    folded OOV row (the mean of the rows it absorbs, weighted by their ``rank_counts`` - the training
+    counts - or, without them, by their counts in ``split``; see :mod:`optembed.masks.fold`) rather
+    than the OOV row as trained - what re-training makes of it. Folding with the training counts keeps
+    the scored split's own id counts out of the model it scores.
     ``rank_by``/``rank_counts``: which rows a level keeps (:func:`field_rankings`; the counts default
     to the ids' counts in ``split``). ``min_traffic``: a positive level keeps at least this fraction
     of its field's traffic (by the same counts; see :func:`level_keep`) - only emptying a field,
@@ -301,7 +303,8 @@ def search_row_levels(
     split_counts = split_id_counts(split, emb)
     traffic = (rank_counts if rank_counts is not None else split_counts).to(device)
     rankings = field_rankings(model, base, traffic, rank_by)
-    counts = split_counts if fold else None
+    fold_counts = rank_counts.to(device) if rank_counts is not None else split_counts
+    counts = fold_counts if fold else None
     scorer = RowMaskScorer(model, split, device, widths, batch_size=batch_size, amp=amp, counts=counts)
     scorer.set_base(base)
     levels = sorted({float(q) for q in levels if 0.0 <= q < 1.0}, reverse=True)
@@ -386,5 +389,5 @@ def search_row_levels(
         progress("rows: building the mask", len(order), len(order))
     result.keep = current.cpu()
     result.passes = scorer.passes
-    result.counts = split_counts
+    result.counts = fold_counts
     return result

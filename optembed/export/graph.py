@@ -9,7 +9,9 @@ exporter can translate every operator:
   (each field's ``D_f`` stored columns, zeros beyond them);
 - product-quantized tables: the id map (the keep bits and rank counts, decoded with
   divisions and bitwise ANDs instead of shifts, which ONNX lacks for signed integers), then per
-  field the code gather, the codebook gather and the concatenation, zero-padded to ``D``.
+  field the code gather, the codebook gather and the concatenation, zero-padded to ``D``;
+- row-wise int8 tables: per field the gather of the uint8 code rows and of their scale and
+  bias, dequantized in the graph (Cast + Mul + Add), zero-padded to ``D``.
 
 The backbone head is the model's own module, so the graph computes what the in-package model
 computes; the parameters are shared, not copied.
@@ -24,6 +26,8 @@ from torch import Tensor, nn
 from optembed.embedders.compact import CompactEmbedder
 from optembed.errors import ArtifactError
 from optembed.models.compact import CompactModel
+from optembed.quantization.int8 import dequantize
+from optembed.quantization.int8_field import RowInt8Field
 from optembed.quantization.model import CodedField, QuantizedEmbedder, QuantizedModel
 from optembed.quantization.rank_remap import BLOCK_WORDS, WORD_BITS, RankRemap
 
@@ -85,7 +89,8 @@ class CompactLookup(nn.Module):
 
 class QuantizedLookup(nn.Module):
     """Ids -> (rows, ``(B, n, D)`` embeddings) of a :class:`QuantizedEmbedder`: per field the codes'
-    codebook entries (or the float table's rows), concatenated and zero-padded to ``D``."""
+    codebook entries (or the dequantized int8 rows, or the float table's rows), concatenated and
+    zero-padded to ``D``."""
 
     def __init__(self, embedder: QuantizedEmbedder) -> None:
         super().__init__()
@@ -103,6 +108,8 @@ class QuantizedLookup(nn.Module):
                 codes = table.codes[ids].long()  # (B, groups)
                 codes = codes + torch.arange(groups, device=codes.device) * entries  # rows of the stacked codebooks
                 vec = F.embedding(codes, table.codebooks.reshape(groups * entries, sub)).flatten(1)[:, : table.width]
+            elif isinstance(table, RowInt8Field):
+                vec = dequantize(table.codes[ids], table.scale[ids], table.bias[ids])
             else:
                 vec = F.embedding(ids, table.table)
             parts.append(F.pad(vec, (0, e.dim - table.width)))

@@ -17,9 +17,9 @@ class ModelConfig:
     """Everything needed to rebuild a backbone (together with the field cardinalities)."""
 
     name: str
-    embed_dim: int = 64
-    mlp_dims: tuple[int, ...] = (1024, 512, 256)
-    dropout: float = 0.0
+    embed_dim: int = 16
+    mlp_dims: tuple[int, ...] = (400, 400, 400)
+    dropout: float = 0.2
     batch_norm: bool = True
     cross_layers: int = 6
     norm: str = "l1"

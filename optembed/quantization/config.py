@@ -12,6 +12,7 @@ import torch
 from optembed.errors import ConfigError
 from optembed.validation import check_non_negative, check_positive
 
+COMPRESS_METHODS = ("pq", "int8")  # product quantization (the default) | row-wise int8 tables
 POPULARITY = ("log", "linear", "none")
 KMEANS_BACKENDS = ("torch", "faiss")
 CODE_DTYPES = {"uint8": 256, "uint16": 65536}  # dtype -> largest codebook it can index

@@ -5,9 +5,11 @@ keep-bitmap plus rank counts (:class:`RankRemap`, about 1.13 bits per original i
 an int32), and not stored at all when nothing was pruned (an Original model: the identity).
 A coded field stores one code per row and group (uint8 for codebooks of at most 256 entries,
 else uint16) and one small codebook per group, sized for that field (see
-:mod:`optembed.quantization.plan`); the other fields keep their float table.
+:mod:`optembed.quantization.plan`); a row-wise int8 field (:class:`RowInt8Field`) stores uint8
+codes with one float32 scale and bias per row; the other fields keep their float table.
 A lookup decodes on the fly (gather the codes of the batch's rows, gather their codebook
-entries, concatenate the groups): no full table is ever rebuilt.
+entries and concatenate the groups, or dequantize the gathered int8 rows): no full table is
+ever rebuilt.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from optembed.models.compact import CompactModel, head_state, load_head
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.safe_load import load_tensor_file, rebuild
+from optembed.quantization.int8_field import RowInt8Field
 from optembed.quantization.packed import PackedTables, state_key
 from optembed.quantization.rank_remap import RankRemap
 
@@ -34,7 +37,9 @@ FORMAT = "optembed-quantized"
 # 3.5x faster than the per-field loop at batch 1 on a CPU, even at 256 rows, slower from 512 on
 # (benchmarks/quantized_lookup.py), where the loop's per-field cost is spread over the batch.
 PACKED_MAX_ROWS = 256
-VERSION = 2  # 2: id remaps as keep bits + rank counts (version 1 files, int32 remaps, still load)
+VERSION = 3  # 2: id remaps as keep bits + rank counts (version 1 files, int32 remaps, still load); 3: int8 fields
+# Files without an int8 field are written as version 2, which readers before version 3 also read.
+BYTE_KINDS = ("codes", "codebooks", "scales", "float_tables")
 
 
 def _nbytes(t: Tensor) -> int:
@@ -60,7 +65,7 @@ class DenseField(nn.Module):
         return F.embedding(ids, self.table)
 
     def byte_counts(self) -> dict[str, int]:
-        return {"codes": 0, "codebooks": 0, "float_tables": _nbytes(self.table)}
+        return {"codes": 0, "codebooks": 0, "scales": 0, "float_tables": _nbytes(self.table)}
 
 
 class CodedField(nn.Module):
@@ -96,15 +101,16 @@ class CodedField(nn.Module):
         return parts.reshape(ids.shape[0], -1)[:, : self._width]
 
     def byte_counts(self) -> dict[str, int]:
-        return {"codes": _nbytes(self.codes), "codebooks": _nbytes(self.codebooks), "float_tables": 0}
+        return {"codes": _nbytes(self.codes), "codebooks": _nbytes(self.codebooks), "scales": 0, "float_tables": 0}
 
 
-FieldTable = DenseField | CodedField
+FieldTable = DenseField | CodedField | RowInt8Field
 
 
 class QuantizedEmbedder(Embedder):
-    """Per-field :class:`DenseField`/:class:`CodedField` tables behind one id map (original id ->
-    row; ``None``: the identity); each field's ``width`` columns are zero-padded to ``dim``."""
+    """Per-field :class:`DenseField`/:class:`CodedField`/:class:`RowInt8Field` tables behind one id
+    map (original id -> row; ``None``: the identity); each field's ``width`` columns are
+    zero-padded to ``dim``."""
 
     kind = "quantized"
 
@@ -123,9 +129,15 @@ class QuantizedEmbedder(Embedder):
         return x.long() if self.id_map is None else self.id_map(x)
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
-        if not torch.is_grad_enabled() and ids.shape[0] <= PACKED_MAX_ROWS:
+        if not torch.is_grad_enabled() and ids.shape[0] <= PACKED_MAX_ROWS and self.packable:
             return self.packed().lookup(ids)  # small inference batches: one gather, not one per field
         return self.lookup_per_field(ids)
+
+    @property
+    def packable(self) -> bool:
+        """Whether the packed layout serves small batches: not with int8 fields, whose codes the
+        layout would have to copy (a second copy of the largest part of such a model)."""
+        return not any(isinstance(f, RowInt8Field) for f in self.fields)
 
     def lookup_per_field(self, ids: Tensor) -> Tensor:
         """One module call per field: what training (fine-tuning) differentiates through."""
@@ -139,13 +151,13 @@ class QuantizedEmbedder(Embedder):
         key = state_key(self.fields)
         cached = self.__dict__.get("_packed")
         if cached is None or cached[0] != key:
-            device = next(iter(self.fields.parameters())).device
+            device = next(iter((*self.fields.parameters(), *self.fields.buffers()))).device
             cached = (key, PackedTables(list(self.fields), self.dim, device))
             self.__dict__["_packed"] = cached
         return cached[1]
 
     def byte_counts(self) -> dict[str, int]:
-        out = {"codes": 0, "codebooks": 0, "float_tables": 0}
+        out = dict.fromkeys(BYTE_KINDS, 0)
         for f in self.fields:
             for key, value in f.byte_counts().items():
                 out[key] += value
@@ -156,13 +168,14 @@ class QuantizedEmbedder(Embedder):
         return sum(f.rows * f.width for f in self.fields)
 
     def stored_params(self) -> int:
-        """Float parameters: codebooks and uncompressed tables."""
+        """Float parameters: codebooks and uncompressed tables (an int8 field's scales and biases
+        are buffers, counted in bytes only)."""
         return sum(p.numel() for f in self.fields for p in f.parameters())
 
     def memory_bytes(self) -> dict[str, int]:
         counts = self.byte_counts()
         remaps = 0 if self.id_map is None else self.id_map.nbytes()
-        return {"embedding": counts["codes"] + counts["codebooks"] + counts["float_tables"], "remaps": remaps}
+        return {"embedding": sum(counts.values()), "remaps": remaps}
 
     def field_widths(self) -> list[int]:
         return [f.width for f in self.fields]
@@ -226,7 +239,8 @@ class QuantizedModel(nn.Module):
 
     @property
     def coded(self) -> list[bool]:
-        return [isinstance(f, CodedField) for f in self.fields]
+        """Per field: stored as codes (product-quantized or int8), not as a float table."""
+        return [isinstance(f, (CodedField, RowInt8Field)) for f in self.fields]
 
     def field_remap(self, f: int) -> Tensor:
         """Original id -> row of field ``f`` (the identity when nothing was pruned)."""
@@ -245,10 +259,10 @@ class QuantizedModel(nn.Module):
         return self.backbone.size_report()
 
     def memory_bytes(self) -> dict[str, int]:
-        """Exact bytes held: codes, codebooks, float tables, the id remap (keep bits, rank counts,
-        field offsets; 0 for an Original model), the network, and totals."""
+        """Exact bytes held: codes, codebooks, int8 scales and biases, float tables, the id remap
+        (keep bits, rank counts, field offsets; 0 for an Original model), the network, and totals."""
         out = self.embedder.byte_counts()
-        out["embedding"] = out["codes"] + out["codebooks"] + out["float_tables"]
+        out["embedding"] = sum(out[k] for k in BYTE_KINDS)
         out["remaps"] = 0 if self.id_map is None else self.id_map.nbytes()
         total = sum(_nbytes(p) for p in self.parameters()) + sum(_nbytes(b) for b in self.buffers())
         out["network"] = total - out["embedding"] - out["remaps"]
@@ -267,13 +281,16 @@ def save_quantized(path: Path, model: QuantizedModel, extra: dict[str, Any] | No
     for f in model.fields:
         if isinstance(f, CodedField):
             fields.append({"kind": "coded", "codes": f.codes.cpu(), "codebooks": f.codebooks.detach().cpu(), "width": f.width})
+        elif isinstance(f, RowInt8Field):
+            fields.append({"kind": "int8", "codes": f.codes.cpu(), "scale": f.scale.cpu(), "bias": f.bias.cpu()})
         else:
             fields.append({"kind": "dense", "table": f.table.detach().cpu()})
+    version = VERSION if any(f["kind"] == "int8" for f in fields) else 2
     state = {k: v.cpu() for k, v in head_state(model.backbone).items()}
     torch.save(
         {
             "format": FORMAT,
-            "version": VERSION,
+            "version": version,
             "model_config": model.backbone.cfg.to_dict(),
             "field_names": model.field_names,
             "kept": model.kept,
@@ -291,16 +308,13 @@ def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[Quan
     payload = load_tensor_file(path, "quantized model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an optembed quantized model")
-    if payload.get("version") not in (1, VERSION):
+    if payload.get("version") not in (1, 2, VERSION):
         raise ArtifactError(f"{path} has quantized model version {payload.get('version')}, expected {VERSION}")
 
     def build() -> QuantizedModel:
         cfg = ModelConfig.from_dict(payload["model_config"])
         head = dict(payload["head_state"])
-        fields: list[FieldTable] = [
-            CodedField(f["codes"], f["codebooks"], f["width"]) if f["kind"] == "coded" else DenseField(f["table"])
-            for f in payload["fields"]
-        ]
+        fields = [_field(f) for f in payload["fields"]]
         if payload["version"] == 1:  # int32 remaps, None for the identity
             remaps = payload["remaps"] or [torch.arange(c) for c in payload["cardinalities"]]
             model = QuantizedModel(cfg, head, fields, remaps, payload["field_names"])
@@ -310,3 +324,15 @@ def load_quantized(path: Path, device: torch.device | str = "cpu") -> tuple[Quan
         return model.to(device).eval()
 
     return rebuild(path, "quantized model file", build), payload
+
+
+def _field(spec: dict[str, Any]) -> FieldTable:
+    """One field of a saved model from its entry (``kind`` and tensors)."""
+    kind = spec["kind"]
+    if kind == "coded":
+        return CodedField(spec["codes"], spec["codebooks"], spec["width"])
+    if kind == "int8":
+        return RowInt8Field(spec["codes"], spec["scale"], spec["bias"])
+    if kind == "dense":
+        return DenseField(spec["table"])
+    raise ValueError(f"unknown field kind {kind!r}")

@@ -41,7 +41,7 @@ from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.training.arch import ArchStep
-from optembed.training.config import TrainConfig
+from optembed.training.config import MIN_DECAYED_LR, TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import remapped_counts, row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
@@ -58,6 +58,7 @@ class FitResult:
     best_epoch: int
     best_val_auc: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -math.inf  # the kept checkpoint's validation score under --monitor (the AUC by default)
     stopped_early: bool = False
     train_samples_per_s: float = 0.0
     optimizer_state_bytes: dict[str, int] = field(default_factory=dict)
@@ -95,15 +96,14 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else cfg.lr
     if cfg.embedding_optimizer == "adam":
         dense = [p for p in model.parameters() if id(p) not in excluded and p.requires_grad]
-        groups: list[Any] = dense
-        if emb_lr != cfg.lr:
-            groups = [
-                {"params": [p for p in dense if id(p) not in table_ids]},
-                {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr},
-            ]
+        groups: list[Any] = [
+            {"params": [p for p in dense if id(p) not in table_ids]},
+            {"params": [p for p in dense if id(p) in table_ids], "lr": emb_lr, "weight_decay": cfg.table_l2},
+        ]
     else:
         dense = [p for p in model.parameters() if id(p) not in excluded and id(p) not in table_ids and p.requires_grad]
-        groups = dense
+        groups = [{"params": dense}]
+    groups = [g for g in groups if g["params"]] or [{"params": []}]
     fused = bool(dense) and dense[0].is_cuda
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
@@ -112,7 +112,7 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     if cfg.embedding_optimizer == "sparse-adam" and trainable:
         optimizers.append(torch.optim.SparseAdam(trainable, lr=emb_lr))
     elif cfg.embedding_optimizer == "rowwise-adagrad" and trainable:
-        optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.weight_decay))
+        optimizers.append(RowWiseAdagrad(trainable, lr=emb_lr, weight_decay=cfg.table_l2))
     if thresholds:
         if cfg.threshold_optimizer == "sgd":
             optimizers.append(torch.optim.SGD(thresholds, lr=cfg.threshold_lr))
@@ -247,6 +247,10 @@ class Trainer:
             "best_state": best.best_state,
             "best_epoch": best.best_epoch,
             "best_val_auc": best.best_val_auc,
+            "best_score": best.best_score,
+            # the global generators draw the dropout masks: saved so that a resumed run goes on exactly
+            "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "history": best.history,
             "bad_epochs": bad_epochs,
             "best_record": best.best_record,
@@ -284,6 +288,11 @@ class Trainer:
                 opt.load_state_dict(st)
             self.generator.set_state(resume["generator"])
             best = FitResult(resume["best_state"], resume["best_epoch"], resume["best_val_auc"], resume["history"])
+            best.best_score = float(resume.get("best_score", resume["best_val_auc"]))
+            if "torch_rng" in resume:
+                torch.set_rng_state(resume["torch_rng"].cpu())
+            if "cuda_rng" in resume and self.device.type == "cuda":
+                torch.cuda.set_rng_state(resume["cuda_rng"].cpu(), self.device)
             best.best_record = dict(resume.get("best_record") or {})
             start_epoch, bad_epochs = resume["epoch"] + 1, resume["bad_epochs"]
             self.reporter.message(f"resuming after epoch {resume['epoch']} (best val AUC {best.best_val_auc:.5f})")
@@ -293,6 +302,7 @@ class Trainer:
         elif validate_start:
             start = {"epoch": 0, **self._validate(val, test)}
             best.best_val_auc, best.best_record, best.start_record = start["val_auc"], start, start
+            best.best_score = cfg.score(start)
             self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
         rt = self.runtime
         guard = DivergenceGuard(self.model, self.device, self.lr_option, cfg.lr, rt.all_reduce_sum if rt.distributed else None)
@@ -304,9 +314,10 @@ class Trainer:
         def mid_epoch(epoch: int, step: int) -> bool:
             """Validate inside the epoch; keep the checkpoint when it is the best so far."""
             rec = {"epoch": epoch, "step": step, **self._validate(val, test)}
-            gained = rec["val_auc"] > best.best_val_auc
+            gained = cfg.score(rec) > best.best_score
             if gained:
                 best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_score = cfg.score(rec)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, rec["val_auc"], rec
             self.reporter.message(
                 f"epoch {epoch} step {step:,}/{steps_per_epoch:,} | val AUC {rec['val_auc']:.5f}" + (" *" if gained else "")
@@ -322,14 +333,16 @@ class Trainer:
             search_done = record.pop("search_done", False)
             record.update(self._validate(val, test))
             best.history.append(record)
-            improved = record["val_auc"] > best.best_val_auc
+            improved = cfg.score(record) > best.best_score
             if improved:
                 best.best_state = _cpu_copy(self.model.state_dict())
+                best.best_score = cfg.score(record)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, record["val_auc"], {}
             if improved or gained_inside:
                 bad_epochs = 0
             else:
                 bad_epochs += 1
+                self.decay_lr()
             self.reporter.message(_summary(record, improved))
             stop = patience_exhausted(bad_epochs, cfg.patience) or search_done
             if cfg.reinit_embeddings_each_epoch and not stop and epoch < cfg.epochs:
@@ -341,11 +354,22 @@ class Trainer:
                 if search_done:
                     self.reporter.message("stop: the embedding search reached its goal")
                 else:
-                    self.reporter.message(f"early stop: no validation AUC gain for {bad_epochs} epochs")
+                    self.reporter.message(f"early stop: no validation {cfg.monitor_name} gain for {bad_epochs} epochs")
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
         return best
+
+    def decay_lr(self) -> None:
+        """``--lr-decay``: multiply the learning rates of the network and the tables (not the
+        thresholds') by ``lr_decay``, not below :data:`MIN_DECAYED_LR`."""
+        if self.cfg.lr_decay >= 1.0:
+            return
+        thresholds = {id(p) for p in self.model.embedder.threshold_params()}
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                if not any(id(p) in thresholds for p in group["params"]):
+                    group["lr"] = max(group["lr"] * self.cfg.lr_decay, MIN_DECAYED_LR)
 
     def metrics(self, val: SplitTensors, test: SplitTensors | None = None) -> dict[str, Any]:
         """The model's validation (and test) metrics now, as every epoch records them."""

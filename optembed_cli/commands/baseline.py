@@ -13,12 +13,13 @@ from optembed_cli.options import (
 )
 from optembed_cli.training_options import (
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
-    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt,
-    model_config, train_config,
+    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt,
+    ModelDefaults, model_config, train_config,
 )
 from pipelines import baseline as stage
 from pipelines.store import Manifest
 
+MODEL_DEFAULTS = ModelDefaults()
 DEFAULTS = stage.TrainConfig()
 
 
@@ -39,15 +40,18 @@ def baseline(
     temperature: Annotated[float, typer.Option(help="AutoField/AutoDim: initial Gumbel-softmax temperature.", rich_help_panel=BASELINE)] = 1.0,
     temperature_decay: Annotated[float, typer.Option(help="AutoField/AutoDim: temperature decrease per training lookup (floor 0.01).", rich_help_panel=BASELINE)] = 5e-5,
     model: ModelOpt = "deepfm",
-    embed_dim: EmbedDimOpt = 64,
-    mlp: MlpOpt = "1024,512,256",
-    dropout: DropoutOpt = 0.0,
-    batch_norm: BatchNormOpt = True,
-    cross_layers: CrossLayersOpt = 6,
+    embed_dim: EmbedDimOpt = MODEL_DEFAULTS.embed_dim,
+    mlp: MlpOpt = MODEL_DEFAULTS.mlp,
+    dropout: DropoutOpt = MODEL_DEFAULTS.dropout,
+    batch_norm: BatchNormOpt = MODEL_DEFAULTS.batch_norm,
+    cross_layers: CrossLayersOpt = MODEL_DEFAULTS.cross_layers,
     epochs: EpochsOpt = DEFAULTS.epochs,
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
+    monitor: MonitorOpt = DEFAULTS.monitor,  # type: ignore[assignment]
     patience: PatienceOpt = DEFAULTS.patience,
     eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
     seed: SeedOpt = DEFAULTS.seed,
@@ -86,7 +90,7 @@ def baseline(
         method=method,
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, monitor=monitor, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, evals_per_epoch=evals_per_epoch,
         ),

@@ -1,4 +1,4 @@
-"""``optembed compress``: product-quantize a retrained model's large embedding tables."""
+"""``optembed compress``: product-quantize (or store row-wise int8) a retrained model's embedding tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import typer
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
-from optembed_cli.options import DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity
+from optembed_cli.options import (
+    DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, CompressMethod, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity,
+)
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest
@@ -21,6 +23,7 @@ FT = FinetuneConfig()
 @ui.handle_errors
 def compress(
     source: FromOpt = None,
+    method: Annotated[CompressMethod, typer.Option(help="pq: product quantization (codes + codebooks per large field) | int8: every field of width >= 3 row-wise int8 (uint8 codes, float32 scale and bias per row). The other Quantizer options apply to pq only and are refused with int8.", rich_help_panel=QUANTIZER)] = "pq",
     min_rows: Annotated[int, typer.Option(help="Quantize only fields with more rows than this; smaller ones stay float. A run that would code no field stops and names the --min-rows that would.", rich_help_panel=QUANTIZER)] = 10_000,
     groups: Annotated[int, typer.Option(help="Sub-vectors per row. A width that groups does not divide is zero-padded.", rich_help_panel=QUANTIZER)] = Q.groups,
     codebook: Annotated[int, typer.Option(help="Most entries per group's codebook (256 -> one byte per code); each field's own size is bounded by --codebook-share.", rich_help_panel=QUANTIZER)] = Q.codebook,
@@ -36,7 +39,7 @@ def compress(
     kmeans_backend: Annotated[KmeansBackend, typer.Option(help="torch | faiss (needs faiss-cpu: its k-means and nearest-entry search).", rich_help_panel=QUANTIZER)] = Q.kmeans_backend,
     quantizer_steps: Annotated[int, typer.Option(help="Optimizer steps per field (at most 10 passes over its rows).", rich_help_panel=QUANTIZER)] = Q.steps,
     quantizer_lr: Annotated[float, typer.Option(help="Learning rate of the codebooks.", rich_help_panel=QUANTIZER)] = Q.lr,
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the codes fixed (0: none).", rich_help_panel=TRAINING)] = FT.epochs,
+    finetune_epochs: Annotated[int | None, typer.Option(help=f"Epochs of fine-tuning with the codes fixed (0: none; default {FT.epochs} for pq, 0 for int8, whose tables have nothing to train: only the network around them would).", rich_help_panel=TRAINING, show_default=False)] = None,
     finetune_lr: Annotated[float, typer.Option(help="Learning rate of the fine-tuning.", rich_help_panel=TRAINING)] = FT.lr,
     batch_size: BatchOpt = FT.batch_size,
     patience: PatienceOpt = FT.patience,
@@ -47,15 +50,20 @@ def compress(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field.
+    """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field, or row-wise int8.
 
     Examples:
 
       optembed compress                       # the newest retrain artifact
 
       optembed compress --from 9c01 --min-rows 2000 --codebook 64
+
+      optembed compress --from 9c01 --method int8
     """
+    method_name = str(method)
+    epochs = finetune_epochs if finetune_epochs is not None else stage.default_finetune(method_name).epochs
     config = stage.CompressStage(
+        method=method_name,
         source=source,
         quantizer=QuantizerConfig(
             groups=groups, codebook=codebook, code_dtype=str(code_dtype), sub_dim=sub_dim, codebook_share=codebook_share, popularity=str(popularity),
@@ -63,7 +71,7 @@ def compress(
             steps=quantizer_steps, kmeans_iters=kmeans_iters, kmeans_sample=kmeans_sample, kmeans_backend=str(kmeans_backend), lr=quantizer_lr, seed=seed,
         ),
         min_rows=min_rows,
-        finetune=FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
+        finetune=FinetuneConfig(epochs=epochs, lr=finetune_lr, batch_size=batch_size, patience=patience, seed=seed),
         device=device,
         jobs=jobs,
         force=force,
@@ -75,11 +83,12 @@ def compress(
 def render(manifest: Manifest) -> None:
     m = manifest.metrics
     shown = {k: m[k] for k in (
-        "variant", "coded_fields", "fields", "source_test_auc", "quantized_test_auc", "test_auc", "auc_delta",
-        "embedding_bytes", "code_bytes", "codebook_bytes", "float_table_bytes", "remap_bytes", "network_bytes",
+        "variant", "method", "coded_fields", "fields", "source_test_auc", "source_test_logloss", "quantized_test_auc",
+        "test_auc", "test_logloss", "auc_delta",
+        "embedding_bytes", "code_bytes", "codebook_bytes", "scale_bytes", "float_table_bytes", "remap_bytes", "network_bytes",
         "original_embedding_bytes", "source_embedding_bytes", "ratio_vs_original", "ratio_vs_source", "quantizer_seconds",
     ) if k in m}
-    ui.out.print(ui.metrics_table(f"compress ({m.get('variant', '?')})", shown))
+    ui.out.print(ui.metrics_table(f"compress ({m.get('variant', '?')} + {m.get('method', 'pq')})", shown))
     ui.out.print(
         f"embedding: {m['embedding_bytes']:,} bytes, {m['ratio_vs_original']:.1f}x smaller than the dense float32 "
         f"Original table, {m['ratio_vs_source']:.1f}x smaller than the source's tables; model: {manifest.output('model')}"

@@ -12,11 +12,12 @@ from optembed_cli.training_options import (
     NprocOpt, ShuffleBufferOpt, StreamOpt,
     AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
     EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
-    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, model_config, train_config,
+    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt, ModelDefaults, model_config, train_config,
 )
 from pipelines import retrain as stage
 from pipelines.store import Manifest
 
+MODEL_DEFAULTS = ModelDefaults()
 DEFAULTS = stage.TrainConfig()
 
 
@@ -35,15 +36,18 @@ def retrain(
         ),
     ] = "auto",
     model: ModelOpt = "deepfm",
-    embed_dim: EmbedDimOpt = 64,
-    mlp: MlpOpt = "1024,512,256",
-    dropout: DropoutOpt = 0.0,
-    batch_norm: BatchNormOpt = True,
-    cross_layers: CrossLayersOpt = 6,
+    embed_dim: EmbedDimOpt = MODEL_DEFAULTS.embed_dim,
+    mlp: MlpOpt = MODEL_DEFAULTS.mlp,
+    dropout: DropoutOpt = MODEL_DEFAULTS.dropout,
+    batch_norm: BatchNormOpt = MODEL_DEFAULTS.batch_norm,
+    cross_layers: CrossLayersOpt = MODEL_DEFAULTS.cross_layers,
     epochs: EpochsOpt = DEFAULTS.epochs,
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
+    monitor: MonitorOpt = DEFAULTS.monitor,  # type: ignore[assignment]
     patience: PatienceOpt = DEFAULTS.patience,
     eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
     seed: SeedOpt = DEFAULTS.seed,
@@ -83,7 +87,7 @@ def retrain(
         full=full,
         init=str(init),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, monitor=monitor, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
             freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,

@@ -20,6 +20,9 @@ from optembed.models.config import ModelConfig
 from pipelines import chain
 from pipelines.store import Manifest
 
+_MODEL = ModelConfig("deepfm")  # the defaults of --data runs are the core's
+_TRAIN = chain.TrainConfig()
+
 
 @ui.handle_errors
 def run(
@@ -31,10 +34,16 @@ def run(
     model: Annotated[
         Model, typer.Option("--model", "-m", help="Backbone for --data.", case_sensitive=False, rich_help_panel=MODEL)
     ] = "deepfm",
-    embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.", rich_help_panel=MODEL)] = 64,
-    mlp: Annotated[str, typer.Option("--mlp", help="MLP sizes for --data.", metavar="SIZES", rich_help_panel=MODEL)] = "1024,512,256",
-    epochs: Annotated[int, typer.Option(help="Epochs of supernet and retrain for --data.", rich_help_panel=TRAINING)] = 10,
-    batch_size: Annotated[int, typer.Option(help="Training batch size for --data.", rich_help_panel=TRAINING)] = 2048,
+    embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.", rich_help_panel=MODEL)] = _MODEL.embed_dim,
+    mlp: Annotated[
+        str, typer.Option("--mlp", help="MLP sizes for --data.", metavar="SIZES", rich_help_panel=MODEL)
+    ] = ",".join(map(str, _MODEL.mlp_dims)),
+    epochs: Annotated[
+        int, typer.Option(help="Most epochs of supernet and retrain for --data.", rich_help_panel=TRAINING)
+    ] = _TRAIN.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Training batch size for --data (0: auto, from the training rows).", rich_help_panel=TRAINING)
+    ] = _TRAIN.batch_size,
     population: Annotated[int, typer.Option(help="Search population for --data.", rich_help_panel=SEARCH)] = 40,
     generations: Annotated[int, typer.Option(help="Search generations for --data.", rich_help_panel=SEARCH)] = 30,
     variants: Annotated[

@@ -13,13 +13,14 @@ from optembed_cli.training_options import (
     NprocOpt, ShuffleBufferOpt, StreamOpt,
     AlphaOpt, AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt,
     EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
-    ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, model_config, train_config,
+    ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt, ModelDefaults, model_config, train_config,
 )
 from optembed.models.base import mode_flags
 from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
 from pipelines.store import Manifest
 
+MODEL_DEFAULTS = ModelDefaults()
 DEFAULTS = stage.TrainConfig()
 
 
@@ -34,16 +35,19 @@ def supernet(
             rich_help_panel=PRUNING,
         ),
     ] = "optembed",
-    embed_dim: EmbedDimOpt = 64,
-    mlp: MlpOpt = "1024,512,256",
-    dropout: DropoutOpt = 0.0,
-    batch_norm: BatchNormOpt = True,
-    cross_layers: CrossLayersOpt = 6,
+    embed_dim: EmbedDimOpt = MODEL_DEFAULTS.embed_dim,
+    mlp: MlpOpt = MODEL_DEFAULTS.mlp,
+    dropout: DropoutOpt = MODEL_DEFAULTS.dropout,
+    batch_norm: BatchNormOpt = MODEL_DEFAULTS.batch_norm,
+    cross_layers: CrossLayersOpt = MODEL_DEFAULTS.cross_layers,
     norm: NormOpt = "l1",
     epochs: EpochsOpt = DEFAULTS.epochs,
     batch_size: BatchOpt = DEFAULTS.batch_size,
     lr: LrOpt = DEFAULTS.lr,
     weight_decay: WdOpt = DEFAULTS.weight_decay,
+    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
+    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
+    monitor: MonitorOpt = DEFAULTS.monitor,  # type: ignore[assignment]
     alpha: AlphaOpt = DEFAULTS.alpha,
     threshold_lr: TLrOpt = DEFAULTS.threshold_lr,
     threshold_optimizer: TOptOpt = DEFAULTS.threshold_optimizer,
@@ -81,7 +85,7 @@ def supernet(
         model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, norm),
         mode=str(mode),
         train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, monitor=monitor, alpha=alpha,
             threshold_lr=threshold_lr, threshold_optimizer=threshold_optimizer, patience=patience,
             eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,

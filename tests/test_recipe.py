@@ -1,0 +1,52 @@
+"""Options sized from the data (batch size, embedding L2) and the validation monitor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from optembed.errors import ConfigError
+from optembed.training import recipe
+from optembed.training.config import TrainConfig
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch"),
+    [(0, 128), (5_000, 128), (9_000, 128), (12_800, 256), (69_266, 1024), (204_799, 2048), (204_800, 4096), (50_000_000, 4096)],
+)
+def test_auto_batch_size_by_hand(rows: int, batch: int) -> None:
+    """The largest power of two in [128, 4096] with rows >= 50 * batch (128 when none)."""
+    assert recipe.auto_batch_size(rows) == batch
+    if batch > 128:
+        assert rows // batch >= 50 and rows // (2 * batch) < 50 or batch == 4096
+
+
+def test_auto_embedding_l2_meets_the_published_points_and_is_clipped() -> None:
+    assert recipe.auto_embedding_l2(200_000) == pytest.approx(0.05)
+    assert recipe.auto_embedding_l2(36_000_000) == pytest.approx(1e-5)
+    assert recipe.auto_embedding_l2(10_000) == 0.05  # clipped below the small point
+    assert recipe.auto_embedding_l2(500_000_000) == 1e-5  # and above the large one
+    # in between: the straight line on log-log axes, by hand at the geometric midpoint
+    mid = math.sqrt(200_000 * 36_000_000)
+    assert recipe.auto_embedding_l2(int(mid)) == pytest.approx(math.sqrt(0.05 * 1e-5), rel=0.01)
+    values = [recipe.auto_embedding_l2(r) for r in (1e5, 1e6, 1e7, 1e8)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_resolve_fills_only_the_auto_options() -> None:
+    cfg, note = recipe.resolve(TrainConfig(), 69_266)
+    assert cfg.batch_size == 1024 and cfg.embedding_l2 == 0.05
+    assert note == "auto: batch size 1,024, embedding L2 0.05 (sized from 69,266 training rows)"
+    given = TrainConfig(batch_size=300, embedding_l2=0.0)
+    same, none = recipe.resolve(given, 69_266)
+    assert same == given and none is None
+
+
+def test_monitor_scores_by_hand() -> None:
+    rec = {"val_auc": 0.8, "val_logloss": 0.45}
+    assert TrainConfig(monitor="auc").score(rec) == 0.8
+    assert TrainConfig().monitor == "auc-logloss"
+    assert TrainConfig(monitor="auc-logloss").score(rec) == pytest.approx(0.35)
+    with pytest.raises(ConfigError, match="--monitor"):
+        TrainConfig(monitor="loss").validate()
