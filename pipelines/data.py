@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -61,7 +63,7 @@ def load_dataset(
     streamed = []
     for s in splits:
         path = manifest.output(s)
-        rows = pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+        rows = _parquet_rows(path) if path.is_file() else 0
         rows = rows if max_rows is None else min(rows, max_rows)
         if stream or not fits_in_memory(rows * 4 * (len(names) + 1), device):
             loaded[s] = StreamSplit(path, names, buffer_rows=buffer_rows, hi=rows)
@@ -69,6 +71,13 @@ def load_dataset(
         else:
             loaded[s] = read_split(path, names, max_rows=max_rows).to(device)
     return Dataset(schema, loaded, streamed)
+
+
+def _parquet_rows(path: Path) -> int:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"cannot read split {path} (truncated or not Parquet: {str(exc).splitlines()[0][:200]}); rerun preprocess with --force") from None
 
 
 def fits_in_memory(nbytes: int, device: torch.device) -> bool:

@@ -1,9 +1,12 @@
 """The ``export`` stage: a retrain or compress artifact -> a self-contained deployment bundle.
 
-The bundle (see :mod:`optembed.export.bundle`) is the artifact folder itself: the network as an
-ONNX graph and/or a ``torch.export`` program (``formats``), the preprocessing spec with every
-field's vocabulary, ``bundle.json`` and a README. With ``out`` the bundle is also copied to that
-folder (everything but the store's ``manifest.json``).
+The bundle (see :mod:`optembed.export.bundle`) is the artifact folder itself: the model file
+(a copy of the source artifact's, checked against its manifest), the network as an ONNX graph
+and/or a ``torch.export`` program (``formats``), the preprocessing spec with every field's
+vocabulary, a self-hashed ``bundle.json`` recording who made it, and a README. With ``out`` the
+bundle is also copied to that folder: the files ``bundle.json`` lists and ``bundle.json``, after
+checking them, never following a link, and replacing a previous bundle there in one step
+(:mod:`pipelines.swap`). ``out`` may not lie inside the artifact store (nor hold it).
 
 Checks made at export: the test split's AUC and logloss of the in-package model (recorded in
 ``bundle.json``), and every exported graph's largest logit difference from the in-package model
@@ -12,7 +15,9 @@ on the first test rows and on random ids; a difference above ``TOLERANCE`` stops
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +29,28 @@ import pyarrow.parquet as pq
 import torch
 
 import optembed
+from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError, ConfigError
-from optembed.export.bundle import BUNDLE_JSON, FORMAT, GRAPH_FILES, VERSION as BUNDLE_VERSION, file_records, onnx_scorer, torch_scorer
+from optembed.export.bundle import (
+    BUNDLE_JSON, FORMAT, GRAPH_FILES, MODEL_FILE, VERSION as BUNDLE_VERSION, bundle_digest, file_records, made_by, onnx_scorer,
+    open_bundle, torch_scorer,
+)
 from optembed.export.graph import INPUT_NAME, OUTPUT_NAMES, ServingNet
 from optembed.export.readme import bundle_readme
 from optembed.export.writers import ONNX_OPSET, export_program, onnx_available, save_onnx, save_pt2
+from optembed.links import copy_regular
 from optembed.models.compact import CompactModel, load_compact
 from optembed.progress import NULL, Reporter
 from optembed.quantization.model import QuantizedModel, load_quantized
 from optembed.training.evaluate import evaluate
 from pipelines.data import load_dataset, read_schema
 from pipelines.readers import resolve_chain
+from pipelines import swap
 from pipelines.stage import execute
-from pipelines.store import MANIFEST, Manifest, Store, strict_dumps
+from pipelines.store import Manifest, Store, strict_dumps, write_error
 
 STAGE = "export"
-VERSION = 1
+VERSION = 2  # bundle version 2: the model file inside, a self-hashed bundle.json
 SOURCES = ("retrain", "compress")
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4  # largest logit difference allowed between an exported graph and the model
@@ -87,10 +98,36 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in items)
 
 
+SOURCE_OUTPUT = {"retrain": "compact", "compress": "model"}  # the model file of each source stage
+SOURCE_KIND = {"retrain": "compact", "compress": "quantized"}
+
+
 def load_source(manifest: Manifest) -> CompactModel | QuantizedModel:
     if manifest.stage == "retrain":
         return load_compact(manifest.output("compact"))[0]
     return load_quantized(manifest.output("model"))[0]
+
+
+def copy_model_file(source: Manifest, dest: Path) -> None:
+    """The source artifact's model file, copied (never through a link) and compared with the hash
+    its manifest records."""
+    rel = source.outputs[SOURCE_OUTPUT[source.stage]]
+    src = source.file(rel)
+    copy_regular(src, dest)
+    record = source.files.get(rel)
+    if record is not None and file_sha256(dest) != record.get("sha256"):
+        raise ArtifactError(f"{source.stage} artifact {source.fingerprint}: {rel} has changed since it was written (sha256 mismatch) ({src}); {source.fix}")
+
+
+def check_out(out: Path, store: Store) -> None:
+    """``--out`` must lie outside the artifact store (and not hold it): replacing that folder would
+    remove artifacts (the exported one itself, when it is its own folder)."""
+    where = Path(os.path.abspath(out)).resolve()
+    root = store.root
+    if where == root or where.is_relative_to(root):
+        raise ConfigError(f"--out {out} is inside the artifact store {root}; choose a folder outside it")
+    if root.is_relative_to(where):
+        raise ConfigError(f"--out {out} holds the artifact store {root}; choose a folder outside it")
 
 
 def preprocessing_spec(pre: Manifest, schema: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +176,7 @@ def _check_graphs(net: ServingNet, graphs: dict[str, Path], x: torch.Tensor) -> 
             except ConfigError:  # onnxruntime not installed: the graph is written, not checked
                 continue
         else:
-            scorer = torch_scorer(path)
+            scorer = torch_scorer(path)  # the file this process has just written
         got = scorer(x.numpy())[0]
         diff = float(np.abs(got.reshape(-1) - want.reshape(-1)).max()) if want.size else 0.0
         if not np.isfinite(diff) or diff > TOLERANCE:
@@ -155,6 +192,8 @@ def _random_ids(cards: list[int], rows: int, seed: int = 0) -> torch.Tensor:
 
 def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
+    if config.out is not None:
+        check_out(Path(config.out), store)
     source = store.resolve(config.source, SOURCES)
     chain = resolve_chain(store, source)
     pre = chain["preprocess"]
@@ -168,6 +207,7 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
         if list(model.field_names) != [f["name"] for f in schema["fields"]]:
             raise ArtifactError(f"{source.stage} artifact {source.fingerprint} has other fields than its preprocess artifact")
         net = ServingNet(model).eval()
+        copy_model_file(source, tmp / MODEL_FILE)
         task.update(description="vocabularies")
         write_vocabularies(pre, schema, model, tmp)
         task.advance(1)
@@ -193,9 +233,10 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
         probe = torch.cat([test.x[:CHECK_ROWS].long(), _random_ids(cards, 512)])
         checks = _check_graphs(net, graphs, probe)
         task.advance(1)
-        meta = {
+        meta: dict[str, Any] = {
             "format": FORMAT,
             "version": BUNDLE_VERSION,
+            "made_by": made_by(optembed.__version__),
             "versions": _versions(opset),
             "onnx_opset": opset,
             "source": {
@@ -208,6 +249,7 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
             },
             "inputs": [{"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", net.n_fields]}],
             "outputs": [{"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES],
+            "model_file": {"path": MODEL_FILE, "kind": SOURCE_KIND[source.stage]},
             "graphs": {kind: GRAPH_FILES[kind] for kind in graphs},
             "preprocessing": preprocessing_spec(pre, schema),
             "metrics": {
@@ -216,12 +258,14 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
             },
         }
         (tmp / "README.md").write_text(bundle_readme(meta))
-        listed = [*[GRAPH_FILES[k] for k in graphs], "README.md", *[f["vocab"] for f in schema["fields"]]]
+        listed = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() and p.name != BUNDLE_JSON]
         meta["files"] = file_records(tmp, listed)
+        meta = json.loads(strict_dumps(meta))  # the JSON as written, which the hash covers
+        meta["bundle_sha256"] = bundle_digest(meta)
         (tmp / BUNDLE_JSON).write_text(strict_dumps(meta) + "\n")
         task.advance(1)
         task.close()
-        manifest.outputs = {"bundle": BUNDLE_JSON, "readme": "README.md", **{k: GRAPH_FILES[k] for k in graphs}}
+        manifest.outputs = {"bundle": BUNDLE_JSON, "readme": "README.md", "model": MODEL_FILE, **{k: GRAPH_FILES[k] for k in graphs}}
         manifest.metrics = {
             "variant": source.metrics.get("variant"),
             "source_stage": source.stage,
@@ -251,28 +295,44 @@ def _versions(opset: int | None) -> dict[str, Any]:
 
 
 def copy_bundle(manifest: Manifest, out: Path) -> Path:
-    """Copy the artifact's bundle files (all but ``manifest.json``) to ``out``, atomically: into a
-    temporary sibling folder first, which then replaces ``out``."""
+    """Copy the artifact's bundle (the files ``bundle.json`` lists, and ``bundle.json``) to
+    ``out`` after checking it (:func:`open_bundle`: hashes, no links), never following a link:
+    into a temporary sibling folder first, which then replaces ``out`` in one step."""
     assert manifest.path is not None
     src = Path(manifest.path)
-    out = out.resolve()
+    manifest.file(BUNDLE_JSON)  # the store's record of bundle.json
+    bundle = open_bundle(src)
+    out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_siblings(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src)
-            if path.is_file() and rel.as_posix() != MANIFEST:
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, tmp / rel)
+        for rel in [*bundle.meta["files"], BUNDLE_JSON]:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            copy_regular(bundle.path(rel), tmp / rel)
         if out.exists():
-            out.rename(old)
-        tmp.rename(out)
+            swap.replace_folder(tmp, out)
+        else:
+            os.replace(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise ArtifactError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
-    shutil.rmtree(old, ignore_errors=True)
+        failure = write_error(exc, f"the bundle {out}")
+        raise failure or ArtifactError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+def clean_siblings(out: Path) -> None:
+    """What a killed copy to ``out`` left beside it: the previous bundle renamed aside (renamed
+    back when ``out`` is missing) and temporary folders of dead processes (removed)."""
+    own = re.compile(rf"^\.{re.escape(out.name)}\.tmp-(\d+)$")
+    swap.recover(out.parent, lambda p: p.name.startswith(f"{swap.OLD_PREFIX}{out.name}-") and (p / BUNDLE_JSON).is_file())
+    for entry in out.parent.iterdir():
+        found = own.match(entry.name)
+        aside = swap.parse_aside(entry.name)
+        pid = int(found.group(1)) if found else (aside[1] if aside and aside[0] == out.name and out.exists() else None)
+        if pid is not None and not entry.is_symlink() and entry.is_dir() and not swap.pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)

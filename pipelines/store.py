@@ -12,6 +12,16 @@ hashes everything. Manifests written before these fields existed still load (unv
 Every path the store touches stays inside its root: stage names and fingerprints are
 checked, outputs may not point outside their artifact folder, and artifacts are only read
 from the store itself.
+
+Links: an artifact holds regular files only. A symbolic link, a hard-linked file (also a file
+somewhere else) or a special file in an artifact folder is reported by :meth:`Manifest.problems`
+(``--verify``) and refused by every reader (:meth:`Manifest.file`, :meth:`Manifest.output`,
+:meth:`Store.load`); nothing the store does follows one.
+
+Republishing (``--force``) swaps the new folder and the old one in one step where the system
+can (``renameat2`` with ``RENAME_EXCHANGE``), else renames the old one aside first; a copy left
+aside by a killed writer is renamed back by the next reader, writer or ``gc``
+(:mod:`pipelines.swap`), and ``gc`` never removes the only copy of an artifact.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from typing import Any
 
 from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError
+from optembed.links import entry_problem, folder_problems, path_problem
+from pipelines import swap
 
 SCHEMA_VERSION = 1
 ENV_VAR = "OPTEMBED_ARTIFACTS"
@@ -91,10 +103,13 @@ def manifest_digest(data: dict[str, Any]) -> str:
 
 def file_records(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every regular file under ``folder`` (relative POSIX paths), except
-    the manifest itself."""
+    the manifest itself. A link or special file is refused (an artifact holds regular files only)."""
+    links = folder_problems(folder)
+    if links:
+        raise ArtifactError(f"{folder / links[0][0]} {links[0][1]}")
     records: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_symlink() or not path.is_file():
+        if not path.is_file():
             continue
         rel = path.relative_to(folder).as_posix()
         if rel == MANIFEST:
@@ -212,6 +227,9 @@ class Manifest:
         if self.path is None:
             raise ArtifactError(f"artifact {self.fingerprint} has no location on disk")
         path = self._inside(rel)
+        link = path_problem(self.path, rel)
+        if link is not None:
+            raise self._damaged(rel, link)
         record = self.files.get(rel)
         if record is None:
             return path
@@ -254,11 +272,17 @@ class Manifest:
         if self.path is None:
             return [f"artifact {self.fingerprint} has no location on disk"]
         found = []
+        if os.path.islink(self.path):
+            found.append(f"the artifact folder {self.path} is a symbolic link (refused)")
+            return found
+        found += [f"{rel} {problem}" for rel, problem in folder_problems(self.path)]
         for rel, record in self.files.items():
             try:
                 path = self._inside(rel)
             except ArtifactError as exc:
                 found.append(str(exc))
+                continue
+            if entry_problem(path) is not None:  # a link: reported above, never followed
                 continue
             if not path.is_file():
                 found.append(f"{rel} is missing")
@@ -348,6 +372,9 @@ class Store:
     def load(self, path: Path) -> Manifest:
         """Read and check one manifest: strict JSON, schema version, self-hash, identity."""
         file = path / MANIFEST
+        link = path_problem(path, MANIFEST)
+        if link is not None:
+            raise ArtifactError(f"{file} {link}")
         try:
             data = json.loads(file.read_text())
         except FileNotFoundError:
@@ -377,6 +404,8 @@ class Store:
 
     def lookup(self, stage: str, fp: str) -> Manifest | None:
         path = self.root / check_stage_name(stage) / check_fingerprint(fp)
+        if not path.exists():
+            self.recover(stage)
         if (path / MANIFEST).is_file():
             return self.load(path)
         return None
@@ -397,8 +426,12 @@ class Store:
         for stage_dir in stages:
             if not stage_dir.is_dir():
                 continue
+            self.recover(stage_dir.name)
             for art in sorted(stage_dir.iterdir()):
                 if art.name.startswith(".") or not art.is_dir():
+                    continue
+                if art.is_symlink():
+                    broken.append(Broken(art, f"{art} is a symbolic link, not an artifact folder (refused)"))
                     continue
                 try:
                     found.append(self.load(art))
@@ -467,6 +500,14 @@ class Store:
         """Whether ``manifest`` is this store's artifact at its proper place."""
         return manifest.path is not None and Path(manifest.path).resolve() == self.root / manifest.stage / manifest.fingerprint
 
+    def recover(self, stage: str) -> list[Path]:
+        """Rename back the previous copy of an artifact whose ``--force`` republish was killed
+        between its two renames (see :mod:`pipelines.swap`): the folders restored."""
+        stage_dir = self.root / stage
+        if not stage_dir.is_dir():
+            return []
+        return swap.recover(stage_dir, lambda aside: (aside / MANIFEST).is_file())
+
     # -- dependencies and removal ----------------------------------------------------------
     @staticmethod
     def dependents(target: Manifest, among: list[Manifest]) -> list[Manifest]:
@@ -514,14 +555,21 @@ class Store:
             return []
         now = time.time()
         found: list[tuple[Path, str]] = []
-        published = {(m.stage, m.fingerprint) for m in self.list()}
+        published = {(m.stage, m.fingerprint) for m in self.list()}  # (recovers killed republishes first)
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and _STAGE_NAME.match(p.name)):
             for entry in sorted(stage_dir.iterdir()):
                 mtime = _mtime(entry)
                 if mtime is None:  # renamed or removed meanwhile by another run
                     continue
                 age = now - mtime
-                if entry.name.startswith(TMP_PREFIX):
+                aside = swap.parse_aside(entry.name)
+                if aside is not None:
+                    if not os.path.lexists(stage_dir / aside[0]):
+                        continue  # the only copy of that artifact (its writer still runs): kept
+                    if aside[1] != os.getpid() and _pid_alive(aside[1]) and age < max_age:
+                        continue
+                    found.append((entry, "previous copy of a republished artifact"))
+                elif entry.name.startswith(TMP_PREFIX):
                     pid = _pid_of(entry.name)
                     if pid is not None and pid != os.getpid() and _pid_alive(pid) and age < max_age:
                         continue
@@ -545,7 +593,11 @@ class Store:
             return 0
         removed = 0
         now = time.time()
+        self.recover(stage)
         for tmp in stage_dir.glob(TMP_PREFIX + "*"):
+            aside = swap.parse_aside(tmp.name)
+            if aside is not None and not os.path.lexists(stage_dir / aside[0]):
+                continue  # the only copy of an artifact: never removed
             pid = _pid_of(tmp.name)
             alive = pid is not None and _pid_alive(pid)
             mtime = _mtime(tmp)
@@ -585,11 +637,8 @@ class Store:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if final.exists():  # --force: replace the previous result
-                trash = final.with_name(f"{TMP_PREFIX}old-{manifest.fingerprint}-{os.getpid()}")
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
+            if final.exists():  # --force: replace the previous result (one exchange: see pipelines.swap)
+                swap.replace_folder(tmp, final)
             else:
                 try:
                     os.replace(tmp, final)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
@@ -53,9 +54,13 @@ class StreamSplit:
         if self.buffer_rows < 1:
             raise DataError(f"the shuffle buffer must hold at least one row, got {self.buffer_rows}")
         if not self._group_rows:
-            meta = pq.ParquetFile(self.path).metadata
+            try:
+                parquet = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"cannot read split {self.path} (truncated or not Parquet: {str(exc).splitlines()[0][:200]})") from None
+            meta = parquet.metadata
             self._group_rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-            names = set(pq.ParquetFile(self.path).schema_arrow.names)
+            names = set(parquet.schema_arrow.names)
             missing = [c for c in (self.label, *self.field_names) if c not in names]
             if missing:
                 raise DataError(f"split {self.path} has no column {', '.join(missing[:5])}")
@@ -216,6 +221,8 @@ class _Prefetcher:
                         xs[at : at + rows, j] = table.column(name).to_numpy()
                     at += rows
                 self.ready.put((slot, at))
+        except (pa.ArrowException, OSError) as exc:  # a damaged file: one error naming it
+            self.ready.put(DataError(f"cannot read split {self.path} (damaged: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"))
         except BaseException as exc:  # handed to the consumer, raised there
             self.ready.put(exc)
 

@@ -30,6 +30,7 @@ from optembed.data.validation import check_input, check_rejects, check_rows, fir
 from optembed.errors import ConfigError, DataError
 
 NO_LABEL = "CAST(NULL AS INTEGER)"
+_WRITE_FAILED = ("no space left on device", "disk quota exceeded")
 
 
 @dataclass
@@ -128,6 +129,8 @@ def encode_file(
             )
         return _encode(con, path, spec, has_label, vocabs, out, skip_bad_rows)
     except duckdb.Error as exc:
+        if any(k in str(exc).lower() for k in _WRITE_FAILED):
+            raise  # a full disk under the work folder: the caller blames the disk, not the input
         raise DataError(f"{path.name}: {_first_line(exc)}") from None
     finally:
         con.close()

@@ -1,4 +1,5 @@
-"""The README.md written into every bundle: what is inside and how to score rows without optembed."""
+"""The README.md written into every bundle: what is inside, how to score rows without optembed, and
+what its hashes do and do not prove."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from typing import Any
 
 TEMPLATE = """# {title}
 
-Exported by optembed {optembed} from {stage} artifact `{source}` ({variant}, {model}, {n_fields} fields).
+Exported by optembed {optembed} from {stage} artifact `{source}` ({variant}, {model}, {n_fields} fields),
+by {user} on {host} at {time} (as that machine reported them).
 Test AUC at export: {test_auc} (logloss {test_logloss}) on {test_rows:,} test rows.
 
 | file | what |
 |---|---|
+| `model.pt` | the model ({kind}) in optembed's own format: tensors and plain values only, read with `torch.load(weights_only=True)`; `optembed predict --runtime torch` rebuilds the network from it |
 {files}
 | `vocab/<field>.parquet` | per field: `value` (the token as text) -> `id`; `special` marks id {oov} (OOV: a value not kept) and id {missing} (missing: an empty value); `row` is the table row a pruned model reads |
-| `bundle.json` | versions, source fingerprints, the preprocessing spec, inputs/outputs, every file's sha256 |
+| `bundle.json` | who made it, versions, source fingerprints, the preprocessing spec, inputs/outputs, every file's sha256, and `bundle_sha256` (the hash of all of that) |
 
 **Input** `{input_name}`: int64, shape `(batch, {n_fields})`, one id per field in this order:
 {field_list}.
@@ -64,9 +67,29 @@ import onnxruntime as ort
 session = ort.InferenceSession("model.onnx")
 logit, probability = session.run(None, {{"ids": ids}})
 
-# or torch (no optembed import needed)
+# or torch, with optembed installed: the network rebuilt from model.pt by optembed's own code
+from optembed.export.bundle import open_bundle
+score = open_bundle(".").scorer("torch")  # checks bundle.json and every file first
+logit, probability = score(ids)
+```
+
+## Trust
+
+`optembed predict` checks `bundle_sha256`, every listed file's sha256, that the folder holds no
+link, and the graphs without running them (standard ONNX operators only, no weights read from
+outside the bundle); with `--runtime torch` it never deserializes `model.pt2`. The hashes catch
+damage and careless edits, not deliberate ones: whoever can write this folder can recompute
+them. Compare `bundle_sha256` with the one its maker reports through another channel.
+{pt2_note}"""
+
+PT2_NOTE = """
+`model.pt2` is a `torch.export` program for people who trust where this bundle comes from:
+loading it evaluates parts of the archive (its symbolic-shape expressions go through sympy's
+parser), so a tampered file can run code. Load it yourself only then:
+
+```python
 import torch
-program = torch.export.load("model.pt2").module()
+program = torch.export.load("model.pt2").module()  # only for a bundle of trusted origin
 logit, probability = program(torch.from_numpy(ids))
 ```
 """
@@ -88,8 +111,12 @@ def bundle_readme(meta: dict[str, Any]) -> str:
     ) + "other fields: the raw text itself" + (f" ({pre['derived']})" if pre.get("derived") else "") + "."
     auc = metrics.get("test_auc")
     ll = metrics.get("test_logloss")
+    maker = meta.get("made_by", {})
     return TEMPLATE.format(
         title=f"optembed bundle: {source.get('variant', 'model')}",
+        user=maker.get("user", "?"), host=maker.get("host", "?"), time=maker.get("time", "?"),
+        kind=meta.get("model_file", {}).get("kind", "?"),
+        pt2_note=PT2_NOTE if "pt2" in meta["graphs"] else "",
         optembed=meta["versions"]["optembed"],
         stage=source["stage"],
         source=source["fingerprint"],

@@ -29,7 +29,7 @@ def predict(
     ] = None,
     runtime: Annotated[
         str | None,
-        typer.Option(metavar="[onnx|torch]", help="Engine: onnx (onnxruntime) or torch (the .pt2 program); default onnx when installed.",
+        typer.Option(metavar="[onnx|torch]", help="Engine: onnx (onnxruntime) or torch (the network rebuilt from the bundle's model.pt); default onnx when installed.",
                      show_default=False, rich_help_panel=DEVICE),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows scored per call.", rich_help_panel=DEVICE)] = 4096,
@@ -39,8 +39,11 @@ def predict(
     json: JsonOpt = False,
 ) -> None:
     """Score every row of a raw data file with a bundle: the bundle's own preprocessing (unseen
-    values -> OOV, empty -> missing), batches through ONNX Runtime or the torch.export program,
-    one score per row in input order; with labels, AUC and logloss.
+    values -> OOV, empty -> missing), batches through ONNX Runtime or torch (the network rebuilt
+    from the bundle's model.pt by optembed's own code; model.pt2 is never loaded), one score per
+    row in input order; with labels, AUC and logloss. The bundle is checked first (bundle.json's
+    own hash, every file's hash, no links, the graphs without running them); by artifact id,
+    bundle.json is also checked against the store.
 
     Examples:
 
