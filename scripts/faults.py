@@ -20,8 +20,12 @@ a short script of commands itself (kill, rerun, verify, ...). The classes:
   kind the tool reads): *detected* when the command that reads the file (``artifacts --verify``
   for a file no command reads) exits 2 with one line naming it;
 - ``code`` (a pickle whose unpickling would create a marker file, planted in every torch file
-  kind and in the resume checkpoints, with and without a manifest re-signed to match): every
-  marker found afterwards is *code executed*.
+  kind and in the resume checkpoints, with and without a manifest re-signed to match; a
+  ``model.pt2`` graph whose expression creates it when deserialized, and the other planted
+  bundle graphs of :mod:`faults_bundles`): every marker found afterwards is *code executed*.
+
+The cases of ``export``, ``predict``, ``baseline``, ``--stream`` and ``--nproc`` (and of links and
+killed republishes) are in ``scripts/faults_bundles.py``.
 
 The last line sums up each class that has cases, e.g. ``bad inputs tried 100, handled 100;
 faults tried 12, survived 12; corruption detected 41/41; code executed 0``; the exit status is 0
@@ -259,7 +263,7 @@ CASES: list[Case] = [
          expect="more than the"),
     Case("supernet --mlp absurd", cmd("supernet", "--embed-dim", "4", "--mlp", str(10**9), "--device", "cpu"),
          expect="more than the"),
-    Case("supernet --batch-size 0", cmd("supernet", *TINY, "--batch-size", "0"), expect="batch sizes"),
+    Case("supernet --batch-size -1", cmd("supernet", *TINY, "--batch-size", "-1"), expect="batch sizes"),  # 0 is auto
     Case("supernet --epochs 0", cmd("supernet", "--embed-dim", "4", "--mlp", "8", "--epochs", "0"), expect="--epochs"),
     Case("supernet --mlp syntax", cmd("supernet", "--mlp", "a,b"), expect="--mlp"),
     Case("supernet --model unknown", cmd("supernet", "--model", "xyz"), expect="xyz"),
