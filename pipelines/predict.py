@@ -148,11 +148,11 @@ def run(config: PredictConfig, store: Store, reporter: Reporter = NULL) -> Predi
     failure: ArtifactError | None = None
     try:
         tmp.mkdir()
-        reporter.message(f"encoding {data.name} ({fmt})")
         encoded = encode_file(
             data, fmt, dict(pre.get("options") or {}), vocabs, tmp / "encoded.parquet", config.skip_bad_rows,
             config.memory_limit, config.threads,
         )
+        reporter.message(f"encoded {encoded.rows:,} rows of {data.name} ({fmt})")  # after: a bad file gets its one error line only
         scored = score_file(tmp / "encoded.parquet", scorer, len(vocabs), encoded.has_label, tmp / out.name, config.batch_size, reporter)
         os.replace(tmp / out.name, out)
     except (OSError, RuntimeError, duckdb.Error) as exc:

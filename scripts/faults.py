@@ -20,8 +20,12 @@ a short script of commands itself (kill, rerun, verify, ...). The classes:
   kind the tool reads): *detected* when the command that reads the file (``artifacts --verify``
   for a file no command reads) exits 2 with one line naming it;
 - ``code`` (a pickle whose unpickling would create a marker file, planted in every torch file
-  kind and in the resume checkpoints, with and without a manifest re-signed to match): every
-  marker found afterwards is *code executed*.
+  kind and in the resume checkpoints, with and without a manifest re-signed to match; a
+  ``model.pt2`` graph whose expression creates it when deserialized, and the other planted
+  bundle graphs of :mod:`faults_bundles`): every marker found afterwards is *code executed*.
+
+The cases of ``export``, ``predict``, ``baseline``, ``--stream`` and ``--nproc`` (and of links and
+killed republishes) are in ``scripts/faults_bundles.py``.
 
 The last line sums up each class that has cases, e.g. ``bad inputs tried 100, handled 100;
 faults tried 12, survived 12; corruption detected 41/41; code executed 0``; the exit status is 0
@@ -46,8 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, Path(__file__).resolve().parent):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 BIG = str(10**12)
 
@@ -186,11 +191,12 @@ def as_root() -> str | None:
 
 
 def cmd(*args: str) -> Callable[[Path, Fixture], Sequence[str]]:
-    """Fixed arguments; ``{data}`` stands for the fixture's data file, ``{work}`` for the case's
-    folder and ``{preprocess}`` (...) for the fixture's artifact of that stage."""
+    """Fixed arguments; ``{data}`` stands for the fixture's data file, ``{rows}`` for its first
+    rows (what ``predict`` scores), ``{work}`` for the case's folder and ``{preprocess}`` (...)
+    for the fixture's artifact of that stage."""
 
     def build(work: Path, fx: Fixture) -> list[str]:
-        values = {"data": str(fx.data), "work": str(work), **fx.ids}
+        values = {"data": str(fx.data), "work": str(work), "rows": str(fx.root / ROWS_FILE), **fx.ids}
         return [a.format(**values) for a in args]
 
     return build
@@ -257,7 +263,7 @@ CASES: list[Case] = [
          expect="more than the"),
     Case("supernet --mlp absurd", cmd("supernet", "--embed-dim", "4", "--mlp", str(10**9), "--device", "cpu"),
          expect="more than the"),
-    Case("supernet --batch-size 0", cmd("supernet", *TINY, "--batch-size", "0"), expect="batch sizes"),
+    Case("supernet --batch-size -1", cmd("supernet", *TINY, "--batch-size", "-1"), expect="batch sizes"),  # 0 is auto
     Case("supernet --epochs 0", cmd("supernet", "--embed-dim", "4", "--mlp", "8", "--epochs", "0"), expect="--epochs"),
     Case("supernet --mlp syntax", cmd("supernet", "--mlp", "a,b"), expect="--mlp"),
     Case("supernet --model unknown", cmd("supernet", "--model", "xyz"), expect="xyz"),
@@ -341,6 +347,19 @@ CASES: list[Case] = [
 
 # ----------------------------------------------------------------------------- the fixture chain
 
+def _importable(*names: str) -> bool:
+    try:
+        for name in names:
+            __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+EXPORT_FORMAT = "all" if _importable("onnx", "onnxruntime") else "pt2"
+ROWS_FILE = "rows.txt"  # the fixture's first rows, beside it: what predict scores
+BUNDLE_DIR = "bundle"  # the fixture's export copied out with --out (a bundle folder)
+
 # The commands that build the fixture; ``{preprocess}`` (...) stand for the ids built before. A case
 # that reruns one with the same arguments finds that artifact cached (or, with --force, republishes it).
 SUPERNET = ("supernet", "--from", "{preprocess}", "--embed-dim", "4", "--mlp", "8", "--device", "cpu")
@@ -352,6 +371,7 @@ CHAIN: dict[str, tuple[str, ...]] = {
     "search": ("search", "--from", "{supernet}", "--population", "6", "--generations", "1", "--topk", "3", "--device", "cpu"),
     "retrain": (*RETRAIN, "--epochs", "1", "--batch-size", "512"),
     "compress": (*COMPRESS, "--quantizer-steps", "2", "--kmeans-iters", "1", "--finetune-epochs", "1"),
+    "export": ("export", "--from", "{retrain}", "--format", EXPORT_FORMAT),
 }
 # Built and removed again: a case plants a resume checkpoint where ``--resume`` of these looks for it.
 RESUMABLE: dict[str, tuple[str, ...]] = {
@@ -411,14 +431,14 @@ class Scene:
         return self.work / "artifacts"
 
     def fill(self, args: Sequence[str]) -> list[str]:
-        values = {"data": str(self.fx.data), "work": str(self.work), **self.fx.ids}
+        values = {"data": str(self.fx.data), "work": str(self.work), "rows": str(self.fx.root / ROWS_FILE), **self.fx.ids}
         return [a.format(**values) for a in args]
 
-    def start(self, args: Sequence[str], store: Path | None = None) -> Proc:
+    def start(self, args: Sequence[str], store: Path | None = None, call: Callable[[list[str]], None] | None = None) -> Proc:
         n = len(self.procs)
         out, err = self.work.parent / f"{self.work.name}.{n}.stdout", self.work.parent / f"{self.work.name}.{n}.stderr"
         env = _case_env(store or self.store)
-        handle = (_Spawned if self.spawn else _Forked)(self.fill(args), self.work, env, out, err)
+        handle = (_Spawned if self.spawn else _Forked)(self.fill(args), self.work, env, out, err, call)
         proc = Proc(handle, out, err, time.perf_counter())
         self.procs.append(proc)
         return proc
@@ -938,7 +958,11 @@ CODE: list[Case] = [
       for name in RESUMABLE for fmt in ("zip", "raw")),
 ]
 
-CASES += FAULTS + CORRUPTION + CODE
+import faults_bundles  # noqa: E402  (export, predict, baseline, --stream, --nproc: given this module's helpers)
+from faults_bundles import republish_killed_after_exchange, republish_killed_between_renames  # noqa: E402,F401  (child entry points)
+
+_BUNDLES = faults_bundles.cases(sys.modules[__name__])
+CASES += _BUNDLES["bad-input"] + FAULTS + _BUNDLES["fault"] + CORRUPTION + _BUNDLES["corruption"] + CODE + _BUNDLES["code"]
 
 
 # ----------------------------------------------------------------------------- running
@@ -946,8 +970,9 @@ CASES += FAULTS + CORRUPTION + CODE
 
 def build_fixture(root: Path, rows: int = 3000) -> Fixture:
     """With the command line: synthetic data (``rows`` rows) -> preprocess -> supernet -> search
-    -> retrain -> compress (:data:`CHAIN`), the :data:`RESUMABLE` artifacts built and removed
-    again, and the planted payloads (:func:`write_payloads`)."""
+    -> retrain -> compress, export (:data:`CHAIN`), the export copied out as a bundle folder
+    (:data:`BUNDLE_DIR`), the :data:`RESUMABLE` artifacts built and removed again, and the
+    planted payloads (:func:`write_payloads`)."""
     os.environ["OPTEMBED_NO_PROGRESS"] = "1"
     os.environ.pop("OPTEMBED_DEBUG", None)
     root.mkdir(parents=True, exist_ok=True)
@@ -961,6 +986,8 @@ def build_fixture(root: Path, rows: int = 3000) -> Fixture:
     for name, args in RESUMABLE.items():
         fx.ids[name] = _built(fx, name.split("-")[0], args)
         _cli_in_process(["rm", fx.ids[name]])
+    _cli_in_process([a.format(**fx.ids) for a in CHAIN["export"]] + ["--out", str(root / BUNDLE_DIR)])
+    (root / ROWS_FILE).write_text("\n".join(data.read_text().splitlines()[:60]) + "\n")
     write_payloads(root)
     return fx
 

@@ -26,7 +26,7 @@ SAMPLE: dict[str, list[str]] = {
     # The two-identical-runs cases stay in the script only (timing-dependent; the publish race
     # itself is tested deterministically in test_store.py): "two identical search runs at once"
     # failed once (exit 2 from one of the two runs) in a CI-like run on two busy cores.
-    "fault": ["kill -9 during supernet"],
+    "fault": ["kill -9 during supernet", "kill -9 between the two renames of a preprocess --force republish"],
     "corruption": [
         "flipped bytes in supernet model.pt",
         "supernet init.pt copied over supernet model.pt",
@@ -35,6 +35,7 @@ SAMPLE: dict[str, list[str]] = {
     "code": [
         "payload in supernet row_mask.pt read by search (raw pickle, manifest re-signed)",
         "payload as the supernet resume checkpoint (torch.save)",
+        "sympify expression in model.pt2 read by predict (artifact, re-signed)",
     ],
 }
 if hasattr(os, "geteuid") and os.geteuid() == 0:
