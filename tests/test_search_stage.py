@@ -55,7 +55,9 @@ def test_batched_fitness_equals_one_pass_per_candidate(prepared, block: int | No
         assert 1 < batched.batch_rows(13) < 200
     cands = np.random.default_rng(0).integers(1, model.embed_dim + 1, size=(13, model.n_fields))
     cands[0] = model.embed_dim
-    np.testing.assert_allclose(batched(cands), naive(cands), atol=1e-6)
+    # the blocked first layer sums in another order: float32 rounding may swap a few near-tied
+    # scores, a few dozen of the ~10^7 pairs an AUC counts (1e-5 is far below any real difference)
+    np.testing.assert_allclose(batched(cands), naive(cands), atol=1e-5)
     # full width reproduces the supernet's own validation AUC (row mask applied, no width mask)
     assert batched(cands[:1])[0] == pytest.approx(sn.metrics["val_auc"], abs=1e-6)
     # and an evolutionary run picks the same best candidate with either scorer
@@ -63,7 +65,7 @@ def test_batched_fitness_equals_one_pass_per_candidate(prepared, block: int | No
     kept = np.asarray(info["kept_per_field"])
     a = evolve(batched, kept, model.embed_dim, cfg)
     b = evolve(naive, kept, model.embed_dim, cfg)
-    assert np.array_equal(a.best, b.best) and a.best_score == pytest.approx(b.best_score, abs=1e-6)
+    assert np.array_equal(a.best, b.best) and a.best_score == pytest.approx(b.best_score, abs=1e-5)
 
 
 def test_search_artifact(prepared) -> None:
