@@ -73,6 +73,7 @@ from optembed.safe_load import FIX, expect_dict, load_tensor_file  # noqa: E402
 from optembed.training.config import TrainConfig  # noqa: E402
 from optembed.training.device import resolve_device  # noqa: E402
 from pipelines import baseline, chain  # noqa: E402
+from pipelines.calibration import base_rates  # noqa: E402
 from pipelines.data import read_id_counts, read_schema  # noqa: E402
 from pipelines.retrain import resolve_chain  # noqa: E402
 from pipelines.store import Manifest, Store  # noqa: E402
@@ -511,13 +512,9 @@ def alternatives(ds: DataSet, args: argparse.Namespace, store: Store, seed: int,
 
 
 def base_rate_logloss(pre: Manifest) -> float:
-    """The test logloss of the constant predictor at the training split's positive rate."""
-    import pyarrow.parquet as pq
-
-    p = float(pq.read_table(pre.output("train"), columns=["label"]).column("label").to_numpy().astype(float).mean())
-    labels = pq.read_table(pre.output("test"), columns=["label"]).column("label").to_numpy().astype(float)
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return float(-(labels * math.log(p) + (1 - labels) * math.log(1 - p)).mean())
+    """The test logloss of the constant predictor at the training split's positive rate (nan when
+    the schema lacks the ratios)."""
+    return base_rates(pre).get("test_base_rate_logloss", math.nan)
 
 
 def variant_order(args: argparse.Namespace) -> list[str]:

@@ -170,15 +170,9 @@ def test_int8_of_an_optembed_retrain(optembed_chain) -> None:
 def test_the_quality_benchmarks_int8_path(optembed_chain) -> None:
     """benchmarks/_alternatives.int8_tables: a retrain fingerprint in, the int8 version's test AUC,
     logloss and bytes out, the numbers of the compress stage itself."""
-    import importlib.util
-    import sys
+    from bench_modules import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "_alternatives.py"
-    spec = importlib.util.spec_from_file_location("quality_alternatives", path)
-    assert spec is not None and spec.loader is not None
-    alternatives = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = alternatives
-    spec.loader.exec_module(alternatives)
+    alternatives = load_benchmark("_alternatives.py", "quality_alternatives")
     store, _, source, m = optembed_chain
     got = alternatives.int8_tables(store, {"optembed": source.fingerprint}, "cpu")
     row = got["optembed+int8"]

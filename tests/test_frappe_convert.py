@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from bench_modules import load_benchmark
 
-CONVERTER = Path(__file__).resolve().parent.parent / "benchmarks" / "frappe.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("frappe_convert", CONVERTER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fr = _load()
+fr = load_benchmark("frappe.py", "frappe_convert")
 
 # Two files in Frappe's layout: label, then user item daytime weekday isweekend homework cost weather country city.
 VALIDATION = (

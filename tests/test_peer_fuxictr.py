@@ -5,13 +5,11 @@ and pure helpers run everywhere."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
@@ -19,20 +17,9 @@ import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 import torch
+from bench_modules import load_benchmark
 
-RUNNER = Path(__file__).resolve().parent.parent / "benchmarks" / "peer_fuxictr.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("peer_fuxictr", RUNNER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pf = _load()
+pf = load_benchmark("peer_fuxictr.py", "peer_fuxictr")
 CARDS = {"a": 12, "b": 7, "c": 5}
 
 

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from bench_modules import load_benchmark
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("quality_benchmark", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-q = _load()
+q = load_benchmark("quality.py", "quality_benchmark")
 
 
 def test_average_ranks_share_ties() -> None:
