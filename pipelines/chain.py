@@ -39,14 +39,14 @@ from optembed.training.device import resolve_device
 from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
-from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet
+from pipelines import baseline, compress, evaluate, preprocess, retrain, search, supernet, variants
 from optembed.training.recipe import MAX_AUTO_BATCH
 from pipelines.store import Manifest, Store
 from pipelines.summary import result_summary
 
-VARIANTS = ("original", "optembed-e", "optembed-d", "optembed", "optembed-noretrain")  # the default
+VARIANTS = variants.NAMES  # the default
 ALL_VARIANTS = VARIANTS + baseline.METHODS
-SUPERNET_MODE = {"optembed-e": "prune-only", "optembed-d": "dims-only", "optembed": "optembed", "optembed-noretrain": "optembed"}
+SUPERNET_MODE = variants.SUPERNET_MODE
 
 
 @dataclass

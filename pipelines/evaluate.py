@@ -38,6 +38,7 @@ from torch import nn
 
 from optembed.errors import ArtifactError, ConfigError
 from optembed.metrics import auc, auc_components, auc_se, base_rate_logloss, logloss, normal_interval, paired_auc_se, z_value
+from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model
 from optembed.models.compact import load_compact
 from optembed.quantization.model import load_quantized
@@ -47,9 +48,10 @@ from optembed.training.diagnostics import worse_than_base_rate
 from optembed.training.evaluate import predict
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
+from pipelines import variants
 from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
-from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
+from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
 from pipelines.store import Manifest, Store
 
 STAGE = "evaluate"
@@ -134,15 +136,11 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     sn = chain["supernet"]
     model, payload = load_model(sn.output("model"), device)
     mask = search_row_mask(manifest, sn) if manifest.stage == "search" else load_row_mask(sn)
-    if manifest.stage == "search":
+    if manifest.stage == "search":  # the model the search scored: its mask, its folds, its widths
         widths = read_best_widths(manifest, payload["field_names"])
-        keep = None
-        if mask["pruned"]:  # scored as retrain applies it: pruned ids read as their field's OOV row
-            keep = mask["mask"].clone()
-            keep[model.embedding.offsets.cpu()] = True
-            model.set_row_mask(keep)
-        model.set_fixed_masks(keep, torch.tensor(widths))
-        label = {"prune-only": "optembed-e", "dims-only": "optembed-d"}.get(payload["mode"], "optembed") + " (no retrain)"
+        keep = mask["mask"] if mask["pruned"] else None
+        apply_search(model, keep, widths, search_fold_counts(store, manifest, model.embedding, device))
+        label = variants.of_mode(payload["mode"]) + " (no retrain)"
     else:
         if mask["pruned"]:
             model.set_row_mask(mask["mask"].to(model.embedding.weight.device))  # the saved mask: same rows

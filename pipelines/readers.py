@@ -9,9 +9,12 @@ from typing import Any
 
 import torch
 
-from optembed.errors import ArtifactError
+from optembed.errors import ArtifactError, ConfigError
+from optembed.layers.embedding import FieldEmbedding
+from optembed.masks.fold import split_id_counts
 from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
+from pipelines.data import load_dataset, read_id_counts
 from pipelines.store import Manifest, Store
 
 ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
@@ -75,3 +78,17 @@ def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
     if len(widths) != len(field_names):
         raise ArtifactError(f"search artifact {search.fingerprint} has {len(widths)} widths for {len(field_names)} fields")
     return [int(w) for w in widths]
+
+
+def search_fold_counts(store: Store, search: Manifest, table: FieldEmbedding, device: torch.device) -> torch.Tensor | None:
+    """The counts a search folded its pruned rows with (``None``: it did not fold): a search with
+    row levels folds with the training counts of its preprocess artifact, or, when that has none,
+    with the validation split's id counts (as :func:`optembed.evolution.row_levels.search_row_levels`)."""
+    if "row_mask" not in search.outputs:
+        return None
+    pre = resolve_chain(store, search)["preprocess"]
+    try:
+        return read_id_counts(pre, purpose="the row levels").to(device)
+    except ConfigError:
+        val = load_dataset(pre, device, splits=("val",)).splits["val"]
+        return split_id_counts(val, table)

@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
-from optembed.masks.fold import fold_pruned_rows, split_id_counts
+from optembed.masks.fold import split_id_counts
 from optembed.models.base import mode_flags
+from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import export_compact, save_compact
 from optembed.models.config import ModelConfig
@@ -34,6 +35,7 @@ from optembed.data.stream import DEFAULT_BUFFER_ROWS
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
+from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
@@ -110,11 +112,7 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     widths = None
     if source.stage == "search" and mode_flags(mode)[1]:  # a prune-only supernet's search sets rows only
         widths = read_best_widths(source, payload["field_names"])
-    variant = {(True, True): "optembed", (True, False): "optembed-e", (False, True): "optembed-d"}.get(
-        (keep is not None, widths is not None), "original"
-    )
-    if mode == "none" and source.stage == "supernet":
-        variant = "original"
+    variant = variants.of_mode("none") if mode == "none" else variants.of_masks(keep is not None, widths is not None)
     return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
 
 
@@ -147,16 +145,13 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             init_model, _ = load_model(start)
             model.load_state_dict(init_model.state_dict())
         model = model.to(device)
-        keep = p.keep if p.keep is not None else torch.ones(model.embedding.num_rows, dtype=torch.bool)
-        keep = keep.clone()
-        keep[model.embedding.offsets.cpu()] = True  # OOV rows stay: pruned ids are read as OOV
         dim = p.model.embed_dim
         widths = torch.tensor(p.widths if p.widths is not None else [dim] * model.n_fields)
-        if config.init == "supernet" and not bool(keep.all()):
-            # pruned ids will be read as their field's OOV row: start it at the mean of what it absorbs
-            fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device),
-                             split_id_counts(data.splits["train"], model.embedding))
-        model.set_fixed_masks(keep, widths)
+        # a warm start folds: pruned ids will be read as their field's OOV row, which starts at the mean of what it absorbs
+        counts_in = None
+        if config.init == "supernet" and p.keep is not None:
+            counts_in = split_id_counts(data.splits["train"], model.embedding)
+        keep = apply_search(model, p.keep, widths, counts_in).cpu()
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")

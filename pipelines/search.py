@@ -35,8 +35,9 @@ from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
 from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
-from optembed.masks.fold import fold_pruned_rows
+from optembed.masks.oov import field_offsets, with_oov_rows
 from optembed.models.base import mode_flags
+from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
 from optembed.training.runtime import runtime_from_env
@@ -98,14 +99,6 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
     return sn, payload
 
 
-def _with_oov(mask: torch.Tensor, cardinalities: list[int]) -> torch.Tensor:
-    """``mask`` with every field's OOV row kept (pruned ids are read as it)."""
-    out = mask.clone().bool()
-    starts = np.cumsum([0] + cardinalities[:-1])
-    out[torch.as_tensor(starts, dtype=torch.long)] = True
-    return out
-
-
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
     evo = config.evolution
@@ -125,7 +118,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             f"supernet {sn.fingerprint} ({payload['mode']}) has no random widths, so only its row levels can be "
             "searched, which needs the accuracy-bounded search (--max-auc-drop) with row levels on"
         )
-    base = _with_oov(mask_info["mask"], cards) if mask_info["pruned"] else torch.ones(total_rows, dtype=torch.bool)
+    base = with_oov_rows(mask_info["mask"], field_offsets(cards)) if mask_info["pruned"] else torch.ones(total_rows, dtype=torch.bool)
     field_of_row = torch.repeat_interleave(torch.arange(len(cards)), torch.as_tensor(cards))
     kept = torch.bincount(field_of_row[base], minlength=len(cards)).numpy().astype(np.int64)
     budget = evo.budget(total_rows, dim)
@@ -158,11 +151,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             rows = _row_phase(model, val, device, base, config, reporter, _training_counts(pre, config))
             keep = rows.keep
             _write_row_outputs(tmp, rows, keep, cards, names, mask_info)
-            # the widths are scored as the row levels were: pruned ids read their folded OOV row
-            assert rows.counts is not None
-            fold_pruned_rows([model.embedding, *model.additive_id_tables()], keep.to(device), rows.counts)
-        model.set_row_mask(keep)
-        model.set_fixed_masks(keep, None)
+        # the widths are scored as the row levels were: pruned ids read their folded OOV row
+        apply_search(model, keep, None, rows.counts if rows is not None else None)
         kept_now = torch.bincount(field_of_row[keep], minlength=len(cards)).numpy().astype(np.int64)
         if sample_dims:
             result, full_auc = _width_phase(model, val, device, kept_now, dim, total_rows, config, reporter)

@@ -224,3 +224,25 @@ def test_pipeline_prunes_most_parameters_without_losing_auc(tmp_path: Path) -> N
     rows = {r["variant"]: r for r in json.loads(done["evaluate"].output("metrics").read_text())["models"]}
     assert rows["optembed"]["sparsity"] > 0.5
     assert rows["optembed"]["test_auc"] > rows["original"]["test_auc"] - 0.003, rows
+
+
+def test_no_retrain_row_is_the_model_the_search_scored(tmp_path: Path) -> None:
+    """evaluate's "(no retrain)" model scores on the validation split what the search scored for
+    its result: same rows kept, same folded OOV rows, same widths."""
+    from optembed.models.apply import apply_search
+    from optembed.training.evaluate import evaluate as score
+    from pipeline_fixtures import STRONG_PRUNING
+
+    store, pre, _ = synthetic_preprocess(tmp_path, rows=6000)
+    sn = small_supernet(store, "optembed", epochs=1, **STRONG_PRUNING)
+    m = search.run(_stage(sn.fingerprint, max_auc_drop=0.01), store)
+    assert "row_mask" in m.outputs and load_row_mask(sn)["pruned"]  # rows searched: the search folded them
+    best = json.loads(m.output("best").read_text())
+    val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
+    cand = evaluate.load_candidate(store, m, CPU)
+    assert score(cand.model, val, CPU)["auc"] == pytest.approx(best["val_auc"], abs=1e-5)
+    # the check can tell: the same mask and widths without the folds score otherwise
+    unfolded, _ = load_model(sn.output("model"), CPU)
+    keep = torch.load(m.output("row_mask"), weights_only=True)["mask"]
+    apply_search(unfolded, keep, list(best["widths"].values()))
+    assert abs(score(unfolded.eval(), val, CPU)["auc"] - best["val_auc"]) > 1e-4

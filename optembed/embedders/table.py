@@ -18,6 +18,7 @@ from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import apply_widths
 from optembed.masks.fused import masked_rows
+from optembed.masks.oov import with_oov_rows
 from optembed.masks.row_mask import RowPruner
 
 # mode -> (prune_rows, sample_dims)
@@ -176,9 +177,8 @@ class TableEmbedder(Embedder):
 
         emb = self.embedding
         keep = self.keep_mask()
-        keep = torch.ones(emb.num_rows, dtype=torch.bool, device=emb.weight.device) if keep is None else keep.clone()
-        keep = keep.to(emb.weight.device)
-        keep[emb.offsets] = True
+        keep = torch.ones(emb.num_rows, dtype=torch.bool, device=emb.weight.device) if keep is None else keep
+        keep = with_oov_rows(keep.to(emb.weight.device), emb.offsets)
         widths = self.field_widths()
         tables, remaps, kept_ids = [], [], []
         for f, card in enumerate(emb.cardinalities):

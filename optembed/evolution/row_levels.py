@@ -52,6 +52,7 @@ from torch import Tensor
 from optembed.data.tensors import SplitTensors
 from optembed.masks.dim_mask import apply_widths
 from optembed.masks.fold import fold_field, folded_oov_rows, split_id_counts
+from optembed.masks.oov import with_oov_rows
 from optembed.masks.row_mask import row_norms
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
@@ -298,8 +299,7 @@ def search_row_levels(
     emb = model.embedding
     offsets = emb.offsets.tolist()
     cards = list(emb.cardinalities)
-    base = base_keep.to(device, torch.bool).clone()
-    base[emb.offsets] = True
+    base = with_oov_rows(base_keep.to(device, torch.bool), emb.offsets)
     split_counts = split_id_counts(split, emb)
     traffic = (rank_counts if rank_counts is not None else split_counts).to(device)
     rankings = field_rankings(model, base, traffic, rank_by)

@@ -19,14 +19,13 @@ import torch
 from torch import Tensor
 
 from optembed.layers.embedding import FieldEmbedding
+from optembed.masks.oov import with_oov_rows
 
 
 def reads_oov(keep: Tensor, field_embedding: FieldEmbedding) -> Tensor:
     """``BoolTensor(|f|)``: the rows read as their field's OOV row under ``keep`` (pruned rows and
     the OOV rows themselves)."""
-    out = ~keep.to(field_embedding.weight.device, torch.bool)
-    out[field_embedding.offsets] = True
-    return out
+    return with_oov_rows(~keep.to(field_embedding.weight.device, torch.bool), field_embedding.offsets)
 
 
 @torch.no_grad()
