@@ -33,11 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.embedders.autodim import AutoDimEmbedder
-from optembed.embedders.autofield import AutoFieldEmbedder
 from optembed.embedders.base import Embedder
-from optembed.embedders.pep import PEPEmbedder
-from optembed.embedders.registry import build_embedder
+from optembed.embedders.registry import BASELINE_KINDS, build_embedder, embedder_class
 from optembed.errors import ConfigError, TrainingError
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import save_model
@@ -55,8 +52,8 @@ from pipelines.readers import train_params
 
 STAGE = "baseline"
 VERSION = 2  # 2: PEP meets its target sparsity (scaled thresholds) when the search falls short
-METHODS = ("qr", "pep", "autofield", "autodim")
-SEARCHES = {"autofield": "keep", "autodim": "widths"}  # a differentiable search, then retrain: the option it sets
+METHODS = BASELINE_KINDS
+PROBE_FIELDS = 64  # fields of the trial embedder that checks the options before the data is known
 UPSTREAM = ("preprocess",)
 
 
@@ -70,26 +67,19 @@ class BaselineStage:
     device: str = "auto"
     force: bool = False
 
-    def validate(self) -> None:
+    def validate(self, n_fields: int | None = None) -> None:
+        """Refuse bad options before any work: on the data's ``n_fields`` when known, else on a
+        trial of ``PROBE_FIELDS`` fields."""
         if self.method not in METHODS:
             raise ConfigError(f"unknown baseline method {self.method!r}; choose one of {', '.join(METHODS)}")
         self.model.validate()
         self.train.validate()
         if self.train.freq_lr != "none":
             raise ConfigError("--freq-lr works on the full table only; baselines do not take it")
-        if SEARCHES.get(self.method) in self.options:
-            raise ConfigError(f"{self.method}'s {SEARCHES[self.method]} are found by its search, not given")
-        self.embedder(self._probe_cardinalities())  # bad options fail before any work
-
-    def _probe_cardinalities(self) -> list[int]:
-        """Fields to build a trial embedder on (enough of them for AutoField's ``keep_fields``)."""
-        k = self.options.get("keep_fields", 0)
-        return [100, 3] + [3] * (k - 2 if isinstance(k, int) and k > 2 else 0)
-
-    def check_fields(self, n_fields: int) -> None:
-        k = self.options.get("keep_fields", 0)
-        if self.method == "autofield" and isinstance(k, int) and k > n_fields:
-            raise ConfigError(f"autofield's keep_fields {k} is more than the data's {n_fields} fields")
+        given = [k for k in embedder_class(self.method).found_options if k in self.options]
+        if given:
+            raise ConfigError(f"{self.method}'s {', '.join(given)} are found by its search, not given")
+        self.embedder([100] + [3] * ((n_fields or PROBE_FIELDS) - 1))
 
     def embedder(self, cardinalities: list[int]) -> Embedder:
         try:
@@ -114,7 +104,7 @@ def _train(
 def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
     pre = store.resolve(config.source, UPSTREAM)
-    config.check_fields(len(read_schema(pre)["fields"]))
+    config.validate(len(read_schema(pre)["fields"]))
     device = resolve_device(config.device)
     train, auto_notes = resolve_training(pre, config.train, config.model, device)
     config = replace(config, train=train)
@@ -132,36 +122,9 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
         model = model.to(device)
         search: dict[str, Any] = {}
         history: list[dict[str, Any]] = []
-        if config.method == "pep":
-            init = copy.deepcopy(model.state_dict())
-            reporter.message(f"pep: pruning until sparsity {model.embedder.target_sparsity}")  # type: ignore[union-attr]
-            found = _train(model, config.train, device, reporter, data)
-            embedder: PEPEmbedder = model.embedder  # type: ignore[assignment]
-            learned = embedder.sparsity()
-            search = {"search_sparsity": learned, "search_epochs": len(found.history),
-                      "target_reached": learned >= embedder.target_sparsity, "threshold_scale": 1.0}
-            if search["target_reached"]:
-                mask = embedder.current_mask()
-            else:  # the thresholds, scaled by one factor, prune the target share
-                mask, scale = embedder.mask_at(embedder.target_sparsity)
-                search["threshold_scale"] = scale
-                reporter.message(
-                    f"pep: the learned thresholds pruned {learned:.4f} in {len(found.history)} epoch(s), short of the "
-                    f"target {embedder.target_sparsity:g}; scaled by {scale:.4g} to meet it (a higher "
-                    f"--threshold-init or more epochs lets them learn it)"
-                )
-            history += [{**r, "phase": "search"} for r in found.history]
-            options = {**config.options, "masked": True}
-            model = build_model(data.cardinalities, config.model, "none", embedder=build_embedder(
-                {"kind": "pep", **options}, data.cardinalities, config.model))
-            init.pop("embedder.mask", None)
-            model.load_state_dict(init, strict=False)  # the lottery ticket: the initial weights
-            model.embedder.set_mask(mask)  # type: ignore[operator]
-            model = model.to(device)
         fields: pa.Table | None = None
-        if config.method in SEARCHES:
-            model, search, searched, fields = _search(config, model, device, reporter, data)
-            history += searched
+        if model.embedder.searching() is not None:
+            model, search, history, fields = _search(config, model, device, reporter, data)
         result = _train(model, config.train, device, reporter, data)
         history += [{**r, "phase": "train"} for r in result.history]
         model.load_state_dict(result.best_state)
@@ -200,42 +163,30 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
 
 def _search(
     config: BaselineStage, model: CTRModel, device: torch.device, reporter: Reporter, data: Any
-) -> tuple[CTRModel, dict[str, Any], list[dict[str, Any]], pa.Table]:
-    """AutoField's / AutoDim's search phase, then the model to retrain (fresh weights) over what
-    it found; returns that model, the search's metrics, its history and a per-field table (the
-    learned probabilities and the choice)."""
-    method, names = config.method, data.field_names
-    reporter.message(f"{method}: searching (network on training batches, architecture on validation batches)")
-    found = _train(model, config.train, device, reporter, data, search=True)
-    embedder = model.embedder
-    metrics: dict[str, Any] = {"search_epochs": len(found.history)}
-    if isinstance(embedder, AutoFieldEmbedder):
-        keep = embedder.selected()
-        probs = embedder.keep_probabilities()
-        fields = pa.table({"field": names, "keep_probability": probs, "kept": keep})
-        metrics |= {
-            "fields_kept": sum(keep),
-            "fields_dropped": [n for n, k in zip(names, keep, strict=True) if not k],
-            "field_sparsity": 1.0 - sum(keep) / len(keep),
-        }
-        found_option: Any = keep
-        reporter.message(f"autofield: keeping {sum(keep)} of {len(keep)} fields")
-    else:
-        assert isinstance(embedder, AutoDimEmbedder)
-        widths = embedder.chosen_widths()
-        probs = embedder.candidate_probabilities()
-        columns: dict[str, Any] = {"field": names, "width": widths}
-        columns |= {f"p_{c}": probs[:, i].tolist() for i, c in enumerate(embedder.candidates)}
-        fields = pa.table(columns)
-        metrics |= {"candidates": list(embedder.candidates), "search_widths": dict(zip(names, widths, strict=True))}
-        found_option = widths
-        reporter.message(f"autodim: widths {widths}")
+) -> tuple[CTRModel, dict[str, Any], list[dict[str, Any]], pa.Table | None]:
+    """The method's search phase (its embedder says what it searches and what it found), then the
+    model to re-train over what it found: from a fresh initialisation, or rewound to the weights
+    the search started from. Returns that model, the search's metrics, its history and a
+    per-field table of the choice (``None`` if the method has none)."""
+    reporter.message(model.embedder.searching() or "")
+    start = copy.deepcopy(model.state_dict())
+    found = _train(model, config.train, device, reporter, data, search=bool(model.embedder.arch_params()))
+    outcome = model.embedder.search_outcome(data.field_names, len(found.history))
+    if outcome.message:
+        reporter.message(outcome.message)
+    spec = {"kind": config.method, **config.options, **outcome.options}
+    if not outcome.rewind:
+        torch.manual_seed(config.train.seed)  # re-trained from scratch
+    retrained = build_model(data.cardinalities, config.model, "none", embedder=build_embedder(spec, data.cardinalities, config.model))
+    if outcome.rewind:  # the lottery ticket: the weights the search started from
+        retrained.load_state_dict(start, strict=False)
+    unexpected = retrained.embedder.load_state_dict(outcome.state, strict=False).unexpected_keys
+    if unexpected:
+        raise TrainingError(f"{config.method}'s search found state its re-trained embedding has no place for: {unexpected}")
+    metrics = {"search_epochs": len(found.history), **outcome.metrics}
     history = [{**r, "phase": "search"} for r in found.history]
-    options = {**config.options, SEARCHES[method]: found_option}
-    torch.manual_seed(config.train.seed)  # retrained from scratch
-    retrained = build_model(data.cardinalities, config.model, "none", embedder=build_embedder(
-        {"kind": method, **options}, data.cardinalities, config.model))
-    return retrained.to(device), metrics, history, fields
+    table = None if outcome.fields is None else pa.Table.from_pylist(outcome.fields)
+    return retrained.to(device), metrics, history, table
 
 
 def _table(records: list[dict[str, Any]]) -> pa.Table:

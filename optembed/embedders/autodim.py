@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optembed.embedders.base import FLOAT_BYTES, Embedder
+from optembed.embedders.base import FLOAT_BYTES, Embedder, SearchOutcome
 from optembed.embedders.gumbel import AnnealedGumbel
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.models.config import ModelConfig
 
 TRANSFORMS = ("linear", "pad")
 
@@ -118,10 +117,6 @@ class AutoDimEmbedder(Embedder):
             )
             self.proj_biases = nn.ParameterList(nn.Parameter(torch.zeros(len(fields), self.dim)) for fields in self.group_fields)
 
-    @classmethod
-    def from_spec(cls, cardinalities: Sequence[int], cfg: ModelConfig, options: dict[str, Any]) -> AutoDimEmbedder:
-        return cls(cardinalities, cfg.embed_dim, init_std=cfg.init_std, **options)
-
     def spec(self) -> dict[str, Any]:
         g = self.gumbel
         out: dict[str, Any] = {
@@ -176,6 +171,26 @@ class AutoDimEmbedder(Embedder):
         if self.widths is not None:
             return list(self.widths)
         return [self.candidates[int(i)] for i in self.logits.argmax(dim=1).tolist()]
+
+    found_options = ("widths",)
+
+    def searching(self) -> str | None:
+        if self.widths is None:
+            return "autodim: searching (network on training batches, architecture on validation batches)"
+        return None
+
+    def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
+        """Each field's most probable width (re-trained from a fresh initialisation), with every
+        candidate's probability."""
+        widths = self.chosen_widths()
+        probs = self.candidate_probabilities()
+        names = list(field_names)
+        metrics = {"candidates": list(self.candidates), "search_widths": dict(zip(names, widths, strict=True))}
+        fields = [
+            {"field": n, "width": w, **{f"p_{c}": float(probs[f, i]) for i, c in enumerate(self.candidates)}}
+            for f, (n, w) in enumerate(zip(names, widths, strict=True))
+        ]
+        return SearchOutcome({"widths": widths}, metrics, fields, f"autodim: widths {widths}")
 
     def stats(self) -> dict[str, float]:
         if self.widths is None:

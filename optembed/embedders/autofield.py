@@ -23,11 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optembed.embedders.base import Embedder
+from optembed.embedders.base import Embedder, SearchOutcome
 from optembed.embedders.gumbel import AnnealedGumbel
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.models.config import ModelConfig
 
 KEEP = 1  # column of the keep logit
 
@@ -66,10 +65,6 @@ class AutoFieldEmbedder(Embedder):
         self.register_buffer("keep_index", torch.tensor(kept, dtype=torch.long), persistent=False)
         self.register_buffer("field_keep", torch.tensor(self.keep, dtype=torch.bool), persistent=False)
         self.register_buffer("order", torch.argsort(torch.tensor(kept + dropped)), persistent=False)
-
-    @classmethod
-    def from_spec(cls, cardinalities: Sequence[int], cfg: ModelConfig, options: dict[str, Any]) -> AutoFieldEmbedder:
-        return cls(cardinalities, cfg.embed_dim, init_std=cfg.init_std, **options)
 
     def spec(self) -> dict[str, Any]:
         g = self.gumbel
@@ -127,6 +122,26 @@ class AutoFieldEmbedder(Embedder):
         else:
             chosen = {f for f in range(self.n_fields) if probs[f] > 0.5} or {ranked[0]}
         return [f in chosen for f in range(self.n_fields)]
+
+    found_options = ("keep",)
+
+    def searching(self) -> str | None:
+        if self.keep is None:
+            return "autofield: searching (network on training batches, architecture on validation batches)"
+        return None
+
+    def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
+        """The fields kept (re-trained from a fresh initialisation), with their keep probabilities."""
+        keep = self.selected()
+        probs = self.keep_probabilities()
+        names = list(field_names)
+        metrics = {
+            "fields_kept": sum(keep),
+            "fields_dropped": [n for n, k in zip(names, keep, strict=True) if not k],
+            "field_sparsity": 1.0 - sum(keep) / len(keep),
+        }
+        fields = [{"field": n, "keep_probability": p, "kept": k} for n, p, k in zip(names, probs, keep, strict=True)]
+        return SearchOutcome({"keep": keep}, metrics, fields, f"autofield: keeping {sum(keep)} of {len(keep)} fields")
 
     def stats(self) -> dict[str, float]:
         if self.keep is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -22,6 +23,20 @@ from torch import Tensor, nn
 from optembed.layers.embedding import FieldEmbedding
 
 FLOAT_BYTES = 4
+
+
+@dataclass
+class SearchOutcome:
+    """What an embedder's own search found: the embedder to re-train is built from its spec's
+    options updated with ``options`` (from a fresh initialisation, or, with ``rewind``, from the
+    weights the search started from: a lottery ticket), then given ``state`` (e.g. a fixed mask)."""
+
+    options: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fields: list[dict[str, Any]] | None = None  # one record per field (the search's choice), if any
+    message: str = ""
+    rewind: bool = False
+    state: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Embedder(nn.Module, ABC):
@@ -97,6 +112,19 @@ class Embedder(nn.Module, ABC):
         """Whether a search embedder reached its goal (the trainer then stops); never by default."""
         return False
 
+    # -- a method's own search (the baselines) ------------------------------------------------
+    found_options: ClassVar[tuple[str, ...]] = ()  # spec options only the search sets
+
+    def searching(self) -> str | None:
+        """What this embedder searches before it is re-trained, as a line to show (``None``: it is
+        trained once). A search with :meth:`arch_params` takes architecture steps on validation
+        batches."""
+        return None
+
+    def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
+        """After the search's ``epochs`` of training: what to re-train (only when :meth:`searching`)."""
+        raise NotImplementedError(f"the {self.kind} embedding has no search")
+
     def stats(self) -> dict[str, float]:
         """Numbers to log with every validation (e.g. the current sparsity)."""
         return {}
@@ -127,6 +155,11 @@ class Embedder(nn.Module, ABC):
     def spec(self) -> dict[str, Any]:
         """``kind`` and the options that rebuild this embedder (saved in model files)."""
         return {"kind": self.kind}
+
+    @classmethod
+    def from_spec(cls, cardinalities: Sequence[int], dim: int, init_std: float, options: dict[str, Any]) -> Embedder:
+        """The embedder of :meth:`spec`'s ``options`` over fields of ``cardinalities``, ``dim`` wide."""
+        return cls(cardinalities, dim, init_std=init_std, **options)  # type: ignore[call-arg]
 
     def export(self) -> tuple[Embedder, list[Tensor] | None]:
         """The compact form to deploy, and per field the original ids of its rows when the

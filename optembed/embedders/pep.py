@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optembed.embedders.base import FLOAT_BYTES, Embedder
+from optembed.embedders.base import FLOAT_BYTES, Embedder, SearchOutcome
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.models.config import ModelConfig
 
 GRANULARITIES = ("global", "dim", "field", "field-dim")
 CHUNK_ROWS = 1 << 18
@@ -71,10 +70,6 @@ class PEPEmbedder(Embedder):
         cols = dim if granularity in ("dim", "field-dim") else 1
         self.s = nn.Parameter(torch.full((rows, cols), self.threshold_init))
         self.register_buffer("mask", torch.ones(self.num_rows, dim, dtype=torch.bool) if masked else None)
-
-    @classmethod
-    def from_spec(cls, cardinalities: Sequence[int], cfg: ModelConfig, options: dict[str, Any]) -> PEPEmbedder:
-        return cls(cardinalities, cfg.embed_dim, init_std=cfg.init_std, **options)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -169,6 +164,29 @@ class PEPEmbedder(Embedder):
 
     def search_done(self) -> bool:
         return self.mask is None and self.sparsity() >= self.target_sparsity
+
+    found_options = ("masked",)
+
+    def searching(self) -> str | None:
+        return f"pep: pruning until sparsity {self.target_sparsity}" if self.mask is None else None
+
+    def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
+        """The mask the thresholds learned; a search that ends below the target scales them by
+        one factor to meet it. Re-trained from the initial weights (the lottery ticket)."""
+        learned = self.sparsity()
+        metrics: dict[str, Any] = {"search_sparsity": learned, "target_reached": learned >= self.target_sparsity,
+                                   "threshold_scale": 1.0}
+        message = ""
+        if metrics["target_reached"]:
+            mask = self.current_mask()
+        else:
+            mask, scale = self.mask_at(self.target_sparsity)
+            metrics["threshold_scale"] = scale
+            message = (
+                f"pep: the learned thresholds pruned {learned:.4f} in {epochs} epoch(s), short of the target {self.target_sparsity:g}; "
+                f"scaled by {scale:.4g} to meet it (a higher --threshold-init or more epochs lets them learn it)"
+            )
+        return SearchOutcome({"masked": True}, metrics, message=message, rewind=True, state={"mask": mask.clone()})
 
     def stats(self) -> dict[str, float]:
         return {"sparsity": self.sparsity()}

@@ -24,7 +24,6 @@ from torch import Tensor
 from optembed.embedders.base import Embedder
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.models.config import ModelConfig
 
 OPERATIONS = ("mult", "add", "concat")
 DEFAULT_MIN_ROWS = 100
@@ -71,10 +70,6 @@ class QREmbedder(Embedder):
         self.remainder = (
             FieldEmbedding([self.collisions] * len(parts), self.r_dim, init_std, init_mean=mean) if parts else None
         )
-
-    @classmethod
-    def from_spec(cls, cardinalities: Sequence[int], cfg: ModelConfig, options: dict[str, Any]) -> QREmbedder:
-        return cls(cardinalities, cfg.embed_dim, init_std=cfg.init_std, **options)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "collisions": self.collisions, "operation": self.operation, "min_rows": self.min_rows}

@@ -9,16 +9,29 @@ from optembed.embedders.base import Embedder
 from optembed.errors import ArtifactError
 from optembed.models.config import ModelConfig
 
+BASELINE_KINDS = ("qr", "pep", "autofield", "autodim")  # the paper's baselines, trained by their own stage
 
-def build_embedder(spec: dict[str, Any], cardinalities: Sequence[int], cfg: ModelConfig) -> Embedder:
-    """The embedder of ``spec`` (``kind`` plus options) over fields of ``cardinalities``, ``cfg``'s width."""
+
+def _classes() -> dict[str, type[Embedder]]:
     from optembed.embedders.autodim import AutoDimEmbedder
     from optembed.embedders.autofield import AutoFieldEmbedder
     from optembed.embedders.pep import PEPEmbedder
     from optembed.embedders.qr import QREmbedder
 
-    kinds: dict[str, Any] = {"qr": QREmbedder, "pep": PEPEmbedder, "autofield": AutoFieldEmbedder, "autodim": AutoDimEmbedder}
-    if not isinstance(spec, dict) or spec.get("kind") not in kinds:
-        raise ArtifactError(f"unknown embedder {spec!r}; known: {', '.join(kinds)}")
+    return {"qr": QREmbedder, "pep": PEPEmbedder, "autofield": AutoFieldEmbedder, "autodim": AutoDimEmbedder}
+
+
+def embedder_class(kind: str) -> type[Embedder]:
+    """The class of the embedder kind ``kind``."""
+    classes = _classes()
+    if kind not in classes:
+        raise ArtifactError(f"unknown embedder {kind!r}; known: {', '.join(classes)}")
+    return classes[kind]
+
+
+def build_embedder(spec: dict[str, Any], cardinalities: Sequence[int], cfg: ModelConfig) -> Embedder:
+    """The embedder of ``spec`` (``kind`` plus options) over fields of ``cardinalities``, ``cfg``'s width."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+        raise ArtifactError(f"unknown embedder {spec!r}; known: {', '.join(_classes())}")
     options = {k: v for k, v in spec.items() if k != "kind"}
-    return kinds[spec["kind"]].from_spec(cardinalities, cfg, options)
+    return embedder_class(spec["kind"]).from_spec(cardinalities, cfg.embed_dim, cfg.init_std, options)
