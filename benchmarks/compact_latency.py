@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = torch.rand(dense.embedding.num_rows, generator=gen) < args.keep
     widths = torch.randint(1, args.dim + 1, (dense.n_fields,), generator=gen)
     dense.set_fixed_masks(keep, widths)
-    compact = export_compact(dense, keep, widths, [f"f{i}" for i in range(dense.n_fields)]).eval()
+    compact = export_compact(dense, keep, widths).eval()
     dense, compact = dense.to(device), compact.to(device)
     x = criteo_shaped(4096, seed=3).x.to(device)
     with torch.inference_mode():

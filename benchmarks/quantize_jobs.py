@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         w = model.embedder.embedding.weight
         centers = torch.randn(64, args.dim)
         w.copy_(centers[torch.randint(0, 64, (w.shape[0],))] + 0.3 * torch.randn_like(w))
-    compact = export_compact(model, torch.ones(sum(cards), dtype=torch.bool), torch.full((len(cards),), args.dim),
-                             [f"f{i}" for i in range(len(cards))])
+    compact = export_compact(model, torch.ones(sum(cards), dtype=torch.bool), torch.full((len(cards),), args.dim))
     cfg = QuantizerConfig()
     seconds: dict[int, list[float]] = {j: [] for j in jobs}
     mse: dict[int, float] = {}
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for trial in range(args.trials):
         for j in jobs:
             t0 = time.perf_counter()
-            _, stats = quantize_compact(compact, None, cfg, args.min_rows, "cpu", jobs=j)
+            _, stats = quantize_compact(compact, [f"f{i}" for i in range(len(cards))], None, cfg, args.min_rows, "cpu", jobs=j)
             seconds[j].append(time.perf_counter() - t0)
             coded_stats = [s for s in stats if s["coded"]]
             coded = len(coded_stats)

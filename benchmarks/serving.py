@@ -35,22 +35,23 @@ from optembed.export.writers import export_program, save_onnx, save_pt2  # noqa:
 from optembed.models.compact import export_compact  # noqa: E402
 from optembed.models.config import ModelConfig  # noqa: E402
 from optembed.models.registry import build_model  # noqa: E402
-from optembed.quantization.model import CodedField, DenseField, from_compact  # noqa: E402
+from optembed.quantization.fields import CodedField, DenseField  # noqa: E402
+from optembed.quantization.model import quantized_model  # noqa: E402
 from optembed.training.latency import measure_latency  # noqa: E402
 
 
 def quantized_from(compact, min_rows: int = 10_000, groups: int = 4, entries: int = 256):
     g = torch.Generator().manual_seed(7)
     fields = []
-    for f in range(len(compact.kept)):
-        table = compact.table(f).detach()
+    for f in range(compact.n_fields):
+        table = compact.embedder.table(f).detach()
         if table.shape[0] > min_rows:
             sub = -(-table.shape[1] // groups)
             codes = torch.randint(0, entries, (table.shape[0], groups), generator=g).to(torch.uint8)
             fields.append(CodedField(codes, torch.randn(groups, entries, sub, generator=g) * 0.01, table.shape[1]))
         else:
             fields.append(DenseField(table))
-    return from_compact(compact, fields).eval()
+    return quantized_model(compact, fields).eval()
 
 
 def as_module(score):
@@ -68,7 +69,7 @@ def masked_models(dim: int, mlp: str, keep_share: float):
     keep[dense.embedding.offsets] = True
     widths = torch.randint(1, dim + 1, (dense.n_fields,), generator=gen)
     dense.set_fixed_masks(keep, widths)
-    return dense, export_compact(dense, keep, widths, [f"f{i}" for i in range(dense.n_fields)]).eval()
+    return dense, export_compact(dense, keep, widths).eval()
 
 
 def run_dim(dim: int, mlp: str, keep_share: float, threads: int, work: Path) -> list[tuple[str, dict[str, float]]]:
@@ -78,7 +79,7 @@ def run_dim(dim: int, mlp: str, keep_share: float, threads: int, work: Path) -> 
     candidates: dict[str, object] = {"dense masked (in package)": dense, "compact (in package)": compact,
                                      "compressed (in package)": quantized}
     for name, model in (("compact", compact), ("compressed", quantized)):
-        net = ServingNet(model).eval()
+        net = ServingNet(model, [f"f{i}" for i in range(model.n_fields)]).eval()
         program = export_program(net, net.n_fields)
         save_pt2(program, work / f"{name}-{dim}.pt2")
         save_onnx(program, work / f"{name}-{dim}.onnx", net.n_fields)

@@ -130,7 +130,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
         model.load_state_dict(result.best_state)
         model.eval()
         best = result.best_metrics()
-        save_model(tmp / "model.pt", model, "none", data.field_names, extra={"variant": config.method})
+        save_model(tmp / "model.pt", model, data.field_names, extra={"variant": config.method})
         pq.write_table(_table(history), tmp / "curves.parquet")
         size = model.size_report()
         manifest.outputs = {"model": "model.pt", "curves": "curves.parquet"}

@@ -35,16 +35,16 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError
-from optembed.models.compact import load_compact
 from optembed.progress import NULL, Reporter
-from optembed.models.compact import CompactModel
+from optembed.models.base import CTRModel
+from optembed.models.checkpoint import load_model, save_model
 from optembed.quantization.compress import (
     check_jobs, compact_row_counts, field_decision, field_shapes, quantize_compact,
 )
 from optembed.quantization.compress_int8 import int8_codable, quantize_compact_int8
 from optembed.quantization.config import COMPRESS_METHODS, QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig, finetune
-from optembed.quantization.model import QuantizedModel, save_quantized
+from optembed.quantization.model import memory_bytes
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
 from optembed.validation import batch_bytes, check_memory, check_positive
@@ -144,9 +144,9 @@ def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.T
     return list(torch.split(counts, cardinalities))
 
 
-def require_coded_field(compact: CompactModel, cfg: QuantizerConfig, min_rows: int) -> None:
+def require_coded_field(compact: CTRModel, field_names: list[str], cfg: QuantizerConfig, min_rows: int) -> None:
     """Raise :class:`ConfigError` when no field of ``compact`` would be coded (see the module doc)."""
-    shapes = field_shapes(compact)
+    shapes = field_shapes(compact, field_names)
     if any(not field_decision(rows, width, cfg, min_rows)[1] for _, rows, width in shapes):
         return
     name, rows, _ = max(shapes, key=lambda s: s[1])
@@ -167,11 +167,11 @@ def require_coded_field(compact: CompactModel, cfg: QuantizerConfig, min_rows: i
     raise ConfigError(f"{head}; {hint}; nothing was published")
 
 
-def require_int8_field(compact: CompactModel) -> None:
+def require_int8_field(compact: CTRModel, field_names: list[str]) -> None:
     """Raise :class:`ConfigError` when no field of ``compact`` is wide enough to store int8."""
     if int8_codable(compact):
         return
-    widest = max(field_shapes(compact), key=lambda s: s[2])
+    widest = max(field_shapes(compact, field_names), key=lambda s: s[2])
     raise ConfigError(
         f"compress --method int8 would store no field: every table is narrower than 3 columns, where int8 rows "
         f"(D + 8 bytes) are not smaller than float32 (the widest, {widest[0]}, has {widest[2]}); nothing was published"
@@ -197,26 +197,27 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
     counts = None
     if config.method == "pq" and config.quantizer.popularity != "none":
         counts = split_counts(read_id_counts(pre, purpose="compress --popularity"), cards)
-    compact, _ = load_compact(source.output("compact"), "cpu")
-    if compact.field_names != [f["name"] for f in schema["fields"]]:
+    compact, payload = load_model(source.output("compact"), "cpu")
+    field_names = payload["field_names"]
+    if field_names != [f["name"] for f in schema["fields"]]:
         raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
     if config.method == "int8":
-        require_int8_field(compact)
+        require_int8_field(compact, field_names)
     else:
-        require_coded_field(compact, config.quantizer, config.min_rows)
+        require_coded_field(compact, field_names, config.quantizer, config.min_rows)
     device = resolve_device(config.device)
     check_finetune_memory(ft, source, len(cards), device)
     params = stage_params(config)
     upstream = {"retrain": source, "preprocess": pre}
 
-    def quantize() -> tuple[QuantizedModel, list[dict[str, Any]]]:
+    def quantize() -> tuple[CTRModel, list[dict[str, Any]]]:
         if config.method == "int8":
             try:
-                return quantize_compact_int8(compact, reporter)
+                return quantize_compact_int8(compact, field_names, reporter)
             except ValueError as exc:
                 raise ArtifactError(f"{source.output('compact')}: {exc}; re-run retrain") from None
         row_counts = compact_row_counts(compact, counts) if counts is not None else None
-        return quantize_compact(compact, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs)
+        return quantize_compact(compact, field_names, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device)
@@ -229,12 +230,12 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
         result = finetune(model, ft, data.splits["train"], val, test, device, reporter)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
         fitted = result.history[0]
-        mem = model.memory_bytes()
-        dim = compact.dim
+        mem = memory_bytes(model)
+        dim = compact.embed_dim
         original_bytes = sum(cards) * dim * 4
-        source_bytes = compact.flat.numel() * compact.flat.element_size()
-        save_quantized(tmp / "model.pt", model.cpu(), extra={"source": source.fingerprint, "preprocess": pre.fingerprint,
-                                                             "variant": source.metrics.get("variant", "retrain")})
+        source_bytes = compact.embedder.memory_bytes()["embedding"]
+        save_model(tmp / "model.pt", model.cpu(), field_names, extra={"source": source.fingerprint, "preprocess": pre.fingerprint,
+                                                                      "variant": source.metrics.get("variant", "retrain")})
         pq.write_table(pa.Table.from_pylist(stats), tmp / "fields.parquet")
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
         manifest.outputs = {"model": "model.pt", "fields": "fields.parquet", "curves": "curves.parquet"}

@@ -40,8 +40,6 @@ from optembed.errors import ArtifactError, ConfigError
 from optembed.metrics import auc, auc_components, auc_se, base_rate_logloss, logloss, normal_interval, paired_auc_se, z_value
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model
-from optembed.models.compact import load_compact
-from optembed.quantization.model import load_quantized
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
 from optembed.training.diagnostics import worse_than_base_rate
@@ -114,23 +112,24 @@ def unique_labels(rows: list[dict[str, Any]], prefix: int = 8) -> None:
             r["variant"] = f"{r['variant']} [{r['id'][:prefix]}]"
 
 
-def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
-    variant = manifest.metrics.get("variant", "retrain")
-    if manifest.stage == "retrain":
-        model, _ = load_compact(manifest.output("compact"), device)
-        return Candidate(variant, manifest, model, model.size_report(), manifest.output("compact").stat().st_size)
+MODEL_OUTPUT = {"retrain": "compact", "compress": "model", "baseline": "model"}  # each trained stage's model file
+
+
+def candidate_label(manifest: Manifest) -> str:
+    """A trained artifact's row label: its variant (a compression adds its method)."""
+    variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
     if manifest.stage == "compress":
-        qmodel, _ = load_quantized(manifest.output("model"), device)
-        if store.lookup("retrain", manifest.upstream["retrain"]) is None:
+        return f"{variant} + {manifest.params.get('method', 'pq')}"
+    return str(variant)
+
+
+def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
+    if manifest.stage in MODEL_OUTPUT:
+        if manifest.stage == "compress" and store.lookup("retrain", manifest.upstream["retrain"]) is None:
             raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
-        return Candidate(
-            f"{variant} + {manifest.params.get('method', 'pq')}", manifest, qmodel, qmodel.size_report(), manifest.output("model").stat().st_size,
-            {"model": qmodel.backbone.cfg.name},
-        )
-    if manifest.stage == "baseline":
-        model, _ = load_model(manifest.output("model"), device)
-        return Candidate(manifest.metrics.get("variant", manifest.params.get("method", "baseline")), manifest,
-                         model.eval(), model.size_report(), manifest.output("model").stat().st_size,
+        path = manifest.output(MODEL_OUTPUT[manifest.stage])
+        model, _ = load_model(path, device)
+        return Candidate(candidate_label(manifest), manifest, model.eval(), model.size_report(), path.stat().st_size,
                          {"model": model.cfg.name})
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]

@@ -39,9 +39,9 @@ from optembed.export.graph import INPUT_NAME, OUTPUT_NAMES, ServingNet
 from optembed.export.readme import bundle_readme
 from optembed.export.writers import ONNX_OPSET, export_program, onnx_available, save_onnx, save_pt2
 from optembed.links import copy_regular
-from optembed.models.compact import CompactModel, load_compact
+from optembed.models.base import CTRModel
+from optembed.models.checkpoint import load_model
 from optembed.progress import NULL, Reporter
-from optembed.quantization.model import QuantizedModel, load_quantized
 from optembed.training.evaluate import evaluate
 from pipelines.data import load_dataset, read_schema
 from pipelines.readers import resolve_chain
@@ -99,13 +99,12 @@ def parse_formats(value: str) -> tuple[str, ...]:
 
 
 SOURCE_OUTPUT = {"retrain": "compact", "compress": "model"}  # the model file of each source stage
-SOURCE_KIND = {"retrain": "compact", "compress": "quantized"}
 
 
-def load_source(manifest: Manifest) -> CompactModel | QuantizedModel:
-    if manifest.stage == "retrain":
-        return load_compact(manifest.output("compact"))[0]
-    return load_quantized(manifest.output("model"))[0]
+def load_source(manifest: Manifest) -> tuple[CTRModel, list[str]]:
+    """The deployable model of a retrain or compress artifact, and its field names."""
+    model, payload = load_model(manifest.output(SOURCE_OUTPUT[manifest.stage]))
+    return model, list(payload["field_names"])
 
 
 def copy_model_file(source: Manifest, dest: Path) -> None:
@@ -150,11 +149,11 @@ def preprocessing_spec(pre: Manifest, schema: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def write_vocabularies(pre: Manifest, schema: dict[str, Any], model: CompactModel | QuantizedModel, tmp: Path) -> None:
+def write_vocabularies(pre: Manifest, schema: dict[str, Any], model: CTRModel, tmp: Path) -> None:
     """Each field's vocabulary (value, id, count, special) plus ``row``: the row its id reads."""
     for f, field in enumerate(schema["fields"]):
         table = pq.read_table(pre.file(field["vocab"]), columns=["value", "id", "count", "special"])
-        remap = model.field_remap(f).cpu().long().numpy()
+        remap = model.embedder.field_remap(f).cpu().long().numpy()  # type: ignore[operator]
         ids = table.column("id").to_numpy()
         if ids.size and (ids.min() < 0 or ids.max() >= remap.size):
             raise ArtifactError(f"vocabulary of {field['name']} has ids beyond the model's {remap.size} (another preprocess artifact?)")
@@ -203,10 +202,11 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
 
     def build(tmp: Path, manifest: Manifest) -> None:
         task = reporter.task("export", total=4 + len(config.formats), unit="step")
-        model = load_source(source).eval()
-        if list(model.field_names) != [f["name"] for f in schema["fields"]]:
+        model, field_names = load_source(source)
+        model.eval()
+        if field_names != [f["name"] for f in schema["fields"]]:
             raise ArtifactError(f"{source.stage} artifact {source.fingerprint} has other fields than its preprocess artifact")
-        net = ServingNet(model).eval()
+        net = ServingNet(model, field_names).eval()
         copy_model_file(source, tmp / MODEL_FILE)
         task.update(description="vocabularies")
         write_vocabularies(pre, schema, model, tmp)
@@ -244,12 +244,12 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
                 **{stage: m.fingerprint for stage, m in chain.items() if stage != source.stage},
             },
             "model": {
-                "name": model.backbone.cfg.name, "embed_dim": model.dim, "kind": model.backbone.embedder.kind,
-                "widths": list(model.widths), "kept_rows": list(model.kept),
+                "name": model.cfg.name, "embed_dim": model.embed_dim, "kind": model.embedder.kind,
+                "widths": model.embedder.field_widths(), "kept_rows": model.embedder.field_rows(),
             },
             "inputs": [{"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", net.n_fields]}],
             "outputs": [{"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES],
-            "model_file": {"path": MODEL_FILE, "kind": SOURCE_KIND[source.stage]},
+            "model_file": {"path": MODEL_FILE, "kind": model.embedder.kind},
             "graphs": {kind: GRAPH_FILES[kind] for kind in graphs},
             "preprocessing": preprocessing_spec(pre, schema),
             "metrics": {

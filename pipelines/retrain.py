@@ -26,7 +26,7 @@ from optembed.masks.fold import split_id_counts
 from optembed.models.base import mode_flags
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
-from optembed.models.compact import export_compact, save_compact
+from optembed.models.compact import compact_model
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
@@ -165,12 +165,13 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         model.eval()
         best = result.best_metrics()
         extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
-        save_model(tmp / "model.pt", model, "none", data.field_names, extra=extra)
-        compact = export_compact(model.cpu(), keep, widths, data.field_names)
-        save_compact(tmp / "compact.pt", compact, extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
+        save_model(tmp / "model.pt", model, data.field_names, extra=extra)
+        compact = compact_model(model.cpu())  # the masks applied for training slice the tables
+        save_model(tmp / "compact.pt", compact, data.field_names,
+                   extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
         total = model.embedding.num_rows * dim
-        emb_params = compact.embedding_params()
+        emb_params = compact.embedder.kept_params()
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
         manifest.metrics = {
             "variant": p.variant,
@@ -182,9 +183,9 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "test_logloss": best.get("test_logloss"),
             "embedding_params": emb_params,
             "sparsity": 1.0 - emb_params / total,
-            "kept_rows": sum(compact.kept),
+            "kept_rows": sum(compact.embedder.field_rows()),
             "total_rows": model.embedding.num_rows,
-            "widths": compact.widths,
+            "widths": compact.embedder.field_widths(),
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
             "dense_bytes": (tmp / "model.pt").stat().st_size,
             "train_samples_per_s": round(result.train_samples_per_s, 1),

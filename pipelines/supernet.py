@@ -93,7 +93,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             raise TrainingError("the training split is empty")
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, config.model, config.mode).to(device)
-        save_model(tmp / "init.pt", model, config.mode, data.field_names)
+        save_model(tmp / "init.pt", model, data.field_names, config.mode)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
@@ -112,8 +112,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         save_model(
             tmp / "model.pt",
             model,
-            config.mode,
             data.field_names,
+            config.mode,
             extra={"best_epoch": result.best_epoch, "preprocess": upstream.fingerprint},
         )
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")

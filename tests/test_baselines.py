@@ -101,7 +101,7 @@ def test_pep_mask_retraining_and_model_file(tmp_path: Path) -> None:
     out = model.embedder(x)
     assert torch.equal(out[0, 0], emb.embedding.weight[5] * mask[5])
     assert model.embedder.excluded_params() == [emb.s]  # the thresholds no longer train
-    save_model(tmp_path / "m.pt", model, "none", ["a", "b", "c"])
+    save_model(tmp_path / "m.pt", model, ["a", "b", "c"])
     loaded, payload = load_model(tmp_path / "m.pt")
     assert payload["embedder"]["kind"] == "pep" and payload["embedder"]["masked"]
     assert torch.equal(loaded.embedder.mask, mask)
@@ -259,7 +259,7 @@ def test_autofield_retrained_model_reads_kept_fields_only(tmp_path: Path) -> Non
     assert size["kept_params"] == size["embedding_params"] == 307 * 4
     assert size["sparsity"] == pytest.approx(1 - 307 / 310)
     assert size["kept"] == [300, 0, 7] and size["widths"] == [4, 0, 4]
-    save_model(tmp_path / "m.pt", model, "none", ["a", "b", "c"])
+    save_model(tmp_path / "m.pt", model, ["a", "b", "c"])
     loaded, payload = load_model(tmp_path / "m.pt")
     assert payload["embedder"]["keep"] == [True, False, True]
     model.eval()
@@ -386,7 +386,7 @@ def test_autodim_fixed_widths_by_hand(transform: str, tmp_path: Path) -> None:
     size = model.size_report()
     assert size["sparsity"] == pytest.approx(1 - kept / (310 * 4)) and size["widths"] == [4, 2, 4]
     assert size["embedding_bytes"] == (kept + extra) * 4
-    save_model(tmp_path / "m.pt", model, "none", ["a", "b", "c"])
+    save_model(tmp_path / "m.pt", model, ["a", "b", "c"])
     loaded, payload = load_model(tmp_path / "m.pt")
     assert payload["embedder"]["widths"] == [4, 2, 4]
     model.eval()

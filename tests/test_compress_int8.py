@@ -19,7 +19,7 @@ from optembed.models.compact import load_compact
 from optembed.quantization.compress_int8 import quantize_compact_int8
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
-from optembed.quantization.int8_field import RowInt8Field
+from optembed.quantization.fields import RowInt8Field
 from optembed.quantization.model import load_quantized
 from optembed.safe_load import load_tensor_file
 from optembed.training.config import TrainConfig

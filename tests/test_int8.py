@@ -13,7 +13,7 @@ import torch
 from optembed.export.graph import ServingNet
 from optembed.quantization.compress_int8 import quantize_compact_int8
 from optembed.quantization.int8 import dequantize, int8_bytes, int8_is_smaller, quantize_rows
-from optembed.quantization.int8_field import RowInt8Field
+from optembed.quantization.fields import RowInt8Field
 from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
 from test_export import CARDS, random_ids, tiny_compact
 

@@ -154,7 +154,7 @@ def test_baseline_variants_and_their_selection(tmp_path: Path) -> None:
     assert q.artifact_labels(done, ["original", "autofield"], []) == {"a": "original", "b": "autofield"}  # type: ignore[arg-type]
     emb = AutoFieldEmbedder([3, 5, 2], 4, keep=[True, False, True])
     model = build_model([3, 5, 2], ModelConfig("fnn", embed_dim=4, mlp_dims=(4,)), embedder=emb)
-    save_model(tmp_path / "model.pt", model, "none", ["a", "b", "c"])
+    save_model(tmp_path / "model.pt", model, ["a", "b", "c"])
 
     class Art:
         stage = "baseline"

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from optembed.errors import ArtifactError
 from optembed.layers.embedding import FieldEmbedding
 
 FLOAT_BYTES = 4
@@ -160,6 +161,12 @@ class Embedder(nn.Module, ABC):
     def from_spec(cls, cardinalities: Sequence[int], dim: int, init_std: float, options: dict[str, Any]) -> Embedder:
         """The embedder of :meth:`spec`'s ``options`` over fields of ``cardinalities``, ``dim`` wide."""
         return cls(cardinalities, dim, init_std=init_std, **options)  # type: ignore[call-arg]
+
+    def serving_lookup(self) -> nn.Module:
+        """The lookup an exported graph runs, in operators ``torch.export`` and ONNX take: ids
+        ``(B, n)`` -> ``(rows, (B, n, D) embeddings)``, ``rows`` what the head's per-id terms read.
+        Only deployable embeddings have one (the compact and the quantized tables)."""
+        raise ArtifactError(f"cannot export a model over a {self.kind!r} embedding; export a retrain or compress artifact")
 
     def export(self) -> tuple[Embedder, list[Tensor] | None]:
         """The compact form to deploy, and per field the original ids of its rows when the

@@ -10,12 +10,14 @@ zero during training, so this is exact and costs no stored parameters).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder
+from optembed.errors import ConfigError
 
 class CompactEmbedder(Embedder):
     """Per-field dense tables packed into one flat buffer, read with one gather for all fields.
@@ -55,6 +57,21 @@ class CompactEmbedder(Embedder):
         cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
         self.register_buffer("remap", torch.cat([r.to(torch.int32) for r in remaps]))
         self.register_buffer("remap_offsets", torch.cumsum(cards, 0) - cards)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "kept": self.kept, "widths": self.widths}
+
+    @classmethod
+    def from_spec(cls, cardinalities: Sequence[int], dim: int, init_std: float, options: dict[str, Any]) -> CompactEmbedder:
+        """Zero tables and remaps of the spec's shapes (a model file's state then fills them)."""
+        kept, widths = options["kept"], options["widths"]
+        if len(kept) != len(cardinalities) or len(widths) != len(cardinalities):
+            raise ConfigError(f"a compact embedding needs kept rows and widths for its {len(cardinalities)} fields")
+        tables = [torch.zeros(int(k), int(w)) for k, w in zip(kept, widths, strict=True)]
+        return cls(tables, [torch.zeros(int(c), dtype=torch.int32) for c in cardinalities], dim)
+
+    def serving_lookup(self) -> nn.Module:
+        return CompactLookup(self)
 
     @property
     def head_cardinalities(self) -> tuple[int, ...]:
@@ -110,3 +127,17 @@ class CompactEmbedder(Embedder):
 
     def field_rows(self) -> list[int]:
         return self.kept
+
+
+class CompactLookup(nn.Module):
+    """Ids -> (compact rows, ``(B, n, D)`` embeddings) of a :class:`CompactEmbedder` in exportable
+    operators: the remap gather, then :meth:`CompactEmbedder.gather_elements`."""
+
+    def __init__(self, embedder: CompactEmbedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        e = self.embedder
+        rows = e.remap[x.long() + e.remap_offsets].long()
+        return rows, e.gather_elements(rows)

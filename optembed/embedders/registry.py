@@ -16,9 +16,14 @@ def _classes() -> dict[str, type[Embedder]]:
     from optembed.embedders.autodim import AutoDimEmbedder
     from optembed.embedders.autofield import AutoFieldEmbedder
     from optembed.embedders.pep import PEPEmbedder
+    from optembed.embedders.compact import CompactEmbedder
     from optembed.embedders.qr import QREmbedder
+    from optembed.embedders.table import TableEmbedder
+    from optembed.quantization.model import QuantizedEmbedder
 
-    return {"qr": QREmbedder, "pep": PEPEmbedder, "autofield": AutoFieldEmbedder, "autodim": AutoDimEmbedder}
+    kinds: list[type[Embedder]] = [TableEmbedder, CompactEmbedder, QuantizedEmbedder, QREmbedder, PEPEmbedder,
+                                   AutoFieldEmbedder, AutoDimEmbedder]
+    return {k.kind: k for k in kinds}
 
 
 def embedder_class(kind: str) -> type[Embedder]:

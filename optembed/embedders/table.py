@@ -168,7 +168,7 @@ class TableEmbedder(Embedder):
         return {"embedding": self.kept_params() * FLOAT_BYTES, "remaps": 0}
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind}
+        return {"kind": self.kind, "norm": self.pruner.norm, "prune_rows": self.prune_rows, "sample_dims": self.sample_dims}
 
     @torch.no_grad()
     def export(self) -> tuple[Embedder, list[Tensor] | None]:

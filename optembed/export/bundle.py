@@ -239,13 +239,16 @@ def model_scorer(path: Path, kind: str, field_names: list[str] | None = None, th
     import torch
 
     from optembed.export.graph import ServingNet
-    from optembed.models.compact import load_compact
-    from optembed.quantization.model import load_quantized
+    from optembed.models.checkpoint import load_model
 
-    model = (load_compact(path) if kind == "compact" else load_quantized(path))[0].eval()
-    if field_names is not None and list(model.field_names) != list(field_names):
-        raise ArtifactError(f"the model file {path} has other fields than the bundle's preprocessing ({len(model.field_names)} vs {len(field_names)})")
-    net = ServingNet(model).eval()
+    model, payload = load_model(path)
+    model.eval()
+    if model.embedder.kind != kind:
+        raise ArtifactError(f"the model file {path} holds a {model.embedder.kind} model, the bundle says {kind}")
+    names = list(payload["field_names"])
+    if field_names is not None and names != list(field_names):
+        raise ArtifactError(f"the model file {path} has other fields than the bundle's preprocessing ({len(names)} vs {len(field_names)})")
+    net = ServingNet(model, names).eval()
     if threads:
         torch.set_num_threads(threads)
 

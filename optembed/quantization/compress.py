@@ -13,23 +13,24 @@ from joblib import Parallel, delayed
 from torch import Tensor
 
 from optembed.errors import ConfigError
-from optembed.models.compact import CompactModel
+from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.fit import fit_quantizer
 from optembed.quantization.plan import FieldPlan, plan_field
-from optembed.quantization.model import CodedField, DenseField, FieldTable, QuantizedModel, from_compact
+from optembed.quantization.fields import CodedField, DenseField, FieldTable
+from optembed.quantization.model import quantized_model
 
 
-def compact_row_counts(compact: CompactModel, id_counts: Sequence[Tensor]) -> list[Tensor]:
+def compact_row_counts(compact: CTRModel, id_counts: Sequence[Tensor]) -> list[Tensor]:
     """Per field, the training count of every compact row: the counts of all original ids that
     the remap sends to it (a pruned id counts for its field's OOV row)."""
     out = []
     for f, counts in enumerate(id_counts):
-        remap = compact.field_remap(f).long().cpu()
+        remap = compact.embedder.field_remap(f).long().cpu()  # type: ignore[operator]
         if counts.numel() != remap.numel():
             raise ValueError(f"field {f}: {counts.numel()} counts for {remap.numel()} ids")
-        rows = torch.zeros(compact.kept[f], dtype=torch.long)
+        rows = torch.zeros(compact.embedder.field_rows()[f], dtype=torch.long)
         out.append(rows.scatter_add_(0, remap, counts.long().cpu()))
     return out
 
@@ -46,9 +47,10 @@ def field_decision(rows: int, width: int, cfg: QuantizerConfig, min_rows: int) -
     return plan, ""
 
 
-def field_shapes(compact: CompactModel) -> list[tuple[str, int, int]]:
+def field_shapes(compact: CTRModel, field_names: Sequence[str]) -> list[tuple[str, int, int]]:
     """``(name, rows, width)`` of every table of ``compact``."""
-    return [(name, int(compact.kept[f]), int(compact.widths[f])) for f, name in enumerate(compact.field_names)]
+    rows, widths = compact.embedder.field_rows(), compact.embedder.field_widths()
+    return [(name, int(rows[f]), int(widths[f])) for f, name in enumerate(field_names)]
 
 
 def check_jobs(jobs: int) -> None:
@@ -74,14 +76,15 @@ def _fit_field(table: Tensor, counts: Tensor | None, cfg: QuantizerConfig,
 
 
 def quantize_compact(
-    compact: CompactModel,
+    compact: CTRModel,
+    field_names: Sequence[str],
     row_counts: Sequence[Tensor] | None,
     cfg: QuantizerConfig,
     min_rows: int,
     device: torch.device | str = "cpu",
     reporter: Reporter = NULL,
     jobs: int = 0,
-) -> tuple[QuantizedModel, list[dict[str, Any]]]:
+) -> tuple[CTRModel, list[dict[str, Any]]]:
     """Fit a product quantizer on every field with more than ``min_rows`` rows whose coded form
     (sized per field by :func:`plan_field`) is smaller than its float table; the others stay
     float. Returns the model and one statistics row per field (rows, width, groups, codebook
@@ -91,8 +94,8 @@ def quantize_compact(
     cfg.validate()
     device = torch.device(device)
     plans = []
-    for f, name in enumerate(compact.field_names):
-        table = compact.table(f).detach().float().cpu()
+    for f, name in enumerate(field_names):
+        table = compact.embedder.table(f).detach().float().cpu()  # type: ignore[operator]
         plan, reason = field_decision(table.shape[0], table.shape[1], cfg, min_rows)
         counts = row_counts[f] if row_counts is not None else None
         plans.append((name, table, plan, reason, counts))
@@ -133,4 +136,4 @@ def quantize_compact(
             })
         stats.append(row)
     task.close()
-    return from_compact(compact, fields), stats
+    return quantized_model(compact, fields), stats

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from optembed.models.compact import CompactModel
+from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
-from optembed.quantization.compress import field_shapes
 from optembed.quantization.int8 import int8_bytes, int8_is_smaller
-from optembed.quantization.int8_field import RowInt8Field
-from optembed.quantization.model import DenseField, FieldTable, QuantizedModel, from_compact
+from optembed.quantization.fields import DenseField, FieldTable, RowInt8Field
+from optembed.quantization.model import quantized_model
 
 
 def int8_reason(width: int) -> str:
@@ -23,23 +22,23 @@ def int8_reason(width: int) -> str:
     return "" if int8_is_smaller(width) else f"width {width}: int8 rows ({width} + 8 bytes) would not be smaller"
 
 
-def int8_codable(compact: CompactModel) -> bool:
+def int8_codable(compact: CTRModel) -> bool:
     """Whether any field of ``compact`` would be stored int8."""
-    return any(not int8_reason(width) for _, _, width in field_shapes(compact))
+    return any(not int8_reason(width) for width in compact.embedder.field_widths())
 
 
 def quantize_compact_int8(
-    compact: CompactModel, reporter: Reporter = NULL
-) -> tuple[QuantizedModel, list[dict[str, Any]]]:
+    compact: CTRModel, field_names: list[str], reporter: Reporter = NULL
+) -> tuple[CTRModel, list[dict[str, Any]]]:
     """The model with every field of width >= 3 stored row-wise int8, the others float, and one
     statistics row per field (rows, width, stored or not and why, bytes before/after, the largest
     and mean squared reconstruction error). Raises :class:`ValueError` naming the field and row
     when a table holds a non-finite value or a row whose range exceeds the largest float32."""
     fields: list[FieldTable] = []
     stats: list[dict[str, Any]] = []
-    task = reporter.task("quantizing (int8)", total=len(compact.field_names), unit="field")
-    for f, name in enumerate(compact.field_names):
-        table = compact.table(f).detach().float().cpu()
+    task = reporter.task("quantizing (int8)", total=len(field_names), unit="field")
+    for f, name in enumerate(field_names):
+        table = compact.embedder.table(f).detach().float().cpu()  # type: ignore[operator]
         rows, width = table.shape
         float_bytes = table.numel() * 4
         row: dict[str, Any] = {"field": name, "rows": rows, "width": width, "float_bytes": float_bytes}
@@ -63,4 +62,4 @@ def quantize_compact_int8(
         stats.append(row)
         task.advance(1)
     task.close()
-    return from_compact(compact, fields), stats
+    return quantized_model(compact, fields), stats

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
 from optembed.progress import NULL, Reporter
-from optembed.quantization.model import QuantizedModel
+from optembed.models.base import CTRModel
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import require_rankable
 from optembed.training.trainer import Trainer
@@ -43,7 +43,7 @@ class FinetuneResult:
 
 
 def finetune(
-    model: QuantizedModel,
+    model: CTRModel,
     cfg: FinetuneConfig,
     train: SplitTensors,
     val: SplitTensors,
@@ -55,12 +55,12 @@ def finetune(
     (possibly the starting point, epoch 0)."""
     require_rankable(val)
     model = model.to(device)
-    trainer = Trainer(model.backbone, cfg.train_config(), device, reporter, lr_option="--finetune-lr")
+    trainer = Trainer(model, cfg.train_config(), device, reporter, lr_option="--finetune-lr")
     if cfg.epochs <= 0 or not any(p.requires_grad for p in model.parameters()):
         start = {"epoch": 0, "loss": float("nan"), **trainer.metrics(val, test)}
         return FinetuneResult(0, {k: v.detach().clone() for k, v in model.state_dict().items()}, [start])
     result = trainer.fit(train, val, test, validate_start=True)
-    model.backbone.load_state_dict(result.best_state)
+    model.load_state_dict(result.best_state)
     model.eval()
     kept = result.best_metrics()  # the kept checkpoint's record carries its test metrics (the epochs' do not)
     trained = [{**r, **kept} if r["epoch"] == result.best_epoch else r for r in result.history]

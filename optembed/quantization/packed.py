@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optembed.quantization.fields import CodedField, FieldTable
+
 
 class PackedTables:
     """The fields' tables as one entry table and one code table (see the module docstring)."""
 
-    def __init__(self, fields: Sequence[nn.Module], dim: int, device: torch.device) -> None:
-        from optembed.quantization.model import CodedField
-
+    def __init__(self, fields: Sequence[FieldTable], dim: int, device: torch.device) -> None:
         self.dim, n = dim, len(fields)
-        coded = [f for f, table in enumerate(fields) if isinstance(table, CodedField)]
+        coded = [f for f, table in enumerate(fields) if table.kind == CodedField.kind]
         dense = [f for f, table in enumerate(fields) if f not in coded]
         self.groups = max([fields[f].groups for f in coded] + [1])
         rows: list[Tensor] = []
