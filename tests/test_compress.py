@@ -13,14 +13,17 @@ import torch
 
 from optembed.data.tensors import SplitTensors
 from optembed.errors import ArtifactError, ConfigError, TrainingError
-from optembed.models.compact import export_compact, load_compact
+from optembed.models.checkpoint import load_model, save_model
+from optembed.models.compact import export_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.quantization import QuantizerConfig, fit_quantizer
 from optembed.quantization.compress import compact_row_counts, quantize_compact
 from optembed.quantization import finetune as finetune_mod
 from optembed.quantization.finetune import FinetuneConfig
-from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
+from optembed.quantization.fields import CodedField, DenseField
+from optembed.quantization.model import memory_bytes, quantized_model
+from legacy_files import legacy_quantized_payload
 from optembed.training.config import TrainConfig
 from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
 from pipelines import compress, evaluate, retrain
@@ -35,7 +38,11 @@ def tiny_compact(cards: list[int], widths: list[int], keep_fraction: float = 1.0
     keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(seed)) < keep_fraction
     model.set_fixed_masks(keep, torch.tensor(widths))
     model.eval()
-    return model, export_compact(model, keep, torch.tensor(widths), [f"f{i}" for i in range(len(cards))])
+    return model, export_compact(model, keep, torch.tensor(widths))
+
+
+def names(model) -> list[str]:
+    return [f"f{i}" for i in range(model.n_fields)]
 
 
 def test_coded_field_decodes_codes_to_the_quantized_rows() -> None:
@@ -53,28 +60,28 @@ def test_memory_accounting_matches_a_hand_count(tmp_path: Path) -> None:
     cards, widths = [300, 3, 40], [5, 2, 8]
     model, compact = tiny_compact(cards, widths)
     q = QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64)
-    qmodel, stats = quantize_compact(compact, None, q, min_rows=50)
-    assert qmodel.coded == [True, False, False]  # only the 300-row field is large enough
+    qmodel, stats = quantize_compact(compact, names(compact), None, q, min_rows=50)
+    assert qmodel.embedder.coded == [True, False, False]  # only the 300-row field is large enough
     # field 0: 300 rows x 2 groups x 1 byte; codebooks 2 x 4 entries x ceil(5/2)=3 columns x 4 bytes
     # fields 1, 2: float tables 3 x 2 and 40 x 8 values x 4 bytes; the identity remaps are not stored
-    mem = qmodel.memory_bytes()
+    mem = memory_bytes(qmodel)
     assert (mem["codes"], mem["codebooks"], mem["float_tables"]) == (600, 96, 24 + 1280)
     assert mem["embedding"] == 600 + 96 + 1304 and mem["remaps"] == 0
     assert [s["bytes"] for s in stats] == [696, 24, 1280]
     # a pruned compact model keeps its remap as keep bits: 343 ids padded to 512 = 16 int32 words,
     # 2 blocks of 256 ids x int32 rank, 3 fields x (int64 base + int64 offset)
     _, pruned = tiny_compact(cards, widths, keep_fraction=0.5, seed=1)
-    pmodel, _ = quantize_compact(pruned, None, q, min_rows=50)
-    assert pmodel.memory_bytes()["remaps"] == 16 * 4 + 2 * 4 + 3 * 16
+    pmodel, _ = quantize_compact(pruned, names(pruned), None, q, min_rows=50)
+    assert memory_bytes(pmodel)["remaps"] == 16 * 4 + 2 * 4 + 3 * 16
     x = torch.stack([torch.randint(0, c, (500,)) for c in cards], dim=1)
-    assert torch.equal(pmodel.id_map(x), pruned.compact_ids(x))
+    assert torch.equal(pmodel.embedder.id_map(x), pruned.embedder.ids(x))
     # save/load round trip: identical predictions, same bytes
-    save_quantized(tmp_path / "q.pt", qmodel)
-    loaded, _ = load_quantized(tmp_path / "q.pt")
+    save_model(tmp_path / "q.pt", qmodel, names(qmodel))
+    loaded, _ = load_model(tmp_path / "q.pt")
     x = torch.stack([torch.randint(0, c, (64,)) for c in cards], dim=1)
     with torch.no_grad():
-        assert torch.equal(qmodel.eval()(x), loaded(x))
-    assert loaded.memory_bytes() == mem
+        assert torch.equal(qmodel.eval()(x), loaded.eval()(x))
+    assert memory_bytes(loaded) == mem
 
 
 def test_codebook_size_follows_each_fields_rows() -> None:
@@ -84,16 +91,16 @@ def test_codebook_size_follows_each_fields_rows() -> None:
     # field 2: 40 x 4 -> codes 80 bytes; 2 x K x 2 x 4 <= 20 -> K < 2: stays float (640 bytes)
     cards, widths = [2000, 300, 40], [8, 8, 4]
     model, compact = tiny_compact(cards, [8, 8, 8])
-    compact = export_compact(model, torch.ones(sum(cards), dtype=torch.bool), torch.tensor(widths), ["a", "b", "c"])
+    compact = export_compact(model, torch.ones(sum(cards), dtype=torch.bool), torch.tensor(widths))
     q = QuantizerConfig(groups=2, codebook=64, steps=5, batch_size=64)
-    qmodel, stats = quantize_compact(compact, None, q, min_rows=10)
+    qmodel, stats = quantize_compact(compact, names(compact), None, q, min_rows=10)
     assert [s["codebook"] for s in stats] == [16, 4, None]
     assert [s["code_dtype"] for s in stats] == ["uint8", "uint8", None]
     assert stats[2]["reason"].startswith("codebooks would exceed")
     assert [s["bytes"] for s in stats] == [4000 + 2 * 16 * 4 * 4, 600 + 2 * 4 * 4 * 4, 40 * 4 * 4]
-    assert [tuple(f.codebooks.shape) for f in qmodel.fields[:2]] == [(2, 16, 4), (2, 4, 4)]
-    assert qmodel.fields[0].codes.dtype == torch.uint8
-    mem = qmodel.memory_bytes()
+    assert [tuple(f.codebooks.shape) for f in qmodel.embedder.fields[:2]] == [(2, 16, 4), (2, 4, 4)]
+    assert qmodel.embedder.fields[0].codes.dtype == torch.uint8
+    mem = memory_bytes(qmodel)
     assert mem["embedding"] == sum(s["bytes"] for s in stats)
 
 
@@ -101,29 +108,28 @@ def test_pruned_model_remap_and_predictions_survive_a_round_trip(tmp_path: Path)
     cards, widths = [700, 3, 90], [6, 2, 8]
     _, compact = tiny_compact(cards, widths, keep_fraction=0.3, seed=4)
     q = QuantizerConfig(groups=2, codebook=8, steps=5, batch_size=64)
-    qmodel, _ = quantize_compact(compact, None, q, min_rows=50)
+    qmodel, _ = quantize_compact(compact, names(compact), None, q, min_rows=50)
     for f in range(3):
-        assert torch.equal(qmodel.field_remap(f), compact.field_remap(f).long())
-    save_quantized(tmp_path / "q.pt", qmodel)
-    loaded, _ = load_quantized(tmp_path / "q.pt")
+        assert torch.equal(qmodel.embedder.field_remap(f), compact.embedder.field_remap(f).long())
+    save_model(tmp_path / "q.pt", qmodel, names(qmodel))
+    loaded, _ = load_model(tmp_path / "q.pt")
     x = torch.stack([torch.randint(0, c, (300,)) for c in cards], dim=1)
     with torch.no_grad():
-        assert torch.equal(qmodel.eval()(x), loaded(x))
-    assert loaded.memory_bytes() == qmodel.memory_bytes()
-    # a version-1 file (int32 remaps) still loads, to the same model
-    payload = torch.load(tmp_path / "q.pt", weights_only=True)
-    payload.update(version=1, remaps=[compact.field_remap(f).clone() for f in range(3)])
-    del payload["id_map"]
-    torch.save(payload, tmp_path / "v1.pt")
-    old, _ = load_quantized(tmp_path / "v1.pt")
-    with torch.no_grad():
-        assert torch.equal(old(x), loaded(x))
+        assert torch.equal(qmodel.eval()(x), loaded.eval()(x))
+    assert memory_bytes(loaded) == memory_bytes(qmodel)
+    # files of the former quantized format (version 1: int32 remaps; 2: keep bits) still load, to the same model
+    for version in (1, 2):
+        torch.save(legacy_quantized_payload(qmodel, names(qmodel), version), tmp_path / f"v{version}.pt")
+        old, payload = load_model(tmp_path / f"v{version}.pt")
+        assert payload["field_names"] == names(qmodel)
+        with torch.no_grad():
+            assert torch.equal(old.eval()(x), loaded(x))
 
 
 def test_uncoded_fields_reproduce_the_compact_model_exactly() -> None:
     cards, widths = [30, 3, 40], [5, 2, 8]
     _, compact = tiny_compact(cards, widths, keep_fraction=0.6, seed=2)
-    qmodel = from_compact(compact, [DenseField(compact.table(f)) for f in range(3)]).eval()
+    qmodel = quantized_model(compact, [DenseField(compact.embedder.table(f)) for f in range(3)]).eval()
     x = torch.stack([torch.randint(0, c, (100,)) for c in cards], dim=1)
     with torch.no_grad():
         assert torch.allclose(qmodel(x), compact(x), atol=1e-6)
@@ -133,7 +139,7 @@ def test_compact_row_counts_sum_pruned_ids_into_the_oov_row() -> None:
     cards, widths = [6], [4]
     model, _ = tiny_compact(cards, widths)
     keep = torch.tensor([True, True, False, True, False, True])
-    compact = export_compact(model, keep, torch.tensor(widths), ["f0"])
+    compact = export_compact(model, keep, torch.tensor(widths))
     counts = compact_row_counts(compact, [torch.tensor([1, 10, 100, 1000, 10000, 5])])
     assert counts[0].tolist() == [1 + 100 + 10000, 10, 1000, 5]
 
@@ -147,7 +153,7 @@ def tiny_split(cards: list[int], n: int, seed: int) -> SplitTensors:
 
 def tiny_quantized(cards: list[int]):
     _, compact = tiny_compact(cards, [8] * len(cards))
-    qmodel, _ = quantize_compact(compact, None, QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64), min_rows=50)
+    qmodel, _ = quantize_compact(compact, names(compact), None, QuantizerConfig(groups=2, codebook=4, steps=5, batch_size=64), min_rows=50)
     return qmodel
 
 
@@ -225,7 +231,7 @@ def test_stage_compresses_and_keeps_the_auc(trained) -> None:
     assert met["original_embedding_bytes"] == sum(f["cardinality"] for f in schema["fields"]) * 8 * 4
     assert met["embedding_bytes"] == met["code_bytes"] + met["codebook_bytes"] + met["float_table_bytes"]
     assert met["ratio_vs_original"] == pytest.approx(met["original_embedding_bytes"] / met["embedding_bytes"])
-    model, _ = load_quantized(m.output("model"))
+    model, _ = load_model(m.output("model"))
     x = torch.stack([torch.randint(0, f["cardinality"], (256,)) for f in schema["fields"]], dim=1)
     with torch.no_grad():
         assert torch.isfinite(model(x)).all()
@@ -240,10 +246,11 @@ def test_stage_compresses_and_keeps_the_auc(trained) -> None:
 def test_a_run_that_would_code_no_field_stops_with_one_line(trained, cli) -> None:
     store, pre, source = trained
     schema = json.loads(pre.output("schema").read_text())
-    compact, _ = load_compact(source.output("compact"))
-    largest = max(range(len(compact.kept)), key=lambda f: compact.kept[f])
-    name, rows = compact.field_names[largest], compact.kept[largest]
-    assert rows < 10_000 and len(schema["fields"]) == len(compact.kept)
+    compact, payload = load_model(source.output("compact"))
+    kept = compact.embedder.field_rows()
+    largest = max(range(len(kept)), key=lambda f: kept[f])
+    name, rows = payload["field_names"][largest], kept[largest]
+    assert rows < 10_000 and len(schema["fields"]) == len(kept)
     before = sorted(p.name for p in (store.root / "compress").iterdir()) if (store.root / "compress").exists() else []
     # the defaults (--min-rows 10000) code nothing on this small data set
     res = cli("compress", "--from", source.fingerprint, "--device", "cpu", "--artifacts", store.root)
@@ -254,7 +261,7 @@ def test_a_run_that_would_code_no_field_stops_with_one_line(trained, cli) -> Non
     after = sorted(p.name for p in (store.root / "compress").iterdir()) if (store.root / "compress").exists() else []
     assert after == before
     # the suggested floor codes that field
-    _, stats = quantize_compact(compact, None, QuantizerConfig(steps=1, kmeans_iters=0), min_rows=rows - 1)
+    _, stats = quantize_compact(compact, payload["field_names"], None, QuantizerConfig(steps=1, kmeans_iters=0), min_rows=rows - 1)
     assert [s["field"] for s in stats if s["coded"]] == [name]
     # no floor helps when every field's codebooks would cost too much
     with pytest.raises(ConfigError, match=r"and codes smaller than its float table .* no --min-rows would code one"):
@@ -341,10 +348,10 @@ def test_fields_fitted_on_threads_equal_the_sequential_fit() -> None:
     cards, widths = [900, 3, 600, 700, 40], [6, 2, 8, 4, 8]
     _, compact = tiny_compact(cards, widths, seed=2)
     q = QuantizerConfig(groups=2, codebook=8, steps=30, batch_size=64)
-    seq, seq_stats = quantize_compact(compact, None, q, min_rows=50, jobs=1)
-    par, par_stats = quantize_compact(compact, None, q, min_rows=50, jobs=3)
-    assert seq.coded == par.coded == [True, False, True, True, False]
-    for a, b in zip(seq.fields, par.fields, strict=True):
+    seq, seq_stats = quantize_compact(compact, names(compact), None, q, min_rows=50, jobs=1)
+    par, par_stats = quantize_compact(compact, names(compact), None, q, min_rows=50, jobs=3)
+    assert seq.embedder.coded == par.embedder.coded == [True, False, True, True, False]
+    for a, b in zip(seq.embedder.fields, par.embedder.fields, strict=True):
         for name, tensor in a.state_dict().items():
             torch.testing.assert_close(tensor, b.state_dict()[name], rtol=1e-5, atol=1e-6)
     assert [s["field"] for s in seq_stats] == [s["field"] for s in par_stats]

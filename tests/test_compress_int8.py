@@ -15,12 +15,11 @@ import torch
 
 from optembed.errors import ConfigError
 from optembed.evolution.config import EvolutionConfig
-from optembed.models.compact import load_compact
+from optembed.models.checkpoint import load_model
 from optembed.quantization.compress_int8 import quantize_compact_int8
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed.quantization.fields import RowInt8Field
-from optembed.quantization.model import load_quantized
 from optembed.safe_load import load_tensor_file
 from optembed.training.config import TrainConfig
 from optembed.training.evaluate import evaluate as evaluate_model
@@ -46,21 +45,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def stored_table_bytes(path: Path) -> dict[str, int]:
     """Bytes of the tensors a saved quantized model holds for its tables, read from the file itself."""
-    payload = load_tensor_file(path, "quantized model file")
+    payload = load_tensor_file(path, "model file")
+    state = payload["state_dict"]
     out = {"codes": 0, "scales": 0, "float_tables": 0, "codebooks": 0}
-    for f in payload["fields"]:
-        nbytes = {k: v.numel() * v.element_size() for k, v in f.items() if isinstance(v, torch.Tensor)}
+
+    def nbytes(key: str) -> int:
+        return state[key].numel() * state[key].element_size()
+
+    for i, f in enumerate(payload["embedder"]["fields"]):
+        at = f"embedder.fields.{i}."
         if f["kind"] == "int8":
-            assert (f["codes"].dtype, f["scale"].dtype, f["bias"].dtype) == (torch.uint8, torch.float32, torch.float32)
-            out["codes"] += nbytes["codes"]
-            out["scales"] += nbytes["scale"] + nbytes["bias"]
+            assert (state[at + "codes"].dtype, state[at + "scale"].dtype, state[at + "bias"].dtype) == (
+                torch.uint8, torch.float32, torch.float32)
+            out["codes"] += nbytes(at + "codes")
+            out["scales"] += nbytes(at + "scale") + nbytes(at + "bias")
         elif f["kind"] == "coded":
-            out["codes"] += nbytes["codes"]
-            out["codebooks"] += nbytes["codebooks"]
+            out["codes"] += nbytes(at + "codes")
+            out["codebooks"] += nbytes(at + "codebooks")
         else:
-            out["float_tables"] += nbytes["table"]
-    remap = payload["id_map"]
-    out["remaps"] = 0 if remap is None else sum(v.numel() * v.element_size() for v in remap.values())
+            out["float_tables"] += nbytes(at + "table")
+    out["remaps"] = sum(nbytes(k) for k in state if k.startswith("embedder.id_map."))
     return out
 
 
@@ -81,10 +85,10 @@ def test_int8_stage_bytes_auc_and_evaluate(trained) -> None:
     assert abs(met["test_logloss"] - met["source_test_logloss"]) < 0.002
     assert m.params == {"method": "int8", "finetune": asdict(FinetuneConfig(epochs=0))}
     # the saved model is the source's tables quantized row-wise, nothing else changed
-    compact, _ = load_compact(source.output("compact"))
+    compact, _ = load_model(source.output("compact"))
     want, _ = quantize_compact_int8(compact)
-    model, _ = load_quantized(m.output("model"))
-    assert all(isinstance(f, RowInt8Field) for f in model.fields)
+    model, _ = load_model(m.output("model"))
+    assert all(isinstance(f, RowInt8Field) for f in model.embedder.fields)
     x = torch.stack([torch.randint(0, f["cardinality"], (512,)) for f in schema["fields"]], dim=1)
     with torch.no_grad():
         assert torch.equal(model(x), want.eval()(x))
@@ -118,18 +122,18 @@ def test_int8_of_an_optembed_retrain(optembed_chain) -> None:
     store, pre, source, m = optembed_chain
     met = m.metrics
     assert source.metrics["variant"] == "optembed" and met["variant"] == "optembed"
-    compact, _ = load_compact(source.output("compact"))
+    compact, _ = load_model(source.output("compact"))
     cards = [int(f["cardinality"]) for f in json.loads(pre.output("schema").read_text())["fields"]]
-    assert sum(compact.kept) < sum(cards)  # rows were pruned: the id remap is kept
+    assert sum(compact.embedder.field_rows()) < sum(cards)  # rows were pruned: the id remap is kept
     # hand count: kept rows x (width + 8) for a field of width >= 3, kept rows x width x 4 otherwise
-    int8_rows = [(k, w) for k, w in zip(compact.kept, compact.widths) if w >= 3]
-    float_rows = [(k, w) for k, w in zip(compact.kept, compact.widths) if w < 3]
+    int8_rows = [(k, w) for k, w in zip(compact.embedder.field_rows(), compact.embedder.field_widths()) if w >= 3]
+    float_rows = [(k, w) for k, w in zip(compact.embedder.field_rows(), compact.embedder.field_widths()) if w < 3]
     assert int8_rows
     assert met["code_bytes"] == sum(k * w for k, w in int8_rows) and met["scale_bytes"] == sum(k * 8 for k, _ in int8_rows)
     assert met["float_table_bytes"] == sum(k * w * 4 for k, w in float_rows) and met["codebook_bytes"] == 0
     assert met["embedding_bytes"] == met["code_bytes"] + met["scale_bytes"] + met["float_table_bytes"]
-    assert met["source_embedding_bytes"] == sum(k * w * 4 for k, w in zip(compact.kept, compact.widths))
-    assert met["original_embedding_bytes"] == sum(cards) * compact.dim * 4
+    assert met["source_embedding_bytes"] == sum(k * w * 4 for k, w in zip(compact.embedder.field_rows(), compact.embedder.field_widths()))
+    assert met["original_embedding_bytes"] == sum(cards) * compact.embed_dim * 4
     assert met["coded_fields"] == len(int8_rows)
     # the bytes stored in the model file are the bytes reported
     stored = stored_table_bytes(m.output("model"))
@@ -137,11 +141,11 @@ def test_int8_of_an_optembed_retrain(optembed_chain) -> None:
         met["code_bytes"], met["scale_bytes"], met["float_table_bytes"], 0, met["remap_bytes"])
     assert met["remap_bytes"] > 0
     # the model is the source's tables quantized row-wise behind the source's remap
-    model, _ = load_quantized(m.output("model"))
+    model, _ = load_model(m.output("model"))
     want, _ = quantize_compact_int8(compact)
     x = torch.stack([torch.randint(0, c, (512,), generator=torch.Generator().manual_seed(3)) for c in cards], dim=1)
     with torch.no_grad():
-        assert torch.equal(model.embedder.id_map(x), compact.compact_ids(x))
+        assert torch.equal(model.embedder.id_map(x), compact.embedder.ids(x))
         assert torch.equal(model(x), want.eval()(x))
     assert abs(met["test_auc"] - met["source_test_auc"]) < 0.002
     assert abs(met["test_logloss"] - met["source_test_logloss"]) < 0.002
@@ -187,9 +191,9 @@ def test_fine_tuning_moves_the_network_not_the_int8_tables(trained) -> None:
     tuned = compress.run(compress.CompressStage(source=source.fingerprint, method="int8", device="cpu",
                                                 finetune=FinetuneConfig(epochs=1, lr=1e-3)), store)
     assert tuned.fingerprint != m.fingerprint and len(tuned.metrics.get("field_codebooks", {})) == 0
-    a, _ = load_quantized(m.output("model"))
-    b, _ = load_quantized(tuned.output("model"))
-    for fa, fb in zip(a.fields, b.fields):
+    a, _ = load_model(m.output("model"))
+    b, _ = load_model(tuned.output("model"))
+    for fa, fb in zip(a.embedder.fields, b.embedder.fields):
         assert torch.equal(fa.codes, fb.codes) and torch.equal(fa.scale, fb.scale) and torch.equal(fa.bias, fb.bias)
     assert tuned.metrics["embedding_bytes"] == m.metrics["embedding_bytes"]
 
@@ -238,15 +242,15 @@ def test_a_table_int8_cannot_hold_is_one_line_naming_the_file(trained, cli, monk
     """A retrain table with a range past float32's (or a NaN) stops the stage with one line naming
     the compact model file; nothing is published."""
     _, store, _, source, _ = trained
-    real = compress.load_compact
+    real = compress.load_model
 
     def wide(path: Path, device: str = "cpu"):
         compact, payload = real(path, device)
         with torch.no_grad():
-            compact.table(1)[4, :2] = torch.tensor([-3e38, 3e38])
+            compact.embedder.table(1)[4, :2] = torch.tensor([-3e38, 3e38])
         return compact, payload
 
-    monkeypatch.setattr(compress, "load_compact", wide)
+    monkeypatch.setattr(compress, "load_model", wide)
     before = len(store.list("compress"))
     res = cli("compress", "--from", source.fingerprint, "--method", "int8", "--force", "--device", "cpu",
               "--artifacts", store.root)
@@ -281,7 +285,7 @@ def test_export_and_predict_score_as_the_int8_model(trained, tmp_path: Path) -> 
     for kind in formats:
         assert e.metrics[f"max_abs_diff_{kind}"] <= 1e-4
     assert e.metrics["test_auc"] == pytest.approx(m.metrics["test_auc"], abs=1e-9)
-    model, _ = load_quantized(m.output("model"))
+    model, _ = load_model(m.output("model"))
     schema = json.loads(pre.output("schema").read_text())
     test = pq.read_table(pre.output("test")).to_pydict()
     x = torch.tensor([test[f["name"]] for f in schema["fields"]]).T

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from optembed.errors import ArtifactError
-from optembed.models.compact import load_compact
+from optembed.models.checkpoint import load_model
 from optembed.training.config import TrainConfig
 from optembed.training.latency import module_bytes
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
@@ -45,7 +45,7 @@ def test_evaluate_table_matches_retrain_metrics(prepared) -> None:
     assert rows[full.fingerprint]["sparsity"] == 0.0
     assert rows[pruned.fingerprint]["embedding_params"] < rows[full.fingerprint]["embedding_params"]
     assert rows[pruned.fingerprint]["memory_bytes"] < rows[full.fingerprint]["memory_bytes"]
-    compact, _ = load_compact(pruned.output("compact"))
+    compact, _ = load_model(pruned.output("compact"))
     assert rows[pruned.fingerprint]["memory_bytes"] == module_bytes(compact)
     report = m.output("report").read_text()
     assert pruned.fingerprint[:10] in report and "optembed-e" in report

@@ -18,12 +18,15 @@ from torch import nn
 
 from optembed.errors import ArtifactError, DataError
 from optembed.export.bundle import check_pt2, open_bundle, torch_scorer
-from optembed.export.graph import RankLookup, ServingNet, popcount32_div
+from optembed.export.graph import ServingNet
+from optembed.quantization.serving import RankLookup, popcount32_div
 from optembed.export.writers import export_program, save_onnx, save_pt2
-from optembed.models.compact import export_compact, load_compact
+from optembed.models.checkpoint import load_model
+from optembed.models.compact import export_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
-from optembed.quantization.model import CodedField, DenseField, from_compact
+from optembed.quantization.fields import CodedField, DenseField
+from optembed.quantization.model import quantized_model
 from optembed.quantization.rank_remap import RankRemap, popcount32
 from optembed.training.config import TrainConfig
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
@@ -46,7 +49,7 @@ def tiny_compact(name: str = "deepfm", widths: tuple[int, ...] = (1, 8, 3, 5, 2)
     model.train()
     model(random_ids(CARDS, 256, 3)).sum().backward()  # BatchNorm statistics move
     model.eval()
-    return export_compact(model, keep, torch.tensor(widths), [f"f{i}" for i in range(len(CARDS))])
+    return export_compact(model, keep, torch.tensor(widths))
 
 
 def tiny_quantized():
@@ -55,7 +58,7 @@ def tiny_quantized():
     g = torch.Generator().manual_seed(5)
     fields = []
     for f in range(len(CARDS)):
-        table = compact.table(f).detach()
+        table = compact.embedder.table(f).detach()
         if f in (1, 4):
             groups, entries, dtype = (2, 16, torch.uint8) if f == 1 else (3, 300, torch.uint16)
             sub = -(-table.shape[1] // groups)
@@ -63,7 +66,7 @@ def tiny_quantized():
             fields.append(CodedField(codes, torch.randn(groups, entries, sub, generator=g), table.shape[1]))
         else:
             fields.append(DenseField(table))
-    return from_compact(compact, fields).eval()
+    return quantized_model(compact, fields).eval()
 
 
 def test_popcount_by_division_counts_bits() -> None:
@@ -209,7 +212,7 @@ def test_predict_on_the_raw_test_lines_reproduces_evaluate(exported, tmp_path: P
     raw.write_text("\n".join(lines) + "\n")
     schema = json.loads(pre.output("schema").read_text())
     assert len(lines) == schema["rows"]["test"]
-    compact, _ = load_compact(r.output("compact"))
+    compact, _ = load_model(r.output("compact"))
     test = pq.read_table(pre.output("test")).to_pydict()
     x = torch.tensor([test[f["name"]] for f in schema["fields"]]).T
     with torch.no_grad():
@@ -258,7 +261,7 @@ def test_unseen_values_read_oov_and_empty_ones_missing(exported, tmp_path: Path)
             value = str(int(np.floor(np.log(v) ** 2))) if v > 2 else str(int(v))
         ids.append(lookup.get(value, f["oov_id"]))
     assert ids[13] == 0 and ids[14] == 1 and ids[0] == 1
-    compact, _ = load_compact(r.output("compact"))
+    compact, _ = load_model(r.output("compact"))
     with torch.no_grad():
         want = float(torch.sigmoid(compact(torch.tensor([ids]))))
     assert table["score"][0] == pytest.approx(want, abs=1e-6)

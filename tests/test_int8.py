@@ -14,7 +14,10 @@ from optembed.export.graph import ServingNet
 from optembed.quantization.compress_int8 import quantize_compact_int8
 from optembed.quantization.int8 import dequantize, int8_bytes, int8_is_smaller, quantize_rows
 from optembed.quantization.fields import RowInt8Field
-from optembed.quantization.model import CodedField, DenseField, from_compact, load_quantized, save_quantized
+from optembed.models.checkpoint import load_model, save_model
+from optembed.quantization.fields import CodedField, DenseField
+from optembed.quantization.model import memory_bytes, quantized_model
+from legacy_files import legacy_quantized_payload
 from test_export import CARDS, random_ids, tiny_compact
 
 
@@ -112,7 +115,7 @@ def test_extreme_values_match_the_brute_force_and_read_back_finite() -> None:
         quantize_rows(torch.tensor([[1.0, 2.0], [-big, big]]))
     compact = tiny_compact(widths=(8, 8, 8, 8, 8))
     with torch.no_grad():
-        compact.table(0)[0, :2] = torch.tensor([-big, big])
+        compact.embedder.table(0)[0, :2] = torch.tensor([-big, big])
     with pytest.raises(ValueError, match="^field f0: row 0 spans"):
         quantize_compact_int8(compact)
 
@@ -182,11 +185,11 @@ def test_int8_field_dequantizes_only_the_gathered_rows() -> None:
 def test_int8_model_bytes_round_trip_and_lookups(tmp_path: Path) -> None:
     compact = tiny_compact()  # widths 1, 8, 3, 5, 2; a pruned remap
     model, stats = quantize_compact_int8(compact)
-    rows = list(compact.kept)
+    rows = list(compact.embedder.field_rows())
     widths = [1, 8, 3, 5, 2]
     assert [s["coded"] for s in stats] == [False, True, True, True, False]
-    assert model.coded == [w >= 3 for w in widths]
-    mem = model.memory_bytes()
+    assert model.embedder.coded == [w >= 3 for w in widths]
+    mem = memory_bytes(model)
     assert mem["codes"] == sum(r * w for r, w in zip(rows, widths) if w >= 3)
     assert mem["scales"] == sum(r * 8 for r, w in zip(rows, widths) if w >= 3)
     assert mem["float_tables"] == sum(r * w * 4 for r, w in zip(rows, widths) if w < 3)
@@ -194,33 +197,34 @@ def test_int8_model_bytes_round_trip_and_lookups(tmp_path: Path) -> None:
     assert [s["bytes"] for s in stats] == [r * (w + 8) if w >= 3 else r * w * 4 for r, w in zip(rows, widths)]
     for f, s in enumerate(stats):
         if s["coded"]:
-            q = quantize_rows(compact.table(f).detach())
+            q = quantize_rows(compact.embedder.table(f).detach())
             assert s["max_abs_error"] <= float(q.scale.max()) / 2 * (1 + 1e-5) + 1e-7
     x = random_ids(CARDS, 400, 6)
     with torch.no_grad():
         # the model reads each field's dequantized table through the compact model's remap
         emb = model.embedder(x)
         for f, w in enumerate(widths):
-            table = compact.table(f).detach()
+            table = compact.embedder.table(f).detach()
             if w >= 3:
                 table = quantize_rows(table).dequantize()
-            want = table[compact.field_remap(f)[x[:, f]].long()]
+            want = table[compact.embedder.field_remap(f)[x[:, f]].long()]
             assert torch.equal(emb[:, f, :w], want) and emb[:, f, w:].eq(0).all()
         torch.testing.assert_close(model.eval()(x), compact(x), rtol=0, atol=1e-3)
         # small inference batches skip the packed layout (it would copy the codes): same numbers
         assert not model.embedder.packable
         assert torch.equal(model(x[:5]), model(x)[:5])
         assert "_packed" not in model.embedder.__dict__
-    save_quantized(tmp_path / "q.pt", model)
-    loaded, payload = load_quantized(tmp_path / "q.pt")
-    assert payload["version"] == 3 and [f["kind"] for f in payload["fields"]] == ["dense", "int8", "int8", "int8", "dense"]
+    save_model(tmp_path / "q.pt", model, [f"f{i}" for i in range(len(CARDS))])
+    loaded, payload = load_model(tmp_path / "q.pt")
+    assert [f["kind"] for f in payload["embedder"]["fields"]] == ["dense", "int8", "int8", "int8", "dense"]
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert loaded.memory_bytes() == mem
-    # a file without int8 fields stays version 2
-    plain = from_compact(compact, [DenseField(compact.table(f).detach()) for f in range(len(CARDS))])
-    save_quantized(tmp_path / "d.pt", plain)
-    assert load_quantized(tmp_path / "d.pt")[1]["version"] == 2
+    assert memory_bytes(loaded) == mem
+    # the former quantized format with int8 fields (version 3) still loads, to the same model
+    torch.save(legacy_quantized_payload(model, payload["field_names"], 3), tmp_path / "v3.pt")
+    old, _ = load_model(tmp_path / "v3.pt")
+    with torch.no_grad():
+        assert torch.equal(old(x), model(x))
 
 
 def test_int8_keeps_the_auc_and_logloss_of_labels_planted_by_the_float_model() -> None:
@@ -247,7 +251,7 @@ def test_mixed_fields_and_the_serving_graph() -> None:
     g = torch.Generator().manual_seed(8)
     fields: list = []
     for f in range(len(CARDS)):
-        table = compact.table(f).detach()
+        table = compact.embedder.table(f).detach()
         if f == 1:
             codes = torch.randint(0, 16, (table.shape[0], 2), generator=g).to(torch.uint8)
             fields.append(CodedField(codes, torch.randn(2, 16, 4, generator=g), table.shape[1]))
@@ -255,17 +259,17 @@ def test_mixed_fields_and_the_serving_graph() -> None:
             fields.append(RowInt8Field.from_table(table))
         else:
             fields.append(DenseField(table))
-    model = from_compact(compact, fields).eval()
+    model = quantized_model(compact, fields).eval()
     x = random_ids(CARDS, 300, 9)
     with torch.no_grad():
         per_field = model.embedder.lookup_per_field(model.embedder.ids(x))
         assert torch.equal(model.embedder(x[:7]), per_field[:7])
         net = ServingNet(model).eval()
         torch.testing.assert_close(net(x)[0], model(x), rtol=0, atol=1e-6)
-    int8_only = from_compact(compact, [RowInt8Field.from_table(compact.table(f).detach()) for f in range(len(CARDS))])
+    int8_only = quantized_model(compact, [RowInt8Field.from_table(compact.embedder.table(f).detach()) for f in range(len(CARDS))])
     with torch.no_grad():
         torch.testing.assert_close(ServingNet(int8_only.eval())(x)[0], int8_only(x), rtol=0, atol=1e-6)
-    assert math.isclose(int8_only.memory_bytes()["scales"], sum(compact.kept) * 8)
+    assert math.isclose(memory_bytes(int8_only)["scales"], sum(compact.embedder.field_rows()) * 8)
 
 
 @pytest.mark.slow
@@ -296,7 +300,7 @@ def test_int8_graphs_give_the_models_scores(tmp_path: Path) -> None:
     ops = {n.op_type for n in graph.graph.node}
     assert {"Gather", "Cast", "Mul", "Add"} <= ops
     uint8 = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.UINT8]
-    assert sum(math.prod(i.dims) for i in uint8) == model.memory_bytes()["codes"]  # the codes stay 8-bit in the graph
+    assert sum(math.prod(i.dims) for i in uint8) == memory_bytes(model)["codes"]  # the codes stay 8-bit in the graph
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (x, x[:1]):
         logit, _ = session.run(None, {"ids": batch.numpy()})

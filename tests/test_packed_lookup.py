@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from optembed.quantization.model import CodedField, DenseField, QuantizedEmbedder
+from optembed.quantization.fields import CodedField, DenseField
+from optembed.quantization.model import QuantizedEmbedder
 
 DIM = 6
 

@@ -9,7 +9,8 @@ import torch
 
 from optembed.errors import ArtifactError, ConfigError
 from optembed.models.checkpoint import load_model
-from optembed.models.compact import export_compact, load_compact
+from optembed.models.checkpoint import load_model
+from optembed.models.compact import export_compact
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.training.config import TrainConfig
@@ -44,18 +45,18 @@ def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
     model.train()
     model(random_ids(cards, 256, 3)).sum().backward()  # BatchNorm statistics move
     model.eval()
-    compact = export_compact(model, keep, widths, [f"f{i}" for i in range(5)])
+    compact = export_compact(model, keep, widths)
     x = random_ids(cards, 500, 4)
     assert torch.equal(model(x), compact(x))  # one windowed row gather over all fields
     assert torch.equal(model(x[:5]), compact(x[:5]))  # a small batch: the same single path
-    ids = compact.compact_ids(x)  # the element-wise gather of exported graphs reads the same values
+    ids = compact.embedder.ids(x)  # the element-wise gather of exported graphs reads the same values
     assert torch.equal(compact.embedder.gather_elements(ids), compact.embedder.lookup(ids))
     for f, w in enumerate(width_list):  # each field's table is its own (kept, D_f) block
-        assert compact.table(f).shape[1] == w
-    assert compact.widths == widths.tolist()
+        assert compact.embedder.table(f).shape[1] == w
+    assert compact.embedder.field_widths() == widths.tolist()
     kept = [int(keep[o : o + c].sum() + (0 if keep[o] else 1)) for o, c in zip(model.embedding.offsets.tolist(), cards)]
-    assert compact.kept == kept
-    assert compact.embedding_params() == sum(k * w for k, w in zip(kept, widths.tolist()))
+    assert compact.embedder.field_rows() == kept
+    assert compact.embedder.kept_params() == sum(k * w for k, w in zip(kept, widths.tolist()))
     # pruned ids behave exactly like the field's OOV id
     pruned = (~keep[: cards[0]]).nonzero().squeeze(1)
     if pruned.numel():
@@ -71,7 +72,7 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
     assert m.metrics["variant"] == "optembed-e"
     assert m.upstream == {"supernet": sn.fingerprint, "preprocess": pre.fingerprint}
-    compact, payload = load_compact(m.output("compact"))
+    compact, payload = load_model(m.output("compact"))
     masked, _ = load_model(m.output("model"))
     extra = torch.load(m.output("model"), weights_only=True)["extra"]
     masked.set_fixed_masks(extra["keep"], torch.tensor(extra["widths"]))
@@ -80,7 +81,7 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     assert torch.allclose(masked(x), compact(x), atol=1e-6)
     assert m.metrics["compact_bytes"] < m.metrics["dense_bytes"]
     sn_kept = supernet.load_row_mask(sn)["kept_per_field"]
-    assert all(k in (s, s + 1) for k, s in zip(compact.kept, sn_kept))  # + the OOV row when pruned
+    assert all(k in (s, s + 1) for k, s in zip(compact.embedder.field_rows(), sn_kept))  # + the OOV row when pruned
     assert m.metrics["sparsity"] > 0
 
 

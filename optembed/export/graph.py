@@ -25,11 +25,11 @@ OUTPUT_NAMES = ("logit", "probability")
 class ServingNet(nn.Module):
     """``(B, n)`` int64 preprocess ids -> ``(logit, probability)``, each ``(B,)`` float32."""
 
-    def __init__(self, model: CTRModel, field_names: Sequence[str]) -> None:
+    def __init__(self, model: CTRModel, field_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.lookup = model.embedder.serving_lookup()
         self.backbone = model
-        self.field_names = list(field_names)
+        self.field_names = list(field_names) if field_names is not None else [f"f{i}" for i in range(model.n_fields)]
         self.n_fields = len(self.field_names)
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:

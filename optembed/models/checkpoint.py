@@ -83,6 +83,7 @@ def build_from_payload(payload: dict[str, Any]) -> CTRModel:
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CTRModel, dict[str, Any]]:
-    """Rebuild a model of any kind from its file alone; returns the model and the payload."""
+    """Rebuild a model of any kind from its file alone, in evaluation mode (training sets its own
+    mode); returns the model and the payload."""
     payload = read_model_payload(path)
-    return rebuild(path, "model file", lambda: build_from_payload(payload).to(device)), payload
+    return rebuild(path, "model file", lambda: build_from_payload(payload).to(device).eval()), payload

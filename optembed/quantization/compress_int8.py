@@ -8,6 +8,7 @@ Per-feature head terms (DeepFM's per-id linear weights, one column) stay float32
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from optembed.models.base import CTRModel
@@ -28,7 +29,7 @@ def int8_codable(compact: CTRModel) -> bool:
 
 
 def quantize_compact_int8(
-    compact: CTRModel, field_names: list[str], reporter: Reporter = NULL
+    compact: CTRModel, field_names: Sequence[str] | None = None, reporter: Reporter = NULL
 ) -> tuple[CTRModel, list[dict[str, Any]]]:
     """The model with every field of width >= 3 stored row-wise int8, the others float, and one
     statistics row per field (rows, width, stored or not and why, bytes before/after, the largest
@@ -36,6 +37,7 @@ def quantize_compact_int8(
     when a table holds a non-finite value or a row whose range exceeds the largest float32."""
     fields: list[FieldTable] = []
     stats: list[dict[str, Any]] = []
+    field_names = list(field_names) if field_names is not None else [f"f{i}" for i in range(compact.n_fields)]
     task = reporter.task("quantizing (int8)", total=len(field_names), unit="field")
     for f, name in enumerate(field_names):
         table = compact.embedder.table(f).detach().float().cpu()  # type: ignore[operator]
