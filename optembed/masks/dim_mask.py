@@ -13,12 +13,18 @@ def sample_widths(
     dim: int,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    full_share: float = 0.0,
 ) -> Tensor:
     """Widths drawn uniformly from ``1..dim`` per sample and field: ``LongTensor(batch, n)``.
 
+    ``full_share``: the expected share of samples whose every field gets the full width instead.
     A ``generator`` must live on ``device``.
     """
-    return torch.randint(1, dim + 1, (batch, n_fields), generator=generator, device=device)
+    widths = torch.randint(1, dim + 1, (batch, n_fields), generator=generator, device=device)
+    if full_share > 0:
+        full = torch.rand((batch, 1), generator=generator, device=device) < full_share
+        widths = torch.where(full, torch.full_like(widths, dim), widths)
+    return widths
 
 
 def prefix_table(dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:

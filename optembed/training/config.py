@@ -30,6 +30,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "embedding_l2": None,
     "lr_decay": 1.0,
     "monitor": "auc",
+    "full_width_share": 0.0,
 }
 # What picks the kept checkpoint, drives early stopping and --lr-decay: the validation AUC, or the
 # validation AUC minus the validation logloss (a gain in AUC that costs as much logloss is no gain).
@@ -73,6 +74,7 @@ class TrainConfig:
     # Learning-rate decay on a plateau: every epoch that ends without a gain of the monitored score multiplies the learning
     # rates of the network and the tables by this factor (not below MIN_DECAYED_LR); 1: off.
     lr_decay: float = 0.1
+    full_width_share: float = 0.0  # supernet: expected share of samples trained at full width in every field
     monitor: str = "auc-logloss"  # auc | auc-logloss: the validation score that selects, stops early and decays
 
     def validate(self) -> None:
@@ -89,6 +91,8 @@ class TrainConfig:
             check_non_negative("--embedding-l2", self.embedding_l2)
         check_positive("--freq-lr-c0", self.freq_lr_c0)
         check_non_negative("--freq-lr-power", self.freq_lr_power)
+        if not 0.0 <= self.full_width_share <= 1.0:
+            raise ConfigError(f"--full-width-share must be a fraction in [0, 1], got {self.full_width_share:g}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"--lr-decay must be in (0, 1] (1: off), got {self.lr_decay:g}")
         if self.monitor not in MONITORS:

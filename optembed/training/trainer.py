@@ -210,7 +210,7 @@ class Trainer:
         widths = None
         rows, offset = whole if whole is not None else (xb.shape[0], 0)
         if model.sample_dims:
-            widths = sample_widths(rows, model.n_fields, model.embed_dim, self.generator, self.device)
+            widths = sample_widths(rows, model.n_fields, model.embed_dim, self.generator, self.device, self.cfg.full_width_share)
             widths = widths[offset : offset + xb.shape[0]] if whole is not None else widths
         if whole is None:
             with autocast(self.device, self.cfg.amp):

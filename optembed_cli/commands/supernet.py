@@ -64,6 +64,10 @@ def supernet(
     freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
     reinit_embeddings_each_epoch: ReinitOpt = False,
     evals_per_epoch: EvalsOpt = 0,
+    full_width_share: Annotated[
+        float,
+        typer.Option(help="Expected share of samples trained at the full width in every field (0: the paper's uniform widths).", rich_help_panel=PRUNING),
+    ] = DEFAULTS.full_width_share,
     nproc: NprocOpt = 1,
     stream: StreamOpt = False,
     shuffle_buffer: ShuffleBufferOpt = stage.DEFAULT_BUFFER_ROWS,
@@ -91,6 +95,7 @@ def supernet(
             embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
             freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
             reinit_embeddings_each_epoch=reinit_embeddings_each_epoch, evals_per_epoch=evals_per_epoch,
+            full_width_share=full_width_share,
         ),
         source=source,
         device=device,
