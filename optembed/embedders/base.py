@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from optembed.errors import ArtifactError
+from optembed.errors import ArtifactError, ConfigError
 from optembed.layers.embedding import FieldEmbedding
 
 FLOAT_BYTES = 4
@@ -94,6 +94,11 @@ class Embedder(nn.Module, ABC):
     def tables(self) -> list[FieldEmbedding]:
         """The embedding tables (sparse optimizers, frequency-adaptive rates, re-initialisation)."""
         return [m for m in self.modules() if isinstance(m, FieldEmbedding)]
+
+    def table_row_counts(self, id_counts: Tensor) -> Tensor:
+        """The training count of every row of the embedding table, from the count of every id
+        (``--freq-lr`` scales each row's learning rate by it); only the full table has them."""
+        raise ConfigError(f"--freq-lr works on the full table only, not on a {self.kind!r} embedding")
 
     def threshold_params(self) -> list[nn.Parameter]:
         """Parameters trained by the threshold optimizer (``--threshold-lr``), not the network's."""

@@ -135,6 +135,17 @@ class TableEmbedder(Embedder):
     def excluded_params(self) -> list[nn.Parameter]:
         return [self.pruner.threshold]
 
+    def table_row_counts(self, id_counts: Tensor) -> Tensor:
+        """Counts of the rows read: under fixed masks a pruned id's count goes to its field's OOV row."""
+        from optembed.training.freq_lr import remapped_counts
+
+        emb = self.embedding
+        if id_counts.shape != (emb.num_rows,):
+            raise ConfigError(f"--freq-lr needs one count per table row ({emb.num_rows}), got {tuple(id_counts.shape)}")
+        if self.id_remap is None:
+            return id_counts
+        return remapped_counts(id_counts, self.id_remap, emb.offsets, emb.field_of_row)
+
     # -- size ------------------------------------------------------------------------------
     @torch.no_grad()
     def keep_mask(self) -> Tensor | None:

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
-from optembed.embedders.table import TableEmbedder
 from optembed.errors import ConfigError, TrainingError
 from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.dim_mask import sample_widths
@@ -45,7 +44,7 @@ from optembed.progress import NULL, Reporter
 from optembed.training.arch import ArchStep
 from optembed.training.config import MIN_DECAYED_LR, TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
-from optembed.training.freq_lr import remapped_counts, row_scale
+from optembed.training.freq_lr import row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
@@ -163,16 +162,9 @@ class Trainer:
 
     def _set_freq_lr(self, row_counts: Tensor | None) -> None:
         cfg = self.cfg
-        if not isinstance(self.model.embedder, TableEmbedder):
-            raise ConfigError(f"--freq-lr works on the full table only, not on a {self.model.embedder.kind!r} embedding")
-        emb = self.model.embedding
         if row_counts is None:
             raise ConfigError("--freq-lr needs the id counts of the preprocess artifact (vocab/<field>.parquet); none were found")
-        if row_counts.shape != (emb.num_rows,):
-            raise ConfigError(f"--freq-lr needs one count per table row ({emb.num_rows}), got {tuple(row_counts.shape)}")
-        counts = row_counts.to(self.device, torch.long)
-        if self.model.id_remap is not None:  # pruned ids are read as the OOV row: it gets their counts
-            counts = remapped_counts(counts, self.model.id_remap, emb.offsets, emb.field_of_row)
+        counts = self.model.embedder.table_row_counts(row_counts.to(self.device, torch.long))
         scale = row_scale(counts, cfg.freq_lr, cfg.freq_lr_c0, cfg.freq_lr_power).to(self.device)
         tables = [t.weight for t in embedding_tables(self.model) if t.weight.requires_grad]
         opt = self.optimizers[0] if cfg.embedding_optimizer == "adam" else self.optimizers[1]
