@@ -36,6 +36,7 @@ import torch
 from optembed.embedders.base import Embedder
 from optembed.embedders.registry import BASELINE_KINDS, build_embedder, embedder_class
 from optembed.errors import ConfigError, TrainingError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import save_model
 from optembed.models.config import ModelConfig
@@ -48,7 +49,6 @@ from pipelines.data import resolve_training, load_dataset, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.readers import train_params
 
 STAGE = "baseline"
 VERSION = 2  # 2: PEP meets its target sparsity (scaled thresholds) when the search falls short
@@ -62,10 +62,10 @@ class BaselineStage:
     method: str
     model: ModelConfig = field(default_factory=lambda: ModelConfig("deepfm"))
     train: TrainConfig = field(default_factory=TrainConfig)
-    options: dict[str, Any] = field(default_factory=dict)  # the method's embedder options
-    source: str | None = None  # preprocess artifact; None = newest
-    device: str = "auto"
-    force: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # the method's embedder options (fingerprinted sorted by name)
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)  # preprocess artifact; None = newest
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
 
     def validate(self, n_fields: int | None = None) -> None:
         """Refuse bad options before any work: on the data's ``n_fields`` when known, else on a
@@ -88,6 +88,11 @@ class BaselineStage:
             raise ConfigError(f"bad {self.method} option: {exc}") from None
 
 
+def stage_params(config: BaselineStage) -> dict[str, Any]:
+    """The fingerprinted parameters: the method, its options, the model and the training options."""
+    return fingerprint_params(config)
+
+
 def _train(
     model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Reporter, data: Any, search: bool = False
 ) -> FitResult:
@@ -108,12 +113,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
     device = resolve_device(config.device)
     train, auto_notes = resolve_training(pre, config.train, config.model, device)
     config = replace(config, train=train)
-    params = {
-        "method": config.method,
-        "options": dict(sorted(config.options.items())),
-        "model": config.model.to_dict(),
-        "train": train_params(config.train),
-    }
+    params = stage_params(config)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device)

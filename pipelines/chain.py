@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import functools
 import time
-import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from optembed.data.preprocess import PreprocessConfig
 from optembed.data.validation import check_input
 from optembed.errors import ConfigError
+from pipelines import run_schema as schema
+from pipelines.eta import Eta, duration, eta_text  # noqa: F401 (re-exported)
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Prefixed, Reporter
@@ -86,204 +86,88 @@ class ChainConfig:
         return lines + [f"[retrain] {w}" for w in self.retrain.warnings()]
 
 
-def _type_ok(value: Any, tp: Any) -> bool:
-    """Whether a TOML ``value`` can stand for a field annotated ``tp`` (TOML has no null, so an
-    optional field takes its other type; an integer stands for a float)."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if origin in (Union, UnionType):
-        return any(_type_ok(value, arg) for arg in get_args(tp))
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp in (str, Path):
-        return isinstance(value, str)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
-        return all(_type_ok(v, args[0]) for v in value) if args else True
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if isinstance(tp, type) and is_dataclass(tp):
-        return False  # nested configurations are built by the loader, never given as values
-    return True
-
-
-def _type_name(tp: Any) -> str:
-    """``tp`` in words, as a TOML user would write it."""
-    origin = get_origin(tp)
-    if origin in (Union, UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
-    if origin in (list, tuple):
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return f"list of {len(args)} {_type_name(args[0])}"
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if tp is Path:
-        return "str"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_types(cls: type, data: dict[str, Any], section: str, prefix: str = "") -> None:
-    """Unknown keys and values of the wrong type in ``data`` fail with one line naming them
-    (as ``prefix + key``, the key the file holds)."""
-    hints = get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(prefix + k for k in unknown)}")
-    for key, value in data.items():
-        if not _type_ok(value, hints[key]):
-            f = known[key]
-            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
-            like = f" (like {default!r})" if default is not MISSING and default is not None else ""
-            raise ConfigError(
-                f"[{section}] {prefix}{key} = {_short(value)} should be of type {_type_name(hints[key])}{like}"
-            )
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _dataclass_from(cls: type, data: dict[str, Any], section: str, prefix: str = "", **fixed: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{section}] must be a table of keys, got {type(data).__name__} {_short(data)}")
-    _check_types(cls, data, section, prefix)
-    return cls(**{**data, **fixed})
-
-
-def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    value = raw.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"'{name}' must be a [{name}] table, got {type(value).__name__} {value!r}")
-    return dict(value)
-
-
-def search_stage(raw: dict[str, Any], source: str, device: str) -> search.SearchStage:
+def search_stage(raw: dict[str, Any], source: str, device: str, where: str = "") -> search.SearchStage:
     """A search stage from the flat [search] keys: evolution hyperparameters plus stage options;
-    ``max_auc = true`` asks for the paper's max-AUC search (no tolerance, no row levels)."""
+    ``max_auc = true`` asks for the paper's max-AUC search (no tolerance, no row levels).
+    ``where``: the configuration file, for the messages."""
     raw = dict(raw)
     max_auc = raw.pop("max_auc", False)
     if not isinstance(max_auc, bool):
-        raise ConfigError(f"[search] max_auc must be true or false, got {max_auc!r}")
-    if "row_levels" in raw:
-        if not isinstance(raw["row_levels"], list) or not all(isinstance(v, (int, float)) for v in raw["row_levels"]):
-            raise ConfigError(f"[search] row_levels must be a list of fractions, got {raw['row_levels']!r}")
-        raw["row_levels"] = tuple(float(v) for v in raw["row_levels"])
+        raise ConfigError(f"{where + ': ' if where else ''}[search] max_auc must be true or false, got {max_auc!r}")
     evo_keys = {f.name for f in fields(EvolutionConfig)}
     evo_raw = {k: v for k, v in raw.items() if k in evo_keys}
-    if max_auc:
-        evo_raw["max_auc_drop"] = None
-    evolution = _dataclass_from(EvolutionConfig, evo_raw, "search")
     rest = {k: v for k, v in raw.items() if k not in evo_keys}
-    return _dataclass_from(search.SearchStage, rest, "search", source=source, device=device, evolution=evolution)
+    schema.check_table(search.SearchStage, rest, "search", where)  # unknown keys name the whole table
+    evolution = schema.build(EvolutionConfig, evo_raw, "search", where, **({"max_auc_drop": None} if max_auc else {}))
+    return schema.build(search.SearchStage, rest, "search", where, source=source, device=device, evolution=evolution)
 
 
-def compress_stage(raw: dict[str, Any], source: str, device: str) -> compress.CompressStage:
+def compress_stage(raw: dict[str, Any], source: str, device: str, where: str = "") -> compress.CompressStage:
     """A compress stage from the flat [compress] keys: ``method`` (pq | int8), quantizer keys
     (``groups``, ``codebook``, ...), ``finetune_*`` keys, ``min_rows``; ``variants`` is the chain's
     own key. Without ``finetune_epochs`` the method's default applies (int8: none)."""
     q_keys = {f.name for f in fields(QuantizerConfig)}
     rest = {k: v for k, v in raw.items() if k != "variants"}
-    quantizer = _dataclass_from(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress")
+    quantizer = schema.build(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress", where)
     ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
     ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", "pq"))).epochs)
-    finetune = _dataclass_from(FinetuneConfig, ft, "compress", prefix="finetune_")
+    finetune = schema.build(FinetuneConfig, ft, "compress", where, prefix="finetune_")
     other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
-    return _dataclass_from(
-        compress.CompressStage, other, "compress", source=source, device=device, quantizer=quantizer, finetune=finetune
+    return schema.build(
+        compress.CompressStage, other, "compress", where, source=source, device=device, quantizer=quantizer, finetune=finetune
     )
 
 
-MAX_CONFIG_BYTES = 1 << 20
+@dataclass
+class CompressVariants:
+    """The chain's own key of [compress]: the re-trained variants to compress."""
+
+    variants: list[str] = field(default_factory=lambda: ["optembed"])
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The parsed TOML file; a missing, unreadable, binary or malformed file is one line."""
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path} holds {size:,} bytes, too many for a TOML configuration (at most {MAX_CONFIG_BYTES:,})")
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration {path} is a folder, not a TOML file") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a TOML text file (not UTF-8 at byte {exc.start})") from None
-    if "\x00" in text:
-        raise ConfigError(f"{path}: not a TOML text file (it holds NUL bytes)")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-
-
-RUN_KEYS = ("variants", "retrain_init", "device", "latency", "plot")
+read_toml = schema.read_toml  # re-exported
+SECTIONS = ("data", "model", "supernet", "search", "retrain", "compress", "baseline", "run")
+RUN_KEYS = ("variants", "retrain_init", "device", "latency", "plot")  # the ChainConfig fields [run] sets
 
 
 def load_config(path: Path) -> ChainConfig:
-    """Read a TOML run configuration (sections data, model, supernet, search, retrain, run)."""
-    raw = read_toml(path)
-    unknown = sorted(set(raw) - {"data", "model", "supernet", "search", "retrain", "compress", "baseline", "run"})
+    """Read a TOML run configuration (sections data, model, supernet, search, retrain, compress,
+    baseline, run); every wrong key or value is one line naming the file, the section and the key."""
+    raw = schema.read_toml(path)
+    where = str(path)
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    data = _section(raw, "data")
+    data = schema.section(raw, "data", where)
     if "path" not in data:
         raise ConfigError(f"{path}: [data] needs a 'path'")
     raw_path = data.pop("path")
     if not isinstance(raw_path, str) or not raw_path.strip():
-        raise ConfigError(f"[data] path = {_short(raw_path)} should be a file name (a non-empty str)")
+        raise ConfigError(f"{path}: [data] path = {schema.short(raw_path)} should be a file name (a non-empty str)")
     data_path = Path(raw_path).expanduser()
     if not data_path.is_absolute():
         data_path = (Path(path).parent / data_path).resolve()
     if "format" in data:
         data["fmt"] = data.pop("format")
-    pre = _dataclass_from(PreprocessConfig, data, "data")
-    pre.split = tuple(pre.split)  # type: ignore[assignment]
-    model_raw = _section(raw, "model")
-    model = _dataclass_from(ModelConfig, model_raw, "model", name=model_raw.get("name", "deepfm"))
-    run_raw = _section(raw, "run")
-    extra = sorted(set(run_raw) - set(RUN_KEYS))
-    if extra:
-        raise ConfigError(f"unknown key(s) in [run]: {', '.join(extra)}")
-    _check_types(ChainConfig, run_raw, "run")
-    search_raw, compress_raw = _section(raw, "search"), _section(raw, "compress")
-    if not _type_ok(compress_raw.get("variants", []), list[str]):
-        raise ConfigError(f"[compress] variants = {_short(compress_raw['variants'])} should be of type list of str")
+    model_raw = schema.section(raw, "model", where)
+    run_raw = schema.check_table(ChainConfig, schema.section(raw, "run", where), "run", where, only=RUN_KEYS)
+    compress_raw = schema.section(raw, "compress", where)
+    if "variants" in compress_raw:
+        schema.check_table(CompressVariants, {"variants": compress_raw["variants"]}, "compress", where)
     cfg = ChainConfig(
         data=data_path,
-        preprocess=pre,
-        model=model,
-        supernet=_dataclass_from(TrainConfig, _section(raw, "supernet"), "supernet"),
-        retrain=_dataclass_from(TrainConfig, _section(raw, "retrain"), "retrain"),
-        search=search_raw,
+        preprocess=schema.build(PreprocessConfig, data, "data", where),
+        model=schema.build(ModelConfig, model_raw, "model", where, name=model_raw.get("name", "deepfm")),
+        supernet=schema.build(TrainConfig, schema.section(raw, "supernet", where), "supernet", where),
+        retrain=schema.build(TrainConfig, schema.section(raw, "retrain", where), "retrain", where),
+        search=schema.section(raw, "search", where),
         compress=compress_raw,
-        baseline=_section(raw, "baseline"),
-        variants=tuple(run_raw.get("variants", VARIANTS)),
-        retrain_init=run_raw.get("retrain_init", "auto"),
-        device=run_raw.get("device", "auto"),
-        latency=run_raw.get("latency"),
-        plot=run_raw.get("plot", False),
+        baseline=schema.section(raw, "baseline", where),
+        **{k: tuple(v) if k == "variants" else v for k, v in run_raw.items()},
     )
-    search_stage(cfg.search, "", cfg.device)  # wrong keys or types in [search] or [compress] fail now
+    search_stage(cfg.search, "", cfg.device, where)  # wrong keys or types in [search] or [compress] fail now
     if cfg.compress:
-        compress_stage(cfg.compress, "", cfg.device)
+        compress_stage(cfg.compress, "", cfg.device, where)
     return cfg
 
 
@@ -322,92 +206,94 @@ def check_before_work(config: ChainConfig) -> None:
     check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 
 
-def plan(config: ChainConfig) -> list[str]:
-    """The names of the steps :func:`run` takes, in order (``"supernet optembed"``, ...)."""
-    steps = ["preprocess"]
-    modes: list[str] = []
-    for variant in config.variants:
-        mode = SUPERNET_MODE.get(variant)
-        if mode is not None and mode not in modes:
-            modes.append(mode)
-            steps.append(f"supernet {mode}")
+Done = dict[str, Manifest]  # the artifacts of the steps run so far, by step name
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run: its name (``"supernet optembed"``, ...), the stage it runs and its
+    configuration, built from the artifacts of the steps before it."""
+
+    name: str
+    stage: Callable[[Any, Store, Reporter], Manifest]
+    config: Callable[[Done], Any]
+
+
+def steps(config: ChainConfig) -> list[Step]:
+    """Every step :func:`run` takes, in order: the data, one supernet per mode the variants need,
+    their searches, each variant's training (and compression), the evaluation of them all."""
+    device = config.device
+    out = [Step("preprocess", preprocess.run, lambda done: preprocess.PreprocessStage(config.data, config.preprocess))]
+    pre = "preprocess"
+    modes = list(dict.fromkeys(SUPERNET_MODE[v] for v in config.variants if v in SUPERNET_MODE))
+    for mode in modes:
+        out.append(Step(f"supernet {mode}", supernet.run, functools.partial(_supernet_config, config, mode, pre)))
+    searched: dict[str, str] = {}
     for mode in ("prune-only", "dims-only", "optembed"):
         if mode in modes:
-            if mode == "prune-only" and not search_stage(config.search, "", config.device).searches_rows(True):
-                continue
-            steps.append(f"search {mode}")
+            if mode == "prune-only" and not search_stage(config.search, "", device).searches_rows(True):
+                continue  # the paper's OptEmbed-E: re-trained under the supernet's learned row mask
+            searched[mode] = f"search {mode}"
+            out.append(Step(searched[mode], search.run, functools.partial(_search_config, config, f"supernet {mode}")))
+    evaluated: list[str] = []  # the steps whose artifacts are evaluated, in the variants' order
     for variant in config.variants:
         if variant == "optembed-noretrain":
+            evaluated.append(searched["optembed"])
             continue
-        steps.append(f"retrain {variant}")
+        if variant in baseline.METHODS:
+            out.append(Step(f"baseline {variant}", baseline.run, functools.partial(_baseline_config, config, variant, pre)))
+            evaluated.append(out[-1].name)
+            continue
+        source = pre if variant == "original" else searched.get(SUPERNET_MODE[variant], f"supernet {SUPERNET_MODE[variant]}")
+        out.append(Step(f"retrain {variant}", retrain.run, functools.partial(_retrain_config, config, variant, source)))
+        evaluated.append(out[-1].name)
         if variant in config.compress.get("variants", ()):
-            steps.append(f"compress {variant}")
-    return [*steps, "evaluate"]
+            trained = out[-1].name
+            out.append(Step(f"compress {variant}", compress.run, functools.partial(_compress_config, config, trained)))
+            evaluated.append(out[-1].name)
+    out.append(Step("evaluate", evaluate.run, functools.partial(_evaluate_config, config, evaluated)))
+    return out
 
 
-class Eta:
-    """Estimates the time the remaining steps take from the steps already run.
-
-    A step kind (the first word of a step's name: ``supernet``, ``search``, ...) that ran (not
-    cached) is expected to take its mean time again; a ``retrain`` before any ran is expected to
-    take as long as a supernet per epoch. Kinds with no estimate are reported as unknown.
-    """
-
-    QUICK = ("preprocess", "evaluate")  # short next to training: counted as 0 until measured
-
-    def __init__(self, supernet_epochs: int = 1, retrain_epochs: int = 1) -> None:
-        self.seconds: dict[str, list[float]] = {}
-        self.epochs = {"supernet": max(supernet_epochs, 1), "retrain": max(retrain_epochs, 1)}
-
-    def record(self, step: str, seconds: float, cached: bool) -> None:
-        if not cached:
-            self.seconds.setdefault(step.split()[0], []).append(seconds)
-
-    def estimate(self, kind: str) -> float | None:
-        times = self.seconds.get(kind)
-        if times:
-            return sum(times) / len(times)
-        if kind == "retrain" and self.seconds.get("supernet"):
-            per_epoch = sum(self.seconds["supernet"]) / len(self.seconds["supernet"]) / self.epochs["supernet"]
-            return per_epoch * self.epochs["retrain"]
-        return 0.0 if kind in self.QUICK else None
-
-    def remaining(self, steps: list[str]) -> tuple[float, list[str]]:
-        """Seconds the ``steps`` are expected to take, and the kinds without an estimate yet."""
-        total, unknown = 0.0, []
-        for step in steps:
-            kind = step.split()[0]
-            guess = self.estimate(kind)
-            if guess is None:
-                if kind not in unknown:
-                    unknown.append(kind)
-            else:
-                total += guess
-        return total, unknown
+def plan(config: ChainConfig) -> list[str]:
+    """The names of the steps :func:`run` takes, in order (``"supernet optembed"``, ...)."""
+    return [s.name for s in steps(config)]
 
 
-def duration(seconds: float) -> str:
-    """``seconds`` for people: ``"45s"``, ``"3m05s"``, ``"1h02m"``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+def _supernet_config(config: ChainConfig, mode: str, source: str, done: Done) -> supernet.SupernetStage:
+    return supernet.SupernetStage(
+        model=config.model, mode=mode, train=config.supernet, source=done[source].fingerprint, device=config.device
+    )
 
 
-def eta_text(eta: Eta, steps: list[str], elapsed: float) -> str:
-    """``"elapsed 1m05s, about 4m10s left"``; kinds not yet measured are named."""
-    seconds, unknown = eta.remaining(steps)
-    text = f"elapsed {duration(elapsed)}"
-    if not steps:
-        return text
-    if not unknown:
-        return f"{text}, about {duration(seconds)} left"
-    later = f"estimated after the first {', '.join(unknown)}"
-    if seconds >= 1:
-        return f"{text}, at least {duration(seconds)} left; the rest {later}"
-    return f"{text}, time left {later}"
+def _search_config(config: ChainConfig, source: str, done: Done) -> search.SearchStage:
+    return search_stage(config.search, done[source].fingerprint, config.device)
+
+
+def _baseline_config(config: ChainConfig, method: str, source: str, done: Done) -> baseline.BaselineStage:
+    return baseline_stage(config, method, done[source].fingerprint)
+
+
+def _retrain_config(config: ChainConfig, variant: str, source: str, done: Done) -> retrain.RetrainStage:
+    return retrain.RetrainStage(
+        source=done[source].fingerprint,
+        full=variant == "original",
+        init="fresh" if variant == "original" else config.retrain_init,
+        model=config.model,
+        train=config.retrain,
+        device=config.device,
+    )
+
+
+def _compress_config(config: ChainConfig, source: str, done: Done) -> compress.CompressStage:
+    return compress_stage(config.compress, done[source].fingerprint, config.device)
+
+
+def _evaluate_config(config: ChainConfig, evaluated: list[str], done: Done) -> evaluate.EvaluateStage:
+    latency = config.latency if config.latency is not None else resolve_device(config.device).type == "cuda"
+    return evaluate.EvaluateStage(
+        sources=[done[name].fingerprint for name in evaluated], device=config.device, latency=latency, plot=config.plot
+    )
 
 
 def run(
@@ -423,70 +309,22 @@ def run(
     ``after(name, manifest)`` is called when a step is done (the CLI prints its warnings there).
     """
     check_before_work(config)
-    done: dict[str, Manifest] = {}
-    steps = plan(config)
+    done: Done = {}
+    todo = steps(config)
+    names = [s.name for s in todo]
     eta = Eta(config.supernet.epochs, config.retrain.epochs)
     started = time.perf_counter()
-    reporter.message(f"plan: {len(steps)} stages: {', '.join(steps)} (finished stages are reused)")
-
-    def step(name: str, work: Callable[[Reporter], Manifest]) -> Manifest:
-        index = steps.index(name) + 1 if name in steps else len(done) + 1
-        reporter.message(f"[{index}/{len(steps)}] {name} ({eta_text(eta, steps[index - 1:], time.perf_counter() - started)})")
+    reporter.message(f"plan: {len(names)} stages: {', '.join(names)} (finished stages are reused)")
+    for index, step in enumerate(todo, start=1):
+        reporter.message(f"[{index}/{len(names)}] {step.name} ({eta_text(eta, names[index - 1:], time.perf_counter() - started)})")
         began = time.perf_counter()
-        manifest = work(Prefixed(reporter, name))
-        eta.record(name, time.perf_counter() - began, manifest.cached)
+        manifest = step.stage(step.config(done), store, Prefixed(reporter, step.name))
+        eta.record(step.name, time.perf_counter() - began, manifest.cached)
         result = result_summary(manifest.metrics)
-        reporter.message(f"{name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})" + (f"; {result}" if result else ""))
-        done[name] = manifest
+        reporter.message(
+            f"{step.name}: {manifest.fingerprint} ({'cached' if manifest.cached else 'done'})" + (f"; {result}" if result else "")
+        )
+        done[step.name] = manifest
         if after is not None:
-            after(name, manifest)
-        return manifest
-
-    pre = step("preprocess", lambda rep: preprocess.run(preprocess.PreprocessStage(config.data, config.preprocess), store, rep))
-    supernets: dict[str, Manifest] = {}
-    for variant in config.variants:
-        mode = SUPERNET_MODE.get(variant)
-        if mode is None or mode in supernets:
-            continue
-        stage_cfg = supernet.SupernetStage(
-            model=config.model, mode=mode, train=config.supernet, source=pre.fingerprint, device=config.device
-        )
-        supernets[mode] = step(f"supernet {mode}", functools.partial(supernet.run, stage_cfg, store))
-    searches: dict[str, Manifest] = {}
-    for mode in ("prune-only", "dims-only", "optembed"):
-        if mode in supernets and any(SUPERNET_MODE.get(v) == mode for v in config.variants):
-            s_cfg = search_stage(config.search, supernets[mode].fingerprint, config.device)
-            if mode == "prune-only" and not s_cfg.searches_rows(True):
-                continue  # the paper's OptEmbed-E: re-trained under the supernet's learned row mask
-            searches[mode] = step(f"search {mode}", functools.partial(search.run, s_cfg, store))
-    evaluated: list[str] = []
-    for variant in config.variants:
-        if variant == "optembed-noretrain":
-            evaluated.append(searches["optembed"].fingerprint)
-            continue
-        if variant in baseline.METHODS:
-            b_cfg = baseline_stage(config, variant, pre.fingerprint)
-            evaluated.append(
-                step(f"baseline {variant}", functools.partial(baseline.run, b_cfg, store)).fingerprint
-            )
-            continue
-        source = {"original": pre, "optembed-e": searches.get("prune-only", supernets.get("prune-only"))}.get(variant)
-        if source is None:
-            source = searches[SUPERNET_MODE[variant]]
-        r_cfg = retrain.RetrainStage(
-            source=source.fingerprint,
-            full=variant == "original",
-            init="fresh" if variant == "original" else config.retrain_init,
-            model=config.model,
-            train=config.retrain,
-            device=config.device,
-        )
-        trained = step(f"retrain {variant}", functools.partial(retrain.run, r_cfg, store))
-        evaluated.append(trained.fingerprint)
-        if variant in config.compress.get("variants", ()):
-            c_cfg = compress_stage(config.compress, trained.fingerprint, config.device)
-            evaluated.append(step(f"compress {variant}", functools.partial(compress.run, c_cfg, store)).fingerprint)
-    latency = config.latency if config.latency is not None else resolve_device(config.device).type == "cuda"
-    e_cfg = evaluate.EvaluateStage(sources=evaluated, device=config.device, latency=latency, plot=config.plot)
-    step("evaluate", functools.partial(evaluate.run, e_cfg, store))
+            after(step.name, manifest)
     return done

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params, since_default
 from optembed.progress import NULL, Reporter
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import load_model, save_model
@@ -70,6 +71,9 @@ PQ_OPTIONS = {
 }
 
 
+PQ_ONLY = {"inert_when": {"method": ("int8",)}}  # metadata of the options int8 does not read
+
+
 def default_finetune(method: str) -> FinetuneConfig:
     """The fine-tuning a method gets unless told otherwise: one epoch for pq, none for int8."""
     return FinetuneConfig(epochs=0) if method == "int8" else FinetuneConfig()
@@ -77,14 +81,16 @@ def default_finetune(method: str) -> FinetuneConfig:
 
 @dataclass
 class CompressStage:
-    source: str | None = None  # a retrain artifact; None = the newest one
-    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)  # pq only
-    min_rows: int = DEFAULT_MIN_ROWS  # pq only
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)  # a retrain artifact; None = the newest one
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig, metadata=PQ_ONLY)
+    min_rows: int = field(default=DEFAULT_MIN_ROWS, metadata=PQ_ONLY)
     finetune: FinetuneConfig | None = None  # None: default_finetune(method)
-    device: str = "auto"
-    jobs: int = 0  # fields fitted at once (0: one per core on the CPU); not a parameter (same result up to rounding)
-    force: bool = False
-    method: str = "pq"  # pq | int8
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    # fields fitted at once (0: one per core on the CPU); not a parameter (same result up to rounding)
+    jobs: int = field(default=0, metadata=UNFINGERPRINTED)
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+    # pq | int8; pq artifacts were made before the method existed (no "method" key)
+    method: str = field(default="pq", metadata=since_default("pq"))
 
     def __post_init__(self) -> None:
         if self.finetune is None:
@@ -181,9 +187,7 @@ def require_int8_field(compact: CTRModel, field_names: list[str]) -> None:
 def stage_params(config: CompressStage) -> dict[str, Any]:
     """The fingerprinted parameters. pq's are what they were before the method existed (no
     ``method`` key), so its artifacts keep their fingerprints; int8 reads no quantizer option."""
-    if config.method == "pq":
-        return {"quantizer": config.quantizer.to_dict(), "min_rows": config.min_rows, "finetune": vars(config.ft).copy()}
-    return {"method": config.method, "finetune": vars(config.ft).copy()}
+    return fingerprint_params(config)
 
 
 def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manifest:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from optembed.errors import ArtifactError, ConfigError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.metrics import auc, auc_components, auc_se, base_rate_logloss, logloss, normal_interval, paired_auc_se, z_value
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model
@@ -62,12 +63,18 @@ SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 @dataclass
 class EvaluateStage:
-    sources: list[str] = field(default_factory=list)  # empty: every retrain artifact of the newest data
-    device: str = "auto"
-    eval_batch_size: int = 32768
+    # empty: every retrain artifact of the newest data; the fingerprints they resolve to are fingerprinted
+    sources: list[str] = field(default_factory=list, metadata=UNFINGERPRINTED)
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    eval_batch_size: int = field(default=32768, metadata=UNFINGERPRINTED)
     latency: bool = True
     plot: bool = False
-    force: bool = False
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+
+def stage_params(config: EvaluateStage, fingerprints: Sequence[str]) -> dict[str, Any]:
+    """The fingerprinted parameters: the sources' fingerprints (sorted) and the stage's options."""
+    return {"sources": sorted(fingerprints), **fingerprint_params(config)}
 
 
 @dataclass
@@ -177,7 +184,7 @@ def preflight(config: EvaluateStage, store: Store) -> tuple[list[Manifest], Mani
 
 def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     sources, pre, device = preflight(config, store)
-    params = {"sources": sorted(m.fingerprint for m in sources), "latency": config.latency, "plot": config.plot}
+    params = stage_params(config, [m.fingerprint for m in sources])
     upstream = {f"{m.stage}#{i}": m for i, m in enumerate(sorted(sources, key=lambda m: m.fingerprint))}
 
     def build(tmp: Path, manifest: Manifest) -> None:

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from optembed.export.bundle import (
 from optembed.export.graph import INPUT_NAME, OUTPUT_NAMES, ServingNet
 from optembed.export.readme import bundle_readme
 from optembed.export.writers import ONNX_OPSET, export_program, onnx_available, save_onnx, save_pt2
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.links import copy_regular
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import load_model
@@ -65,10 +66,11 @@ PREPROCESS_OPTIONS = ("label", "fields", "numeric", "delimiter", "keep_impressio
 
 @dataclass
 class ExportStage:
-    source: str | None = None  # retrain or compress artifact; None = the newest of either
-    out: Path | None = None  # also copy the bundle here
+    # retrain or compress artifact; None = the newest of either
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)
+    out: Path | None = field(default=None, metadata=UNFINGERPRINTED)  # also copy the bundle here
     formats: tuple[str, ...] = FORMATS
-    force: bool = False
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
 
     def validate(self) -> None:
         bad = [f for f in self.formats if f not in FORMATS]
@@ -86,6 +88,11 @@ class ExportStage:
                 raise ConfigError(f"--out {out} is a folder that is not empty and holds no bundle; choose a new folder")
             if (out / BUNDLE_JSON).is_file() and not self.force:
                 raise ConfigError(f"--out {out} already holds a bundle; pass --force to replace it")
+
+
+def stage_params(config: ExportStage) -> dict[str, Any]:
+    """The fingerprinted parameters: the formats, and the ONNX opset when ONNX is written."""
+    return {**fingerprint_params(config), "opset": ONNX_OPSET if "onnx" in config.formats else None}
 
 
 def parse_formats(value: str) -> tuple[str, ...]:
@@ -197,7 +204,7 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
     chain = resolve_chain(store, source)
     pre = chain["preprocess"]
     schema = read_schema(pre)
-    params = {"formats": list(config.formats), "opset": ONNX_OPSET if "onnx" in config.formats else None}
+    params = stage_params(config)
     upstream = {source.stage: source, "preprocess": pre}
 
     def build(tmp: Path, manifest: Manifest) -> None:

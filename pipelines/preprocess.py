@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from optembed.data.preprocess import PreprocessConfig, check_input, preprocess
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.progress import NULL, Reporter
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
@@ -19,10 +20,15 @@ _MIB = 1 << 20
 
 @dataclass
 class PreprocessStage:
-    input: Path
-    options: PreprocessConfig = field(default_factory=PreprocessConfig)
-    hash_input: bool = False
-    force: bool = False
+    input: Path = field(metadata=UNFINGERPRINTED)  # fingerprinted as its identity (input_identity)
+    options: PreprocessConfig = field(default_factory=PreprocessConfig, metadata={"flatten": True})
+    hash_input: bool = field(default=False, metadata=UNFINGERPRINTED)  # how the identity is taken
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+
+def stage_params(config: PreprocessStage) -> dict[str, Any]:
+    """The fingerprinted parameters: the input's identity and the preprocessing options."""
+    return {"input": input_identity(Path(config.input), config.hash_input), **fingerprint_params(config)}
 
 
 def input_identity(path: Path, full_hash: bool = False) -> dict[str, Any]:
@@ -52,7 +58,7 @@ def run(config: PreprocessStage, store: Store, reporter: Reporter = NULL) -> Man
     config.options.validate()
     path = Path(config.input)
     check_input(path)
-    params = {"input": input_identity(path, config.hash_input), **config.options.to_params()}
+    params = stage_params(config)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         result = preprocess(path, config.options, tmp, reporter)

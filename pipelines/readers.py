@@ -21,13 +21,9 @@ ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "prun
 
 
 def train_params(cfg: TrainConfig) -> dict[str, Any]:
-    """Training options that change the result (not speed knobs). The embedding options
-    (``embedding_optimizer``, ``freq_lr``, ...) appear only when they differ from their defaults,
-    so artifacts made before they existed keep their fingerprints."""
-    params = cfg.to_params()
-    for key in ("eval_batch_size", "check_every", "compile"):
-        params.pop(key)
-    return params
+    """Training options that change the result (:meth:`TrainConfig.to_params`: not the speed
+    knobs; the later options only while they differ from what their absence meant)."""
+    return cfg.to_params()
 
 
 def load_row_mask(manifest: Manifest) -> dict[str, Any]:

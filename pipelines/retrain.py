@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.masks.fold import split_id_counts
 from optembed.models.base import mode_flags
 from optembed.models.apply import apply_search
@@ -52,16 +53,26 @@ INITS = ("auto", "fresh", "rewind", "supernet")
 
 @dataclass
 class RetrainStage:
-    source: str | None = None  # search/supernet (or preprocess with full=True); None = newest search
+    # search/supernet (or preprocess with full=True); None = newest search
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)
     full: bool = False
-    init: str = "auto"
+    init: str = "auto"  # resolved by plan() (auto -> supernet or fresh) before it is fingerprinted
     train: TrainConfig = field(default_factory=TrainConfig)
-    model: ModelConfig | None = None  # only for full=True from a preprocess artifact
-    device: str = "auto"
-    stream: bool = False  # read the splits from Parquet in chunks (also automatic when they do not fit)
-    shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # rows per streamed chunk (the shuffle buffer)
-    resume: bool = False  # continue an interrupted run from its last finished epoch
-    force: bool = False
+    # only for full=True from a preprocess artifact; the plan's model (the supernet's) is fingerprinted
+    model: ModelConfig | None = field(default=None, metadata=UNFINGERPRINTED)
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    # read the splits from Parquet in chunks (also automatic when they do not fit)
+    stream: bool = field(default=False, metadata=UNFINGERPRINTED)
+    # rows per streamed chunk (the shuffle buffer)
+    shuffle_buffer: int = field(default=DEFAULT_BUFFER_ROWS, metadata=UNFINGERPRINTED)
+    # continue an interrupted run from its last finished epoch
+    resume: bool = field(default=False, metadata=UNFINGERPRINTED)
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+
+def stage_params(config: RetrainStage, model: ModelConfig, variant: str) -> dict[str, Any]:
+    """The fingerprinted parameters: the stage's options, the model the plan trains and its variant."""
+    return {**fingerprint_params(config), "variant": variant, "model": fingerprint_params(model)}
 
 
 @dataclass
@@ -126,13 +137,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
     device = rt.device
     train, auto_notes = resolve_training(p.preprocess, config.train, p.model, device)
     config = replace(config, train=train)
-    params: dict[str, Any] = {
-        "full": config.full,
-        "init": config.init,
-        "variant": p.variant,
-        "model": p.model.to_dict(),
-        "train": train_params(config.train),
-    }
+    params = stage_params(config, p.model, p.variant)
     upstream = {**p.upstream, "preprocess": p.preprocess}
 
     def build(tmp: Path, manifest: Manifest) -> None:

@@ -34,6 +34,7 @@ from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.search import SearchResult
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
 from optembed.masks.oov import field_offsets, with_oov_rows
 from optembed.models.base import mode_flags
@@ -52,21 +53,31 @@ from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask
 STAGE = "search"
 VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts
 UPSTREAM = "supernet"
+ROW_SEARCH = ("row_levels", "row_rank", "min_traffic")  # fingerprinted only when the row levels are searched
 
 
 @dataclass
 class SearchStage:
-    source: str | None = None  # supernet artifact (fingerprint prefix or folder); None = newest
+    # supernet artifact (fingerprint prefix or folder); None = newest
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    device: str = "auto"
-    rows_per_pass: int | None = None  # rows per backbone call; None: by device (CPUs prefer cache-sized calls)
-    block: int = 16  # columns per block of the first layer shared by all candidates (0: stack the candidates)
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    # rows per backbone call; None: by device (CPUs prefer cache-sized calls)
+    rows_per_pass: int | None = field(default=None, metadata=UNFINGERPRINTED)
+    # columns per block of the first layer shared by all candidates (0: stack the candidates)
+    block: int = field(default=16, metadata=UNFINGERPRINTED)
     amp: str = "none"
-    rows: bool = True  # search per-field row levels (supernets that prune rows, accuracy-bounded search only)
-    row_levels: tuple[float, ...] = DEFAULT_LEVELS
+    # search per-field row levels (supernets that prune rows, accuracy-bounded search only); whether they
+    # are searched enters the fingerprint through the ROW_SEARCH keys
+    rows: bool = field(default=True, metadata=UNFINGERPRINTED)
+    row_levels: tuple[float, ...] = field(default=DEFAULT_LEVELS, metadata={"resolved_by": "distinct_row_levels"})
     row_rank: str = "impact"  # which rows a level keeps: impact (count x deviation) | norm
     min_traffic: float = DEFAULT_MIN_TRAFFIC  # a positive row level keeps at least this share of its field's traffic
-    force: bool = False
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+    def distinct_row_levels(self) -> list[float]:
+        """The row levels as a sorted list without repeats (their order and repeats do not matter)."""
+        return sorted(float(q) for q in set(self.row_levels))
 
     def searches_rows(self, pruned: bool) -> bool:
         return self.rows and pruned and self.evolution.max_auc_drop is not None
@@ -85,6 +96,11 @@ class SearchStage:
             raise ConfigError(f"unknown --row-rank '{self.row_rank}'; choose {' or '.join(ROW_RANKS)}")
         if not self.row_levels or any(not 0.0 <= q < 1.0 for q in self.row_levels):
             raise ConfigError(f"--row-levels must be fractions in [0, 1), got {list(self.row_levels)}")
+
+
+def stage_params(config: SearchStage, rows_phase: bool) -> dict[str, Any]:
+    """The fingerprinted parameters; the row search's options only when it runs (``rows_phase``)."""
+    return fingerprint_params(config, omit=() if rows_phase else ROW_SEARCH)
 
 
 def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
@@ -133,11 +149,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     device = rt.device
     val_rows = int(pre.metrics.get("rows_val") or 0)
     check_search_memory(evo.population, evo.generations, len(kept), val_rows, device)
-    params: dict[str, Any] = {"evolution": evo.to_dict(), "amp": config.amp}
-    if rows_phase:
-        params["row_levels"] = sorted(float(q) for q in set(config.row_levels))
-        params["row_rank"] = config.row_rank
-        params["min_traffic"] = config.min_traffic
+    params = stage_params(config, rows_phase)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         model, _ = load_model(sn.output("model"), device)

@@ -22,6 +22,7 @@ from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
 from optembed.data.stream import DEFAULT_BUFFER_ROWS
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.training.config import TrainConfig
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
@@ -43,12 +44,20 @@ class SupernetStage:
     model: ModelConfig
     mode: str = "optembed"
     train: TrainConfig = field(default_factory=TrainConfig)
-    source: str | None = None  # preprocess artifact (fingerprint prefix or folder); None = newest
-    device: str = "auto"
-    stream: bool = False  # read the splits from Parquet in chunks (also automatic when they do not fit)
-    shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # rows per streamed chunk (the shuffle buffer)
-    resume: bool = False
-    force: bool = False
+    # preprocess artifact (fingerprint prefix or folder); None = newest (its fingerprint is the upstream's)
+    source: str | None = field(default=None, metadata=UNFINGERPRINTED)
+    device: str = field(default="auto", metadata=UNFINGERPRINTED)
+    # read the splits from Parquet in chunks (also automatic when they do not fit)
+    stream: bool = field(default=False, metadata=UNFINGERPRINTED)
+    # rows per streamed chunk (the shuffle buffer)
+    shuffle_buffer: int = field(default=DEFAULT_BUFFER_ROWS, metadata=UNFINGERPRINTED)
+    resume: bool = field(default=False, metadata=UNFINGERPRINTED)
+    force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+
+def stage_params(config: SupernetStage) -> dict[str, Any]:
+    """The fingerprinted parameters: the model, the mode and the training options."""
+    return fingerprint_params(config)
 
 
 def row_stats(model: CTRModel) -> dict[str, float]:
@@ -84,7 +93,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     device = rt.device
     train, auto_notes = resolve_training(upstream, config.train, config.model, device)
     config = replace(config, train=train)
-    params = {"model": config.model.to_dict(), "mode": config.mode, "train": train_params(config.train)}
+    params = stage_params(config)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         resume_dir = resume_mod.resume_dir(store, STAGE, manifest.fingerprint)

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from optembed.data.formats import (
 )
 from optembed.data.validation import check_input, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.validation import check_number
 from optembed.progress import NULL, Reporter
 
@@ -52,7 +53,8 @@ _MEMORY_LIMIT = re.compile(r"^\s*(\d+(\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|
 @dataclass
 class PreprocessConfig:
     fmt: str = "criteo"
-    min_count: int | None = None
+    # None: the format's default; fingerprinted resolved
+    min_count: int | None = field(default=None, metadata={"resolved_by": "resolved_min_count"})
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2022
     count_on: str = "train"
@@ -62,8 +64,8 @@ class PreprocessConfig:
     numeric: list[str] | None = None
     delimiter: str | None = None
     keep_impression: bool = True
-    memory_limit: str = "2GB"
-    threads: int | None = None
+    memory_limit: str = field(default="2GB", metadata=UNFINGERPRINTED)  # resources do not change the result
+    threads: int | None = field(default=None, metadata=UNFINGERPRINTED)
 
     def resolved_min_count(self) -> int:
         return self.min_count if self.min_count is not None else DEFAULT_MIN_COUNT[self.fmt]
@@ -90,12 +92,8 @@ class PreprocessConfig:
             raise ConfigError(f"--label/--fields/--numeric apply to csv and parquet input, not {self.fmt}")
 
     def to_params(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["min_count"] = self.resolved_min_count()
-        data["split"] = list(self.split)
-        for key in ("memory_limit", "threads"):  # resources do not change the result
-            data.pop(key)
-        return data
+        """The fingerprinted options (:func:`optembed.fingerprint.fingerprint_params`)."""
+        return fingerprint_params(self)
 
 
 @dataclass

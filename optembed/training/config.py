@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from optembed.errors import ConfigError
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params, since_default
 from optembed.validation import check_non_negative, check_positive
 
 AMP_MODES = ("none", "bf16")
@@ -16,22 +17,6 @@ EMBEDDING_OPTIMIZERS = ("adam", "sparse-adam", "rowwise-adagrad")
 # Frequency-adaptive learning rate of the embedding rows, lr_v = lr * scale(count_v); see
 # optembed.training.freq_lr.
 FREQ_LR_FORMS = ("none", "clip", "smooth")
-# Keys added after the first release, with the value their absence means: left out of the stage
-# parameters (hence the fingerprints) while they hold it, so artifacts trained before they existed
-# keep their identity (a later default may differ: lr_decay and monitor did change).
-OPTIONAL_DEFAULTS: dict[str, Any] = {
-    "embedding_optimizer": "adam",
-    "embedding_lr": None,
-    "freq_lr": "none",
-    "freq_lr_c0": 100.0,
-    "freq_lr_power": 0.5,
-    "reinit_embeddings_each_epoch": False,
-    "evals_per_epoch": 0,
-    "embedding_l2": None,
-    "lr_decay": 1.0,
-    "monitor": "auc",
-    "full_width_share": 0.0,
-}
 # What picks the kept checkpoint, drives early stopping and --lr-decay: the validation AUC, or the
 # validation AUC minus the validation logloss (a gain in AUC that costs as much logloss is no gain).
 MONITORS = ("auc", "auc-logloss")
@@ -42,8 +27,17 @@ AUTO_EVAL_STEPS = 2000
 MAX_AUTO_EVALS = 10
 
 
+# Metadata of the options that do nothing while --freq-lr is none (left out of the fingerprint then).
+_FREQ_LR_CONSTANT = {"inert_when": {"freq_lr": ("none",)}}
+
+
 @dataclass
 class TrainConfig:
+    """The training options. Every field is fingerprinted (:meth:`to_params`) except those marked
+    in their metadata: the speed knobs; and the options added after artifacts had been made
+    without them, left out while they hold the value their absence meant (for ``lr_decay`` and
+    ``monitor`` not today's default: the first artifacts trained without a decay, on the AUC)."""
+
     epochs: int = 50  # at most; early stopping ends most runs far sooner
     batch_size: int = 0  # 0: auto, sized from the training rows by the stage (optembed.training.recipe)
     lr: float = 1e-3
@@ -54,28 +48,36 @@ class TrainConfig:
     # steps and empty informative fields; rows are pruned by the accuracy-bounded search instead.
     threshold_optimizer: str = "sgd"
     patience: int = 2  # stop after this many epochs in a row without a gain of the monitored score; 0: never
-    eval_batch_size: int = 32768
+    eval_batch_size: int = field(default=32768, metadata=UNFINGERPRINTED)
     seed: int = 2022
     amp: str = "none"
-    compile: bool = False
-    check_every: int = 50  # steps between divergence checks (each one syncs the device)
-    embedding_optimizer: str = "adam"  # adam (dense, today's behaviour) | sparse-adam | rowwise-adagrad
-    embedding_lr: float | None = None  # learning rate of the embedding tables; None = lr
-    freq_lr: str = "none"  # none | clip: (c0 / max(c0, n))^p | smooth: (1 + n / c0)^-p
-    freq_lr_c0: float = 100.0
-    freq_lr_power: float = 0.5
-    reinit_embeddings_each_epoch: bool = False  # re-draw the embedding tables after every epoch
-    evals_per_epoch: int = 0  # validations per epoch (the last at its end); 0: auto, one per ~2,000 steps
+    compile: bool = field(default=False, metadata=UNFINGERPRINTED)
+    # steps between divergence checks (each one syncs the device)
+    check_every: int = field(default=50, metadata=UNFINGERPRINTED)
+    # adam (dense, today's behaviour) | sparse-adam | rowwise-adagrad
+    embedding_optimizer: str = field(default="adam", metadata=since_default("adam"))
+    # learning rate of the embedding tables; None = lr
+    embedding_lr: float | None = field(default=None, metadata=since_default(None))
+    # none | clip: (c0 / max(c0, n))^p | smooth: (1 + n / c0)^-p
+    freq_lr: str = field(default="none", metadata=since_default("none"))
+    freq_lr_c0: float = field(default=100.0, metadata={**since_default(100.0), **_FREQ_LR_CONSTANT})
+    freq_lr_power: float = field(default=0.5, metadata={**since_default(0.5), **_FREQ_LR_CONSTANT})
+    # re-draw the embedding tables after every epoch
+    reinit_embeddings_each_epoch: bool = field(default=False, metadata=since_default(False))
+    # validations per epoch (the last at its end); 0: auto, one per ~2,000 steps
+    evals_per_epoch: int = field(default=0, metadata=since_default(0))
     # L2 regulariser of the embedding tables, (embedding_l2 / 2) * ||E||^2 added to each batch's mean loss: with
     # dense Adam over the whole table (every row, every step, as FuxiCTR's embedding_regularizer); with a sparse
     # optimizer on the rows the batch reads. None: auto, sized from the training rows by the stage
     # (optembed.training.recipe); a Trainer given None without a stage uses weight_decay.
-    embedding_l2: float | None = None
+    embedding_l2: float | None = field(default=None, metadata=since_default(None))
     # Learning-rate decay on a plateau: every epoch that ends without a gain of the monitored score multiplies the learning
-    # rates of the network and the tables by this factor (not below MIN_DECAYED_LR); 1: off.
-    lr_decay: float = 0.1
-    full_width_share: float = 0.0  # supernet: expected share of samples trained at full width in every field
-    monitor: str = "auc-logloss"  # auc | auc-logloss: the validation score that selects, stops early and decays
+    # rates of the network and the tables by this factor (not below MIN_DECAYED_LR); 1: off (what its absence means).
+    lr_decay: float = field(default=0.1, metadata=since_default(1.0))
+    # auc | auc-logloss: the validation score that selects, stops early and decays (its absence means auc)
+    monitor: str = field(default="auc-logloss", metadata=since_default("auc"))
+    # supernet: expected share of samples trained at the full width in every field (0: the paper's uniform widths)
+    full_width_share: float = field(default=0.0, metadata=since_default(0.0))
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -157,13 +159,7 @@ class TrainConfig:
         return asdict(self)
 
     def to_params(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the later options that hold their defaults (or do nothing:
-        the ``freq_lr`` constants when ``freq_lr`` is ``none``), for stable fingerprints."""
-        params = self.to_dict()
-        if params["freq_lr"] == "none":
-            params.pop("freq_lr_c0")
-            params.pop("freq_lr_power")
-        for key, default in OPTIONAL_DEFAULTS.items():
-            if key in params and params[key] == default:
-                params.pop(key)
-        return params
+        """The options that change the result (:func:`optembed.fingerprint.fingerprint_params`):
+        without the speed knobs, the later options while they hold the value their absence
+        meant, the ``freq_lr`` constants while ``freq_lr`` is ``none``."""
+        return fingerprint_params(self)
