@@ -50,7 +50,7 @@ from optembed.validation import batch_bytes, check_memory
 from pipelines import variants
 from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
-from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
+from pipelines.readers import MODEL_OUTPUT, load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
 from pipelines.store import Manifest, Store
 
 STAGE = "evaluate"
@@ -119,9 +119,6 @@ def unique_labels(rows: list[dict[str, Any]], prefix: int = 8) -> None:
             r["variant"] = f"{r['variant']} [{r['id'][:prefix]}]"
 
 
-MODEL_OUTPUT = {"retrain": "compact", "compress": "model", "baseline": "model"}  # each trained stage's model file
-
-
 def candidate_label(manifest: Manifest) -> str:
     """A trained artifact's row label: its variant (a compression adds its method)."""
     variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
@@ -136,7 +133,7 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
             raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
         path = manifest.output(MODEL_OUTPUT[manifest.stage])
         model, _ = load_model(path, device)
-        return Candidate(candidate_label(manifest), manifest, model.eval(), model.size_report(), path.stat().st_size,
+        return Candidate(candidate_label(manifest), manifest, model, model.size_report(), path.stat().st_size,
                          {"model": model.cfg.name})
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]

@@ -45,7 +45,7 @@ from optembed.models.checkpoint import load_model
 from optembed.progress import NULL, Reporter
 from optembed.training.evaluate import evaluate
 from pipelines.data import load_dataset, read_schema
-from pipelines.readers import resolve_chain
+from pipelines.readers import MODEL_OUTPUT, resolve_chain
 from pipelines import swap
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store, strict_dumps, write_error
@@ -105,19 +105,18 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in items)
 
 
-SOURCE_OUTPUT = {"retrain": "compact", "compress": "model"}  # the model file of each source stage
 
 
 def load_source(manifest: Manifest) -> tuple[CTRModel, list[str]]:
     """The deployable model of a retrain or compress artifact, and its field names."""
-    model, payload = load_model(manifest.output(SOURCE_OUTPUT[manifest.stage]))
+    model, payload = load_model(manifest.output(MODEL_OUTPUT[manifest.stage]))
     return model, list(payload["field_names"])
 
 
 def copy_model_file(source: Manifest, dest: Path) -> None:
     """The source artifact's model file, copied (never through a link) and compared with the hash
     its manifest records."""
-    rel = source.outputs[SOURCE_OUTPUT[source.stage]]
+    rel = source.outputs[MODEL_OUTPUT[source.stage]]
     src = source.file(rel)
     copy_regular(src, dest)
     record = source.files.get(rel)
@@ -210,7 +209,6 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
     def build(tmp: Path, manifest: Manifest) -> None:
         task = reporter.task("export", total=4 + len(config.formats), unit="step")
         model, field_names = load_source(source)
-        model.eval()
         if field_names != [f["name"] for f in schema["fields"]]:
             raise ArtifactError(f"{source.stage} artifact {source.fingerprint} has other fields than its preprocess artifact")
         net = ServingNet(model, field_names).eval()

@@ -17,6 +17,7 @@ from optembed.training.config import TrainConfig
 from pipelines.data import load_dataset, read_id_counts
 from pipelines.store import Manifest, Store
 
+MODEL_OUTPUT = {"retrain": "compact", "compress": "model", "baseline": "model"}  # each trained stage's model file
 ROW_MASK_KEYS = ("mask", "kept_per_field", "rows_per_field", "thresholds", "pruned")
 
 
@@ -83,8 +84,16 @@ def search_fold_counts(store: Store, search: Manifest, table: FieldEmbedding, de
     if "row_mask" not in search.outputs:
         return None
     pre = resolve_chain(store, search)["preprocess"]
+    counts = training_counts(pre)
+    if counts is not None:
+        return counts.to(device)
+    return split_id_counts(load_dataset(pre, device, splits=("val",)).splits["val"], table)
+
+
+def training_counts(pre: Manifest) -> torch.Tensor | None:
+    """The training counts of every id of a preprocess artifact (``None`` when it has none): the
+    weights of the row levels' folds and rankings."""
     try:
-        return read_id_counts(pre, purpose="the row levels").to(device)
+        return read_id_counts(pre, purpose="the row levels")
     except ConfigError:
-        val = load_dataset(pre, device, splits=("val",)).splits["val"]
-        return split_id_counts(val, table)
+        return None

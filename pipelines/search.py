@@ -44,11 +44,11 @@ from optembed.progress import NULL, Reporter
 from optembed.training.runtime import runtime_from_env
 from optembed.training.evaluate import evaluate, require_rankable
 from optembed.validation import check_search_memory
-from pipelines.data import load_dataset, read_id_counts
+from pipelines.data import load_dataset
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask, training_counts  # noqa: F401 (re-exported)
 
 STAGE = "search"
 VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts
@@ -160,7 +160,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         started = time.perf_counter()
         keep, rows = base, None
         if rows_phase:
-            rows = _row_phase(model, val, device, base, config, reporter, _training_counts(pre, config))
+            rows = _row_phase(model, val, device, base, config, reporter, training_counts(pre))
             keep = rows.keep
             _write_row_outputs(tmp, rows, keep, cards, names, mask_info)
         # the widths are scored as the row levels were: pruned ids read their folded OOV row
@@ -226,15 +226,6 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         record_calibration(manifest, pre, {"val_logloss": chosen["logloss"]})
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
-
-
-def _training_counts(pre: Manifest, config: SearchStage) -> torch.Tensor | None:
-    """The training counts of every id: the folds' weights, and those of ``--row-rank impact`` and
-    ``--min-traffic`` (None when the preprocess artifact has none: the validation counts serve)."""
-    try:
-        return read_id_counts(pre, purpose="the row levels")
-    except ConfigError:
-        return None
 
 
 def _row_phase(

@@ -174,11 +174,6 @@ class AutoDimEmbedder(Embedder):
 
     found_options = ("widths",)
 
-    def searching(self) -> str | None:
-        if self.widths is None:
-            return "autodim: searching (network on training batches, architecture on validation batches)"
-        return None
-
     def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
         """Each field's most probable width (re-trained from a fresh initialisation), with every
         candidate's probability."""

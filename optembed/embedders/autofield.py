@@ -77,10 +77,6 @@ class AutoFieldEmbedder(Embedder):
         return out
 
     @property
-    def searching(self) -> bool:
-        return self.keep is None
-
-    @property
     def head_cardinalities(self) -> tuple[int, ...]:
         if self.keep is None:
             return self.cardinalities
@@ -124,11 +120,6 @@ class AutoFieldEmbedder(Embedder):
         return [f in chosen for f in range(self.n_fields)]
 
     found_options = ("keep",)
-
-    def searching(self) -> str | None:
-        if self.keep is None:
-            return "autofield: searching (network on training batches, architecture on validation batches)"
-        return None
 
     def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:
         """The fields kept (re-trained from a fresh initialisation), with their keep probabilities."""

@@ -123,8 +123,10 @@ class Embedder(nn.Module, ABC):
 
     def searching(self) -> str | None:
         """What this embedder searches before it is re-trained, as a line to show (``None``: it is
-        trained once). A search with :meth:`arch_params` takes architecture steps on validation
-        batches."""
+        trained once). An embedder with :meth:`arch_params` searches them, with architecture steps
+        on validation batches."""
+        if self.arch_params():
+            return f"{self.kind}: searching (network on training batches, architecture on validation batches)"
         return None
 
     def search_outcome(self, field_names: Sequence[str], epochs: int) -> SearchOutcome:

@@ -138,6 +138,5 @@ class CompactLookup(nn.Module):
         self.embedder = embedder
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        e = self.embedder
-        rows = e.remap[x.long() + e.remap_offsets].long()
-        return rows, e.gather_elements(rows)
+        rows = self.embedder.ids(x)
+        return rows, self.embedder.gather_elements(rows)

@@ -242,7 +242,6 @@ def model_scorer(path: Path, kind: str, field_names: list[str] | None = None, th
     from optembed.models.checkpoint import load_model
 
     model, payload = load_model(path)
-    model.eval()
     if model.embedder.kind != kind:
         raise ArtifactError(f"the model file {path} holds a {model.embedder.kind} model, the bundle says {kind}")
     names = list(payload["field_names"])

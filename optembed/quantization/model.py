@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optembed.embedders.base import Embedder
+from optembed.embedders.base import Embedder, param_bytes
 from optembed.errors import ArtifactError
 from optembed.models.base import CTRModel
 from optembed.models.heads import head_state, load_head
@@ -168,17 +168,9 @@ def quantized_model(compact: CTRModel, fields: Sequence[FieldTable]) -> CTRModel
     """``compact``'s network and id remaps over the given field tables (its head copied)."""
     source = compact.embedder
     remaps = [source.field_remap(f).detach().cpu() for f in range(source.n_fields)]  # type: ignore[operator]
-    return over_fields(compact.cfg, head_state(compact), fields, remaps)
-
-
-def over_fields(
-    cfg: Any, head: dict[str, Tensor], fields: Sequence[FieldTable], remaps: Sequence[Tensor] | RankRemap | None,
-    cardinalities: Sequence[int] | None = None,
-) -> CTRModel:
-    """A backbone of ``cfg`` with the head state ``head`` over a quantized embedder of ``fields``."""
-    embedder = quantized_embedder(fields, remaps, cfg.embed_dim, cardinalities)
-    model = build_model(embedder.cardinalities, cfg, "none", embedder=embedder)
-    load_head(model, head)
+    embedder = quantized_embedder(fields, remaps, compact.cfg.embed_dim)
+    model = build_model(embedder.cardinalities, compact.cfg, "none", embedder=embedder)
+    load_head(model, head_state(compact))
     return model
 
 
@@ -189,8 +181,8 @@ def memory_bytes(model: CTRModel) -> dict[str, int]:
     embedder: QuantizedEmbedder = model.embedder  # type: ignore[assignment]
     out = embedder.byte_counts()
     out["embedding"] = sum(out[k] for k in BYTE_KINDS)
-    out["remaps"] = embedder.memory_bytes()["remaps"]
-    total = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    out["remaps"] = 0 if embedder.id_map is None else embedder.id_map.nbytes()
+    total = param_bytes(model)
     out["network"] = total - out["embedding"] - out["remaps"]
     out["total"] = total
     return out
