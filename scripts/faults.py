@@ -880,7 +880,8 @@ def write_payloads(folder: Path) -> None:
 def resign(folder: Path, rel: str) -> None:
     """Record ``rel``'s current size and hash in the manifest and re-hash the manifest, so that
     the integrity checks pass and only the loader stands between the file and the code."""
-    from pipelines.store import file_sha256, manifest_digest
+    from optembed.checksum import file_sha256
+    from pipelines.store import manifest_digest
 
     path = folder / "manifest.json"
     data = json.loads(path.read_text())

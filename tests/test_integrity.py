@@ -13,10 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError
 from optembed_cli.main import app
 from pipeline_fixtures import small_supernet, synthetic_preprocess
-from pipelines import provenance, store as store_mod
+from pipelines import provenance
+from pipelines.store import manifest as manifest_mod
 from pipelines.stage import execute
 from pipelines.store import MANIFEST, Manifest, Store, manifest_digest
 
@@ -56,8 +58,8 @@ def test_manifest_records_files_hash_and_is_strict_json(tmp_path: Path) -> None:
     on_disk = strict_load(m.path / MANIFEST)  # a strict parser accepts it
     assert on_disk["metrics"] == {"auc": None, "loss": [None, 1.5]}
     assert on_disk["files"] == {
-        "out.bin": {"size": 5, "sha256": store_mod.file_sha256(m.path / "out.bin")},
-        "sub/part.txt": {"size": 1, "sha256": store_mod.file_sha256(m.path / "sub" / "part.txt")},
+        "out.bin": {"size": 5, "sha256": file_sha256(m.path / "out.bin")},
+        "sub/part.txt": {"size": 1, "sha256": file_sha256(m.path / "sub" / "part.txt")},
     }
     assert on_disk["manifest_sha256"] == manifest_digest(on_disk) == m.manifest_sha256
     prov = on_disk["provenance"]
@@ -196,7 +198,7 @@ def _target(kind: str, c: dict[str, Any]) -> Path:
 @pytest.mark.parametrize("kind", ["split", "model"])
 def test_flipped_bytes_are_detected_on_open(copy: dict[str, Any], kind: str) -> None:
     target = _target(kind, copy)
-    assert target.stat().st_size <= store_mod.CHEAP_HASH_BYTES  # hashed whenever it is opened
+    assert target.stat().st_size <= manifest_mod.CHEAP_HASH_BYTES  # hashed whenever it is opened
     _flip(target, target.stat().st_size // 2)
     res = _cli(copy["store"], *_reader(kind, copy))
     line = one_error_line(res.stderr)
@@ -205,7 +207,7 @@ def test_flipped_bytes_are_detected_on_open(copy: dict[str, Any], kind: str) -> 
 
 @pytest.mark.parametrize("kind", ["split", "model"])
 def test_flipped_bytes_in_large_files_need_verify(copy: dict[str, Any], kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "CHEAP_HASH_BYTES", 0)  # every file counts as large: sizes only on open
+    monkeypatch.setattr(manifest_mod, "CHEAP_HASH_BYTES", 0)  # every file counts as large: sizes only on open
     target = _target(kind, copy)
     _flip(target, target.stat().st_size // 2)
     store: Store = copy["store"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,34 @@ def test_store_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert default_root(tmp_path / "opt") == tmp_path / "opt"
     assert Store().root == (tmp_path / "env").resolve()
     assert os.environ["OPTEMBED_ARTIFACTS"].endswith("env")
+
+
+def test_one_rule_decides_what_work_folders_gc_and_the_writer_remove(tmp_path: Path) -> None:
+    """gc and the writer's cleaning apply the same rule to temporary and aside folders; they differ
+    only in whether this process's own folders count as a live run's (the writer's do)."""
+    store = Store(tmp_path)
+    demo = tmp_path / "demo"
+    published = execute(store, "demo", 1, {}, {}, writer_of("v1", []))
+    me, live, dead = os.getpid(), os.getppid(), 999999999
+    cases = {  # name -> (gc removes it, the writer removes it)
+        f".tmp-aaa-{dead}": (True, True),
+        f".tmp-bbb-{live}": (False, False),
+        f".tmp-ccc-{me}": (True, False),
+        ".tmp-nopid": (True, True),
+        f".old-{published.fingerprint}-{dead}": (True, False),  # the writer only cleans ``.tmp-`` folders
+        f".old-{'f' * 16}-{live}": (False, False),  # the only copy of its artifact: never removed
+        f".tmp-old-{published.fingerprint}-{live}": (False, False),
+        f".tmp-old-{published.fingerprint}-{dead}": (True, True),
+    }
+    old = {f".tmp-ddd-{live}": (True, True)}  # a live run's folder untouched for two days
+    for name in [*cases, *old]:
+        (demo / name).mkdir()
+        (demo / name / MANIFEST).write_text("{}")  # (an aside folder holds a whole copy)
+    stamp = time.time() - 2 * 24 * 3600
+    os.utime(demo / next(iter(old)), (stamp, stamp))
+    cases |= old
+    removed_by_gc = {p.name for p, _ in store.garbage() if p.parent == demo}
+    assert removed_by_gc == {name for name, (gc, _) in cases.items() if gc}
+    assert store.clean_stale("demo") == sum(writer for _, writer in cases.values())
+    left = {p.name for p in demo.iterdir()}
+    assert left == {published.fingerprint} | {name for name, (_, writer) in cases.items() if not writer}
