@@ -28,6 +28,7 @@ from optembed.training.config import TrainConfig
 from pipeline_fixtures import SMALL_MODEL, synthetic_preprocess
 from pipelines import compress, evaluate, retrain
 from pipelines.store import Store
+from trainer_hooks import PlantedValidation, hook_trainer
 
 FAST_Q = QuantizerConfig(groups=4, codebook=16, steps=60, batch_size=512)
 
@@ -162,10 +163,7 @@ def test_finetune_patience_stops_after_that_many_epochs_without_gain(
     monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
 ) -> None:
     # epoch 0 is the model as quantized; no gain in epochs 2 and 3, a gain in 4, none from 5 on
-    from optembed.training.trainer import Trainer
-
-    aucs = iter([0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5])
-    monkeypatch.setattr(Trainer, "_validate", lambda *a: {"val_auc": next(aucs), "val_logloss": 0.5})
+    hook_trainer(monkeypatch, finetune_mod, PlantedValidation([0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5]))
     cards = [300, 20]
     result = finetune_mod.finetune(tiny_quantized(cards), FinetuneConfig(epochs=8, patience=patience, batch_size=256),
                                    tiny_split(cards, 600, 1), tiny_split(cards, 200, 2), None, torch.device("cpu"))

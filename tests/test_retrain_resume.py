@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from optembed.training import trainer as trainer_mod
 from optembed_cli.main import app
 from pipeline_fixtures import synthetic_preprocess
+from pipelines import retrain
 from pipelines.store import Manifest, Store
+from trainer_hooks import Epochs, hook_trainer
 
 ARGS = ["--full", "--model", "deepfm", "--embed-dim", "4", "--mlp", "8", "--epochs", "3", "--batch-size", "512",
         "--patience", "5", "--seed", "5", "--device", "cpu"]
@@ -31,29 +32,22 @@ def _retrain(store: Store, pre: Manifest, *extra: str) -> Any:
 
 def test_interrupted_retrain_resumes(prepared: tuple[Store, Manifest], monkeypatch: pytest.MonkeyPatch) -> None:
     store, pre = prepared
-    original = trainer_mod.Trainer._epoch
-    epochs: list[int] = []
-
-    def flaky(self: Any, epoch: int, *args: Any) -> dict[str, Any]:
-        epochs.append(epoch)
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", flaky)
-    stopped = _retrain(store, pre)
-    assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
+    interrupted = Epochs(interrupt_at=3)
+    with monkeypatch.context() as hooked:
+        hook_trainer(hooked, retrain, interrupted)
+        stopped = _retrain(store, pre)
+    assert stopped.exit_code == 130 and "interrupted" in stopped.stderr and interrupted.started == [1, 2, 3]
     stage_dir = store.root / "retrain"
     assert not [p for p in stage_dir.iterdir() if p.name.startswith(".tmp-")]
     assert [p.name for p in stage_dir.iterdir() if p.name.startswith(".resume-")]
     assert store.list("retrain") == []
 
-    epochs.clear()
-    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", lambda self, epoch, *args: (epochs.append(epoch), original(self, epoch, *args))[1])
+    epochs = Epochs()
+    hook_trainer(monkeypatch, retrain, epochs)
     resumed = _retrain(store, pre, "--resume", "--json")
     assert resumed.exit_code == 0, resumed.output
     manifest = json.loads(resumed.stdout)
-    assert epochs == [3] and manifest["metrics"]["epochs_run"] == 3  # epochs 1-2 came from the checkpoint
+    assert epochs.started == [3] and manifest["metrics"]["epochs_run"] == 3  # epochs 1-2 came from the checkpoint
     assert not [p for p in stage_dir.iterdir() if p.name.startswith((".resume-", ".tmp-"))]
     again = _retrain(store, pre, "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["cached"] is True

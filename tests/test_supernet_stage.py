@@ -16,6 +16,7 @@ from optembed.training.evaluate import evaluate
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import supernet
 from pipelines.data import load_dataset
+from trainer_hooks import Epochs, hook_trainer
 
 
 @pytest.fixture(scope="module")
@@ -111,22 +112,15 @@ def test_cli_supernet_json_and_errors(prepared, cli) -> None:
 
 def test_interrupted_run_resumes(prepared, monkeypatch: pytest.MonkeyPatch) -> None:
     store, _, _ = prepared
-    from optembed.training import trainer as trainer_mod
-
-    original = trainer_mod.Trainer._epoch
-
-    def flaky(self, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        small_supernet(store, "prune-only", epochs=3, seed=5)
+    epochs = Epochs(interrupt_at=2)
+    with monkeypatch.context() as hooked:
+        hook_trainer(hooked, supernet, epochs)
+        with pytest.raises(KeyboardInterrupt):
+            small_supernet(store, "prune-only", epochs=3, seed=5)
+    assert epochs.started == [1, 2]
     stage_dir = store.root / "supernet"
     assert not [p for p in stage_dir.iterdir() if p.name.startswith(".tmp-")]
     assert [p for p in stage_dir.iterdir() if p.name.startswith(".resume-")]
-    monkeypatch.setattr(trainer_mod.Trainer, "_epoch", original)
     cfg_resumed = supernet.SupernetStage(
         model=small_supernet.__globals__["SMALL_MODEL"], mode="prune-only",
         train=supernet.TrainConfig(epochs=3, batch_size=512, patience=5, seed=5), device="cpu", resume=True,

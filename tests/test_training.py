@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
 from optembed.training.stopping import FLOOR, loss_limit, patience_exhausted
 from optembed.training.trainer import Trainer
+from trainer_hooks import PlantedValidation
 
 CPU = torch.device("cpu")
 CARDS = [30, 30, 30, 30]
@@ -161,43 +163,34 @@ def test_a_non_finite_gradient_is_caught_while_the_loss_is_finite() -> None:
         trainer.fit(planted(3000, 1), planted(500, 2))
 
 
-def planted_aucs(monkeypatch: pytest.MonkeyPatch, aucs: list[float]) -> None:
-    """Validation AUCs in this order, one per epoch (the loop's real training still runs)."""
-    seq = iter(aucs)
-    monkeypatch.setattr("optembed.training.trainer.evaluate", lambda *a, **k: {"auc": next(seq), "logloss": 0.5})
-
-
 # no gain in epochs 3 and 4, a gain in 5, none from 6 on
 AUCS = [0.6, 0.7, 0.65, 0.66, 0.71, 0.5, 0.5, 0.5, 0.5, 0.5]
 
 
 @pytest.mark.parametrize(("patience", "epochs_run"), [(1, 3), (2, 4), (3, 8), (0, 10)])
-def test_patience_stops_after_that_many_epochs_without_gain(
-    monkeypatch: pytest.MonkeyPatch, patience: int, epochs_run: int
-) -> None:
-    planted_aucs(monkeypatch, AUCS)
+def test_patience_stops_after_that_many_epochs_without_gain(patience: int, epochs_run: int) -> None:
     model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
     cfg = TrainConfig(epochs=10, batch_size=1024, patience=patience)
-    result = Trainer(model, cfg, CPU).fit(planted(1000, 1), planted(300, 2))
+    result = Trainer(model, cfg, CPU, callbacks=[PlantedValidation(AUCS)]).fit(planted(1000, 1), planted(300, 2))
     assert len(result.history) == epochs_run
     assert result.stopped_early == (epochs_run < 10)
     assert result.best_epoch == (2 if epochs_run < 5 else 5)
 
 
-def test_resume_obeys_the_same_patience_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_obeys_the_same_patience_rule() -> None:
     assert not patience_exhausted(1, 2) and patience_exhausted(2, 2) and not patience_exhausted(9, 0)
-    planted_aucs(monkeypatch, [0.7, 0.6, 0.6, 0.6])
+    aucs = PlantedValidation([0.7, 0.6, 0.6, 0.6])  # shared: the resumed runs go on with the next numbers
     model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
     saved: list[dict] = []
-    Trainer(model, TrainConfig(epochs=2, batch_size=1024, patience=0), CPU).fit(
+    Trainer(model, TrainConfig(epochs=2, batch_size=1024, patience=0), CPU, callbacks=[aucs]).fit(
         planted(1000, 1), planted(300, 2), checkpoint=saved.append
     )
     assert saved[-1]["epoch"] == 2 and saved[-1]["bad_epochs"] == 1
-    done = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=1), CPU).fit(
+    done = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=1), CPU, callbacks=[aucs]).fit(
         planted(1000, 1), planted(300, 2), resume=saved[-1]
     )
     assert len(done.history) == 2 and done.stopped_early  # one epoch without gain already: nothing more
-    more = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=2), CPU).fit(
+    more = Trainer(model, TrainConfig(epochs=4, batch_size=1024, patience=2), CPU, callbacks=[aucs]).fit(
         planted(1000, 1), planted(300, 2), resume=saved[-1]
     )
     assert len(more.history) == 3 and more.stopped_early  # one more epoch without gain, then stop
@@ -210,22 +203,21 @@ def test_evals_per_epoch_auto_rule() -> None:
     assert TrainConfig(evals_per_epoch=4).evals_for(100) == 4 and TrainConfig(evals_per_epoch=4).evals_for(3) == 3
 
 
-def test_mid_epoch_validation_keeps_the_best_checkpoint_inside_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mid_epoch_validation_keeps_the_best_checkpoint_inside_an_epoch() -> None:
     """Three validations per epoch (after steps 2, 4 and at the end, 6 steps per epoch); the best
     comes at epoch 1 step 4: its weights are kept, its metrics reported, and patience counts
     epochs (epoch 1 gained inside, epochs 2 and 3 did not)."""
-    aucs = iter([0.60, 0.80, 0.70, 0.50, 0.50, 0.50, 0.79, 0.50, 0.50])
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
     snapshots: list[dict[str, torch.Tensor]] = []
 
-    def fake_evaluate(model, split, *args, **kwargs):
-        if len(split) == 300:  # validation only (no test split given)
+    class Snapshots(PlantedValidation):
+        def on_validation(self, metrics: dict[str, Any]) -> dict[str, Any]:
             snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return {"auc": next(aucs), "logloss": 0.5}
+            return super().on_validation(metrics)
 
-    monkeypatch.setattr("optembed.training.trainer.evaluate", fake_evaluate)
-    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
     cfg = TrainConfig(epochs=5, batch_size=200, patience=2, evals_per_epoch=3)
-    result = Trainer(model, cfg, CPU).fit(planted(1200, 1), planted(300, 2))
+    watched = Snapshots([0.60, 0.80, 0.70, 0.50, 0.50, 0.50, 0.79, 0.50, 0.50])
+    result = Trainer(model, cfg, CPU, callbacks=[watched]).fit(planted(1200, 1), planted(300, 2))
     assert len(snapshots) == 9 and len(result.history) == 3 and result.stopped_early
     assert result.best_epoch == 1 and result.best_val_auc == 0.80
     assert result.best_metrics()["step"] == 4 and result.best_metrics()["val_auc"] == 0.80
@@ -234,12 +226,11 @@ def test_mid_epoch_validation_keeps_the_best_checkpoint_inside_an_epoch(monkeypa
     assert not torch.equal(result.best_state["embedding.weight"], snapshots[2]["embedding.weight"])
 
 
-def test_validate_start_keeps_trained_starting_weights_when_no_epoch_beats_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    aucs = iter([0.9, 0.8, 0.85])  # the start, epoch 1, epoch 2
-    monkeypatch.setattr("optembed.training.trainer.evaluate", lambda *a, **k: {"auc": next(aucs), "logloss": 0.5})
+def test_validate_start_keeps_trained_starting_weights_when_no_epoch_beats_them() -> None:
+    aucs = PlantedValidation([0.9, 0.8, 0.85])  # the start, epoch 1, epoch 2
     model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = Trainer(model, TrainConfig(epochs=2, batch_size=500, patience=0), CPU).fit(
+    result = Trainer(model, TrainConfig(epochs=2, batch_size=500, patience=0), CPU, callbacks=[aucs]).fit(
         planted(1000, 1), planted(300, 2), validate_start=True
     )
     assert result.best_epoch == 0 and result.best_val_auc == 0.9 and result.best_metrics()["epoch"] == 0
@@ -272,3 +263,32 @@ def test_epoch_lines_show_no_test_auc_and_the_kept_checkpoint_is_tested_once() -
     kept = result.best_metrics()
     assert kept["test_auc"] == pytest.approx(again["auc"], abs=1e-9)
     assert kept["test_logloss"] == pytest.approx(again["logloss"], abs=1e-9)
+
+
+def test_callbacks_hear_every_epoch_start_and_validation_in_order() -> None:
+    """With the starting weights validated and two validations per epoch: one validation, then per
+    epoch its start and two validations; callbacks run in their order, each given the previous
+    one's metrics, and the loop keeps what the last one returned."""
+    from optembed.training.callbacks import Callback
+
+    events: list[str] = []
+
+    class Log(Callback):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_epoch_start(self, epoch: int) -> None:
+            events.append(f"{self.name} start {epoch}")
+
+        def on_validation(self, metrics: dict[str, Any]) -> dict[str, Any]:
+            events.append(f"{self.name} val {metrics.get('seen', 0)}")
+            return {**metrics, "seen": metrics.get("seen", 0) + 1}
+
+    model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,)), "none")
+    cfg = TrainConfig(epochs=2, batch_size=250, patience=0, evals_per_epoch=2)
+    result = Trainer(model, cfg, CPU, callbacks=[Log("a"), Log("b")]).fit(planted(1000, 1), planted(300, 2),
+                                                                         validate_start=True)
+    per_validation = ["a val 0", "b val 1"]
+    epochs = [[f"a start {e}", f"b start {e}", *per_validation, *per_validation] for e in (1, 2)]
+    assert events == [*per_validation, *epochs[0], *epochs[1]]
+    assert result.start_record["seen"] == 2 and all(r["seen"] == 2 for r in result.history)

@@ -15,6 +15,8 @@ given, is evaluated once, on the kept checkpoint after training (and on the star
 ``fit(validate_start=True)``): selection never sees it, and the epoch lines do not show it.
 A diverging run - a NaN/inf loss, gradient or weight, or a mean loss far above a sane model's - stops with a clear
 error at the next check point (every ``check_every`` steps); see :mod:`optembed.training.stopping`.
+Callbacks (:mod:`optembed.training.callbacks`) hear when each epoch starts and see, and may
+adjust, the metrics of every validation.
 
 Embedding options (``--embedding-optimizer``, ``--freq-lr``, ``--reinit-embeddings-each-epoch``)
 act on the embedding tables only - every :class:`FieldEmbedding` of the model: the shared
@@ -27,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,7 @@ from optembed.masks.dim_mask import sample_widths
 from optembed.models.base import CTRModel
 from optembed.progress import NULL, Reporter
 from optembed.training.arch import ArchStep
+from optembed.training.callbacks import TrainingCallback
 from optembed.training.config import MIN_DECAYED_LR, TrainConfig
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import row_scale
@@ -72,10 +75,6 @@ class FitResult:
         if self.best_record:
             return self.best_record
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
-
-
-def learns_thresholds(model: CTRModel) -> bool:
-    return bool(model.embedder.threshold_params())
 
 
 def embedding_tables(model: CTRModel) -> list[FieldEmbedding]:
@@ -123,6 +122,14 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
 
 
 class Trainer:
+    """Trains one model: :meth:`fit` runs the epochs, validates and keeps the best checkpoint.
+
+    ``callbacks`` (also the attribute of that name, a list) are called at fixed points of the
+    loop: ``on_epoch_start(epoch)`` before every epoch's pass over the training data and
+    ``on_validation(metrics) -> metrics`` after every validation, whose returned metrics the loop
+    selects on; see :mod:`optembed.training.callbacks`.
+    """
+
     def __init__(
         self,
         model: CTRModel,
@@ -133,12 +140,14 @@ class Trainer:
         row_counts: Tensor | None = None,
         runtime: Runtime | None = None,
         lr_option: str = "--lr",
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> None:
         """``row_counts``: training count of every table row (``--freq-lr`` needs them).
         ``runtime``: rank and world size of a data-parallel run (default: one process on
         ``device``); see :mod:`optembed.training.runtime`. ``lr_option``: the option a
-        divergence message tells the user to lower."""
+        divergence message tells the user to lower. ``callbacks``: see the class's description."""
         self.lr_option = lr_option
+        self.callbacks: list[TrainingCallback] = list(callbacks)
         cfg.validate()
         self.runtime = runtime if runtime is not None else single(device)
         self.model = model.to(device)
@@ -322,6 +331,8 @@ class Trainer:
 
         at_best = False  # whether the model's weights are the kept checkpoint's
         for epoch in range(start_epoch, cfg.epochs + 1):
+            for callback in self.callbacks:
+                callback.on_epoch_start(epoch)
             record = self._epoch(epoch, train, guard, mid_points, mid_epoch)
             total_samples += len(train)
             total_seconds += record["train_seconds"]
@@ -404,6 +415,8 @@ class Trainer:
         out.update(self.model.embedder.stats())
         if self.epoch_stats is not None:
             out.update(self.epoch_stats(self.model))
+        for callback in self.callbacks:
+            out = callback.on_validation(out)
         return rt.broadcast_object(out)  # every rank decides on rank 0's numbers
 
     def _epoch(
