@@ -298,14 +298,15 @@ def warn(text: str) -> None:
     err.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
 
 
-def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
-    """Say whether a stage ran or was cached; with --json print only the manifest on stdout.
+def announce(manifest: Manifest, as_json: bool, what: str | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Say whether a stage ran or was cached; with --json print only the manifest on stdout
+    (with ``extra``'s keys added).
 
     Notes about the artifact (a cached one computed in another environment) go to stderr.
     """
     notes(manifest)
     if as_json:  # the manifest plus where it lives, for shell scripts
-        data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached}
+        data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached, **(extra or {})}
         sys.stdout.write(strict_dumps(data) + "\n")
         sys.stdout.flush()
         return
