@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from optembed.errors import ArtifactError
 from optembed.progress import Prefixed
 from optembed_cli import ui
 from optembed_cli.options import DEVICE, INPUT, OUTPUT, ArtifactsOpt, Format, JsonOpt, Runtime, SkipBadRowsOpt
@@ -52,6 +53,9 @@ def predict(
 
       optembed predict 3f9a test.txt --out scores.csv --runtime torch
     """
+    folder = Path(bundle)
+    if folder.is_dir() and not (folder / "bundle.json").exists() and not (folder / "manifest.json").exists():
+        raise ArtifactError(f"{folder} is not an export bundle: it holds no bundle.json (make one with 'optembed export --out DIR')")
     config = stage.PredictConfig(
         bundle=bundle, data=data, out=out, fmt=str(format).lower() if format else None,
         runtime=str(runtime).lower() if runtime else None, batch_size=batch_size, skip_bad_rows=skip_bad_rows, threads=threads,

@@ -9,14 +9,14 @@ import typer
 from rich.table import Table
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.data.sniff import infer_format, mismatch_hint
+from optembed.data.sniff import infer_format
 from optembed.errors import ConfigError, DataError
 from optembed.progress import Prefixed
 from optembed_cli import ui
+from optembed_cli.data_hints import explain
 from optembed_cli.options import (
     INPUT, ArtifactsOpt, CountOn, FieldsOpt, Format, ForceOpt, JsonOpt, LabelOpt, NumericOpt, SkipBadRowsOpt, open_store, split_list,
 )
-from pipelines import preprocess as stage
 from pipelines.store import Manifest
 
 
@@ -76,6 +76,8 @@ def preprocess(
 
       optembed preprocess clicks.csv --label clicked --numeric price,age
     """
+    from pipelines import preprocess as stage  # torch: imported when the command runs, not for --help
+
     fmt, delimiter, guessed = _format(file, format, label, delimiter)
     options = PreprocessConfig(
         fmt=fmt,
@@ -100,9 +102,9 @@ def preprocess(
                 stage.PreprocessStage(file, options, hash_input=hash_input, force=force), store, Prefixed(rep, "preprocess")
             )
         except DataError as exc:
-            hint = mismatch_hint(file, fmt) if file.is_file() else None
-            if hint and "column" in str(exc):
-                raise DataError(f"{exc}; {hint}") from None
+            clearer = explain(exc, file, fmt)
+            if clearer is not None:
+                raise clearer from None
             if guessed:
                 raise DataError(f"{exc} (read as {guessed}; --format overrides)") from None
             raise
@@ -125,6 +127,8 @@ def _format(
 
 
 def render(manifest: Manifest) -> None:
+    from pipelines import preprocess as stage
+
     schema = stage.load_schema(manifest)
     table = Table(title=f"{schema['format']} fields", header_style="bold")
     for col in ("field", "kind", "cardinality", "OOV rows", "missing rows"):

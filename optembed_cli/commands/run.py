@@ -9,10 +9,11 @@ import typer
 from rich.text import Text
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.errors import ConfigError
+from optembed.errors import ConfigError, DataError
 from optembed.evolution.config import EvolutionConfig
 from optembed_cli import ui
 from optembed_cli.commands import evaluate as evaluate_cmd
+from optembed_cli.data_hints import explain
 from optembed_cli.option_groups import Values, with_groups
 from optembed_cli.options import (
     DEVICE, OUTPUT, ArtifactsOpt, FieldsOpt, Format, GenerationsOpt, Init, JsonOpt, LabelOpt, NumericOpt, PopulationOpt,
@@ -183,7 +184,13 @@ def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool) -> 
     if ui.settings.verbose:
         ui.info(f"configuration: {cfg}")
     with ui.reporter(as_json=as_json) as rep:
-        done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
+        try:
+            done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
+        except DataError as exc:
+            clearer = explain(exc, Path(cfg.data), cfg.preprocess.fmt)
+            if clearer is None:
+                raise
+            raise clearer from None
     for manifest in done.values():
         ui.notes(manifest)
     if not as_json:
