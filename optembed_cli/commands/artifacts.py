@@ -20,7 +20,6 @@ KEY_METRICS = (
     "rows", "val_auc", "val_logloss", "test_auc", "test_logloss", "best_val_auc", "best_val_logloss", "best_test_auc",
     "best_test_logloss", "sparsity", "embedding_params",
 )
-ID_CHARS = 10  # the id's start shown in the table (any unique prefix is accepted as an id)
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Hash every file and compare with the manifest (slow on large artifacts).")
 ]
@@ -91,9 +90,9 @@ def _table(
         else:
             status = Text(f"ok, {len(m.files)} files hashed" if verify else "ok")
         details = "\n".join(part for part in (params, metrics) if part)
-        table.add_row(m.stage, m.fingerprint[:ID_CHARS], created_text(m.created), Text(details), status)
+        table.add_row(m.stage, m.fingerprint, created_text(m.created), Text(details), status)
     for b in broken:
-        table.add_row(b.stage, b.name[:ID_CHARS], "", "", Text(f"broken: {b.reason}", style="red"))
+        table.add_row(b.stage, b.name, "", "", Text(f"broken: {b.reason}", style="red"))
     return table
 
 
