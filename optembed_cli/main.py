@@ -12,8 +12,33 @@ except ImportError:  # pragma: no cover - older Typer depends on Click
     from click import exceptions as click_exc
 
 from optembed_cli import ui
-from optembed_cli.commands import baseline
-from optembed_cli.commands import artifacts, compress, demo, evaluate, export, predict, preprocess, retrain, run, search, supernet, synth
+from optembed_cli.lazy import LazyCommand, lazy_group
+from optembed_cli.suggest import choice_error
+
+
+def _command(name: str, module: str | None = None) -> LazyCommand:
+    return LazyCommand(name, f"optembed_cli.commands.{module or name}", name)
+
+
+# every command, in the order of the help page; a command's module is imported when it runs
+COMMANDS = (
+    _command("demo"),
+    _command("synth"),
+    _command("preprocess"),
+    _command("supernet"),
+    _command("search"),
+    _command("retrain"),
+    _command("compress"),
+    _command("evaluate"),
+    _command("export"),
+    _command("predict"),
+    _command("run"),
+    _command("baseline"),
+    _command("artifacts"),
+    _command("show", "artifacts"),
+    _command("rm", "artifacts"),
+    _command("gc", "artifacts"),
+)
 
 def _flags_without_type() -> None:
     """Help pages: a flag (``--force``, ``--batch-norm/--no-batch-norm``) takes no value, so its
@@ -38,8 +63,41 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
+class OptembedGroup(lazy_group(*COMMANDS)):  # type: ignore[misc]
+    """The ``optembed`` group: a usage error is one line on stderr (exit code 2), also when the
+    group is run by a test runner rather than :func:`main`."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: object,
+    ) -> object:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name or "optembed", complete_var, standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError:
+            sys.exit(0)  # the help text was already shown
+        except click_exc.BadParameter as exc:
+            line = choice_error(exc)
+            raise SystemExit(_usage_line(exc) if line is None else _one_line(line, 2)) from None
+        except click_exc.UsageError as exc:
+            raise SystemExit(_usage_line(exc)) from None
+        except typer.Abort:
+            raise SystemExit(_one_line("error: aborted", 130)) from None
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click_exc.ClickException as exc:
+            raise SystemExit(_one_line(f"error: {exc.format_message()}", exc.exit_code)) from None
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="optembed",
+    cls=OptembedGroup,
     help="Learn compact, hardware-friendly embedding tables for CTR models (OptEmbed).",
     no_args_is_help=True,
     add_completion=True,
@@ -73,42 +131,16 @@ def _root(
     ui.settings.quiet, ui.settings.verbose = quiet, verbose
 
 
-app.command()(demo.demo)
-app.command()(synth.synth)
-app.command()(preprocess.preprocess)
-app.command()(supernet.supernet)
-app.command()(search.search)
-app.command()(retrain.retrain)
-app.command()(compress.compress)
-app.command()(evaluate.evaluate)
-app.command()(export.export)
-app.command()(predict.predict)
-app.command()(run.run)
-app.command()(baseline.baseline)
-app.command()(artifacts.artifacts)
-app.command()(artifacts.show)
-app.command()(artifacts.rm)
-app.command()(artifacts.gc)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; usage errors are reported on one stderr line with exit code 2."""
-    command = typer.main.get_command(app)
-    ui.settings.argv = list(argv) if argv is not None else sys.argv[1:]
-    try:
-        code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="optembed", standalone_mode=False)
-    except click_exc.NoArgsIsHelpError:
-        sys.exit(0)  # the help text was already shown
-    except click_exc.UsageError as exc:
-        hint = f" (see 'optembed {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "optembed" else ""
-        raise SystemExit(_one_line(f"error: {exc.format_message()}{hint}", 2)) from None
-    except typer.Abort:
-        raise SystemExit(_one_line("error: aborted", 130)) from None
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click_exc.ClickException as exc:
-        raise SystemExit(_one_line(f"error: {exc.format_message()}", exc.exit_code)) from None
-    sys.exit(code if isinstance(code, int) else 0)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    ui.settings.argv = args
+    typer.main.get_command(app).main(args=args, prog_name="optembed")
+
+
+def _usage_line(exc: click_exc.UsageError) -> int:
+    hint = f" (see 'optembed {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "optembed" else ""
+    return _one_line(f"error: {exc.format_message()}{hint}", 2)
 
 
 def _one_line(message: str, code: int) -> int:

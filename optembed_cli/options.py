@@ -1,4 +1,8 @@
-"""Options shared by the commands: help panels, fixed choices (as str enums) and common flags."""
+"""Options shared by the commands: help panels, fixed choices (as str enums) and common flags.
+
+This module imports no torch: ``optembed --help`` and every command's parser read it. Choices
+whose names live in torch modules of the core are in :mod:`optembed_cli.core_choices`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,7 @@ from typing import Annotated
 import typer
 
 from optembed.data.formats import FORMATS
-from optembed.embedders.autodim import TRANSFORMS
-from optembed.embedders.pep import GRANULARITIES
-from optembed.embedders.qr import OPERATIONS
-from optembed.evolution.row_levels import ROW_RANKS
-from optembed.models.base import MODES
-from optembed.models.config import MODEL_NAMES, NORMS
-from optembed.quantization.config import CODE_DTYPES, COMPRESS_METHODS, KMEANS_BACKENDS, POPULARITY
 from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, MONITORS, THRESHOLD_OPTIMIZERS
-from pipelines import baseline, compress, evaluate, export, preprocess, retrain, search, supernet
 from pipelines.store import ENV_VAR, Store
 
 # help panels: every command's options are grouped under these titles
@@ -25,6 +21,7 @@ INPUT = "Input"
 MODEL = "Model"
 TRAINING = "Training"
 EMBEDDING = "Embedding optimizer"
+TABLES = "Embedding tables"
 PRUNING = "Pruning"
 SEARCH = "Search"
 QUANTIZER = "Quantizer"
@@ -33,45 +30,34 @@ DEVICE = "Device"
 BASELINE = "Baseline"
 
 
-def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[StrEnum]:
+# Names the core keeps in modules that import torch, written out here so that a parser needs no
+# torch; tests/test_cli_startup.py checks them against the core's own tuples.
+INITS = ("auto", "fresh", "rewind", "supernet")  # pipelines.retrain.INITS
+STAGES = ("preprocess", "supernet", "search", "retrain", "baseline", "compress", "evaluate", "export")  # each stage's STAGE
+RUNTIMES = ("onnx", "torch")  # optembed.export.bundle.RUNTIMES
+
+
+def choices(name: str, values: tuple[str, ...] | list[str]) -> type[StrEnum]:
     """A str enum of the core's own names: values stay the very strings the core expects."""
     return StrEnum(name, {v: v for v in values})  # type: ignore[return-value]
 
 
-Model = _choices("Model", MODEL_NAMES)
-Mode = _choices("Mode", MODES)
-Norm = _choices("Norm", NORMS)
-Amp = _choices("Amp", AMP_MODES)
-ThresholdOptimizer = _choices("ThresholdOptimizer", THRESHOLD_OPTIMIZERS)
-EmbeddingOptimizer = _choices("EmbeddingOptimizer", EMBEDDING_OPTIMIZERS)
-FreqLr = _choices("FreqLr", FREQ_LR_FORMS)
-Monitor = _choices("Monitor", MONITORS)
-Format = _choices("Format", FORMATS)
-CodeDtype = _choices("CodeDtype", ("auto", *CODE_DTYPES))
-CompressMethod = _choices("CompressMethod", COMPRESS_METHODS)
-Popularity = _choices("Popularity", POPULARITY)
-KmeansBackend = _choices("KmeansBackend", KMEANS_BACKENDS)
-Init = _choices("Init", ("auto", "fresh", "rewind", "supernet"))
-CountOn = _choices("CountOn", ("train", "all"))
-SynthFormat = _choices("SynthFormat", ("criteo", "avazu"))
-RowRank = _choices("RowRank", ROW_RANKS)
-BaselineMethod = _choices("BaselineMethod", baseline.METHODS)
-QrOperation = _choices("QrOperation", OPERATIONS)
-PepGranularity = _choices("PepGranularity", GRANULARITIES)
-AutoDimTransform = _choices("AutoDimTransform", TRANSFORMS)
-StageName = _choices(
-    "StageName", tuple(m.STAGE for m in (preprocess, supernet, search, retrain, baseline, compress, evaluate, export))
-)
+Amp = choices("Amp", AMP_MODES)
+ThresholdOptimizer = choices("ThresholdOptimizer", THRESHOLD_OPTIMIZERS)
+EmbeddingOptimizer = choices("EmbeddingOptimizer", EMBEDDING_OPTIMIZERS)
+FreqLr = choices("FreqLr", FREQ_LR_FORMS)
+Monitor = choices("Monitor", MONITORS)
+Format = choices("Format", FORMATS)
+Init = choices("Init", INITS)
+Runtime = choices("Runtime", RUNTIMES)
+CountOn = choices("CountOn", ("train", "all"))
+SynthFormat = choices("SynthFormat", ("criteo", "avazu"))
+StageName = choices("StageName", STAGES)
 
 
 def complete_device(incomplete: str) -> list[str]:
     """Shell completion of --device (cuda:N is accepted too)."""
     return [d for d in ("auto", "cpu", "cuda") if d.startswith(incomplete)]
-
-
-def complete_format(incomplete: str) -> list[str]:
-    """Shell completion of preprocess --format (checked by the stage, which names the choices)."""
-    return [f for f in FORMATS if f.startswith(incomplete)]
 
 
 ArtifactsOpt = Annotated[
@@ -112,6 +98,38 @@ DeviceOpt = Annotated[
         rich_help_panel=DEVICE,
     ),
 ]
+
+
+LabelOpt = Annotated[
+    str | None,
+    typer.Option(help="csv/parquet: the label column (default 'label').", metavar="COLUMN", show_default=False, rich_help_panel=INPUT),
+]
+FieldsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="csv/parquet: comma-separated field columns (default: all but the label).", metavar="COLUMNS",
+        show_default=False, rich_help_panel=INPUT,
+    ),
+]
+NumericOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).", metavar="COLUMNS",
+        show_default=False, rich_help_panel=INPUT,
+    ),
+]
+
+
+SkipBadRowsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-rows", help="Drop malformed rows (counted in the result) instead of failing.", rich_help_panel=INPUT
+    ),
+]
+PopulationOpt = Annotated[
+    int, typer.Option(help="Candidates per generation (and random ones at the start).", rich_help_panel=SEARCH)
+]
+GenerationsOpt = Annotated[int, typer.Option(help="Generations after the random one.", rich_help_panel=SEARCH)]
 
 
 def open_store(artifacts: Path | None) -> Store:

@@ -1,4 +1,9 @@
-"""Model and training options shared by ``supernet`` and ``retrain``."""
+"""Model and training options, declared once for ``supernet``, ``retrain``, ``baseline`` and ``run``.
+
+The groups at the end (:data:`MODEL_OPTIONS`, :data:`TRAINING_OPTIONS`, ...) take their defaults
+from the configuration dataclasses (:class:`~optembed.models.config.ModelConfig`,
+:class:`~optembed.training.config.TrainConfig`); see :mod:`optembed_cli.option_groups`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from optembed_cli import ui
+from optembed.data.stream import DEFAULT_BUFFER_ROWS
 from optembed.errors import ConfigError
 from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
+from optembed_cli import ui
+from optembed_cli.core_choices import Model, Norm
+from optembed_cli.option_groups import group
 from optembed_cli.options import (
-    DEVICE, EMBEDDING, MODEL, PRUNING, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Model, Monitor, Norm,
-    ThresholdOptimizer,
+    DEVICE, EMBEDDING, MODEL, PRUNING, TABLES, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Monitor, ThresholdOptimizer,
 )
 
 __all__ = ["DeviceOpt"]  # re-exported for the commands
@@ -82,6 +89,13 @@ PatienceOpt = Annotated[
         rich_help_panel=TRAINING,
     ),
 ]
+FullWidthOpt = Annotated[
+    float,
+    typer.Option(
+        help="Expected share of samples trained at the full width in every field (0: the paper's uniform widths).",
+        rich_help_panel=PRUNING,
+    ),
+]
 EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.", rich_help_panel=TRAINING)]
 AmpOpt = Annotated[Amp, typer.Option(help="Mixed precision.", rich_help_panel=DEVICE)]
@@ -121,7 +135,7 @@ ReinitOpt = Annotated[
     typer.Option(
         "--reinit-embeddings-each-epoch",
         help="Re-draw the embedding tables after every epoch (the network and thresholds are kept).",
-        rich_help_panel=EMBEDDING,
+        rich_help_panel=TABLES,
     ),
 ]
 
@@ -137,7 +151,7 @@ def parse_dims(text: str) -> tuple[int, ...]:
 
 
 def model_config(
-    model: str, embed_dim: int, mlp: str, dropout: float, batch_norm: bool, cross_layers: int, norm: str
+    model: str, embed_dim: int, mlp: str, dropout: float, batch_norm: bool, cross_layers: int, norm: str = "l1"
 ) -> ModelConfig:
     return ModelConfig(
         name=str(model).lower(),
@@ -155,11 +169,13 @@ class ModelDefaults:
 
     def __init__(self) -> None:
         base = ModelConfig("deepfm")
+        self.model = base.name
         self.embed_dim = base.embed_dim
         self.mlp = ",".join(map(str, base.mlp_dims))
         self.dropout = base.dropout
         self.batch_norm = base.batch_norm
         self.cross_layers = base.cross_layers
+        self.norm = base.norm
 
 
 def train_config(**kwargs: object) -> TrainConfig:
@@ -171,6 +187,7 @@ def train_config(**kwargs: object) -> TrainConfig:
     for line in cfg.warnings():
         ui.err.print(Text(line), soft_wrap=True)
     return cfg
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")]
 NprocOpt = Annotated[
     int,
     typer.Option(
@@ -200,3 +217,33 @@ ShuffleBufferOpt = Annotated[
         rich_help_panel=DEVICE,
     ),
 ]
+
+
+class _Runtime:
+    """The defaults of the run options that are no configuration field."""
+
+    nproc = 1
+    stream = False
+    shuffle_buffer = DEFAULT_BUFFER_ROWS
+    resume = False
+
+
+MODEL_OPTIONS = group(
+    ModelDefaults(), model=ModelOpt, embed_dim=EmbedDimOpt, mlp=MlpOpt, dropout=DropoutOpt, batch_norm=BatchNormOpt,
+    cross_layers=CrossLayersOpt,
+)
+TRAINING_OPTIONS = group(
+    TrainConfig(), epochs=EpochsOpt, batch_size=BatchOpt, lr=LrOpt, weight_decay=WdOpt, embedding_l2=EmbL2Opt,
+    lr_decay=LrDecayOpt, monitor=MonitorOpt, patience=PatienceOpt, eval_batch_size=EvalBatchOpt, seed=SeedOpt,
+    amp=AmpOpt, compile=CompileOpt, embedding_optimizer=EmbOptimizerOpt, embedding_lr=EmbLrOpt,
+    evals_per_epoch=EvalsOpt,
+)
+# the frequency-adaptive rate and re-drawn tables (supernet and retrain, not the baselines)
+EMBEDDING_OPTIONS = group(
+    TrainConfig(), freq_lr=FreqLrOpt, freq_lr_c0=FreqC0Opt, freq_lr_power=FreqPowerOpt,
+    reinit_embeddings_each_epoch=ReinitOpt,
+)
+PRUNING_OPTIONS = group(
+    TrainConfig(), alpha=AlphaOpt, threshold_lr=TLrOpt, threshold_optimizer=TOptOpt, full_width_share=FullWidthOpt,
+)
+RUN_OPTIONS = group(_Runtime(), nproc=NprocOpt, stream=StreamOpt, shuffle_buffer=ShuffleBufferOpt, resume=ResumeOpt)

@@ -15,16 +15,13 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
     Task as RichTask,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from optembed.errors import OptembedError
@@ -113,6 +110,33 @@ class RateColumn(ProgressColumn):
             if speed >= scale:
                 return Text(f"{speed / scale:.2f}{suffix} {unit}/s", style="progress.data.speed")
         return Text(f"{speed:.1f} {unit}/s", style="progress.data.speed")
+
+
+def short_count(value: float) -> str:
+    """A count in at most 5 characters: ``950``, ``12.3k``, ``600k``, ``1.23M``."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            v = value / scale
+            return f"{v:.2f}{suffix}" if v < 10 else f"{v:.1f}{suffix}" if v < 100 else f"{v:.0f}{suffix}"
+    return f"{value:.0f}"
+
+
+class CountColumn(ProgressColumn):
+    """Done / total in short counts: ``600k/1.23M``."""
+
+    def render(self, task: RichTask) -> Text:
+        total = "?" if task.total is None else short_count(task.total)
+        return Text(f"{short_count(task.completed)}/{total}", style="progress.download")
+
+
+class TimesColumn(ProgressColumn):
+    """Elapsed and estimated remaining time in one short cell: ``1m05s<3m10s``."""
+
+    def render(self, task: RichTask) -> Text:
+        spent = task.finished_time if task.finished else task.elapsed
+        left = task.time_remaining
+        text = _seconds(spent or 0.0) + ("" if task.finished else f"<{'?' if left is None else _seconds(left)}")
+        return Text(text, style="progress.remaining")
 
 
 class _RichTask:
@@ -219,6 +243,24 @@ def progress_mode(as_json: bool = False) -> str:
     return "lines"
 
 
+def progress_bars(console: Console, disable: bool = False) -> Progress:
+    """Rich progress bars that keep to one line of the console's width: the bar takes what the
+    name, the counts, the rate and the times leave (at least 10 columns); a name too long for
+    that wraps instead of being cut."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10)),
+        CountColumn(table_column=Column(no_wrap=True)),
+        RateColumn(table_column=Column(no_wrap=True)),
+        TimesColumn(table_column=Column(no_wrap=True)),
+        console=console,
+        transient=True,
+        disable=disable,
+        expand=False,
+    )
+
+
 class RichReporter:
     """Progress on stderr: Rich bars (with rates) on a terminal, plain lines otherwise; messages too.
 
@@ -228,18 +270,7 @@ class RichReporter:
     def __init__(self, quiet: bool = False, as_json: bool = False) -> None:
         self.quiet = quiet or settings.quiet
         self.mode = "off" if self.quiet else progress_mode(as_json)
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=self.mode != "bars",
-        )
+        self.progress = progress_bars(err, disable=self.mode != "bars")
         self.started = False
         self.pending: list[str] = []  # lines shown once the work starts (dropped if it never does)
 
@@ -298,14 +329,15 @@ def warn(text: str) -> None:
     err.print(Text(f"warning: {text}", style="yellow"), soft_wrap=True)
 
 
-def announce(manifest: Manifest, as_json: bool, what: str | None = None) -> None:
-    """Say whether a stage ran or was cached; with --json print only the manifest on stdout.
+def announce(manifest: Manifest, as_json: bool, what: str | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Say whether a stage ran or was cached; with --json print only the manifest on stdout
+    (with ``extra``'s keys added).
 
     Notes about the artifact (a cached one computed in another environment) go to stderr.
     """
     notes(manifest)
     if as_json:  # the manifest plus where it lives, for shell scripts
-        data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached}
+        data = {**manifest.to_dict(), "path": str(manifest.path), "cached": manifest.cached, **(extra or {})}
         sys.stdout.write(strict_dumps(data) + "\n")
         sys.stdout.flush()
         return
@@ -337,8 +369,8 @@ UNTABULATED = ("calibration_warnings",)  # printed as warning lines, not as a ta
 
 def metrics_table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")  # long values wrap, never cut
     for key, value in rows.items():
         if key not in UNTABULATED:
             table.add_row(key, fmt(value))

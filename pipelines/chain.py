@@ -19,7 +19,9 @@ Optionally (``compress = {"variants": [...], ...}``) re-trained variants are als
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -64,11 +66,12 @@ class ChainConfig:
     device: str = "auto"
     latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
+    where: str = ""  # the TOML file it was read from (its messages name keys, not flags); "" for flags
 
     def validate(self) -> None:
         unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown:
-            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
+            raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}{_nearest(unknown[0])}")
         if not self.variants:
             raise ConfigError("no variant to run")
         if self.retrain_init not in retrain.INITS:
@@ -164,6 +167,7 @@ def load_config(path: Path) -> ChainConfig:
         compress=compress_raw,
         baseline=schema.section(raw, "baseline", where),
         **{k: tuple(v) if k == "variants" else v for k, v in run_raw.items()},
+        where=where,
     )
     search_stage(cfg.search, "", cfg.device, where)  # wrong keys or types in [search] or [compress] fail now
     if cfg.compress:
@@ -184,26 +188,37 @@ def check_before_work(config: ChainConfig) -> None:
     """Every option of every step, the input file and lower bounds of the memory the batch sizes
     and the search need (with one field and no rows: the data is not read yet); the stages check
     the exact estimates again when they start."""
-    config.validate()
-    config.preprocess.validate()
-    config.model.validate()
-    config.supernet.validate()
-    config.retrain.validate()
+    where = config.where  # a configuration file: its messages name the file's keys, not flags
+    with schema.said_as_keys(where, "run", config):
+        config.validate()
+    with schema.said_as_keys(where, "data", config.preprocess, aliases={"fmt": "format"}):
+        config.preprocess.validate()
+    with schema.said_as_keys(where, "model", config.model):
+        config.model.validate()
+    for name, train in (("supernet", config.supernet), ("retrain", config.retrain)):
+        with schema.said_as_keys(where, name, train):
+            train.validate()
     searching = search_stage(config.search, "", config.device)  # bad keys fail before any training
-    searching.validate()
     evolution = searching.evolution
+    with schema.said_as_keys(where, "search", searching, evolution):
+        searching.validate()
     if config.compress:
-        compress_stage(config.compress, "", config.device).validate()
+        compressing = compress_stage(config.compress, "", config.device)
+        with schema.said_as_keys(where, "compress", compressing, compressing.quantizer):
+            compressing.validate()
     for method in config.variants:
         if method in baseline.METHODS:
             baseline_stage(config, method, "").validate()
     device = resolve_device(config.device)
     check_input(Path(config.data))
-    for train in (config.supernet, config.retrain):
-        check_training_memory(
-            train.batch_size or MAX_AUTO_BATCH, train.eval_batch_size, 0, 1, config.model.embed_dim, config.model.mlp_dims, device
-        )
-    check_search_memory(evolution.population, evolution.generations, 1, 0, device)
+    for name, train in (("supernet", config.supernet), ("retrain", config.retrain)):
+        with schema.said_as_keys(where, name, train):
+            check_training_memory(
+                train.batch_size or MAX_AUTO_BATCH, train.eval_batch_size, 0, 1, config.model.embed_dim,
+                config.model.mlp_dims, device,
+            )
+    with schema.said_as_keys(where, "search", searching, evolution):
+        check_search_memory(evolution.population, evolution.generations, 1, 0, device)
 
 
 Done = dict[str, Manifest]  # the artifacts of the steps run so far, by step name
@@ -222,6 +237,11 @@ class Step:
 def steps(config: ChainConfig) -> list[Step]:
     """Every step :func:`run` takes, in order: the data, one supernet per mode the variants need,
     their searches, each variant's training (and compression), the evaluation of them all."""
+    return _steps(config)[0]
+
+
+def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
+    """The steps and the evaluated ones by variant id."""
     device = config.device
     out = [Step("preprocess", preprocess.run, lambda done: preprocess.PreprocessStage(config.data, config.preprocess))]
     pre = "preprocess"
@@ -235,24 +255,62 @@ def steps(config: ChainConfig) -> list[Step]:
                 continue  # the paper's OptEmbed-E: re-trained under the supernet's learned row mask
             searched[mode] = f"search {mode}"
             out.append(Step(searched[mode], search.run, functools.partial(_search_config, config, f"supernet {mode}")))
-    evaluated: list[str] = []  # the steps whose artifacts are evaluated, in the variants' order
+    evaluated: dict[str, str] = {}  # variant id -> the step whose artifact is evaluated, in the variants' order
     for variant in config.variants:
         if variant == "optembed-noretrain":
-            evaluated.append(searched["optembed"])
+            evaluated[variant] = searched["optembed"]
             continue
         if variant in baseline.METHODS:
             out.append(Step(f"baseline {variant}", baseline.run, functools.partial(_baseline_config, config, variant, pre)))
-            evaluated.append(out[-1].name)
+            evaluated[variant] = out[-1].name
             continue
         source = pre if variant == "original" else searched.get(SUPERNET_MODE[variant], f"supernet {SUPERNET_MODE[variant]}")
         out.append(Step(f"retrain {variant}", retrain.run, functools.partial(_retrain_config, config, variant, source)))
-        evaluated.append(out[-1].name)
+        evaluated[variant] = out[-1].name
         if variant in config.compress.get("variants", ()):
             trained = out[-1].name
             out.append(Step(f"compress {variant}", compress.run, functools.partial(_compress_config, config, trained)))
-            evaluated.append(out[-1].name)
-    out.append(Step("evaluate", evaluate.run, functools.partial(_evaluate_config, config, evaluated)))
+            evaluated[compressed_id(config, variant)] = out[-1].name
+    out.append(Step("evaluate", evaluate.run, functools.partial(_evaluate_config, config, list(evaluated.values()))))
+    return out, evaluated
+
+
+def compressed_id(config: ChainConfig, variant: str) -> str:
+    """The id of ``variant`` compressed by the run's ``[compress] method``: ``optembed+pq``."""
+    return f"{variant}+{config.compress.get('method', 'pq')}"
+
+
+def evaluated_steps(config: ChainConfig) -> dict[str, str]:
+    """Every evaluated variant's id (a ``--variants`` name, or ``NAME+METHOD`` when compressed)
+    and the step whose artifact stands for it, in the evaluation's order."""
+    return _steps(config)[1]
+
+
+RESULT_KEYS = (  # (key in the variant results, key of the evaluation's row)
+    ("id", "id"), ("stage", "stage"), ("label", "variant"), ("test_auc", "test_auc"), ("test_auc_ci", "test_auc_ci"),
+    ("test_logloss", "test_logloss"), ("embedding_bytes", "embedding_bytes"), ("file_bytes", "file_bytes"),
+    ("sparsity", "sparsity"), ("ratio_vs_original", "ratio_vs_original"), ("embedding_params", "embedding_params"),
+)
+
+
+def variant_results(config: ChainConfig, done: Done) -> dict[str, dict[str, Any]]:
+    """Each evaluated variant's row of the evaluation (test AUC and logloss, bytes, sparsity, the
+    artifact id) under its id, in the run's order (see :func:`evaluated_steps`)."""
+    rows = {r["id"]: r for r in json.loads(done["evaluate"].output("metrics").read_text())["models"]}
+    out: dict[str, dict[str, Any]] = {}
+    for variant, step in evaluated_steps(config).items():
+        row = rows.get(done[step].fingerprint)
+        if row is not None:
+            out[variant] = {key: row.get(source) for key, source in RESULT_KEYS}
     return out
+
+
+def _nearest(name: str) -> str:
+    """``; did you mean 'x'?`` for a variant name one typo away from a known one."""
+    import difflib
+
+    close = difflib.get_close_matches(name, ALL_VARIANTS, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def plan(config: ChainConfig) -> list[str]:
@@ -318,7 +376,9 @@ def run(
     for index, step in enumerate(todo, start=1):
         reporter.message(f"[{index}/{len(names)}] {step.name} ({eta_text(eta, names[index - 1:], time.perf_counter() - started)})")
         began = time.perf_counter()
-        manifest = step.stage(step.config(done), store, Prefixed(reporter, step.name))
+        data_keys = step.name == "preprocess" and config.where
+        with schema.said_as_keys(config.where, "data", config.preprocess, aliases={"fmt": "format"}) if data_keys else contextlib.nullcontext():
+            manifest = step.stage(step.config(done), store, Prefixed(reporter, step.name))
         eta.record(step.name, time.perf_counter() - began, manifest.cached)
         result = result_summary(manifest.metrics)
         reporter.message(

@@ -11,8 +11,12 @@ the file, the section and the key (:func:`build`), e.g.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
 from types import UnionType
@@ -20,7 +24,7 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Strict, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
-from optembed.errors import ConfigError
+from optembed.errors import ConfigError, OptembedError
 
 MAX_CONFIG_BYTES = 1 << 20
 _StrictFloat = Annotated[float, Strict()]  # an int is accepted (TOML writes 1 for 1.0), a str or bool is not
@@ -155,3 +159,74 @@ def section(raw: dict[str, Any], name: str, where: str = "") -> dict[str, Any]:
 def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# a flag as the core's messages write it, with what may follow it there: a placeholder
+# (COLUMN), a format name or a number (the value, said again from the configuration)
+_FLAG = re.compile(
+    r"(?P<flags>--[a-z][a-z0-9-]*(?:/--[a-z][a-z0-9-]*)*)"
+    r"(?P<value> (?:[A-Z][A-Z_]+\b|(?:criteo|avazu|kdd12|csv|parquet)\b|-?[0-9][0-9,]*(?:\.[0-9]+)?(?:e-?[0-9]+)?\b))?"
+)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML file writes it (``...`` when it is not set)."""
+    if value is None:
+        return "..."
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def as_keys(message: str, section: str, *sources: Any, aliases: dict[str, str] | None = None) -> str:
+    """``message`` with every flag that is a key of ``[section]`` said as that key with its value
+    (read from ``sources``, the section's configuration objects): ``--lr must be ...`` ->
+    ``[supernet] lr = nan must be ...``; other flags are left alone."""
+    renamed = {v: k for k, v in (aliases or {}).items()}  # the file's key -> the field
+
+    def field_of(flag: str) -> str | None:
+        key = flag[2:].replace("-", "_")
+        name = renamed.get(key, key)
+        return name if any(hasattr(s, name) for s in sources) else None
+
+    def value_of(name: str) -> Any:
+        return next(getattr(s, name) for s in sources if hasattr(s, name))
+
+    def said(match: re.Match[str]) -> str:
+        flags = match.group("flags").split("/")
+        names = [field_of(f) for f in flags]
+        if any(n is None for n in names):
+            return match.group(0)
+        keys = [(aliases or {}).get(n, n) for n in names if n is not None]
+        placeholder = (match.group("value") or "").strip()
+        if len(keys) > 1:
+            return f"[{section}] " + "/".join(keys)
+        value = value_of(names[0]) if names[0] is not None else None
+        if value is None and placeholder:
+            shown = placeholder if placeholder.isupper() else f'"{placeholder}"'
+        else:
+            shown = toml_value(value)
+        return f"[{section}] {keys[0]} = {shown}"
+
+    return _FLAG.sub(said, message)
+
+
+@contextlib.contextmanager
+def said_as_keys(where: str, section: str, *sources: Any, aliases: dict[str, str] | None = None) -> Iterator[None]:
+    """Errors raised inside name the keys of ``[section]`` of the configuration file ``where``
+    instead of flags (see :func:`as_keys`); with no file (``where`` empty) they pass unchanged."""
+    try:
+        yield
+    except OptembedError as exc:
+        if not where:
+            raise
+        text = as_keys(str(exc), section, *sources, aliases=aliases)
+        if text == str(exc):
+            raise
+        raise type(exc)(text if text.startswith(where) else f"{where}: {text}") from None

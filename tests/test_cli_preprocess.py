@@ -64,7 +64,7 @@ BAD_CASES = {
     "columns": (lambda t: _replace_line(t, 16, lambda l: l.rsplit("\t", 1)[0]), [], "line 17 has 39 columns, expected 40"),
     "label": (lambda t: _replace_line(t, 5, lambda l: "7" + l[1:]), [], "label outside {0,1}"),
     "numeric": (lambda t: _replace_line(t, 3, lambda l: l.replace("\t", "\tabc", 1)), [], "non-numeric"),
-    "format": (lambda t: t, ["--format", "xml"], "unknown format 'xml'"),
+    "format": (lambda t: t, ["--format", "xml"], "--format: 'xml' is not one of criteo"),
     "split": (lambda t: t, ["--split", "0.7,0.2,0.2"], "sum to 1"),
     "split-syntax": (lambda t: t, ["--split", "a,b"], "three numbers"),
 }

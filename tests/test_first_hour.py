@@ -155,17 +155,17 @@ def test_help_pages_show_examples_and_no_bare_types(cli, command: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "choices"), [
-    (("baseline", "--method", "lsh"), "'qr', 'pep', 'autofield', 'autodim'"),
-    (("baseline", "--method", "qr", "--operation", "xor"), "'mult', 'add', 'concat'"),
-    (("baseline", "--method", "pep", "--granularity", "row"), "'global', 'dim', 'field', 'field-dim'"),
-    (("baseline", "--method", "autodim", "--transform", "crop"), "'linear', 'pad'"),
-    (("artifacts", "--stage", "train"), "'preprocess', 'supernet'"),
+    (("baseline", "--method", "lsh"), "qr, pep, autofield, autodim"),
+    (("baseline", "--method", "qr", "--operation", "xor"), "mult, add, concat"),
+    (("baseline", "--method", "pep", "--granularity", "row"), "global, dim, field, field-dim"),
+    (("baseline", "--method", "autodim", "--transform", "crop"), "linear, pad"),
+    (("artifacts", "--stage", "train"), "preprocess, supernet"),
 ])
 def test_fixed_choices_are_checked_by_the_parser(cli, args: tuple[str, ...], choices: str) -> None:
     res = cli(*args)
     flat = " ".join(res.output.replace("│", " ").split())
     assert res.exit_code == 2
-    assert all(choice in flat for choice in choices.split(", "))
+    assert choices in flat
 
 
 def test_quiet_and_verbose_exclude_each_other(cli) -> None:

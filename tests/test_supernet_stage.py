@@ -89,7 +89,7 @@ def test_cli_supernet_json_and_errors(prepared, cli) -> None:
 
     for extra in (["--model", "xgboost"], ["--mode", "half"], ["--amp", "fp8"]):  # fixed choices: usage errors
         bad = cli("supernet", *base, *extra)
-        assert bad.exit_code == 2 and "Invalid value" in bad.stderr, (extra, bad.output)
+        assert bad.exit_code == 2 and "is not one of" in bad.stderr, (extra, bad.output)
     for extra, message in [
         (["--from", man["fingerprint"]], "expected preprocess"),
         (["--from", "ffffffffff"], "no artifact matches"),

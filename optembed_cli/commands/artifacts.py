@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -72,9 +73,12 @@ def artifacts(
 def _table(
     store: Store, found: list[Manifest], broken: list[Broken], problems: dict[str, list[str]], verify: bool
 ) -> Table:
-    table = Table(title=f"artifacts in {store.root}", header_style="bold")
-    for col in ("stage", "id", "created", "params", "metrics", "status"):
-        table.add_column(col)
+    table = Table(
+        title=f"artifacts in {store.root}", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+        collapse_padding=True,
+    )
+    for col in ("stage", "id", "created", "details", "status"):  # only details and status wrap: never cut
+        table.add_column(col, no_wrap=col in ("stage", "id", "created"), overflow="fold", ratio=1 if col == "details" else None)
     for m in found:
         params = ", ".join(f"{k}={_short(m.params[k])}" for k in KEY_PARAMS if k in m.params)
         metrics = ", ".join(f"{k}={ui.fmt(m.metrics[k])}" for k in KEY_METRICS if k in m.metrics)
@@ -85,10 +89,16 @@ def _table(
             status = Text("unverified (no file records)", style="yellow")
         else:
             status = Text(f"ok, {len(m.files)} files hashed" if verify else "ok")
-        table.add_row(m.stage, m.fingerprint, m.created.replace("+00:00", "Z"), params, metrics, status)
+        details = "\n".join(part for part in (params, metrics) if part)
+        table.add_row(m.stage, m.fingerprint, created_text(m.created), Text(details), status)
     for b in broken:
-        table.add_row(b.stage, b.name, "", "", "", Text(f"broken: {b.reason}", style="red"))
+        table.add_row(b.stage, b.name, "", "", Text(f"broken: {b.reason}", style="red"))
     return table
+
+
+def created_text(created: str) -> str:
+    """``2024-05-01 14:03`` from an ISO time (UTC; seconds left out)."""
+    return created.replace("T", " ")[:16] if "T" in created else created[:16]
 
 
 @ui.handle_errors

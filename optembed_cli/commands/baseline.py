@@ -8,22 +8,16 @@ import typer
 
 from optembed.errors import ConfigError
 from optembed_cli import ui
-from optembed_cli.options import (
-    BASELINE, ArtifactsOpt, AutoDimTransform, BaselineMethod, ForceOpt, FromOpt, JsonOpt, PepGranularity, QrOperation,
-)
-from optembed_cli.training_options import (
-    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
-    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, LrOpt, MlpOpt, ModelOpt, PatienceOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt,
-    ModelDefaults, model_config, train_config,
-)
+from optembed_cli.core_choices import AutoDimTransform, BaselineMethod, PepGranularity, QrOperation
+from optembed_cli.option_groups import Values, with_groups
+from optembed_cli.options import BASELINE, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config
 from pipelines import baseline as stage
 from pipelines.store import Manifest
 
-MODEL_DEFAULTS = ModelDefaults()
-DEFAULTS = stage.TrainConfig()
-
 
 @ui.handle_errors
+@with_groups(model=MODEL_OPTIONS, train=TRAINING_OPTIONS)
 def baseline(
     method: Annotated[BaselineMethod, typer.Option(help="The baseline: QR, PEP, AutoField or AutoDim.", rich_help_panel=BASELINE)],
     source: FromOpt = None,
@@ -39,28 +33,10 @@ def baseline(
     arch_lr: Annotated[float, typer.Option(help="AutoField/AutoDim: Adam learning rate of the architecture weights (validation batches).", rich_help_panel=BASELINE)] = 3e-4,
     temperature: Annotated[float, typer.Option(help="AutoField/AutoDim: initial Gumbel-softmax temperature.", rich_help_panel=BASELINE)] = 1.0,
     temperature_decay: Annotated[float, typer.Option(help="AutoField/AutoDim: temperature decrease per training lookup (floor 0.01).", rich_help_panel=BASELINE)] = 5e-5,
-    model: ModelOpt = "deepfm",
-    embed_dim: EmbedDimOpt = MODEL_DEFAULTS.embed_dim,
-    mlp: MlpOpt = MODEL_DEFAULTS.mlp,
-    dropout: DropoutOpt = MODEL_DEFAULTS.dropout,
-    batch_norm: BatchNormOpt = MODEL_DEFAULTS.batch_norm,
-    cross_layers: CrossLayersOpt = MODEL_DEFAULTS.cross_layers,
-    epochs: EpochsOpt = DEFAULTS.epochs,
-    batch_size: BatchOpt = DEFAULTS.batch_size,
-    lr: LrOpt = DEFAULTS.lr,
-    weight_decay: WdOpt = DEFAULTS.weight_decay,
-    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
-    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
-    monitor: MonitorOpt = DEFAULTS.monitor,  # type: ignore[assignment]
-    patience: PatienceOpt = DEFAULTS.patience,
-    eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
-    seed: SeedOpt = DEFAULTS.seed,
+    *,
+    model: Values,
+    train: Values,
     device: DeviceOpt = "auto",
-    amp: AmpOpt = "none",
-    compile: CompileOpt = False,
-    embedding_optimizer: EmbOptimizerOpt = DEFAULTS.embedding_optimizer,
-    embedding_lr: EmbLrOpt = None,
-    evals_per_epoch: EvalsOpt = 0,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
@@ -88,12 +64,8 @@ def baseline(
             options["candidates"] = parse_widths(candidates)
     config = stage.BaselineStage(
         method=method,
-        model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
-        train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, monitor=monitor, patience=patience,
-            eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
-            embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, evals_per_epoch=evals_per_epoch,
-        ),
+        model=model_config(**model),
+        train=train_config(**train),
         options=options,
         source=source,
         device=device,

@@ -9,9 +9,8 @@ import typer
 from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
-from optembed_cli.options import (
-    DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, CodeDtype, CompressMethod, ForceOpt, FromOpt, JsonOpt, KmeansBackend, Popularity,
-)
+from optembed_cli.core_choices import CodeDtype, CompressMethod, KmeansBackend, Popularity
+from optembed_cli.options import DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest

@@ -118,21 +118,22 @@ def base_rate_line(split: dict[str, Any]) -> str:
 
 def comparison_table(rows: list[dict[str, Any]], split: dict[str, Any] | None) -> Table:
     """The comparison: at most 80 columns wide with the usual labels (long ones wrap, numbers
-    never do); the model column only when the backbones differ; the base rate as the caption."""
+    never do); the backbone in the title, or beside each variant when they differ; the base
+    rate as the caption."""
     models = sorted({str(r["model"]) for r in rows})
     title = "evaluation (test split)" + (f": {models[0]}" if len(models) == 1 else "")
     table = Table(
         title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
         caption=base_rate_line(split) if split else None, caption_justify="left",
     )
-    cols = (["model"] if len(models) > 1 else []) + ["variant", "id", "test AUC ±95%", "logloss", "sparsity", "emb. bytes", "ratio"]
-    for col in cols:
-        left = col in ("model", "variant", "id")
+    for col in ("variant", "id", "test AUC ±95%", "logloss", "sparsity", "emb. bytes", "ratio"):
+        left = col in ("variant", "id")
         table.add_column(col, justify="left" if left else "right", no_wrap=col != "variant", min_width=12 if col == "variant" else None)
     for r in rows:
-        cells = [r["variant"], r["id"][:8], auc_cell(r), f"{r['test_logloss']:.4f}", f"{r['sparsity']:.4f}",
+        variant = r["variant"] + (f" ({r['model']})" if len(models) > 1 else "")
+        cells = [variant, r["id"][:8], auc_cell(r), f"{r['test_logloss']:.4f}", f"{r['sparsity']:.4f}",
                  size_text(int(r["embedding_bytes"])), f"{r['ratio_vs_original']:.1f}x"]
-        table.add_row(*(Text(str(c)) for c in ([r["model"]] if len(models) > 1 else []) + cells))
+        table.add_row(*(Text(str(c)) for c in cells))
     return table
 
 

@@ -30,8 +30,9 @@ def export(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Export a retrain or compress artifact as a self-contained bundle: the model file, the network
-    as ONNX and a torch.export program, the preprocessing spec and vocabularies, a self-hashed
+    """Export a retrain or compress artifact as a self-contained deployment bundle.
+
+    The bundle holds the model file, the network as ONNX and a torch.export program, the preprocessing spec and vocabularies, a self-hashed
     bundle.json (who made it, every file's sha256) and a README. --out must lie outside the store.
 
     Examples:

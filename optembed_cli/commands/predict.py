@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from optembed.data.formats import FORMATS
+from optembed.errors import ArtifactError
 from optembed.progress import Prefixed
 from optembed_cli import ui
-from optembed_cli.options import DEVICE, INPUT, OUTPUT, ArtifactsOpt, JsonOpt, complete_format
+from optembed_cli.options import DEVICE, INPUT, OUTPUT, ArtifactsOpt, Format, JsonOpt, Runtime, SkipBadRowsOpt
 from pipelines import predict as stage
 from pipelines.store import Store
 
@@ -23,22 +23,24 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv (row, score, label).", metavar="FILE",
                                       show_default=False, rich_help_panel=OUTPUT)],
     format: Annotated[
-        str | None,
-        typer.Option("--format", "-f", metavar="[" + "|".join(FORMATS) + "]", autocompletion=complete_format,
+        Format | None,
+        typer.Option("--format", "-f", case_sensitive=False,
                      help="Input format (default: the one the model was trained on).", show_default=False, rich_help_panel=INPUT),
     ] = None,
     runtime: Annotated[
-        str | None,
-        typer.Option(metavar="[onnx|torch]", help="Engine: onnx (onnxruntime) or torch (the network rebuilt from the bundle's model.pt); default onnx when installed.",
+        Runtime | None,
+        typer.Option(case_sensitive=False, help="Engine: onnx (onnxruntime) or torch (the network rebuilt from the bundle's model.pt); default onnx when installed.",
                      show_default=False, rich_help_panel=DEVICE),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows scored per call.", rich_help_panel=DEVICE)] = 4096,
     threads: Annotated[int | None, typer.Option(help="CPU threads of the runtime and DuckDB (default: all).", show_default=False, rich_help_panel=DEVICE)] = None,
-    skip_bad_rows: Annotated[bool, typer.Option(help="Drop malformed rows (counted) instead of failing, as preprocess does.", rich_help_panel=INPUT)] = False,
+    skip_bad_rows: SkipBadRowsOpt = False,
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Score every row of a raw data file with a bundle: the bundle's own preprocessing (unseen
+    """Score every row of a raw data file with an export bundle; AUC and logloss when labelled.
+
+    The bundle's own preprocessing (unseen
     values -> OOV, empty -> missing), batches through ONNX Runtime or torch (the network rebuilt
     from the bundle's model.pt by optembed's own code; model.pt2 is never loaded), one score per
     row in input order; with labels, AUC and logloss. The bundle is checked first (bundle.json's
@@ -51,6 +53,9 @@ def predict(
 
       optembed predict 3f9a test.txt --out scores.csv --runtime torch
     """
+    folder = Path(bundle)
+    if folder.is_dir() and not (folder / "bundle.json").exists() and not (folder / "manifest.json").exists():
+        raise ArtifactError(f"{folder} is not an export bundle: it holds no bundle.json (make one with 'optembed export --out DIR')")
     config = stage.PredictConfig(
         bundle=bundle, data=data, out=out, fmt=str(format).lower() if format else None,
         runtime=str(runtime).lower() if runtime else None, batch_size=batch_size, skip_bad_rows=skip_bad_rows, threads=threads,

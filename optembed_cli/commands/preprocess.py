@@ -9,13 +9,14 @@ import typer
 from rich.table import Table
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.data.sniff import infer_format, mismatch_hint
+from optembed.data.sniff import infer_format
 from optembed.errors import ConfigError, DataError
 from optembed.progress import Prefixed
 from optembed_cli import ui
-from optembed.data.formats import FORMATS
-from optembed_cli.options import INPUT, ArtifactsOpt, CountOn, ForceOpt, JsonOpt, complete_format, open_store, split_list
-from pipelines import preprocess as stage
+from optembed_cli.data_hints import explain
+from optembed_cli.options import (
+    INPUT, ArtifactsOpt, CountOn, FieldsOpt, Format, ForceOpt, JsonOpt, LabelOpt, NumericOpt, SkipBadRowsOpt, open_store, split_list,
+)
 from pipelines.store import Manifest
 
 
@@ -33,11 +34,10 @@ def parse_split(text: str) -> tuple[float, float, float]:
 def preprocess(
     file: Annotated[Path, typer.Argument(help="Raw data file.", show_default=False)],
     format: Annotated[
-        str | None,
+        Format | None,
         typer.Option(
             "--format", "-f",
-            metavar="[" + "|".join(FORMATS) + "]",
-            autocompletion=complete_format,
+            case_sensitive=False,
             help="Input format (default: guessed from the extension, delimiter, column count and header; "
             "the guess is printed).",
             show_default=False,
@@ -50,15 +50,15 @@ def preprocess(
     split: Annotated[str, typer.Option(help="Train,val,test fractions.", metavar="FRACTIONS")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 2022,
     count_on: Annotated[CountOn, typer.Option(help="Count values on the 'train' split or on 'all' data.")] = "train",
-    label: Annotated[str | None, typer.Option(help="csv/parquet: the label column (default 'label').", metavar="COLUMN")] = None,
-    fields: Annotated[str | None, typer.Option(help="csv/parquet: comma-separated field columns (default: all but the label).", metavar="COLUMNS")] = None,
-    numeric: Annotated[
-        str | None, typer.Option(help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).", metavar="COLUMNS")
-    ] = None,
+    label: LabelOpt = None,
+    fields: FieldsOpt = None,
+    numeric: NumericOpt = None,
     delimiter: Annotated[str | None, typer.Option(help="csv: the delimiter (default ',' or tab for .tsv/.txt).", metavar="CHAR")] = None,
-    drop_impression: Annotated[bool, typer.Option(help="kdd12: do not use Impression as a field.")] = False,
-    skip_bad_rows: Annotated[bool, typer.Option(help="Drop malformed rows (counted in the manifest) instead of failing.")] = False,
-    hash_input: Annotated[bool, typer.Option(help="Fingerprint the input by a full hash instead of size+mtime+ends.")] = False,
+    drop_impression: Annotated[bool, typer.Option("--drop-impression", help="kdd12: do not use Impression as a field.")] = False,
+    skip_bad_rows: SkipBadRowsOpt = False,
+    hash_input: Annotated[
+        bool, typer.Option("--hash-input", help="Fingerprint the input by a full hash instead of size+mtime+ends.")
+    ] = False,
     memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.", metavar="SIZE")] = "2GB",
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
@@ -76,6 +76,8 @@ def preprocess(
 
       optembed preprocess clicks.csv --label clicked --numeric price,age
     """
+    from pipelines import preprocess as stage  # torch: imported when the command runs, not for --help
+
     fmt, delimiter, guessed = _format(file, format, label, delimiter)
     options = PreprocessConfig(
         fmt=fmt,
@@ -100,9 +102,9 @@ def preprocess(
                 stage.PreprocessStage(file, options, hash_input=hash_input, force=force), store, Prefixed(rep, "preprocess")
             )
         except DataError as exc:
-            hint = mismatch_hint(file, fmt) if file.is_file() else None
-            if hint and "column" in str(exc):
-                raise DataError(f"{exc}; {hint}") from None
+            clearer = explain(exc, file, fmt)
+            if clearer is not None:
+                raise clearer from None
             if guessed:
                 raise DataError(f"{exc} (read as {guessed}; --format overrides)") from None
             raise
@@ -125,6 +127,8 @@ def _format(
 
 
 def render(manifest: Manifest) -> None:
+    from pipelines import preprocess as stage
+
     schema = stage.load_schema(manifest)
     table = Table(title=f"{schema['format']} fields", header_style="bold")
     for col in ("field", "kind", "cardinality", "OOV rows", "missing rows"):

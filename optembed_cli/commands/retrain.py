@@ -7,21 +7,17 @@ from typing import Annotated
 import typer
 
 from optembed_cli import ui
+from optembed_cli.option_groups import Values, with_groups
 from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt
 from optembed_cli.training_options import (
-    NprocOpt, ShuffleBufferOpt, StreamOpt,
-    AmpOpt, BatchNormOpt, BatchOpt, CompileOpt, CrossLayersOpt, DeviceOpt, DropoutOpt, EmbedDimOpt, EmbLrOpt,
-    EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt, ModelOpt,
-    PatienceOpt, ReinitOpt, SeedOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt, ModelDefaults, model_config, train_config,
+    EMBEDDING_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config,
 )
 from pipelines import retrain as stage
 from pipelines.store import Manifest
 
-MODEL_DEFAULTS = ModelDefaults()
-DEFAULTS = stage.TrainConfig()
-
 
 @ui.handle_errors
+@with_groups(model=MODEL_OPTIONS, train=TRAINING_OPTIONS, embedding=EMBEDDING_OPTIONS, run=RUN_OPTIONS)
 def retrain(
     source: FromOpt = None,
     full: Annotated[
@@ -35,36 +31,12 @@ def retrain(
             rich_help_panel=INPUT,
         ),
     ] = "auto",
-    model: ModelOpt = "deepfm",
-    embed_dim: EmbedDimOpt = MODEL_DEFAULTS.embed_dim,
-    mlp: MlpOpt = MODEL_DEFAULTS.mlp,
-    dropout: DropoutOpt = MODEL_DEFAULTS.dropout,
-    batch_norm: BatchNormOpt = MODEL_DEFAULTS.batch_norm,
-    cross_layers: CrossLayersOpt = MODEL_DEFAULTS.cross_layers,
-    epochs: EpochsOpt = DEFAULTS.epochs,
-    batch_size: BatchOpt = DEFAULTS.batch_size,
-    lr: LrOpt = DEFAULTS.lr,
-    weight_decay: WdOpt = DEFAULTS.weight_decay,
-    embedding_l2: EmbL2Opt = DEFAULTS.embedding_l2,
-    lr_decay: LrDecayOpt = DEFAULTS.lr_decay,
-    monitor: MonitorOpt = DEFAULTS.monitor,  # type: ignore[assignment]
-    patience: PatienceOpt = DEFAULTS.patience,
-    eval_batch_size: EvalBatchOpt = DEFAULTS.eval_batch_size,
-    seed: SeedOpt = DEFAULTS.seed,
+    *,
+    model: Values,
+    train: Values,
+    embedding: Values,
     device: DeviceOpt = "auto",
-    amp: AmpOpt = "none",
-    compile: CompileOpt = False,
-    embedding_optimizer: EmbOptimizerOpt = DEFAULTS.embedding_optimizer,
-    embedding_lr: EmbLrOpt = None,
-    freq_lr: FreqLrOpt = DEFAULTS.freq_lr,
-    freq_lr_c0: FreqC0Opt = DEFAULTS.freq_lr_c0,
-    freq_lr_power: FreqPowerOpt = DEFAULTS.freq_lr_power,
-    reinit_embeddings_each_epoch: ReinitOpt = False,
-    evals_per_epoch: EvalsOpt = 0,
-    nproc: NprocOpt = 1,
-    stream: StreamOpt = False,
-    shuffle_buffer: ShuffleBufferOpt = stage.DEFAULT_BUFFER_ROWS,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+    run: Values,
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
@@ -81,23 +53,17 @@ def retrain(
 
       optembed retrain --from SUPERNET_ID --full   # the Original model, for the comparison
     """
-    ui.relaunch(nproc)  # --nproc N: this command again as N data-parallel workers
+    ui.relaunch(run["nproc"])  # --nproc N: this command again as N data-parallel workers
     config = stage.RetrainStage(
         source=source,
         full=full,
         init=str(init),
-        train=train_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, embedding_l2=embedding_l2, lr_decay=lr_decay, monitor=monitor, patience=patience,
-            eval_batch_size=eval_batch_size, seed=seed, amp=amp, compile=compile,
-            embedding_optimizer=embedding_optimizer, embedding_lr=embedding_lr, freq_lr=freq_lr,
-            freq_lr_c0=freq_lr_c0, freq_lr_power=freq_lr_power,
-            reinit_embeddings_each_epoch=reinit_embeddings_each_epoch, evals_per_epoch=evals_per_epoch,
-        ),
-        model=model_config(model, embed_dim, mlp, dropout, batch_norm, cross_layers, "l1"),
+        train=train_config(**train, **embedding),
+        model=model_config(**model),
         device=device,
-        stream=stream,
-        shuffle_buffer=shuffle_buffer,
-        resume=resume,
+        stream=run["stream"],
+        shuffle_buffer=run["shuffle_buffer"],
+        resume=run["resume"],
         force=force,
     )
     ui.run_stage(stage.run, config, artifacts, json, render, upstream=("search", "supernet"), source=source)

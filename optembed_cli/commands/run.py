@@ -9,58 +9,80 @@ import typer
 from rich.text import Text
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.errors import ConfigError
+from optembed.errors import ConfigError, DataError
+from optembed.evolution.config import EvolutionConfig
 from optembed_cli import ui
 from optembed_cli.commands import evaluate as evaluate_cmd
+from optembed_cli.data_hints import explain
+from optembed_cli.option_groups import Values, with_groups
 from optembed_cli.options import (
-    DEVICE, INPUT, MODEL, OUTPUT, SEARCH, TRAINING, ArtifactsOpt, Format, JsonOpt, Model, complete_device, open_store,
+    DEVICE, OUTPUT, ArtifactsOpt, FieldsOpt, Format, GenerationsOpt, Init, JsonOpt, LabelOpt, NumericOpt, PopulationOpt,
+    complete_device, open_store, split_list,
 )
-from optembed_cli.training_options import parse_dims
-from optembed.models.config import ModelConfig
+from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS, model_config
 from pipelines import chain
 from pipelines.store import Manifest
 
-_MODEL = ModelConfig("deepfm")  # the defaults of --data runs are the core's
-_TRAIN = chain.TrainConfig()
+SEARCH = EvolutionConfig()
+# the options of a --data run: with a configuration file its keys say these instead
+DATA_ONLY = (
+    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "compress",
+    *MODEL_OPTIONS.names, "epochs", "batch_size",
+)
 
 
 @ui.handle_errors
+@with_groups(model=MODEL_OPTIONS, train=TRAINING_OPTIONS.only("epochs", "batch_size"))
 def run(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Argument(help="TOML configuration (see README).", show_default=False)] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Raw data file (instead of a configuration).", show_default=False, rich_help_panel=INPUT)
+        Path | None, typer.Option(help="Raw data file (instead of a configuration).", show_default=False, rich_help_panel="Input")
     ] = None,
-    format: Annotated[Format, typer.Option("--format", "-f", help="Format of --data.", rich_help_panel=INPUT)] = "criteo",
-    model: Annotated[
-        Model, typer.Option("--model", "-m", help="Backbone for --data.", case_sensitive=False, rich_help_panel=MODEL)
-    ] = "deepfm",
-    embed_dim: Annotated[int, typer.Option(help="Embedding width for --data.", rich_help_panel=MODEL)] = _MODEL.embed_dim,
-    mlp: Annotated[
-        str, typer.Option("--mlp", help="MLP sizes for --data.", metavar="SIZES", rich_help_panel=MODEL)
-    ] = ",".join(map(str, _MODEL.mlp_dims)),
-    epochs: Annotated[
-        int, typer.Option(help="Most epochs of supernet and retrain for --data.", rich_help_panel=TRAINING)
-    ] = _TRAIN.epochs,
-    batch_size: Annotated[
-        int, typer.Option(help="Training batch size for --data (0: auto, from the training rows).", rich_help_panel=TRAINING)
-    ] = _TRAIN.batch_size,
-    population: Annotated[int, typer.Option(help="Search population for --data.", rich_help_panel=SEARCH)] = 40,
-    generations: Annotated[int, typer.Option(help="Search generations for --data.", rich_help_panel=SEARCH)] = 30,
+    format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format", "-f", case_sensitive=False, show_default=False, rich_help_panel="Input",
+            help="Format of --data (default: guessed from the file, as preprocess does; the guess is printed).",
+        ),
+    ] = None,
+    label: LabelOpt = None,
+    fields: FieldsOpt = None,
+    numeric: NumericOpt = None,
+    *,
+    model: Values,
+    train: Values,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the supernet and retrain runs and of the search (the split keeps its own seed; "
+            "default: each stage's).",
+            show_default=False,
+            rich_help_panel="Training",
+        ),
+    ] = None,
+    population: PopulationOpt = SEARCH.population,
+    generations: GenerationsOpt = SEARCH.generations,
     variants: Annotated[
-        str, typer.Option(help=f"Comma-separated variants, from: {', '.join(chain.ALL_VARIANTS)}.", metavar="NAMES")
-    ] = ",".join(chain.VARIANTS),
-    retrain_init: Annotated[
         str,
         typer.Option(
+            help=f"Comma-separated variants, from: {', '.join(chain.ALL_VARIANTS)} (default: "
+            f"{', '.join(chain.VARIANTS)}).",
+            metavar="NAMES",
+            show_default=False,
+        ),
+    ] = ",".join(chain.VARIANTS),
+    retrain_init: Annotated[
+        Init,
+        typer.Option(
             "--retrain-init",
-            help="Start of the masked variants' re-training for --data: auto (supernet) | fresh | rewind (the "
-            "supernet's initial weights, as the paper) | supernet.",
-            metavar="INIT",
-            rich_help_panel=TRAINING,
+            help="Start of the masked variants' re-training: auto (supernet) | fresh | rewind (the supernet's initial "
+            "weights, as the paper) | supernet.",
+            rich_help_panel="Training",
         ),
     ] = "auto",
     compress: Annotated[
-        str, typer.Option(help="Comma-separated re-trained variants to compress too (default options) for --data.", metavar="VARIANTS")
+        str, typer.Option(help="Comma-separated re-trained variants to compress too (default options).", metavar="VARIANTS")
     ] = "",
     device: Annotated[
         str,
@@ -85,27 +107,41 @@ def run(
     """Run preprocess -> supernet -> search -> retrain (-> compress) -> evaluate and compare the variants.
 
     The plan (stage k of N) and an estimate of the time left are printed as it goes; finished
-    stages are reused, so an interrupted run continues where it stopped.
+    stages are reused, so an interrupted run continues where it stopped. The data, model,
+    training and search options apply to --data runs; a configuration file sets them as keys.
+    With --json, "variants" holds every variant's test AUC, logloss, bytes, sparsity and
+    artifact id under its name (as --variants writes it).
 
     Examples:
 
       optembed run experiment.toml
 
-      optembed run --data train.txt --epochs 4 --population 20 --generations 10 --json > result.json
+      optembed run --data clicks.csv --label y --numeric price --seed 1
+
+      optembed run --data train.txt --epochs 4 --population 20 --json > out.json
     """
     if config is not None:
+        given = [name for name in DATA_ONLY if ctx.get_parameter_source(name) == click_commandline()]
+        if data is not None or given:
+            flag = "--data" if data is not None else "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} applies to runs without a configuration file; set it in {config} instead")
         cfg = chain.load_config(config)
     elif data is not None:
+        fmt, delimiter = data_format(data, format, label)
+        search = {"population": population, "generations": generations, "topk": min(15, max(2, population // 2))}
+        training = {**train, **({"seed": seed} if seed is not None else {})}
         cfg = chain.ChainConfig(
             data=data,
-            preprocess=PreprocessConfig(fmt=str(format)),
-            model=ModelConfig(str(model).lower(), embed_dim=embed_dim, mlp_dims=parse_dims(mlp)),
-            supernet=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
-            retrain=chain.TrainConfig(epochs=epochs, batch_size=batch_size),
-            search={"population": population, "generations": generations, "topk": min(15, max(2, population // 2))},
-            variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
-            compress={"variants": [v.strip() for v in compress.split(",") if v.strip()]} if compress.strip() else {},
-            retrain_init=retrain_init,
+            preprocess=PreprocessConfig(
+                fmt=fmt, label=label, fields=split_list(fields), numeric=split_list(numeric), delimiter=delimiter
+            ),
+            model=model_config(**model),
+            supernet=chain.TrainConfig(**training),
+            retrain=chain.TrainConfig(**training),
+            search={**search, **({"seed": seed} if seed is not None else {})},
+            variants=tuple(split_list(variants) or ()),
+            compress={"variants": split_list(compress)} if split_list(compress) else {},
+            retrain_init=str(retrain_init),
         )
     else:
         raise ConfigError("give a configuration file or --data FILE")
@@ -116,7 +152,27 @@ def run(
         cfg.latency = latency
     done = run_chain(cfg, artifacts, json)
     if json:
-        ui.announce(done["evaluate"], True)
+        ui.announce(done["evaluate"], True, extra={"variants": chain.variant_results(cfg, done)})
+
+
+def click_commandline() -> object:
+    """The parameter source of a value typed on the command line."""
+    from optembed_cli.lazy import click
+
+    return click.core.ParameterSource.COMMANDLINE
+
+
+def data_format(data: Path, given: object, label: str | None) -> tuple[str, str | None]:
+    """The format (and csv delimiter) of ``--data``: the given one, else guessed and said on stderr."""
+    from optembed.data.sniff import infer_format
+
+    if given is not None:
+        return str(given).lower(), None
+    if not data.is_file() or data.stat().st_size == 0:
+        return ("parquet" if data.suffix.lower() == ".parquet" else "criteo"), None  # the chain says why
+    guess = infer_format(data, label)
+    ui.info(f"format: {guess.fmt}, guessed from {guess.reason} (--format overrides)")
+    return guess.fmt, guess.delimiter
 
 
 def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool) -> dict[str, Manifest]:
@@ -128,7 +184,13 @@ def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool) -> 
     if ui.settings.verbose:
         ui.info(f"configuration: {cfg}")
     with ui.reporter(as_json=as_json) as rep:
-        done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
+        try:
+            done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
+        except DataError as exc:
+            clearer = explain(exc, Path(cfg.data), cfg.preprocess.fmt)
+            if clearer is None:
+                raise
+            raise clearer from None
     for manifest in done.values():
         ui.notes(manifest)
     if not as_json:

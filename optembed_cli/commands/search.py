@@ -9,7 +9,8 @@ from rich.table import Table
 
 from optembed.evolution import EvolutionConfig
 from optembed_cli import ui
-from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, RowRank
+from optembed_cli.core_choices import RowRank
+from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, GenerationsOpt, JsonOpt, PopulationOpt
 from optembed_cli.training_options import AmpOpt, DeviceOpt
 from pipelines import search as stage
 from pipelines.store import Manifest
@@ -20,8 +21,8 @@ DEFAULTS = EvolutionConfig()
 @ui.handle_errors
 def search(
     source: FromOpt = None,
-    population: Annotated[int, typer.Option(help="Candidates per generation (and random ones at the start).")] = DEFAULTS.population,
-    generations: Annotated[int, typer.Option(help="Generations after the random one.")] = DEFAULTS.generations,
+    population: PopulationOpt = DEFAULTS.population,
+    generations: GenerationsOpt = DEFAULTS.generations,
     topk: Annotated[int, typer.Option(help="Best candidates kept as parents each generation.")] = DEFAULTS.topk,
     crossover: Annotated[
         int | None, typer.Option(help="Crossover children per generation (default: half of population - topk).", show_default=False)
@@ -59,7 +60,12 @@ def search(
         bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).", rich_help_panel=PRUNING)
     ] = True,
     row_levels: Annotated[
-        str, typer.Option(help="Fractions of a field's rows (its most important, see --row-rank) to try, comma-separated; 0 empties a field.", metavar="FRACTIONS", rich_help_panel=PRUNING)
+        str,
+        typer.Option(
+            help="Fractions of a field's rows (its most important, see --row-rank) to try, comma-separated; 0 empties "
+            f"a field (default: {', '.join(f'{q:g}' for q in stage.DEFAULT_LEVELS)}).",
+            metavar="FRACTIONS", show_default=False, rich_help_panel=PRUNING,
+        ),
     ] = ",".join(f"{q:g}" for q in stage.DEFAULT_LEVELS),
     row_rank: Annotated[
         RowRank, typer.Option(help="Which rows a level keeps: impact (training count x distance from the field's mean row) | norm (largest embedding norm, OptEmbed's criterion).", rich_help_panel=PRUNING)
