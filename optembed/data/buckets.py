@@ -17,7 +17,10 @@ The rule (``"quantile"``) for a csv/Parquet ``--numeric`` column with ``bins`` =
 In SQL the bucket is a binary search written as nested ``CASE`` expressions, ``ceil(log2(m + 1))``
 comparisons a row for m boundaries; boundaries are written as exact DOUBLE literals (the shortest
 text that reads back as the same double), so preprocess and predict compare against the very same
-doubles.
+doubles. DuckDB evaluates every CASE node once per vector of rows, so the cost grows with the
+number of boundaries: bucketing 2M rows took 0.3 s with 100 bins, 1.0 s with 256 and 11.8 s with
+1,000 (2 loaded cores), against about 2.5 s at any size for an ASOF join on a boundary table;
+hence the cap of ``MAX_BINS`` and the default of 100.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import duckdb
 
 RULE = "quantile"
 DEFAULT_BINS = 100
-MAX_BINS = 10_000
+MAX_BINS = 1_000  # the CASE tree's cost grows with the boundaries (module docstring)
 FITTED_ON = "train"
 DESCRIPTION = (
     "quantile bins fitted on the training split: the token is the number of the field's boundaries at or "
