@@ -4,7 +4,9 @@ Every format is described by a :class:`FormatSpec`: the DuckDB ``read_csv``/``re
 call that loads the raw columns (as text, or typed where the format fixes the type: Criteo's
 integer columns are read as DOUBLE, so a non-number is a rejected line), the SQL expression of the
 0/1 label, and one SQL expression per field giving the field's token (NULL means "missing").
-Validity checks are SQL expressions too, so the whole parse runs inside DuckDB.
+Validity checks are SQL expressions too, so the whole parse runs inside DuckDB. A numeric
+csv/Parquet field (:func:`quantile_field`) parses to its DOUBLE value; preprocess then replaces
+it by its quantile bin (:mod:`optembed.data.buckets`), whose boundaries need the training split.
 """
 
 from __future__ import annotations

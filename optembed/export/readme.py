@@ -114,7 +114,7 @@ def bundle_readme(meta: dict[str, Any]) -> str:
     if binned:
         counts = ", ".join(f"{f['name']}: {len(f['bucketing']['boundaries'])} boundaries" for f in binned[:13])
         transform += (
-            f"numeric fields with quantile bins ({_names([f['name'] for f in binned])}): {QUANTILE_RULE}; the "
+            f"numeric fields ({_names([f['name'] for f in binned])}): {QUANTILE_RULE}; the "
             f"boundaries are each field's `bucketing.boundaries` in `bundle.json` ({counts});\n"
         )
     transform += "other fields: the raw text itself" + (f" ({pre['derived']})" if pre.get("derived") else "") + "."
