@@ -140,6 +140,7 @@ def preprocessing_spec(pre: Manifest, schema: dict[str, Any]) -> dict[str, Any]:
         {
             "name": f["name"], "kind": f["kind"], "cardinality": int(f["cardinality"]), "oov_id": int(f["oov_id"]),
             "missing_id": int(f["missing_id"]), "vocab": f["vocab"],
+            **({"bucketing": f["bucketing"]} if "bucketing" in f else {}),  # quantile bins, applied as recorded
         }
         for f in schema["fields"]
     ]

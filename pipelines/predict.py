@@ -137,9 +137,7 @@ def run(config: PredictConfig, store: Store, reporter: Reporter = NULL) -> Predi
     scorer = bundle.scorer(runtime, config.threads)
     pre = bundle.meta["preprocessing"]
     fmt = config.fmt or pre["format"]
-    vocabs = [
-        FieldVocab(f["name"], bundle.vocab(i), int(f["oov_id"]), int(f["missing_id"])) for i, f in enumerate(pre["fields"])
-    ]
+    vocabs = [FieldVocab.from_record(f, bundle.vocab(i)) for i, f in enumerate(pre["fields"])]
     if fmt != "parquet":
         check_line_lengths(data)
     clean_stale_outputs(out.parent)

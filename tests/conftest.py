@@ -38,11 +38,40 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         pytest.exit("interrupted by Ctrl-C", returncode=130)
 
 
+_MISSING = "not present (real-data sample)"
+
+
 def shared_file(name: str) -> Path:
+    """A real-data sample of ``../shared/data`` beside the checkout; the test skips without it
+    (counted in the summary line of :func:`pytest_terminal_summary`)."""
     path = SHARED_DATA / name
     if not path.is_file():
-        pytest.skip(f"{path} not present")
+        pytest.skip(f"{path} {_MISSING}")
     return path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    state = "present" if SHARED_DATA.is_dir() else "absent: the tests that read them skip"
+    return f"real-data samples: {SHARED_DATA} ({state})"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line saying how many tests skipped for want of the real-data samples, and where they
+    are looked for (they skip silently otherwise, e.g. on a plain clone)."""
+    reasons = [_skip_reason(r) for r in terminalreporter.stats.get("skipped", [])]
+    missing = sorted({Path(r.split(" ", 1)[-1].rsplit(f" {_MISSING}", 1)[0]).name for r in reasons if _MISSING in r})
+    count = sum(_MISSING in r for r in reasons)
+    if count:
+        where = "absent" if not SHARED_DATA.is_dir() else f"missing {', '.join(missing)}"
+        terminalreporter.write_line(
+            f"{count} test{'s' if count != 1 else ''} skipped: the real-data samples are looked for in {SHARED_DATA} "
+            f"(../shared/data beside the checkout), {where}"
+        )
 
 
 @pytest.fixture

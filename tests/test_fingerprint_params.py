@@ -187,8 +187,14 @@ def test_preprocess_params(tmp_path: Path) -> None:
     assert PreprocessConfig().to_params() == PREPROCESS_DEFAULT
     assert avazu.to_params() == {**PREPROCESS_DEFAULT, "fmt": "avazu", "split": [0.7, 0.2, 0.1], "seed": 1,
                                  "count_on": "all", "skip_bad_rows": True}
+    # numeric csv fields changed rule (quantile bins): their artifacts get new fingerprints ...
     assert csv.to_params() == {**PREPROCESS_DEFAULT, "fmt": "csv", "min_count": 3, "label": "y", "fields": ["a", "b"],
-                               "numeric": ["a"], "delimiter": ",", "keep_impression": False}
+                               "numeric": ["a"], "delimiter": ",", "keep_impression": False, "numeric_bins": 100}
+    assert PreprocessConfig(fmt="csv", numeric=["a"], numeric_bins=7).to_params()["numeric_bins"] == 7
+    # ... and every run without numeric csv/parquet fields keeps its parameters (and fingerprint)
+    for plain in (PreprocessConfig(fmt="csv", label="y"), PreprocessConfig(fmt="parquet", numeric=[]),
+                  PreprocessConfig(fmt="csv", numeric_bins=7)):
+        assert "numeric_bins" not in plain.to_params()
     for options, hashed in ((PreprocessConfig(), False), (avazu, True)):
         stage = preprocess.PreprocessStage(raw, options, hash_input=hashed, force=True)
         assert preprocess.stage_params(stage) == {"input": preprocess.input_identity(raw, hashed), **options.to_params()}

@@ -4,7 +4,9 @@ Every format is described by a :class:`FormatSpec`: the DuckDB ``read_csv``/``re
 call that loads the raw columns (as text, or typed where the format fixes the type: Criteo's
 integer columns are read as DOUBLE, so a non-number is a rejected line), the SQL expression of the
 0/1 label, and one SQL expression per field giving the field's token (NULL means "missing").
-Validity checks are SQL expressions too, so the whole parse runs inside DuckDB.
+Validity checks are SQL expressions too, so the whole parse runs inside DuckDB. A numeric
+csv/Parquet field (:func:`quantile_field`) parses to its DOUBLE value; preprocess then replaces
+it by its quantile bin (:mod:`optembed.data.buckets`), whose boundaries need the training split.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def numeric_value(col: str) -> str:
     return f"(CASE WHEN isfinite({v}) THEN {v} END)"
 
 
+def float_value(col: str) -> str:
+    """The column as a DOUBLE for quantile bins: NULL when empty, NaN or not a number (the field's
+    check flags the last); +-inf kept."""
+    v = f"TRY_CAST({q(col)} AS DOUBLE)"
+    return f"(CASE WHEN NOT isnan({v}) THEN {v} END)"
+
+
 def log_square_token(col: str) -> str:
     """Criteo's integer transform as a text token: v > 2 -> floor(ln(v)^2), else v itself."""
     v = numeric_value(col)
@@ -83,14 +92,22 @@ def binary_label(col: str) -> str:
 class FieldSpec:
     name: str
     token_sql: str  # SQL expression of the field's token over the raw columns, NULL = missing
-    kind: str = "categorical"  # or "numeric" (log-square bucketed)
+    kind: str = "categorical"  # or "numeric" (log-square or quantile bucketed)
     check_sql: str | None = None  # SQL that is TRUE when the raw value is invalid
     source: str | None = None  # the raw column the check reads (default: name)
     token_type: str = "VARCHAR"  # SQL type of the token; DOUBLE tokens are stored as number_text
+    # quantile bins (optembed.data.buckets): token_sql is then the raw DOUBLE value, bucketed
+    # after parsing; ``bins`` to fit (preprocess), ``boundaries`` already fitted (predict)
+    bins: int | None = None
+    boundaries: list[float] | None = None
 
     @property
     def source_column(self) -> str:
         return self.source or self.name
+
+    @property
+    def bucketed(self) -> bool:
+        return self.bins is not None or self.boundaries is not None
 
     def text_sql(self, expr: str) -> str:
         """SQL turning a token (``expr``) into the text stored in the vocabulary."""
@@ -202,6 +219,26 @@ def kdd12_spec(path: Path, keep_impression: bool = True) -> FormatSpec:
     )
 
 
+def quantile_field(name: str, bins: int | None = None, boundaries: list[float] | None = None) -> FieldSpec:
+    """A numeric csv/Parquet field bucketed by quantile bins (:mod:`optembed.data.buckets`): its
+    token is the raw DOUBLE (empty and NaN missing), bucketed once the boundaries are known."""
+    return FieldSpec(
+        name,
+        float_value(name),
+        kind="numeric",
+        check_sql=f"({q(name)} IS NOT NULL AND TRY_CAST({q(name)} AS DOUBLE) IS NULL)",
+        token_type="DOUBLE",
+        bins=bins,
+        boundaries=boundaries,
+    )
+
+
+def log_square_field(name: str) -> FieldSpec:
+    """A numeric csv/Parquet field under Criteo's log-square rule (artifacts and bundles made
+    before quantile bins; the Criteo format itself uses :func:`typed_log_square_token`)."""
+    return FieldSpec(name, log_square_token(name), kind="numeric", check_sql=f"({q(name)} IS NOT NULL AND {numeric_value(name)} IS NULL)")
+
+
 def generic_spec(
     path: Path,
     fmt: str,
@@ -210,8 +247,12 @@ def generic_spec(
     fields: list[str] | None,
     numeric: list[str] | None,
     delimiter: str,
+    numeric_bins: int | None = None,
 ) -> FormatSpec:
-    """A CSV/TSV with a header, or a Parquet file, with a declared label and field list."""
+    """A CSV/TSV with a header, or a Parquet file, with a declared label and field list.
+
+    ``numeric`` fields get ``numeric_bins`` quantile bins fitted on the training split; with
+    ``None`` the log-square rule of earlier artifacts (a bundle without recorded boundaries)."""
     label = label or ("label" if "label" in header_columns else None)
     if label is None:
         raise ConfigError(f"--label is required: no 'label' column among {', '.join(header_columns[:12])}")
@@ -225,12 +266,7 @@ def generic_spec(
         raise ConfigError(f"the label column '{label}' cannot also be a field")
     numeric_set = set(numeric or [])
     specs = [
-        FieldSpec(
-            n,
-            log_square_token(n),
-            kind="numeric",
-            check_sql=f"({q(n)} IS NOT NULL AND {numeric_value(n)} IS NULL)",
-        )
+        (log_square_field(n) if numeric_bins is None else quantile_field(n, bins=numeric_bins))
         if n in numeric_set
         else FieldSpec(n, f"NULLIF(CAST({q(n)} AS VARCHAR), '')")
         for n in names

@@ -5,6 +5,11 @@ disk under its memory limit), validates it, splits it by a seeded hash of each r
 (exact sizes, no sort), counts values per field with one GROUP BY each, builds vocabularies and
 encodes every split with hash joins, writing each split in file order.
 
+Numeric csv/Parquet fields (``numeric``) are bucketed by quantile bins whose boundaries are
+fitted on the training split only (:mod:`optembed.data.buckets`; recorded per field in
+``schema.json`` as ``bucketing``); Criteo's integer columns keep the log-square rule of
+:func:`optembed.data.formats.typed_log_square_token`.
+
 Id layout of every field: 0 = OOV (values seen fewer than ``min_count`` times, or never seen
 in the counting split), 1 = missing, 2.. = kept values by decreasing count. Every field
 reserves both special ids, so ``cardinality = 2 + kept values``.
@@ -24,6 +29,7 @@ from typing import Any
 
 import duckdb
 
+from optembed.data import buckets
 from optembed.data.formats import (
     DEFAULT_MIN_COUNT,
     FORMATS,
@@ -62,6 +68,9 @@ class PreprocessConfig:
     label: str | None = None
     fields: list[str] | None = None
     numeric: list[str] | None = None
+    # quantile bins of each numeric field; fingerprinted only when there are numeric fields, so
+    # the artifacts of every other run keep their fingerprints
+    numeric_bins: int = field(default=buckets.DEFAULT_BINS, metadata={"inert_when": {"numeric": (None, [])}})
     delimiter: str | None = None
     keep_impression: bool = True
     memory_limit: str = field(default="2GB", metadata=UNFINGERPRINTED)  # resources do not change the result
@@ -90,6 +99,14 @@ class PreprocessConfig:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.fmt not in ("csv", "parquet") and (self.label or self.fields or self.numeric):
             raise ConfigError(f"--label/--fields/--numeric apply to csv and parquet input, not {self.fmt}")
+        check_number("--numeric-bins", self.numeric_bins, 2, buckets.MAX_BINS)
+        if not isinstance(self.numeric_bins, int):
+            raise ConfigError(f"--numeric-bins must be a whole number, got {self.numeric_bins!r}")
+        if self.fmt not in ("csv", "parquet") and self.numeric_bins != buckets.DEFAULT_BINS:
+            raise ConfigError(
+                f"--numeric-bins applies to the --numeric fields of csv and parquet input; {self.fmt}'s numeric "
+                "columns keep their fixed rule"
+            )
 
     def to_params(self) -> dict[str, Any]:
         """The fingerprinted options (:func:`optembed.fingerprint.fingerprint_params`)."""
@@ -147,7 +164,7 @@ def build_spec(con: duckdb.DuckDBPyConnection, path: Path, cfg: PreprocessConfig
     if cfg.fmt == "csv" and delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     cols = _header_columns(con, path, cfg.fmt, delimiter)
-    return generic_spec(path, cfg.fmt, cols, cfg.label, cfg.fields, cfg.numeric, delimiter or ",")
+    return generic_spec(path, cfg.fmt, cols, cfg.label, cfg.fields, cfg.numeric, delimiter or ",", cfg.numeric_bins)
 
 
 class _Steps:
@@ -181,7 +198,7 @@ def preprocess(path: str | Path, cfg: PreprocessConfig, out_dir: Path, reporter:
         n_fields = len(spec.fields)
         if n_fields == 0:
             raise ConfigError("no fields to encode: give --fields or a file with columns besides the label")
-        steps = _Steps(reporter, total=5 + n_fields)
+        steps = _Steps(reporter, total=5 + n_fields + any(f.bucketed for f in spec.fields))
         result = _run(con, path, spec, cfg, out_dir, steps)
     except duckdb.Error as exc:
         full = _write_failure(exc)
@@ -254,11 +271,14 @@ def _run(
     for s, c, p in stats:
         rows[SPLITS[s]], positives[SPLITS[s]] = int(c), int(p or 0)
 
+    bucketing = _bucket_numeric(con, spec, step)
     min_count = cfg.resolved_min_count()
     counted = "split = 0" if cfg.count_on == "train" else "split IS NOT NULL"
     fields_meta = [
         _vocabulary(con, i, fspec, counted, min_count, out_dir, step) for i, fspec in enumerate(spec.fields)
     ]
+    for i, rule in bucketing.items():
+        fields_meta[i]["bucketing"] = rule
 
     step("encoding and writing the splits")
     joins = " ".join(f"LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in range(len(spec.fields)))
@@ -311,6 +331,24 @@ def _run(
     }
     step("done")
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
+
+
+def _bucket_numeric(con: duckdb.DuckDBPyConnection, spec: FormatSpec, step: _Steps) -> dict[int, dict[str, Any]]:
+    """Fit the quantile boundaries of every bucketed field on the training rows (split 0) and
+    replace its parsed values by their buckets (in every split); the recorded rule per field."""
+    fitted: dict[int, dict[str, Any]] = {}
+    todo = [(i, fspec) for i, fspec in enumerate(spec.fields) if fspec.bucketed]
+    if not todo:
+        return fitted
+    step("fitting numeric bins on the training split")
+    sets: list[str] = []
+    for i, fspec in todo:
+        bins = int(fspec.bins or buckets.DEFAULT_BINS)
+        boundaries, values = buckets.fit_boundaries(con, "parsed", f"c{i}", "split = 0", bins)
+        fitted[i] = buckets.record(bins, boundaries, values)
+        sets.append(f"c{i} = {buckets.bucket_sql(f'c{i}', boundaries)}")
+    con.execute(f"UPDATE parsed SET {', '.join(sets)}")
+    return fitted
 
 
 def _vocabulary(

@@ -2,8 +2,11 @@
 
 The file is parsed by the same DuckDB readers, token expressions (Criteo's ``floor(ln(v)^2)``,
 Avazu's hour split, ...) and validity checks as ``preprocess`` (:mod:`optembed.data.formats`,
-:mod:`optembed.data.validation`); each token is looked up in the bundle's vocabulary of its
-field: a value never kept there is the OOV id, an empty one the missing id. Rows keep the file's
+:mod:`optembed.data.validation`); a numeric csv/Parquet field with recorded quantile boundaries
+(``bucketing`` in the bundle's field record) is bucketed by the same SQL as preprocess
+(:func:`optembed.data.buckets.bucket_sql` over the recorded boundaries, never refitted), one
+without them (a bundle of an earlier artifact) by the log-square rule it was trained with. Each
+token is looked up in the bundle's vocabulary of its field: a value never kept there is the OOV id, an empty one the missing id. Rows keep the file's
 order; the encoded rows go to a Parquet file that the scorer then streams in batches, so a
 file larger than memory works (DuckDB spills under its memory limit).
 
@@ -21,13 +24,14 @@ from typing import Any
 
 import duckdb
 
+from optembed.data import buckets
 from optembed.data.formats import (
     CRITEO_CAT, CRITEO_INT, FORMATS, KDD12_COLUMNS, FormatSpec, _csv_reader, avazu_spec, criteo_spec, generic_spec,
-    kdd12_spec, lit,
+    kdd12_spec, lit, quantile_field,
 )
 from optembed.data.preprocess import PreprocessConfig, _first_line, _header_columns
 from optembed.data.validation import check_input, check_rejects, check_rows, first_row
-from optembed.errors import ConfigError, DataError
+from optembed.errors import ArtifactError, ConfigError, DataError
 
 NO_LABEL = "CAST(NULL AS INTEGER)"
 _WRITE_FAILED = ("no space left on device", "disk quota exceeded")
@@ -39,6 +43,21 @@ class FieldVocab:
     vocab: Path  # Parquet with ``value`` (text) and ``id``
     oov_id: int = 0
     missing_id: int = 1
+    bucketing: dict[str, Any] | None = None  # the field's quantile bins, as preprocess recorded them
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], vocab: Path) -> FieldVocab:
+        """The vocabulary of a field record (``schema.json``'s or a bundle's preprocessing spec's)."""
+        return cls(str(record["name"]), vocab, int(record["oov_id"]), int(record["missing_id"]), record.get("bucketing"))
+
+    def boundaries(self) -> list[float] | None:
+        """The checked quantile boundaries (they go into SQL), or None for a field without bins."""
+        if self.bucketing is None:
+            return None
+        try:
+            return buckets.boundaries_of(self.bucketing)
+        except ValueError as exc:
+            raise ArtifactError(f"the bucketing of field {self.name} beside {self.vocab} is malformed: {exc}") from None
 
 
 @dataclass
@@ -63,8 +82,20 @@ def _unlabeled(spec: FormatSpec, reader: str | None = None, columns: int | None 
     return spec
 
 
-def predict_spec(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, options: dict[str, Any], fields: list[str]) -> tuple[FormatSpec, bool]:
-    """The format's spec for ``path`` (the preprocess one) and whether the file has a label."""
+def predict_spec(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, options: dict[str, Any], fields: list[str],
+    boundaries: dict[str, list[float]] | None = None,
+) -> tuple[FormatSpec, bool]:
+    """The format's spec for ``path`` (the preprocess one) and whether the file has a label; the
+    fields named in ``boundaries`` are bucketed by those quantile boundaries."""
+    spec, has_label = _format_spec(con, path, fmt, options, fields)
+    for i, f in enumerate(spec.fields):
+        if f.name in (boundaries or {}):
+            spec.fields[i] = quantile_field(f.source_column, boundaries=boundaries[f.name])  # type: ignore[index]
+    return spec, has_label
+
+
+def _format_spec(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, options: dict[str, Any], fields: list[str]) -> tuple[FormatSpec, bool]:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if fmt == "criteo":
@@ -121,7 +152,8 @@ def encode_file(
         con.execute("SET preserve_insertion_order=true")
         con.execute(f"SET threads={int(threads or os.cpu_count() or 1)}")
         names = [v.name for v in vocabs]
-        spec, has_label = predict_spec(con, path, fmt, options, names)
+        fitted = {v.name: b for v in vocabs if (b := v.boundaries()) is not None}
+        spec, has_label = predict_spec(con, path, fmt, options, names, fitted)
         if spec.field_names != names:
             raise DataError(
                 f"{path.name} read as {fmt} gives the fields {', '.join(spec.field_names[:6])}..., the model expects "
@@ -141,12 +173,17 @@ def _encode(
     con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, has_label: bool, vocabs: list[FieldVocab], out: Path,
     skip_bad_rows: bool,
 ) -> EncodeResult:
-    texts = ", ".join(f"{f.text_sql(f.token_sql)} AS c{i}" for i, f in enumerate(spec.fields))
+    # bucketed fields are parsed as their DOUBLE values, then bucketed in place (one evaluation each)
+    texts = ", ".join(f"{f.token_sql if f.bucketed else f.text_sql(f.token_sql)} AS c{i}" for i, f in enumerate(spec.fields))
     bad_value = spec.bad_value_sql()
     con.execute(
         f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, {texts} "
         f"FROM {spec.reader_sql}"
     )
+    for i, f in enumerate(spec.fields):
+        if f.bucketed:
+            bucket = buckets.bucket_sql(f"c{i}", f.boundaries or [])
+            con.execute(f"ALTER TABLE parsed ALTER c{i} SET DATA TYPE VARCHAR USING CAST({bucket} AS VARCHAR)")
     policy = PreprocessConfig(skip_bad_rows=skip_bad_rows)
     bad_lines, cast_lines = check_rejects(con, path, spec, policy)
     n_raw, n_no_label, n_bad_value = first_row(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optembed.data.buckets import DESCRIPTION as QUANTILE_RULE
+
 TEMPLATE = """# {title}
 
 Exported by optembed {optembed} from {stage} artifact `{source}` ({variant}, {model}, {n_fields} fields),
@@ -32,7 +34,7 @@ A token not in the vocabulary is id {oov}; an empty value is id {missing}. `opte
 ## Scoring in plain Python
 
 ```python
-import json, math
+import bisect, json, math
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -49,7 +51,9 @@ def token(field, raw):
     if field["kind"] != "numeric":
         return raw
     v = float(raw)
-    t = math.floor(math.log(v) ** 2) if v > 2 else v  # the numeric transform
+    if "bucketing" in field:  # quantile bins: how many of the field's boundaries are <= v
+        return None if math.isnan(v) else str(bisect.bisect_right(field["bucketing"]["boundaries"], v))
+    t = math.floor(math.log(v) ** 2) if v > 2 else v  # the log-square transform
     return str(int(t)) if float(t).is_integer() else str(t)
 
 def encode(raw_rows):  # raw_rows: one list of raw field values per row, in the field order above
@@ -104,11 +108,16 @@ def bundle_readme(meta: dict[str, Any]) -> str:
         f"| `{path}` | {'ONNX graph, opset ' + str(meta.get('onnx_opset')) if kind == 'onnx' else 'torch.export program (torch ' + meta['versions']['torch'] + ')'} |"
         for kind, path in meta["graphs"].items()
     )
-    numeric = [f["name"] for f in fields if f["kind"] == "numeric"]
-    transform = (
-        f"numeric fields ({', '.join(numeric[:13])}{'...' if len(numeric) > 13 else ''}): {pre['numeric_transform']};\n"
-        if numeric else ""
-    ) + "other fields: the raw text itself" + (f" ({pre['derived']})" if pre.get("derived") else "") + "."
+    log_square = [f["name"] for f in fields if f["kind"] == "numeric" and "bucketing" not in f]
+    binned = [f for f in fields if f["kind"] == "numeric" and "bucketing" in f]
+    transform = f"numeric fields ({_names(log_square)}): {pre['numeric_transform']};\n" if log_square else ""
+    if binned:
+        counts = ", ".join(f"{f['name']}: {len(f['bucketing']['boundaries'])} boundaries" for f in binned[:13])
+        transform += (
+            f"numeric fields ({_names([f['name'] for f in binned])}): {QUANTILE_RULE}; the "
+            f"boundaries are each field's `bucketing.boundaries` in `bundle.json` ({counts});\n"
+        )
+    transform += "other fields: the raw text itself" + (f" ({pre['derived']})" if pre.get("derived") else "") + "."
     auc = metrics.get("test_auc")
     ll = metrics.get("test_logloss")
     maker = meta.get("made_by", {})
@@ -134,3 +143,7 @@ def bundle_readme(meta: dict[str, Any]) -> str:
         fmt=pre["format"],
         transform=transform,
     )
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:13]) + ("..." if len(names) > 13 else "")
