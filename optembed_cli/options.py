@@ -114,7 +114,8 @@ FieldsOpt = Annotated[
 NumericOpt = Annotated[
     str | None,
     typer.Option(
-        help="csv/parquet: fields bucketed like Criteo's integers (floor(ln(v)^2) for v > 2).", metavar="COLUMNS",
+        help="csv/parquet: numeric fields, bucketed into --numeric-bins quantile bins fitted on the training "
+        "split (empty and NaN values are missing).", metavar="COLUMNS",
         show_default=False, rich_help_panel=INPUT,
     ),
 ]

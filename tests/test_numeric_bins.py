@@ -309,3 +309,21 @@ def test_an_exported_bundle_scores_with_the_ids_preprocess_gave(tmp_path: Path, 
     scope: dict = {"raw_rows": [[f"k{i:06d}", p, f"c{i % 5}"] for i, p in enumerate(price)]}
     exec(code, scope)  # noqa: S102 - the documentation's snippet under test
     assert scope["ids"].tolist() == ids.tolist()
+
+
+def test_cli_numeric_bins_sets_the_bin_count(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from optembed_cli.main import app
+
+    raw = np.random.default_rng(7).uniform(0.0, 2.0, 3000)
+    src = write_numeric_csv(tmp_path / "f.csv", [repr(float(v)) for v in raw])
+    store = tmp_path / "store"
+    args = ["preprocess", str(src), "--format", "csv", "--label", "y", "--numeric", "price", "--numeric-bins", "10", "--artifacts", str(store), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    schema = json.loads(next(store.glob("preprocess/*/schema.json")).read_text())
+    price = next(f for f in schema["fields"] if f["name"] == "price")
+    assert price["bucketing"]["bins"] == 10 and len(price["bucketing"]["boundaries"]) <= 9
+    bad = CliRunner().invoke(app, [*args[:9], "1", "--artifacts", str(store)])
+    assert bad.exit_code == 2 and "--numeric-bins" in bad.output

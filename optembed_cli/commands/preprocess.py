@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from optembed.data import buckets
 from optembed.data.preprocess import PreprocessConfig
 from optembed.data.sniff import infer_format
 from optembed.errors import ConfigError, DataError
@@ -53,6 +54,13 @@ def preprocess(
     label: LabelOpt = None,
     fields: FieldsOpt = None,
     numeric: NumericOpt = None,
+    numeric_bins: Annotated[
+        int,
+        typer.Option(
+            help=f"csv/parquet: quantile bins per --numeric field, fitted on the training split (at most {buckets.MAX_BINS:,}).",
+            rich_help_panel=INPUT,
+        ),
+    ] = buckets.DEFAULT_BINS,
     delimiter: Annotated[str | None, typer.Option(help="csv: the delimiter (default ',' or tab for .tsv/.txt).", metavar="CHAR")] = None,
     drop_impression: Annotated[bool, typer.Option("--drop-impression", help="kdd12: do not use Impression as a field.")] = False,
     skip_bad_rows: SkipBadRowsOpt = False,
@@ -89,6 +97,7 @@ def preprocess(
         label=label,
         fields=split_list(fields),
         numeric=split_list(numeric),
+        numeric_bins=numeric_bins,
         delimiter=delimiter,
         keep_impression=not drop_impression,
         memory_limit=memory_limit,
