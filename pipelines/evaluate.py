@@ -142,15 +142,15 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     if manifest.stage == "search":  # the model the search scored: its mask, its folds, its widths
         widths = read_best_widths(manifest, payload["field_names"])
         keep = mask["mask"] if mask["pruned"] else None
-        apply_search(model, keep, widths, search_fold_counts(store, manifest, model.embedding, device))
+        apply_search(model, keep, widths, search_fold_counts(store, manifest, model.embedder.cardinalities, device))
         label = variants.of_mode(payload["mode"]) + " (no retrain)"
     else:
         if mask["pruned"]:
-            model.set_row_mask(mask["mask"].to(model.embedding.weight.device))  # the saved mask: same rows
+            model.embedder.set_row_mask(mask["mask"])  # the saved mask: same rows
         label = f"supernet ({payload['mode']})"
     size = model.size_report()
     if manifest.stage == "supernet":
-        model.set_row_mask(None)  # evaluated as trained: its learnable row mask
+        model.embedder.set_row_mask(None)  # evaluated as trained: its learnable row mask
     return Candidate(label, manifest, model.eval(), size, sn.output("model").stat().st_size)
 
 

@@ -155,7 +155,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         # a warm start folds: pruned ids will be read as their field's OOV row, which starts at the mean of what it absorbs
         counts_in = None
         if config.init == "supernet" and p.keep is not None:
-            counts_in = split_id_counts(data.splits["train"], model.embedding)
+            counts_in = split_id_counts(data.splits["train"], model.embedder.cardinalities, device)
         keep = apply_search(model, p.keep, widths, counts_in).cpu()
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
@@ -175,7 +175,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         save_model(tmp / "compact.pt", compact, data.field_names,
                    extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
-        total = model.embedding.num_rows * dim
+        total = model.embedder.num_rows * dim
         emb_params = compact.embedder.kept_params()
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
         manifest.metrics = {
@@ -189,7 +189,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "embedding_params": emb_params,
             "sparsity": 1.0 - emb_params / total,
             "kept_rows": sum(compact.embedder.field_rows()),
-            "total_rows": model.embedding.num_rows,
+            "total_rows": model.embedder.num_rows,
             "widths": compact.embedder.field_widths(),
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
             "dense_bytes": (tmp / "model.pt").stat().st_size,

@@ -61,25 +61,8 @@ def stage_params(config: SupernetStage) -> dict[str, Any]:
 
 
 def row_stats(model: CTRModel) -> dict[str, float]:
-    """Sparsity of the row mask plus threshold and norm statistics of the table."""
-    emb = model.embedding
-    with torch.no_grad():
-        if model.prune_rows:
-            kept = int(model.pruner.table_mask(emb.weight, emb.field_of_row).sum())
-        else:
-            kept = emb.num_rows
-        t = model.pruner.threshold.detach()
-        norms = emb.weight.detach().abs().sum(dim=1)
-    return {
-        "sparsity": 1.0 - kept / emb.num_rows,
-        "kept_rows": kept,
-        "threshold_min": float(t.min()),
-        "threshold_mean": float(t.mean()),
-        "threshold_max": float(t.max()),
-        "norm_min": float(norms.min()),
-        "norm_mean": float(norms.mean()),
-        "norm_max": float(norms.max()),
-    }
+    """Sparsity of the row mask plus threshold and norm statistics of the table (every validation)."""
+    return model.embedder.row_stats()
 
 
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
@@ -116,7 +99,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         best = result.best_metrics()
-        mask_info = _row_mask(model)
+        mask_info = model.embedder.row_mask_record()
         torch.save(mask_info, tmp / "row_mask.pt")
         save_model(
             tmp / "model.pt",
@@ -142,9 +125,9 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "val_logloss": best["val_logloss"],
             "test_auc": best.get("test_auc"),
             "test_logloss": best.get("test_logloss"),
-            "sparsity": 1.0 - kept / model.embedding.num_rows,
+            "sparsity": 1.0 - kept / model.embedder.num_rows,
             "kept_rows": kept,
-            "total_rows": model.embedding.num_rows,
+            "total_rows": model.embedder.num_rows,
             "embedding_params": kept * d,
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
@@ -159,21 +142,3 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     if not manifest.cached:
         manifest.notes[:0] = auto_notes
     return manifest
-
-
-def _row_mask(model: CTRModel) -> dict[str, Any]:
-    emb = model.embedding
-    if model.prune_rows:
-        mask = model.pruner.table_mask(emb.weight, emb.field_of_row).cpu()
-    else:
-        mask = torch.ones(emb.num_rows, dtype=torch.bool)
-    kept = torch.bincount(emb.field_of_row.cpu()[mask], minlength=emb.n_fields)
-    return {
-        "mask": mask,
-        "kept_per_field": kept.tolist(),
-        "rows_per_field": list(emb.cardinalities),
-        "thresholds": model.pruner.threshold.detach().cpu().tolist(),
-        "pruned": model.prune_rows,
-    }
-
-

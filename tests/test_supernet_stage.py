@@ -34,7 +34,7 @@ def test_artifact_is_self_describing(prepared) -> None:
     m = small_supernet(store, "optembed", epochs=2)
     assert set(m.outputs) == {"model", "init", "row_mask", "curves"}
     model, payload = load_model(m.output("model"))
-    assert payload["mode"] == "optembed" and payload["cardinalities"] == list(model.embedding.cardinalities)
+    assert payload["mode"] == "optembed" and payload["cardinalities"] == list(model.embedder.embedding.cardinalities)
     info = supernet.load_row_mask(m)
     assert info["mask"].dtype == torch.bool and int(info["mask"].sum()) == m.metrics["kept_rows"]
     assert sum(info["kept_per_field"]) == m.metrics["kept_rows"]

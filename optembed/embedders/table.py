@@ -161,6 +161,43 @@ class TableEmbedder(Embedder):
             return self.pruner.table_mask(emb.weight, emb.field_of_row)
         return None
 
+    @torch.no_grad()
+    def learned_mask(self) -> Tensor:
+        """The rows the learnable thresholds keep, ``BoolTensor(|f|)`` (every row when not pruning)."""
+        emb = self.embedding
+        if self.prune_rows:
+            return self.pruner.table_mask(emb.weight, emb.field_of_row)
+        return torch.ones(emb.num_rows, dtype=torch.bool, device=emb.weight.device)
+
+    def row_mask_record(self) -> dict[str, Any]:
+        emb = self.embedding
+        mask = self.learned_mask().cpu()
+        kept = torch.bincount(emb.field_of_row.cpu()[mask], minlength=emb.n_fields)
+        return {
+            "mask": mask,
+            "kept_per_field": kept.tolist(),
+            "rows_per_field": list(emb.cardinalities),
+            "thresholds": self.pruner.threshold.detach().cpu().tolist(),
+            "pruned": self.prune_rows,
+        }
+
+    @torch.no_grad()
+    def row_stats(self) -> dict[str, float]:
+        emb = self.embedding
+        kept = int(self.learned_mask().sum())
+        t = self.pruner.threshold.detach()
+        norms = emb.weight.detach().abs().sum(dim=1)
+        return {
+            "sparsity": 1.0 - kept / emb.num_rows,
+            "kept_rows": kept,
+            "threshold_min": float(t.min()),
+            "threshold_mean": float(t.mean()),
+            "threshold_max": float(t.max()),
+            "norm_min": float(norms.min()),
+            "norm_mean": float(norms.mean()),
+            "norm_max": float(norms.max()),
+        }
+
     def field_rows(self) -> list[int]:
         keep = self.keep_mask()
         if keep is None:

@@ -17,7 +17,6 @@ from optembed.embedders.base import Embedder, param_bytes
 from optembed.embedders.table import MODE_FLAGS, MODES, TableEmbedder, mode_flags
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.masks.row_mask import RowPruner
 from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
@@ -122,48 +121,13 @@ class CTRModel(nn.Module, ABC):
             "head_bytes": param_bytes(self) - param_bytes(emb),
         }
 
-    # -- the table embedder's API (OptEmbed's stages use it) -------------------------------
+    # -- OptEmbed's table ------------------------------------------------------------------
     def table_embedder(self) -> TableEmbedder:
+        """The embedder as OptEmbed's table (the width search and :func:`optembed.models.apply.apply_search`
+        work on it); a clear error for any other kind."""
         if not isinstance(self.embedder, TableEmbedder):
             raise ConfigError(f"This needs OptEmbed's table; the model's embedding is {self.embedder.kind!r}.")
         return self.embedder
-
-    @property
-    def embedding(self) -> FieldEmbedding:
-        return self.table_embedder().embedding
-
-    @property
-    def pruner(self) -> RowPruner:
-        return self.table_embedder().pruner
-
-    @property
-    def prune_rows(self) -> bool:
-        return isinstance(self.embedder, TableEmbedder) and self.embedder.prune_rows
-
-    @property
-    def row_mask(self) -> Tensor | None:
-        return self.table_embedder().row_mask
-
-    @property
-    def id_remap(self) -> Tensor | None:
-        return self.table_embedder().id_remap
-
-    @property
-    def fixed_widths(self) -> Tensor | None:
-        return self.table_embedder().fixed_widths
-
-    def set_row_mask(self, mask: Tensor | None) -> None:
-        self.table_embedder().set_row_mask(mask)
-
-    def set_fixed_masks(self, keep: Tensor | None, widths: Tensor | None) -> None:
-        self.table_embedder().set_fixed_masks(keep, widths)
-
-    def remap(self, x: Tensor) -> Tensor:
-        return self.embedder.ids(x)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``(B, n)`` ids -> ``(B, n, D)`` rows, row-masked when ``prune_rows`` (full width)."""
-        return self.table_embedder().rows(x)
 
 
 def _flatten_keys(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
