@@ -24,7 +24,7 @@ import torch
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.masks.fold import split_id_counts
-from optembed.models.base import mode_flags
+from optembed.embedders.table import SupernetMode
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import compact_model
@@ -104,11 +104,11 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     if sn is not None:
         payload = read_model_payload(sn.output("model"))
         model = ModelConfig.from_dict(payload["model_config"])
-        mode = payload["mode"]
+        mode = SupernetMode.parse(payload["mode"])
     else:
         if config.model is None:
             raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
-        model, mode = config.model, "none"
+        model, mode = config.model, SupernetMode.parse("none")
     if config.init == "auto":
         config.init = "supernet" if sn is not None and not config.full else "fresh"
     if config.init in ("rewind", "supernet") and sn is None:
@@ -121,9 +121,9 @@ def plan(config: RetrainStage, store: Store) -> Plan:
         mask_info = load_row_mask(sn)  # type: ignore[arg-type]
     keep = mask_info["mask"] if mask_info["pruned"] else None
     widths = None
-    if source.stage == "search" and mode_flags(mode)[1]:  # a prune-only supernet's search sets rows only
+    if source.stage == "search" and mode.sample_dims:  # a prune-only supernet's search sets rows only
         widths = read_best_widths(source, payload["field_names"])
-    variant = variants.of_mode("none") if mode == "none" else variants.of_masks(keep is not None, widths is not None)
+    variant = variants.of_masks(keep is not None, widths is not None) if mode.searchable else variants.of_mode(mode.name)
     return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
 
 

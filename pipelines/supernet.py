@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import TrainingError
-from optembed.models.base import CTRModel, mode_flags
+from optembed.embedders.table import SupernetMode
+from optembed.models.base import CTRModel
 from optembed.models.checkpoint import save_model
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
@@ -66,7 +67,7 @@ def row_stats(model: CTRModel) -> dict[str, float]:
 
 
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
-    mode_flags(config.mode)  # validate early
+    mode = SupernetMode.parse(config.mode)  # validated early
     config.model.validate()
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
@@ -84,8 +85,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         if len(data.splits["train"]) == 0:
             raise TrainingError("the training split is empty")
         torch.manual_seed(config.train.seed)
-        model = build_model(data.cardinalities, config.model, config.mode).to(device)
-        save_model(tmp / "init.pt", model, data.field_names, config.mode)
+        model = build_model(data.cardinalities, config.model, mode).to(device)
+        save_model(tmp / "init.pt", model, data.field_names, mode.name)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
@@ -105,7 +106,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             tmp / "model.pt",
             model,
             data.field_names,
-            config.mode,
+            mode.name,
             extra={"best_epoch": result.best_epoch, "preprocess": upstream.fingerprint},
         )
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")

@@ -12,7 +12,8 @@ import torch
 from optembed.errors import ConfigError
 from optembed.layers import CrossNetwork, FieldEmbedding, PairwiseInnerProduct, fm_second_order
 from optembed.masks import apply_candidates, sample_widths
-from optembed.models import MODEL_NAMES, MODES, CTRModel, ModelConfig, build_model, mode_flags
+from optembed.embedders.table import mode_flags
+from optembed.models import MODEL_NAMES, MODES, CTRModel, ModelConfig, SupernetMode, build_model
 
 CARDS = [5, 3, 7, 4]
 DIM = 8
@@ -44,7 +45,9 @@ def trained_model(name: str, mode: str = "optembed") -> CTRModel:
 def test_every_backbone_and_mode_trains(name: str, mode: str) -> None:
     torch.manual_seed(0)
     model = build_model(CARDS, small_cfg(name), mode)
-    assert (model.embedder.prune_rows, model.sample_dims) == mode_flags(mode)
+    parsed = SupernetMode.parse(mode)
+    assert (model.embedder.prune_rows, model.sample_dims) == (parsed.prune_rows, parsed.sample_dims)
+    assert build_model(CARDS, small_cfg(name), parsed).embedder.spec() == model.embedder.spec()
     x = random_ids()
     widths = sample_widths(BATCH, len(CARDS), DIM) if model.sample_dims else None
     logits = model(x, widths)
@@ -61,11 +64,16 @@ def test_every_backbone_and_mode_trains(name: str, mode: str) -> None:
         assert not torch.allclose(t_grad, torch.full_like(t_grad, -1e-4))
 
 
-def test_mode_flags_and_errors() -> None:
-    assert mode_flags("optembed") == (True, True)
-    assert mode_flags("prune-only") == (True, False)
-    assert mode_flags("dims-only") == (False, True)
-    assert mode_flags("none") == (False, False)
+def test_modes_and_errors() -> None:
+    flags = {"optembed": (True, True), "prune-only": (True, False), "dims-only": (False, True), "none": (False, False)}
+    assert MODES == tuple(flags)
+    for name, (prune_rows, sample_dims) in flags.items():
+        mode = SupernetMode.parse(name)
+        assert (mode.name, mode.prune_rows, mode.sample_dims) == (name, prune_rows, sample_dims)
+        assert str(mode) == name and mode.searchable == (prune_rows or sample_dims)
+        assert mode_flags(name) == (prune_rows, sample_dims)
+    with pytest.raises(ConfigError, match="choose one of optembed, prune-only, dims-only, none"):
+        SupernetMode.parse("everything")
     with pytest.raises(ConfigError):
         mode_flags("everything")
     with pytest.raises(ConfigError):

@@ -8,42 +8,32 @@ backbone subclass (FNN, DeepFM, DCN, IPNN) defines the head that turns them into
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder, param_bytes
-from optembed.embedders.table import MODE_FLAGS, MODES, TableEmbedder, mode_flags
+from optembed.embedders.table import MODES, TableEmbedder
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
 from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
-__all__ = ["MODES", "MODE_FLAGS", "CTRModel", "mode_flags"]
+__all__ = ["MODES", "CTRModel"]  # MODES: the names --mode takes
 
 
 class CTRModel(nn.Module, ABC):
     """Embedder -> backbone head -> logits.
 
-    Without an ``embedder`` the model gets a :class:`TableEmbedder` (the full table with
-    OptEmbed's row pruner, applied when ``prune_rows``, and width sampling when
-    ``sample_dims``). An embedder with ``flat_keys`` keeps its state-dict keys at the model's
-    top level (``embedding.weight``, ``pruner.threshold``), as model files always had them.
+    Models are built by :func:`optembed.models.registry.build_model` (over OptEmbed's table in a
+    :class:`~optembed.embedders.table.SupernetMode` unless given an embedder). An embedder with
+    ``flat_keys`` keeps its state-dict keys at the model's top level (``embedding.weight``,
+    ``pruner.threshold``), as model files always had them.
     """
 
-    def __init__(
-        self,
-        cardinalities: Sequence[int],
-        cfg: ModelConfig,
-        prune_rows: bool = False,
-        sample_dims: bool = False,
-        embedder: Embedder | None = None,
-    ) -> None:
+    def __init__(self, cfg: ModelConfig, embedder: Embedder) -> None:
         super().__init__()
         self.cfg = cfg
-        if embedder is None:
-            embedder = TableEmbedder(cardinalities, cfg.embed_dim, cfg.init_std, cfg.norm, prune_rows, sample_dims)
         if embedder.dim != cfg.embed_dim:
             raise ConfigError(f"The embedder is {embedder.dim} wide, the model expects {cfg.embed_dim}.")
         self.embedder = embedder

@@ -18,6 +18,7 @@ import torch
 
 from optembed.embedders.registry import build_embedder
 from optembed.errors import ArtifactError
+from optembed.embedders.table import SupernetMode
 from optembed.models.base import CTRModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
@@ -75,7 +76,7 @@ def build_from_payload(payload: dict[str, Any]) -> CTRModel:
     spec = payload.get("embedder")
     cards = payload["cardinalities"]
     if spec is None:  # a table model of version 1: the mode says what it learns
-        model = build_model(cards, cfg, payload["mode"])
+        model = build_model(cards, cfg, SupernetMode.parse(payload["mode"]))
     else:
         model = build_model(cards, cfg, "none", embedder=build_embedder(spec, cards, cfg))
     model.load_state_dict(payload["state_dict"])

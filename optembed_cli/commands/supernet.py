@@ -15,7 +15,7 @@ from optembed_cli.training_options import (
     EmbLrOpt, EmbOptimizerOpt, EpochsOpt, EvalsOpt, EvalBatchOpt, FreqC0Opt, FreqLrOpt, FreqPowerOpt, LrOpt, MlpOpt,
     ModelOpt, NormOpt, PatienceOpt, ReinitOpt, SeedOpt, TLrOpt, TOptOpt, WdOpt, EmbL2Opt, LrDecayOpt, MonitorOpt, ModelDefaults, model_config, train_config,
 )
-from optembed.models.base import mode_flags
+from optembed.embedders.table import mode_flags
 from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
 from pipelines.store import Manifest
