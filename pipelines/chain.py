@@ -110,7 +110,7 @@ def compress_stage(raw: dict[str, Any], source: str, device: str, where: str = "
     rest = {k: v for k, v in raw.items() if k != "variants"}
     quantizer = schema.build(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress", where)
     ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
-    ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", "pq"))).epochs)
+    ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", compress.DEFAULT_METHOD))).epochs)
     finetune = schema.build(FinetuneConfig, ft, "compress", where, prefix="finetune_")
     other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
     return schema.build(
