@@ -30,7 +30,7 @@ from optembed.data.preprocess import PreprocessConfig
 from optembed.data.validation import check_input
 from optembed.errors import ConfigError
 from pipelines import run_schema as schema
-from pipelines.eta import Eta, duration, eta_text  # noqa: F401 (re-exported)
+from pipelines.eta import Eta, eta_text
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Prefixed, Reporter

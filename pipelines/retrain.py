@@ -41,7 +41,7 @@ from pipelines.data import resolve_training, load_dataset, read_id_counts, read_
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask, train_params  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
 STAGE = "retrain"
 VERSION = 3  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds pruned rows into OOV

@@ -48,7 +48,7 @@ from pipelines.data import load_dataset
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask, training_counts  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask, training_counts
 
 STAGE = "search"
 VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts

@@ -29,11 +29,10 @@ from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
-from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
-from pipelines.readers import ROW_MASK_KEYS, load_row_mask, read_row_mask_file, train_params  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask  # noqa: F401 (the supernet command's render reads it here)
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
-from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
+from pipelines.store import Manifest, Store
 
 STAGE = "supernet"
 VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops

@@ -22,6 +22,7 @@ from optembed.training.evaluate import evaluate
 from pipeline_fixtures import small_supernet, synthetic_preprocess
 from pipelines import retrain, search
 from pipelines.data import load_dataset
+from pipelines.readers import search_row_mask
 
 CPU = torch.device("cpu")
 
@@ -310,7 +311,7 @@ def test_search_stage_with_rows_and_retrain(planted) -> None:
     evo = EvolutionConfig(population=12, generations=3, topk=4, max_auc_drop=0.002)
     m = search.run(search.SearchStage(source=sn.fingerprint, evolution=evo, device="cpu"), store)
     assert {"row_mask", "row_levels", "front", "best"} <= set(m.outputs)
-    info = search.search_row_mask(m, sn)
+    info = search_row_mask(m, sn)
     levels = pq.read_table(m.output("row_levels")).to_pylist()
     assert [r["kept"] for r in levels] == info["kept_per_field"]
     best = json.loads(m.output("best").read_text())

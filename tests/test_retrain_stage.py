@@ -16,6 +16,7 @@ from optembed.models.registry import build_model
 from optembed.training.config import TrainConfig
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import retrain, supernet
+from pipelines.readers import load_row_mask
 
 FAST = TrainConfig(epochs=1, batch_size=512)
 
@@ -80,7 +81,7 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     x = random_ids(list(masked.embedder.embedding.cardinalities), 300, 5)
     assert torch.allclose(masked(x), compact(x), atol=1e-6)
     assert m.metrics["compact_bytes"] < m.metrics["dense_bytes"]
-    sn_kept = supernet.load_row_mask(sn)["kept_per_field"]
+    sn_kept = load_row_mask(sn)["kept_per_field"]
     assert all(k in (s, s + 1) for k, s in zip(compact.embedder.field_rows(), sn_kept))  # + the OOV row when pruned
     assert m.metrics["sparsity"] > 0
 
