@@ -39,7 +39,7 @@ from pipelines import resume as resume_mod
 from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
-from pipelines.stage import execute, scale_metrics
+from pipelines.stage import execute, fit_metrics, scale_metrics
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
@@ -168,7 +168,6 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         model.eval()
-        best = result.best_metrics()
         extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
         save_model(tmp / "model.pt", model, data.field_names, extra=extra)
         compact = compact_model(model.cpu())  # the masks applied for training slice the tables
@@ -180,12 +179,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
         manifest.metrics = {
             "variant": p.variant,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "val_auc": best["val_auc"],
-            "val_logloss": best["val_logloss"],
-            "test_auc": best.get("test_auc"),
-            "test_logloss": best.get("test_logloss"),
+            **fit_metrics(result),
             "embedding_params": emb_params,
             "sparsity": 1.0 - emb_params / total,
             "kept_rows": sum(compact.embedder.field_rows()),
