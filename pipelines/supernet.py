@@ -60,11 +60,6 @@ def stage_params(config: SupernetStage) -> dict[str, Any]:
     return fingerprint_params(config)
 
 
-def row_stats(model: CTRModel) -> dict[str, float]:
-    """Sparsity of the row mask plus threshold and norm statistics of the table (every validation)."""
-    return model.embedder.row_stats()
-
-
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     mode = SupernetMode.parse(config.mode)  # validated early
     config.model.validate()
@@ -89,7 +84,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts, runtime=rt)
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=_row_stats, row_counts=counts, runtime=rt)
 
         result = trainer.fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
@@ -142,3 +137,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     if not manifest.cached:
         manifest.notes[:0] = auto_notes
     return manifest
+
+
+def _row_stats(model: CTRModel) -> dict[str, float]:
+    """Logged with every validation: the row mask's sparsity, the thresholds' and row norms' ranges."""
+    return model.embedder.row_stats()
