@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ModelConfig("deepfm", embed_dim=args.dim, mlp_dims=tuple(int(v) for v in args.mlp.split(",")))
     dense = build_model(CARDINALITIES, cfg, "none").eval()
-    keep = torch.rand(dense.embedding.num_rows, generator=gen) < args.keep
+    keep = torch.rand(dense.embedder.num_rows, generator=gen) < args.keep
     widths = torch.randint(1, args.dim + 1, (dense.n_fields,), generator=gen)
-    dense.set_fixed_masks(keep, widths)
+    dense.table_embedder().set_fixed_masks(keep, widths)
     compact = export_compact(dense, keep, widths).eval()
     dense, compact = dense.to(device), compact.to(device)
     x = criteo_shaped(4096, seed=3).x.to(device)

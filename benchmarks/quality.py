@@ -75,9 +75,8 @@ from optembed.training.device import resolve_device  # noqa: E402
 from pipelines import baseline, chain  # noqa: E402
 from pipelines.calibration import base_rates  # noqa: E402
 from pipelines.data import read_id_counts, read_schema  # noqa: E402
-from pipelines.retrain import resolve_chain  # noqa: E402
 from pipelines.store import Manifest, Store  # noqa: E402
-from pipelines.readers import ROW_MASK_KEYS, load_row_mask  # noqa: E402
+from pipelines.readers import ROW_MASK_KEYS, load_row_mask, resolve_chain  # noqa: E402
 
 CRITEO_10K = Path(__file__).resolve().parents[2] / "shared/data/criteo_10k.txt"
 PLANTED_MIN_ROWS = 200_000  # the row checks hold from this size on

@@ -65,10 +65,11 @@ def masked_models(dim: int, mlp: str, keep_share: float):
     gen = torch.Generator().manual_seed(0)
     cfg = ModelConfig("deepfm", embed_dim=dim, mlp_dims=tuple(int(v) for v in mlp.split(",")))
     dense = build_model(CARDINALITIES, cfg, "none").eval()
-    keep = torch.rand(dense.embedding.num_rows, generator=gen) < keep_share
-    keep[dense.embedding.offsets] = True
+    table = dense.table_embedder()
+    keep = torch.rand(table.num_rows, generator=gen) < keep_share
+    keep[table.embedding.offsets] = True
     widths = torch.randint(1, dim + 1, (dense.n_fields,), generator=gen)
-    dense.set_fixed_masks(keep, widths)
+    table.set_fixed_masks(keep, widths)
     return dense, export_compact(dense, keep, widths).eval()
 
 

@@ -47,7 +47,7 @@ from optembed.training.device import resolve_device
 from optembed.training.trainer import FitResult, Trainer
 from pipelines.data import resolve_training, load_dataset, read_schema
 from pipelines.calibration import record_calibration
-from pipelines.stage import execute
+from pipelines.stage import execute, fit_metrics
 from pipelines.store import Manifest, Store
 
 STAGE = "baseline"
@@ -129,7 +129,6 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
         history += [{**r, "phase": "train"} for r in result.history]
         model.load_state_dict(result.best_state)
         model.eval()
-        best = result.best_metrics()
         save_model(tmp / "model.pt", model, data.field_names, extra={"variant": config.method})
         pq.write_table(_table(history), tmp / "curves.parquet")
         size = model.size_report()
@@ -139,12 +138,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             manifest.outputs["search"] = "search.parquet"
         manifest.metrics = {
             "variant": config.method,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "val_auc": best["val_auc"],
-            "val_logloss": best["val_logloss"],
-            "test_auc": best.get("test_auc"),
-            "test_logloss": best.get("test_logloss"),
+            **fit_metrics(result),
             "sparsity": size["sparsity"],
             "embedding_params": size["embedding_params"],
             "embedding_bytes": size["embedding_bytes"],

@@ -9,10 +9,11 @@ trained stage records the base rates and the warning lines in its manifest's met
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from optembed.metrics import constant_logloss
+from optembed.quantization.config import DEFAULT_METHOD
 from optembed.training.diagnostics import worse_than_base_rate
 from pipelines.store import Manifest
 
@@ -53,11 +54,17 @@ def record_calibration(manifest: Manifest, pre: Manifest, metrics: Mapping[str, 
     manifest.metrics.update(calibration_metrics(pre, trained_variant(manifest), judged))
 
 
+# How the model of a trained artifact is named, by stage, from its manifest and its variant; every
+# other stage's model goes by its variant (a baseline's: its method)
+LABELS: dict[str, Callable[[Manifest, str], str]] = {
+    "supernet": lambda m, variant: f"supernet ({m.params.get('mode', '?')})",
+    "search": lambda m, variant: "the searched widths on the supernet",
+    "compress": lambda m, variant: f"{variant} + {m.metrics.get('method', DEFAULT_METHOD)}",  # its source's variant
+}
+
+
 def trained_variant(manifest: Manifest) -> str:
     """The name a trained artifact's model goes by in warnings and comparison tables."""
-    if manifest.stage == "supernet":
-        return f"supernet ({manifest.params.get('mode', '?')})"
-    if manifest.stage == "search":
-        return "the searched widths on the supernet"
-    variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
-    return f"{variant} + {manifest.metrics.get('method', 'pq')}" if manifest.stage == "compress" else str(variant)
+    variant = str(manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage)
+    label = LABELS.get(manifest.stage)
+    return variant if label is None else label(manifest, variant)

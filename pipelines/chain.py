@@ -32,7 +32,7 @@ from optembed.data.preprocess import PreprocessConfig
 from optembed.data.validation import check_input
 from optembed.errors import ConfigError
 from pipelines import run_schema as schema
-from pipelines.eta import Eta, duration, eta_text  # noqa: F401 (re-exported)
+from pipelines.eta import Eta, eta_text
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Prefixed, Reporter
@@ -113,7 +113,7 @@ def compress_stage(raw: dict[str, Any], source: str, device: str, where: str = "
     rest = {k: v for k, v in raw.items() if k != "variants"}
     quantizer = schema.build(QuantizerConfig, {k: v for k, v in rest.items() if k in q_keys}, "compress", where)
     ft = {k.removeprefix("finetune_"): v for k, v in rest.items() if k.startswith("finetune_")}
-    ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", "pq"))).epochs)
+    ft.setdefault("epochs", compress.default_finetune(str(rest.get("method", compress.DEFAULT_METHOD))).epochs)
     finetune = schema.build(FinetuneConfig, ft, "compress", where, prefix="finetune_")
     other = {k: v for k, v in rest.items() if k not in q_keys and not k.startswith("finetune_")}
     return schema.build(

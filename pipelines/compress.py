@@ -1,6 +1,6 @@
 """The ``compress`` stage: quantize a retrained model's tables, then (optionally) fine-tune.
 
-Source: a ``retrain`` artifact (OptEmbed, OptEmbed-E/-D or the Original model). Two methods:
+Source: a ``retrain`` artifact (OptEmbed, OptEmbed-E/-D or the Original model). Two methods (one table, :mod:`optembed.quantization.methods`):
 
 - ``pq`` (the default): its compact model is product-quantized field by field
   (:func:`quantize_compact`) with popularity weights from the preprocess vocabulary counts, then
@@ -39,12 +39,12 @@ from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params, since_defa
 from optembed.progress import NULL, Reporter
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import load_model, save_model
-from optembed.quantization.compress import (
-    check_jobs, compact_row_counts, field_decision, field_shapes, quantize_compact,
-)
-from optembed.quantization.compress_int8 import int8_codable, quantize_compact_int8
-from optembed.quantization.config import COMPRESS_METHODS, QuantizerConfig
+from optembed.quantization.compress import check_jobs, compact_row_counts
+from optembed.quantization.config import DEFAULT_METHOD, QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig, finetune
+from optembed.quantization.methods import (
+    METHODS, QuantizeJob, QuantizerMethod, ignoring_quantizer, quantizer_method, quantizer_readers,
+)
 from optembed.quantization.model import memory_bytes
 from optembed.training.device import resolve_device
 from optembed.training.evaluate import evaluate
@@ -60,7 +60,7 @@ VERSION = 2  # 2: per-field codebook sizes, id remaps as keep bits
 
 
 DEFAULT_MIN_ROWS = 10_000
-# The CLI's names of the options that only product quantization reads (refused with --method int8).
+# The CLI's names of the options that only product quantization reads (refused by the other methods).
 PQ_OPTIONS = {
     "groups": "--groups", "codebook": "--codebook", "code_dtype": "--code-dtype", "sub_dim": "--sub-dim",
     "codebook_share": "--codebook-share", "popularity": "--popularity", "balance_weight": "--balance-weight",
@@ -71,12 +71,13 @@ PQ_OPTIONS = {
 }
 
 
-PQ_ONLY = {"inert_when": {"method": ("int8",)}}  # metadata of the options int8 does not read
+PQ_ONLY = {"inert_when": {"method": ignoring_quantizer()}}  # metadata of the options the other methods do not read
 
 
 def default_finetune(method: str) -> FinetuneConfig:
-    """The fine-tuning a method gets unless told otherwise: one epoch for pq, none for int8."""
-    return FinetuneConfig(epochs=0) if method == "int8" else FinetuneConfig()
+    """The fine-tuning a method gets unless told otherwise (one epoch for pq, none for int8); an
+    unknown method, refused by :meth:`CompressStage.validate`, gets the default one."""
+    return METHODS[method].default_finetune() if method in METHODS else FinetuneConfig()
 
 
 @dataclass
@@ -89,8 +90,8 @@ class CompressStage:
     # fields fitted at once (0: one per core on the CPU); not a parameter (same result up to rounding)
     jobs: int = field(default=0, metadata=UNFINGERPRINTED)
     force: bool = field(default=False, metadata=UNFINGERPRINTED)
-    # pq | int8; pq artifacts were made before the method existed (no "method" key)
-    method: str = field(default="pq", metadata=since_default("pq"))
+    # pq | int8 (optembed.quantization.methods); pq artifacts were made before the method existed (no "method" key)
+    method: str = field(default=DEFAULT_METHOD, metadata=since_default(DEFAULT_METHOD))
 
     def __post_init__(self) -> None:
         if self.finetune is None:
@@ -101,11 +102,13 @@ class CompressStage:
         assert self.finetune is not None  # set by __post_init__
         return self.finetune
 
+    @property
+    def quantizer_method(self) -> QuantizerMethod:
+        return quantizer_method(self.method)
+
     def validate(self) -> None:
-        if self.method not in COMPRESS_METHODS:
-            raise ConfigError(f"unknown --method '{self.method}'; choose {' or '.join(COMPRESS_METHODS)}")
-        if self.method == "int8":
-            self.refuse_pq_options()
+        if not self.quantizer_method.reads_quantizer:
+            self.refuse_quantizer_options()
         self.quantizer.validate()
         check_jobs(self.jobs)
         if self.min_rows < 0:
@@ -121,8 +124,8 @@ class CompressStage:
         if ft.patience < 0:
             raise ConfigError(f"--patience must not be negative (0: never stop early), got {ft.patience}")
 
-    def refuse_pq_options(self) -> None:
-        """int8 reads none of product quantization's options: one set away from its default is refused."""
+    def refuse_quantizer_options(self) -> None:
+        """A method that reads none of product quantization's options refuses one set away from its default."""
         default = QuantizerConfig()
         given = [cli for name, cli in PQ_OPTIONS.items() if getattr(self.quantizer, name) != getattr(default, name)]
         if self.min_rows != DEFAULT_MIN_ROWS:
@@ -130,8 +133,9 @@ class CompressStage:
         if self.jobs != 0:
             given.append("--jobs")
         if given:
-            raise ConfigError(f"{', '.join(given)} only apply to --method pq; --method int8 stores every field of width 3 "
-                              "or more row-wise int8 and takes none of them")
+            method = self.quantizer_method
+            raise ConfigError(f"{', '.join(given)} only apply to --method {' or '.join(quantizer_readers())}; "
+                              f"--method {method.name} {method.stores} and takes none of them")
 
 
 def check_finetune_memory(ft: FinetuneConfig, source: Manifest, n_fields: int, device: torch.device) -> None:
@@ -150,78 +154,42 @@ def split_counts(counts: torch.Tensor, cardinalities: list[int]) -> list[torch.T
     return list(torch.split(counts, cardinalities))
 
 
-def require_coded_field(compact: CTRModel, field_names: list[str], cfg: QuantizerConfig, min_rows: int) -> None:
-    """Raise :class:`ConfigError` when no field of ``compact`` would be coded (see the module doc)."""
-    shapes = field_shapes(compact, field_names)
-    if any(not field_decision(rows, width, cfg, min_rows)[1] for _, rows, width in shapes):
-        return
-    name, rows, _ = max(shapes, key=lambda s: s[1])
-    # fields that a lower floor would code, largest first
-    codable = sorted(((n, r) for n, r, w in shapes if not field_decision(r, w, cfg, 0)[1]), key=lambda s: -s[1])
-    head = f"compress would code no field: no field has more than --min-rows {min_rows} rows"
-    if rows > min_rows:
-        head += " and codes smaller than its float table"
-    head += f" (the largest, {name}, has {rows:,})"
-    if not codable:
-        hint = (f"no --min-rows would code one with --groups/--sub-dim and --codebook-share {cfg.codebook_share:g} "
-                "(fewer groups or a larger share might)")
-    elif len(codable) == 1 or codable[-1][1] == codable[0][1]:
-        hint = f"--min-rows {codable[0][1] - 1} would code {', '.join(n for n, _ in codable)}"
-    else:
-        hint = (f"--min-rows {codable[0][1] - 1} would code {codable[0][0]}, "
-                f"--min-rows {codable[-1][1] - 1} all {len(codable)} fields that can be coded")
-    raise ConfigError(f"{head}; {hint}; nothing was published")
-
-
-def require_int8_field(compact: CTRModel, field_names: list[str]) -> None:
-    """Raise :class:`ConfigError` when no field of ``compact`` is wide enough to store int8."""
-    if int8_codable(compact):
-        return
-    widest = max(field_shapes(compact, field_names), key=lambda s: s[2])
-    raise ConfigError(
-        f"compress --method int8 would store no field: every table is narrower than 3 columns, where int8 rows "
-        f"(D + 8 bytes) are not smaller than float32 (the widest, {widest[0]}, has {widest[2]}); nothing was published"
-    )
-
-
 def stage_params(config: CompressStage) -> dict[str, Any]:
     """The fingerprinted parameters. pq's are what they were before the method existed (no
-    ``method`` key), so its artifacts keep their fingerprints; int8 reads no quantizer option."""
+    ``method`` key), so its artifacts keep their fingerprints; a method that reads no quantizer
+    option does not fingerprint them."""
     return fingerprint_params(config)
 
 
 def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
     ft = config.ft
+    method = config.quantizer_method
     source = store.resolve(config.source, "retrain")
     chain = resolve_chain(store, source)
     pre = chain["preprocess"]
     schema = read_schema(pre)
     cards = [int(f["cardinality"]) for f in schema["fields"]]
     counts = None
-    if config.method == "pq" and config.quantizer.popularity != "none":
+    if method.uses_counts(config.quantizer):
         counts = split_counts(read_id_counts(pre, purpose="compress --popularity"), cards)
     compact, payload = load_model(source.output("compact"), "cpu")
     field_names = payload["field_names"]
     if field_names != [f["name"] for f in schema["fields"]]:
         raise ConfigError(f"retrain artifact {source.fingerprint} does not match its preprocess schema")
-    if config.method == "int8":
-        require_int8_field(compact, field_names)
-    else:
-        require_coded_field(compact, field_names, config.quantizer, config.min_rows)
+    method.require_coded_field(compact, field_names, config.quantizer, config.min_rows)
     device = resolve_device(config.device)
     check_finetune_memory(ft, source, len(cards), device)
     params = stage_params(config)
     upstream = {"retrain": source, "preprocess": pre}
 
     def quantize() -> tuple[CTRModel, list[dict[str, Any]]]:
-        if config.method == "int8":
-            try:
-                return quantize_compact_int8(compact, field_names, reporter)
-            except ValueError as exc:
-                raise ArtifactError(f"{source.output('compact')}: {exc}; re-run retrain") from None
         row_counts = compact_row_counts(compact, counts) if counts is not None else None
-        return quantize_compact(compact, field_names, row_counts, config.quantizer, config.min_rows, device, reporter, jobs=config.jobs)
+        job = QuantizeJob(compact, field_names, config.quantizer, config.min_rows, row_counts, device, reporter, config.jobs)
+        try:
+            return method.build(job)
+        except method.source_errors as exc:
+            raise ArtifactError(f"{source.output('compact')}: {exc}; re-run retrain") from None
 
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device)
@@ -258,7 +226,7 @@ def run(config: CompressStage, store: Store, reporter: Reporter = NULL) -> Manif
             "auc_delta": best.get("test_auc", float("nan")) - before_test["auc"],
             "best_epoch": result.best_epoch,
             "coded_fields": len(coded),
-            **({"field_codebooks": {s["field"]: s["codebook"] for s in coded}} if config.method == "pq" else {}),
+            **method.coded_metrics(coded),
             "fields": len(stats),
             "embedding_bytes": mem["embedding"],
             "code_bytes": mem["codes"],

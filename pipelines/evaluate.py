@@ -48,6 +48,7 @@ from optembed.training.evaluate import predict
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
 from pipelines import variants
+from pipelines.calibration import trained_variant
 from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
 from pipelines.readers import MODEL_OUTPUT, load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
@@ -119,21 +120,13 @@ def unique_labels(rows: list[dict[str, Any]], prefix: int = 8) -> None:
             r["variant"] = f"{r['variant']} [{r['id'][:prefix]}]"
 
 
-def candidate_label(manifest: Manifest) -> str:
-    """A trained artifact's row label: its variant (a compression adds its method)."""
-    variant = manifest.metrics.get("variant") or manifest.params.get("method") or manifest.stage
-    if manifest.stage == "compress":
-        return f"{variant} + {manifest.params.get('method', 'pq')}"
-    return str(variant)
-
-
 def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Candidate:
     if manifest.stage in MODEL_OUTPUT:
         if manifest.stage == "compress" and store.lookup("retrain", manifest.upstream["retrain"]) is None:
             raise ArtifactError(f"the retrain artifact of compress {manifest.fingerprint} is missing")
         path = manifest.output(MODEL_OUTPUT[manifest.stage])
         model, _ = load_model(path, device)
-        return Candidate(candidate_label(manifest), manifest, model, model.size_report(), path.stat().st_size,
+        return Candidate(trained_variant(manifest), manifest, model, model.size_report(), path.stat().st_size,
                          {"model": model.cfg.name})
     chain = resolve_chain(store, manifest)
     sn = chain["supernet"]
@@ -142,15 +135,15 @@ def load_candidate(store: Store, manifest: Manifest, device: torch.device) -> Ca
     if manifest.stage == "search":  # the model the search scored: its mask, its folds, its widths
         widths = read_best_widths(manifest, payload["field_names"])
         keep = mask["mask"] if mask["pruned"] else None
-        apply_search(model, keep, widths, search_fold_counts(store, manifest, model.embedding, device))
+        apply_search(model, keep, widths, search_fold_counts(store, manifest, model.embedder.cardinalities, device))
         label = variants.of_mode(payload["mode"]) + " (no retrain)"
     else:
         if mask["pruned"]:
-            model.set_row_mask(mask["mask"].to(model.embedding.weight.device))  # the saved mask: same rows
+            model.embedder.set_row_mask(mask["mask"])  # the saved mask: same rows
         label = f"supernet ({payload['mode']})"
     size = model.size_report()
     if manifest.stage == "supernet":
-        model.set_row_mask(None)  # evaluated as trained: its learnable row mask
+        model.embedder.set_row_mask(None)  # evaluated as trained: its learnable row mask
     return Candidate(label, manifest, model.eval(), size, sn.output("model").stat().st_size)
 
 

@@ -4,13 +4,13 @@ imports another stage's module for them)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from optembed.errors import ArtifactError, ConfigError
-from optembed.layers.embedding import FieldEmbedding
 from optembed.masks.fold import split_id_counts
 from optembed.safe_load import FIX, expect_dict, load_tensor_file
 from optembed.training.config import TrainConfig
@@ -77,7 +77,9 @@ def read_best_widths(search: Manifest, field_names: list[str]) -> list[int]:
     return [int(w) for w in widths]
 
 
-def search_fold_counts(store: Store, search: Manifest, table: FieldEmbedding, device: torch.device) -> torch.Tensor | None:
+def search_fold_counts(
+    store: Store, search: Manifest, cardinalities: Sequence[int], device: torch.device
+) -> torch.Tensor | None:
     """The counts a search folded its pruned rows with (``None``: it did not fold): a search with
     row levels folds with the training counts of its preprocess artifact, or, when that has none,
     with the validation split's id counts (as :func:`optembed.evolution.row_levels.search_row_levels`)."""
@@ -87,7 +89,7 @@ def search_fold_counts(store: Store, search: Manifest, table: FieldEmbedding, de
     counts = training_counts(pre)
     if counts is not None:
         return counts.to(device)
-    return split_id_counts(load_dataset(pre, device, splits=("val",)).splits["val"], table)
+    return split_id_counts(load_dataset(pre, device, splits=("val",)).splits["val"], cardinalities, device)
 
 
 def training_counts(pre: Manifest) -> torch.Tensor | None:

@@ -24,7 +24,7 @@ import torch
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.masks.fold import split_id_counts
-from optembed.models.base import mode_flags
+from optembed.embedders.table import SupernetMode
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload, save_model
 from optembed.models.compact import compact_model
@@ -39,9 +39,9 @@ from pipelines import resume as resume_mod
 from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
-from pipelines.stage import execute, scale_metrics
+from pipelines.stage import execute, fit_metrics, scale_metrics
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask, train_params  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
 STAGE = "retrain"
 VERSION = 3  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds pruned rows into OOV
@@ -104,11 +104,11 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     if sn is not None:
         payload = read_model_payload(sn.output("model"))
         model = ModelConfig.from_dict(payload["model_config"])
-        mode = payload["mode"]
+        mode = SupernetMode.parse(payload["mode"])
     else:
         if config.model is None:
             raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
-        model, mode = config.model, "none"
+        model, mode = config.model, SupernetMode.parse("none")
     if config.init == "auto":
         config.init = "supernet" if sn is not None and not config.full else "fresh"
     if config.init in ("rewind", "supernet") and sn is None:
@@ -121,9 +121,9 @@ def plan(config: RetrainStage, store: Store) -> Plan:
         mask_info = load_row_mask(sn)  # type: ignore[arg-type]
     keep = mask_info["mask"] if mask_info["pruned"] else None
     widths = None
-    if source.stage == "search" and mode_flags(mode)[1]:  # a prune-only supernet's search sets rows only
+    if source.stage == "search" and mode.sample_dims:  # a prune-only supernet's search sets rows only
         widths = read_best_widths(source, payload["field_names"])
-    variant = variants.of_mode("none") if mode == "none" else variants.of_masks(keep is not None, widths is not None)
+    variant = variants.of_masks(keep is not None, widths is not None) if mode.searchable else variants.of_mode(mode.name)
     return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
 
 
@@ -155,7 +155,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         # a warm start folds: pruned ids will be read as their field's OOV row, which starts at the mean of what it absorbs
         counts_in = None
         if config.init == "supernet" and p.keep is not None:
-            counts_in = split_id_counts(data.splits["train"], model.embedding)
+            counts_in = split_id_counts(data.splits["train"], model.embedder.cardinalities, device)
         keep = apply_search(model, p.keep, widths, counts_in).cpu()
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
@@ -168,28 +168,22 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         model.eval()
-        best = result.best_metrics()
         extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
         save_model(tmp / "model.pt", model, data.field_names, extra=extra)
         compact = compact_model(model.cpu())  # the masks applied for training slice the tables
         save_model(tmp / "compact.pt", compact, data.field_names,
                    extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
-        total = model.embedding.num_rows * dim
+        total = model.embedder.num_rows * dim
         emb_params = compact.embedder.kept_params()
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
         manifest.metrics = {
             "variant": p.variant,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "val_auc": best["val_auc"],
-            "val_logloss": best["val_logloss"],
-            "test_auc": best.get("test_auc"),
-            "test_logloss": best.get("test_logloss"),
+            **fit_metrics(result),
             "embedding_params": emb_params,
             "sparsity": 1.0 - emb_params / total,
             "kept_rows": sum(compact.embedder.field_rows()),
-            "total_rows": model.embedding.num_rows,
+            "total_rows": model.embedder.num_rows,
             "widths": compact.embedder.field_widths(),
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
             "dense_bytes": (tmp / "model.pt").stat().st_size,

@@ -37,7 +37,7 @@ from optembed.evolution.fitness import BatchedScorer, PairedScorer
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
 from optembed.masks.oov import field_offsets, with_oov_rows
-from optembed.models.base import mode_flags
+from optembed.embedders.table import SupernetMode
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter
@@ -48,7 +48,7 @@ from pipelines.data import load_dataset
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, read_row_mask_file, search_row_mask, training_counts  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask, training_counts
 
 STAGE = "search"
 VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts
@@ -103,22 +103,22 @@ def stage_params(config: SearchStage, rows_phase: bool) -> dict[str, Any]:
     return fingerprint_params(config, omit=() if rows_phase else ROW_SEARCH)
 
 
-def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any]]:
+def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, dict[str, Any], SupernetMode]:
     sn = store.resolve(source, UPSTREAM)
     payload = read_model_payload(sn.output("model"))
-    prune_rows, sample_dims = mode_flags(payload["mode"])
-    if not sample_dims and not prune_rows:
+    mode = SupernetMode.parse(payload["mode"])
+    if not mode.searchable:
         raise ConfigError(
-            f"supernet {sn.fingerprint} was trained with --mode none: it has neither row thresholds nor random "
+            f"supernet {sn.fingerprint} was trained with --mode {mode.name}: it has neither row thresholds nor random "
             "widths to search; train one with --mode optembed, prune-only or dims-only"
         )
-    return sn, payload
+    return sn, payload, mode
 
 
 def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     config.validate()
     evo = config.evolution
-    sn, payload = _supernet_for_search(store, config.source)
+    sn, payload, mode = _supernet_for_search(store, config.source)
     pre_fp = payload.get("preprocess") or sn.upstream.get("preprocess")
     pre = store.lookup("preprocess", pre_fp) if pre_fp else None
     if pre is None:
@@ -127,11 +127,11 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     cards = [int(c) for c in mask_info["rows_per_field"]]
     total_rows = int(sum(cards))
     dim = int(payload["model_config"]["embed_dim"])
-    _, sample_dims = mode_flags(payload["mode"])
+    sample_dims = mode.sample_dims
     rows_phase = config.searches_rows(bool(mask_info["pruned"]))
     if not sample_dims and not rows_phase:
         raise ConfigError(
-            f"supernet {sn.fingerprint} ({payload['mode']}) has no random widths, so only its row levels can be "
+            f"supernet {sn.fingerprint} ({mode.name}) has no random widths, so only its row levels can be "
             "searched, which needs the accuracy-bounded search (--max-auc-drop) with row levels on"
         )
     base = with_oov_rows(mask_info["mask"], field_offsets(cards)) if mask_info["pruned"] else torch.ones(total_rows, dtype=torch.bool)

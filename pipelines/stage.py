@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +13,9 @@ from optembed.errors import ArtifactError
 from optembed.training.runtime import Runtime
 from pipelines import provenance
 from pipelines.store import Manifest, Store, fingerprint
+
+if TYPE_CHECKING:
+    from optembed.training.trainer import FitResult
 
 Builder = Callable[[Path, Manifest], None]
 
@@ -79,6 +82,20 @@ def execute(
     if runtime is not None:
         runtime.barrier()
     return manifest
+
+
+def fit_metrics(result: FitResult) -> dict[str, Any]:
+    """Manifest metrics of a training run: its best epoch, the epochs run, and the validation and
+    test AUC and logloss of the best epoch."""
+    best = result.best_metrics()
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "val_auc": best["val_auc"],
+        "val_logloss": best["val_logloss"],
+        "test_auc": best.get("test_auc"),
+        "test_logloss": best.get("test_logloss"),
+    }
 
 
 def scale_metrics(runtime: Runtime, streamed: list[str], buffer_rows: int) -> dict[str, Any]:

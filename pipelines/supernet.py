@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.errors import TrainingError
-from optembed.models.base import CTRModel, mode_flags
+from optembed.embedders.table import SupernetMode
+from optembed.models.base import CTRModel
 from optembed.models.checkpoint import save_model
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
@@ -28,11 +29,10 @@ from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
-from pipelines.resume import RESUME_KEYS  # noqa: F401 (re-exported)
-from pipelines.readers import ROW_MASK_KEYS, load_row_mask, read_row_mask_file, train_params  # noqa: F401 (re-exported)
+from pipelines.readers import load_row_mask  # noqa: F401 (the supernet command's render reads it here)
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
-from pipelines.store import RESUME_PREFIX, Manifest, Store  # noqa: F401 (RESUME_PREFIX re-exported)
+from pipelines.store import Manifest, Store
 
 STAGE = "supernet"
 VERSION = 2  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops
@@ -60,30 +60,8 @@ def stage_params(config: SupernetStage) -> dict[str, Any]:
     return fingerprint_params(config)
 
 
-def row_stats(model: CTRModel) -> dict[str, float]:
-    """Sparsity of the row mask plus threshold and norm statistics of the table."""
-    emb = model.embedding
-    with torch.no_grad():
-        if model.prune_rows:
-            kept = int(model.pruner.table_mask(emb.weight, emb.field_of_row).sum())
-        else:
-            kept = emb.num_rows
-        t = model.pruner.threshold.detach()
-        norms = emb.weight.detach().abs().sum(dim=1)
-    return {
-        "sparsity": 1.0 - kept / emb.num_rows,
-        "kept_rows": kept,
-        "threshold_min": float(t.min()),
-        "threshold_mean": float(t.mean()),
-        "threshold_max": float(t.max()),
-        "norm_min": float(norms.min()),
-        "norm_mean": float(norms.mean()),
-        "norm_max": float(norms.max()),
-    }
-
-
 def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manifest:
-    mode_flags(config.mode)  # validate early
+    mode = SupernetMode.parse(config.mode)  # validated early
     config.model.validate()
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
@@ -101,12 +79,12 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         if len(data.splits["train"]) == 0:
             raise TrainingError("the training split is empty")
         torch.manual_seed(config.train.seed)
-        model = build_model(data.cardinalities, config.model, config.mode).to(device)
-        save_model(tmp / "init.pt", model, data.field_names, config.mode)
+        model = build_model(data.cardinalities, config.model, mode).to(device)
+        save_model(tmp / "init.pt", model, data.field_names, mode.name)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        trainer = Trainer(model, config.train, device, reporter, epoch_stats=row_stats, row_counts=counts, runtime=rt)
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=_row_stats, row_counts=counts, runtime=rt)
 
         result = trainer.fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
@@ -116,13 +94,13 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         best = result.best_metrics()
-        mask_info = _row_mask(model)
+        mask_info = model.embedder.row_mask_record()
         torch.save(mask_info, tmp / "row_mask.pt")
         save_model(
             tmp / "model.pt",
             model,
             data.field_names,
-            config.mode,
+            mode.name,
             extra={"best_epoch": result.best_epoch, "preprocess": upstream.fingerprint},
         )
         pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
@@ -142,9 +120,9 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "val_logloss": best["val_logloss"],
             "test_auc": best.get("test_auc"),
             "test_logloss": best.get("test_logloss"),
-            "sparsity": 1.0 - kept / model.embedding.num_rows,
+            "sparsity": 1.0 - kept / model.embedder.num_rows,
             "kept_rows": kept,
-            "total_rows": model.embedding.num_rows,
+            "total_rows": model.embedder.num_rows,
             "embedding_params": kept * d,
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
@@ -161,19 +139,6 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     return manifest
 
 
-def _row_mask(model: CTRModel) -> dict[str, Any]:
-    emb = model.embedding
-    if model.prune_rows:
-        mask = model.pruner.table_mask(emb.weight, emb.field_of_row).cpu()
-    else:
-        mask = torch.ones(emb.num_rows, dtype=torch.bool)
-    kept = torch.bincount(emb.field_of_row.cpu()[mask], minlength=emb.n_fields)
-    return {
-        "mask": mask,
-        "kept_per_field": kept.tolist(),
-        "rows_per_field": list(emb.cardinalities),
-        "thresholds": model.pruner.threshold.detach().cpu().tolist(),
-        "pruned": model.prune_rows,
-    }
-
-
+def _row_stats(model: CTRModel) -> dict[str, float]:
+    """Logged with every validation: the row mask's sparsity, the thresholds' and row norms' ranges."""
+    return model.embedder.row_stats()

@@ -22,6 +22,7 @@ from optembed.training.evaluate import evaluate
 from pipeline_fixtures import small_supernet, synthetic_preprocess
 from pipelines import retrain, search
 from pipelines.data import load_dataset
+from pipelines.readers import search_row_mask
 
 CPU = torch.device("cpu")
 
@@ -145,8 +146,8 @@ def _one_pair(val) -> float:
 
 def _auc_as_retrained(model, keep: torch.Tensor, val) -> float:
     """Validation AUC of ``model`` with the row mask applied the way retrain applies it."""
-    model.set_row_mask(keep)
-    model.set_fixed_masks(keep, None)
+    model.embedder.set_row_mask(keep)
+    model.embedder.set_fixed_masks(keep, None)
     return evaluate(model, val, CPU, 5000)["auc"]
 
 
@@ -156,7 +157,7 @@ def test_row_mask_scores_equal_retrain_semantics(trained) -> None:
     _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
-    emb = model.embedding
+    emb = model.embedder.embedding
     base = torch.ones(emb.num_rows, dtype=torch.bool)
     rankings = field_rankings(model, base)
     scorer = RowMaskScorer(model, val, CPU, batch_size=3000, group=3)
@@ -174,7 +175,7 @@ def test_folded_row_mask_scores_equal_a_folded_model(trained) -> None:
     _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
-    emb = model.embedding
+    emb = model.embedder.embedding
     counts = id_counts(val.x, emb)
     base = torch.ones(emb.num_rows, dtype=torch.bool)
     rankings = field_rankings(model, base)
@@ -188,7 +189,7 @@ def test_folded_row_mask_scores_equal_a_folded_model(trained) -> None:
     for (f, local), value in zip(candidates, got, strict=True):
         other, _ = load_model(sn.output("model"), CPU)
         keep = _with_field(base, emb, f, local)
-        tables = [other.embedding, other.linear]
+        tables = [other.embedder.embedding, other.linear]
         for table in tables:  # the reference fold, written out row by row
             w = table.weight.data
             for g, size in enumerate(emb.cardinalities):
@@ -209,7 +210,7 @@ def test_field_rankings_by_impact_and_norm_by_hand() -> None:
 
     model = build_model([4, 3], ModelConfig("fnn", embed_dim=2, mlp_dims=(4,)), "optembed")
     with torch.no_grad():  # field 0: OOV, then ids 1..3; field 1: OOV, ids 1..2
-        model.embedding.weight.copy_(torch.tensor(
+        model.embedder.embedding.weight.copy_(torch.tensor(
             [[0.0, 0.0], [3.0, 0.0], [1.0, 1.0], [0.0, 9.0], [5.0, 5.0], [1.0, 0.0], [2.0, 0.0]]))
     counts = torch.tensor([0, 1, 100, 0, 10, 10, 10])
     keep = torch.ones(7, dtype=torch.bool)
@@ -223,7 +224,7 @@ def test_field_rankings_by_impact_and_norm_by_hand() -> None:
     assert by_impact[0].tolist()[2] == 3 and by_impact[1].tolist() == [1, 2]
     model2 = build_model([4, 3], ModelConfig("fnn", embed_dim=2, mlp_dims=(4,)), "optembed")
     with torch.no_grad():  # a dominant id near the mean, a rare far one, a mid one
-        model2.embedding.weight.copy_(torch.tensor(
+        model2.embedder.embedding.weight.copy_(torch.tensor(
             [[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [4.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
     counts2 = torch.tensor([0, 90, 9, 1, 1, 1, 1])
     # field 0: C = 100, m = [0.94, 0]; id 1: 90 * 0.0036 / 0.1 = 3.24; id 2: 9 * 0.8836 / 0.91 = 8.74;
@@ -271,7 +272,7 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     model, _ = load_model(sn.output("model"), CPU)
     data = load_dataset(pre, CPU, splits=("val",))
     tol = 0.002
-    res = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedding.num_rows, dtype=torch.bool), tol)
+    res = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedder.embedding.num_rows, dtype=torch.bool), tol)
     assert res.final_auc >= res.best_auc - tol - 1e-9
     assert res.best_auc >= res.base_auc
     noise = set(truth["noise_fields"])
@@ -279,11 +280,11 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     noise_levels = [levels[n] for n in data.field_names if n in noise]
     signal_levels = [levels[n] for n in data.field_names if n not in noise]
     assert np.median(noise_levels) <= 0.0625, levels
-    counts = id_counts(data.splits["val"].x, model.embedding).double()
+    counts = id_counts(data.splits["val"].x, model.embedder.embedding).double()
     keep = res.keep.to(counts.device)
     traffic = {}
     for f, name in enumerate(data.field_names):
-        start, size = int(model.embedding.offsets[f]), model.embedding.cardinalities[f]
+        start, size = int(model.embedder.embedding.offsets[f]), model.embedder.embedding.cardinalities[f]
         c = counts[start : start + size]
         traffic[name] = float(c[keep[start : start + size]].sum() / c.sum())
     signal_traffic = [traffic[n] for n in data.field_names if n not in noise]
@@ -300,7 +301,7 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
         if r["level"] == 0.0 and r["delta"] < -2 * tol:
             assert res.levels[int(r["field"])] > 0.0, (data.field_names[int(r["field"])], r)
     # with no noise margin and no tolerance, nothing that costs AUC alone is accepted
-    strict = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedding.num_rows, dtype=torch.bool), 0.0, z=0.0)
+    strict = search_row_levels(model, data.splits["val"], CPU, torch.ones(model.embedder.embedding.num_rows, dtype=torch.bool), 0.0, z=0.0)
     assert strict.final_auc >= strict.best_auc - 1e-12
 
 
@@ -310,7 +311,7 @@ def test_search_stage_with_rows_and_retrain(planted) -> None:
     evo = EvolutionConfig(population=12, generations=3, topk=4, max_auc_drop=0.002)
     m = search.run(search.SearchStage(source=sn.fingerprint, evolution=evo, device="cpu"), store)
     assert {"row_mask", "row_levels", "front", "best"} <= set(m.outputs)
-    info = search.search_row_mask(m, sn)
+    info = search_row_mask(m, sn)
     levels = pq.read_table(m.output("row_levels")).to_pylist()
     assert [r["kept"] for r in levels] == info["kept_per_field"]
     best = json.loads(m.output("best").read_text())
@@ -394,7 +395,7 @@ def test_row_levels_fold_with_training_counts(trained) -> None:
     _, pre, sn, _ = trained
     model, _ = load_model(sn.output("model"), CPU)
     data = load_dataset(pre, CPU, splits=("train", "val"))
-    emb = model.embedding
+    emb = model.embedder.embedding
     train_counts = id_counts(data.splits["train"].x, emb)
     val_counts = id_counts(data.splits["val"].x, emb)
     assert not torch.equal(train_counts, val_counts)

@@ -37,7 +37,7 @@ def tiny_compact(cards: list[int], widths: list[int], keep_fraction: float = 1.0
     torch.manual_seed(seed)
     model = build_model(cards, ModelConfig("deepfm", embed_dim=8, mlp_dims=(16,)), "none")
     keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(seed)) < keep_fraction
-    model.set_fixed_masks(keep, torch.tensor(widths))
+    model.embedder.set_fixed_masks(keep, torch.tensor(widths))
     model.eval()
     return model, export_compact(model, keep, torch.tensor(widths))
 

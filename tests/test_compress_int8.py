@@ -303,3 +303,16 @@ def test_export_and_predict_score_as_the_int8_model(trained, tmp_path: Path) -> 
         res = predict.run(predict.PredictConfig(str(tmp_path / "bundle"), raw, out, runtime=runtimes[kind], batch_size=500), store)
         np.testing.assert_allclose(np.array(pq.read_table(out).column("score").to_pylist()), want, atol=1e-5, rtol=0)
         assert res.metrics["auc"] == pytest.approx(m.metrics["test_auc"], abs=1e-6)
+
+
+def test_one_entry_per_method() -> None:
+    from optembed.quantization.config import COMPRESS_METHODS
+    from optembed.quantization.methods import METHODS, quantizer_method
+
+    assert tuple(METHODS) == COMPRESS_METHODS  # the choices --method offers
+    assert compress.PQ_ONLY == {"inert_when": {"method": ("int8",)}}  # what the fingerprints were made with
+    assert compress.default_finetune("pq") == FinetuneConfig() and compress.default_finetune("int8") == FinetuneConfig(epochs=0)
+    assert [quantizer_method(n).uses_counts(QuantizerConfig()) for n in ("pq", "int8")] == [True, False]
+    assert not quantizer_method("pq").uses_counts(QuantizerConfig(popularity="none"))
+    with pytest.raises(ConfigError, match="unknown --method 'int4'; choose pq or int8"):
+        quantizer_method("int4")

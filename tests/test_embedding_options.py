@@ -14,6 +14,7 @@ import torch
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import retrain, supernet
 from pipelines.data import read_id_counts, read_schema
+from pipelines.readers import train_params
 from optembed.errors import ConfigError
 from optembed.training.config import TrainConfig
 
@@ -32,8 +33,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
 def test_default_fingerprints_are_unchanged() -> None:
     """Options added later stay out of the parameters at the value their absence means; the two
     whose defaults changed (the plateau decay, the monitor) appear at their new defaults."""
-    assert set(supernet.train_params(TrainConfig(lr_decay=1.0, monitor="auc"))) == ORIGINAL_TRAIN_KEYS
-    assert set(supernet.train_params(TrainConfig())) == ORIGINAL_TRAIN_KEYS | {"lr_decay", "monitor"}
+    assert set(train_params(TrainConfig(lr_decay=1.0, monitor="auc"))) == ORIGINAL_TRAIN_KEYS
+    assert set(train_params(TrainConfig())) == ORIGINAL_TRAIN_KEYS | {"lr_decay", "monitor"}
 
 
 def test_id_counts_follow_the_table_layout(prepared) -> None:

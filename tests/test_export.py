@@ -44,8 +44,8 @@ def tiny_compact(name: str = "deepfm", widths: tuple[int, ...] = (1, 8, 3, 5, 2)
     torch.manual_seed(1)
     model = build_model(CARDS, ModelConfig(name, embed_dim=8, mlp_dims=(16, 8)), "none")
     keep = torch.rand(sum(CARDS), generator=torch.Generator().manual_seed(2)) > 0.5
-    keep[model.embedding.offsets] = True
-    model.set_fixed_masks(keep, torch.tensor(widths))
+    keep[model.embedder.embedding.offsets] = True
+    model.embedder.set_fixed_masks(keep, torch.tensor(widths))
     model.train()
     model(random_ids(CARDS, 256, 3)).sum().backward()  # BatchNorm statistics move
     model.eval()

@@ -12,7 +12,8 @@ from optembed.errors import ConfigError
 from optembed.progress import NullReporter, Prefixed, stage_label
 from optembed.training.diagnostics import overfitting, too_few_steps, training_warnings
 from optembed_cli.ui import PlainTask, legend
-from pipelines.chain import ChainConfig, Eta, eta_text, plan
+from pipelines.chain import ChainConfig, plan
+from pipelines.eta import Eta, eta_text
 
 
 def _criteo_line(label: int = 1) -> str:

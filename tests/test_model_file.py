@@ -109,3 +109,14 @@ def test_a_compact_file_of_the_former_format_loads_to_the_same_model(tmp_path: P
     x = _ids()
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_an_unknown_supernet_mode_is_refused_naming_the_file(tmp_path: Path) -> None:
+    model, _ = _kind("optembed")
+    save_model(tmp_path / "m.pt", model, NAMES, "optembed")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert payload["mode"] == "optembed"  # the mode is written as its name
+    payload["mode"] = "everything"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ArtifactError, match=r"bad\.pt names an unknown supernet mode 'everything'"):
+        load_model(tmp_path / "bad.pt")

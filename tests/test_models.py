@@ -12,7 +12,8 @@ import torch
 from optembed.errors import ConfigError
 from optembed.layers import CrossNetwork, FieldEmbedding, PairwiseInnerProduct, fm_second_order
 from optembed.masks import apply_candidates, sample_widths
-from optembed.models import MODEL_NAMES, MODES, CTRModel, ModelConfig, build_model, mode_flags
+from optembed.embedders.table import mode_flags
+from optembed.models import MODEL_NAMES, MODES, CTRModel, ModelConfig, SupernetMode, build_model
 
 CARDS = [5, 3, 7, 4]
 DIM = 8
@@ -44,28 +45,35 @@ def trained_model(name: str, mode: str = "optembed") -> CTRModel:
 def test_every_backbone_and_mode_trains(name: str, mode: str) -> None:
     torch.manual_seed(0)
     model = build_model(CARDS, small_cfg(name), mode)
-    assert (model.prune_rows, model.sample_dims) == mode_flags(mode)
+    parsed = SupernetMode.parse(mode)
+    assert (model.embedder.prune_rows, model.sample_dims) == (parsed.prune_rows, parsed.sample_dims)
+    assert build_model(CARDS, small_cfg(name), parsed).embedder.spec() == model.embedder.spec()
     x = random_ids()
     widths = sample_widths(BATCH, len(CARDS), DIM) if model.sample_dims else None
     logits = model(x, widths)
     assert logits.shape == (BATCH,)
     assert torch.isfinite(logits).all()
-    loss = logits.mean() + 1e-4 * model.pruner.regularizer()
+    loss = logits.mean() + 1e-4 * model.embedder.pruner.regularizer()
     loss.backward()
-    assert model.embedding.weight.grad is not None
-    assert torch.isfinite(model.embedding.weight.grad).all()
-    t_grad = model.pruner.threshold.grad
+    assert model.embedder.embedding.weight.grad is not None
+    assert torch.isfinite(model.embedder.embedding.weight.grad).all()
+    t_grad = model.embedder.pruner.threshold.grad
     assert t_grad is not None
-    if model.prune_rows:
+    if model.embedder.prune_rows:
         # loss gradient through the mask adds to the regulariser's -1e-4 * exp(-t)
         assert not torch.allclose(t_grad, torch.full_like(t_grad, -1e-4))
 
 
-def test_mode_flags_and_errors() -> None:
-    assert mode_flags("optembed") == (True, True)
-    assert mode_flags("prune-only") == (True, False)
-    assert mode_flags("dims-only") == (False, True)
-    assert mode_flags("none") == (False, False)
+def test_modes_and_errors() -> None:
+    flags = {"optembed": (True, True), "prune-only": (True, False), "dims-only": (False, True), "none": (False, False)}
+    assert MODES == tuple(flags)
+    for name, (prune_rows, sample_dims) in flags.items():
+        mode = SupernetMode.parse(name)
+        assert (mode.name, mode.prune_rows, mode.sample_dims) == (name, prune_rows, sample_dims)
+        assert str(mode) == name and mode.searchable == (prune_rows or sample_dims)
+        assert mode_flags(name) == (prune_rows, sample_dims)
+    with pytest.raises(ConfigError, match="choose one of optembed, prune-only, dims-only, none"):
+        SupernetMode.parse("everything")
     with pytest.raises(ConfigError):
         mode_flags("everything")
     with pytest.raises(ConfigError):
@@ -106,7 +114,7 @@ def test_deepfm_head_is_linear_plus_fm_plus_mlp() -> None:
     model = trained_model("deepfm")
     x = random_ids(seed=3)
     with torch.no_grad():
-        emb = model.embed(x)
+        emb = model.embedder.rows(x)
         lin = model.linear.weight[model.linear.global_ids(x)].sum(dim=(1, 2))
         pairs = sum(
             (emb[:, i] * emb[:, j]).sum(-1) for i in range(len(CARDS)) for j in range(i + 1, len(CARDS))
@@ -150,7 +158,7 @@ def test_candidate_stacked_head_equals_each_candidate(name: str) -> None:
     x = random_ids(seed=5)
     cands = sample_widths(3, len(CARDS), DIM, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        stacked = model.head(apply_candidates(model.embed(x), cands), x.repeat(3, 1)).view(3, BATCH)
+        stacked = model.head(apply_candidates(model.embedder.rows(x), cands), x.repeat(3, 1)).view(3, BATCH)
         via_method = model.forward_candidates(x, cands)
         shared = model.forward_candidates(x, cands, block=3)  # blocks shared across candidates
         for c in range(3):
@@ -176,24 +184,24 @@ def test_row_pruning_zeroes_embeddings_and_fixed_mask() -> None:
     model = build_model(CARDS, small_cfg("fnn"), "prune-only").eval()
     x = random_ids(seed=7)
     with torch.no_grad():
-        model.pruner.threshold[1] = 1e6  # prune every row of field 1
-        emb = model.embed(x)
+        model.embedder.pruner.threshold[1] = 1e6  # prune every row of field 1
+        emb = model.embedder.rows(x)
         assert torch.equal(emb[:, 1], torch.zeros(BATCH, DIM))
-        assert torch.equal(emb[:, 0], model.embedding(x)[:, 0])
-        table = model.pruner.table_mask(model.embedding.weight, model.embedding.field_of_row)
-        model.set_row_mask(table)
-        model.pruner.threshold.zero_()  # the fixed mask no longer depends on thresholds
-        assert torch.equal(model.embed(x), emb)
-        model.set_row_mask(None)
-        assert torch.equal(model.embed(x), model.embedding(x))
+        assert torch.equal(emb[:, 0], model.embedder.embedding(x)[:, 0])
+        table = model.embedder.pruner.table_mask(model.embedder.embedding.weight, model.embedder.embedding.field_of_row)
+        model.embedder.set_row_mask(table)
+        model.embedder.pruner.threshold.zero_()  # the fixed mask no longer depends on thresholds
+        assert torch.equal(model.embedder.rows(x), emb)
+        model.embedder.set_row_mask(None)
+        assert torch.equal(model.embedder.rows(x), model.embedder.embedding(x))
     assert "row_mask" not in model.state_dict()
     with pytest.raises(ConfigError):
-        model.set_row_mask(torch.ones(3, dtype=torch.bool))
+        model.embedder.set_row_mask(torch.ones(3, dtype=torch.bool))
 
 
 def test_mode_none_does_not_prune() -> None:
     model = build_model(CARDS, small_cfg("ipnn"), "none")
     x = random_ids(seed=8)
     with torch.no_grad():
-        model.pruner.threshold.fill_(1e6)
-        assert torch.equal(model.embed(x), model.embedding(x))
+        model.embedder.pruner.threshold.fill_(1e6)
+        assert torch.equal(model.embedder.rows(x), model.embedder.embedding(x))

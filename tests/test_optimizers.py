@@ -125,10 +125,10 @@ def test_sparse_adam_wiring_matches_lazy_adam_reference() -> None:
     cfg = TrainConfig(embedding_optimizer="sparse-adam", lr=0.01)
     opts = build_optimizers(model, cfg)
     assert [type(o).__name__ for o in opts] == ["Adam", "SparseAdam"]
-    tables = {id(model.embedding.weight), id(model.linear.weight)}
+    tables = {id(model.embedder.embedding.weight), id(model.linear.weight)}
     assert {id(p) for p in opts[1].param_groups[0]["params"]} == tables
     assert not tables & {id(p) for p in opts[0].param_groups[0]["params"]}
-    assert model.embedding.sparse and model.linear.sparse
+    assert model.embedder.embedding.sparse and model.linear.sparse
     # the same optimizer on a bare table equals the written-out lazy Adam
     w0 = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     batches = sparse_batches(10, 4, steps=5, seed=5)
@@ -140,10 +140,10 @@ def test_dense_adam_is_the_default_grouping() -> None:
     model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,)), "prune-only")
     opts = build_optimizers(model, TrainConfig())
     assert [type(o).__name__ for o in opts] == ["Adam", "SGD"]  # the thresholds: plain SGD, as in the reference
-    expected = [p for p in model.parameters() if p is not model.pruner.threshold]
+    expected = [p for p in model.parameters() if p is not model.embedder.pruner.threshold]
     grouped = [p for g in opts[0].param_groups for p in g["params"]]
     assert {id(p) for p in grouped} == {id(p) for p in expected} and len(grouped) == len(expected)
-    assert not model.embedding.sparse
+    assert not model.embedder.embedding.sparse
     assert "embedding_optimizer" not in TrainConfig().to_params()
     assert TrainConfig(embedding_optimizer="rowwise-adagrad").to_params()["embedding_optimizer"] == "rowwise-adagrad"
     assert "freq_lr_c0" not in TrainConfig(freq_lr_c0=5.0).to_params()  # inert without --freq-lr
@@ -171,11 +171,11 @@ def two_row_moves(optimizer: str, freq: str) -> tuple[float, float]:
     counts = torch.tensor([0, 0, 1_000_000, 1, 0, 0, 5, 5])
     cfg = TrainConfig(embedding_optimizer=optimizer, weight_decay=0.0, freq_lr=freq, freq_lr_c0=10.0, freq_lr_power=0.5)
     trainer = Trainer(model, cfg, CPU, row_counts=counts)
-    before = model.embedding.weight.detach().clone()
+    before = model.embedder.embedding.weight.detach().clone()
     x = torch.tensor([[2, 2], [3, 3], [2, 3], [3, 2]], dtype=torch.int32)
     y = torch.tensor([1.0, 0.0, 1.0, 0.0])
     trainer.step(x, y)
-    moved = (model.embedding.weight.detach() - before).norm(dim=1)
+    moved = (model.embedder.embedding.weight.detach() - before).norm(dim=1)
     return float(moved[2]), float(moved[3])
 
 
@@ -254,7 +254,7 @@ def test_reinit_redraws_embeddings_and_keeps_the_network(optimizer: str) -> None
     trainer.fit(planted(2000, 1), planted(500, 2), checkpoint=snapshot)
     after, trained = seen[0]["model"], seen[0]["best_state"]  # after epoch 1: the live model, its best copy
     redraw = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
-    expected = torch.empty(model.embedding.weight.shape).normal_(0, model.embedding.init_std, generator=redraw)
+    expected = torch.empty(model.embedder.embedding.weight.shape).normal_(0, model.embedder.embedding.init_std, generator=redraw)
     assert torch.equal(after["embedding.weight"], expected)  # re-drawn from the seeded generator
     assert not torch.equal(trained["embedding.weight"], after["embedding.weight"])
     assert not torch.equal(trained["linear.weight"], after["linear.weight"])  # DeepFM's per-feature table too
@@ -271,13 +271,13 @@ def test_reinit_keeps_the_mlp_weights() -> None:
     trainer = Trainer(model, TrainConfig(epochs=1, batch_size=256), CPU)
     trainer.fit(planted(1000, 1), planted(300, 2))
     mlp = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("embedding")}
-    emb = model.embedding.weight.detach().clone()
+    emb = model.embedder.embedding.weight.detach().clone()
     trainer.reinit_embeddings(1)
-    assert not torch.equal(model.embedding.weight, emb)
+    assert not torch.equal(model.embedder.embedding.weight, emb)
     for k, v in model.state_dict().items():
         if k in mlp:
             assert torch.equal(v, mlp[k]), k
-    assert model.embedding.weight not in trainer.optimizers[0].state
+    assert model.embedder.embedding.weight not in trainer.optimizers[0].state
 
 
 def test_table_state_bytes_per_optimizer() -> None:
@@ -310,7 +310,7 @@ def test_resume_with_reinit_and_sparse_optimizer_continues_exactly() -> None:
             epochs=3, batch_size=256, patience=5, embedding_optimizer="rowwise-adagrad", freq_lr="smooth",
             reinit_embeddings_each_epoch=True,
         )
-        counts = torch.arange(model.embedding.num_rows) * 10
+        counts = torch.arange(model.embedder.embedding.num_rows) * 10
         return Trainer(model, cfg, CPU, row_counts=counts).fit(planted(1500, 1), planted(400, 2), **kwargs)
 
     full = run()
@@ -337,9 +337,9 @@ def _one_step(cfg: TrainConfig, ids: list[int]) -> tuple[torch.Tensor, torch.Ten
     model = build_model(CARDS, ModelConfig("fnn", embed_dim=4, mlp_dims=(8,), batch_norm=False), "none")
     trainer = Trainer(model, cfg, CPU)
     x = torch.tensor([[i, 0, 0, 0] for i in ids], dtype=torch.int32)
-    before = model.embedding.weight.detach().clone()
+    before = model.embedder.embedding.weight.detach().clone()
     trainer.step(x, torch.ones(len(ids)))
-    return before, model.embedding.weight.detach().clone(), model
+    return before, model.embedder.embedding.weight.detach().clone(), model
 
 
 def test_embedding_l2_on_dense_adam_shrinks_every_row_by_hand() -> None:
@@ -348,7 +348,7 @@ def test_embedding_l2_on_dense_adam_shrinks_every_row_by_hand() -> None:
     moments m = g, v = g^2)."""
     lr, l2, eps = 1e-3, 0.05, 1e-8
     before, after, model = _one_step(TrainConfig(lr=lr, weight_decay=0.0, embedding_l2=l2), [3, 4])
-    unread = model.embedding.offsets[1].item() + 7  # field 1, id 7: no batch row reads it
+    unread = model.embedder.embedding.offsets[1].item() + 7  # field 1, id 7: no batch row reads it
     g = l2 * before[unread].double()
     expected = before[unread].double() - lr * g / (g.abs() + eps)
     assert torch.allclose(after[unread].double(), expected, rtol=0, atol=1e-9)
@@ -361,7 +361,7 @@ def test_embedding_l2_on_dense_adam_shrinks_every_row_by_hand() -> None:
 def test_embedding_l2_is_apart_from_the_network_weight_decay() -> None:
     model = build_model(CARDS, ModelConfig("deepfm", embed_dim=4, mlp_dims=(8,)), "none")
     opts = build_optimizers(model, TrainConfig(weight_decay=1e-4, embedding_l2=0.05))
-    tables = {id(model.embedding.weight), *(id(t.weight) for t in model.additive_id_tables())}
+    tables = {id(model.embedder.embedding.weight), *(id(t.weight) for t in model.additive_id_tables())}
     decay = {id(p): g["weight_decay"] for g in opts[0].param_groups for p in g["params"]}
     assert {decay[t] for t in tables} == {0.05}
     assert {v for k, v in decay.items() if k not in tables} == {1e-4}
@@ -377,7 +377,7 @@ def test_embedding_l2_is_apart_from_the_network_weight_decay() -> None:
 def test_embedding_l2_with_rowwise_adagrad_touches_only_the_batch_rows() -> None:
     cfg = TrainConfig(lr=1e-2, weight_decay=0.0, embedding_l2=0.05, embedding_optimizer="rowwise-adagrad")
     before, after, model = _one_step(cfg, [3, 4])
-    unread = model.embedding.offsets[1].item() + 7
+    unread = model.embedder.embedding.offsets[1].item() + 7
     assert torch.equal(after[unread], before[unread])
     assert not torch.equal(after[3], before[3])
 

@@ -16,6 +16,7 @@ from optembed.models.registry import build_model
 from optembed.training.config import TrainConfig
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import retrain, supernet
+from pipelines.readers import load_row_mask
 
 FAST = TrainConfig(epochs=1, batch_size=512)
 
@@ -41,7 +42,7 @@ def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
     model = build_model(cards, ModelConfig(name, embed_dim=8, mlp_dims=(16, 8)), "none")
     keep = torch.rand(sum(cards), generator=torch.Generator().manual_seed(2)) > 0.5
     widths = torch.tensor(width_list)
-    model.set_fixed_masks(keep, widths)
+    model.embedder.set_fixed_masks(keep, widths)
     model.train()
     model(random_ids(cards, 256, 3)).sum().backward()  # BatchNorm statistics move
     model.eval()
@@ -54,7 +55,7 @@ def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
     for f, w in enumerate(width_list):  # each field's table is its own (kept, D_f) block
         assert compact.embedder.table(f).shape[1] == w
     assert compact.embedder.field_widths() == widths.tolist()
-    kept = [int(keep[o : o + c].sum() + (0 if keep[o] else 1)) for o, c in zip(model.embedding.offsets.tolist(), cards)]
+    kept = [int(keep[o : o + c].sum() + (0 if keep[o] else 1)) for o, c in zip(model.embedder.embedding.offsets.tolist(), cards)]
     assert compact.embedder.field_rows() == kept
     assert compact.embedder.kept_params() == sum(k * w for k, w in zip(kept, widths.tolist()))
     # pruned ids behave exactly like the field's OOV id
@@ -75,12 +76,12 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     compact, payload = load_model(m.output("compact"))
     masked, _ = load_model(m.output("model"))
     extra = torch.load(m.output("model"), weights_only=True)["extra"]
-    masked.set_fixed_masks(extra["keep"], torch.tensor(extra["widths"]))
+    masked.embedder.set_fixed_masks(extra["keep"], torch.tensor(extra["widths"]))
     masked.eval()
-    x = random_ids(list(masked.embedding.cardinalities), 300, 5)
+    x = random_ids(list(masked.embedder.embedding.cardinalities), 300, 5)
     assert torch.allclose(masked(x), compact(x), atol=1e-6)
     assert m.metrics["compact_bytes"] < m.metrics["dense_bytes"]
-    sn_kept = supernet.load_row_mask(sn)["kept_per_field"]
+    sn_kept = load_row_mask(sn)["kept_per_field"]
     assert all(k in (s, s + 1) for k, s in zip(compact.embedder.field_rows(), sn_kept))  # + the OOV row when pruned
     assert m.metrics["sparsity"] > 0
 

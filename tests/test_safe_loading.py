@@ -25,7 +25,8 @@ from optembed.training.config import TrainConfig
 from optembed_cli.main import app
 from pipeline_fixtures import SMALL_MODEL, small_supernet, synthetic_preprocess
 from pipelines import compress, retrain, search, supernet
-from pipelines.store import Manifest, Store
+from pipelines.readers import train_params
+from pipelines.store import RESUME_PREFIX, Manifest, Store
 
 MARKER_ENV = "OPTEMBED_TEST_MARKER"
 
@@ -80,10 +81,10 @@ def _resume_file(chain: dict[str, Manifest]) -> Path:
     from pipelines.store import fingerprint
 
     train, _ = recipe.resolve(cfg.train, int(chain["preprocess"].metrics["rows_train"]))  # as the stage sizes it
-    params = {"model": cfg.model.to_dict(), "mode": cfg.mode, "train": supernet.train_params(train)}
+    params = {"model": cfg.model.to_dict(), "mode": cfg.mode, "train": train_params(train)}
 
     fp = fingerprint(supernet.STAGE, supernet.VERSION, params, {"preprocess": chain["preprocess"].fingerprint})
-    path = store.root / "supernet" / f"{supernet.RESUME_PREFIX}{fp}" / "checkpoint.pt"
+    path = store.root / "supernet" / f"{RESUME_PREFIX}{fp}" / "checkpoint.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": 0}, path)
     return path

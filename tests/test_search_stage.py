@@ -40,7 +40,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
 def _scorers(pre, sn, rows_per_pass: int = 3000, block: int | None = 16, table_bytes: int | None = None):
     model, _ = load_model(sn.output("model"), CPU)
     info = load_row_mask(sn)
-    model.set_row_mask(info["mask"])
+    model.embedder.set_row_mask(info["mask"])
     val = load_dataset(pre, CPU, splits=("val",)).splits["val"]
     batched = BatchedScorer(model, val, CPU, rows_per_pass=rows_per_pass, group=5, block=block, table_bytes=table_bytes)
     return batched, NaiveScorer(model, val, CPU, batch_size=1000), model, info

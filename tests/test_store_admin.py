@@ -170,7 +170,7 @@ def test_hostile_manifest_paths_are_refused(tmp_path: Path) -> None:
         store.load(c["mid"].path).output("out")  # type: ignore[arg-type]
     _rewrite(c["top"], upstream={"mid#0": "../../x"})
     with pytest.raises(ArtifactError, match="malformed|invalid artifact id"):
-        from pipelines.retrain import resolve_chain
+        from pipelines.readers import resolve_chain
 
         resolve_chain(store, store.load(c["top"].path))  # type: ignore[arg-type]
     _rewrite(c["side"], fingerprint="0" * 16)  # a manifest moved to another artifact's folder

@@ -16,6 +16,7 @@ from optembed.training.evaluate import evaluate
 from pipeline_fixtures import STRONG_PRUNING, small_supernet, synthetic_preprocess
 from pipelines import supernet
 from pipelines.data import load_dataset
+from pipelines.readers import load_row_mask
 from trainer_hooks import Epochs, hook_trainer
 
 
@@ -35,8 +36,8 @@ def test_artifact_is_self_describing(prepared) -> None:
     m = small_supernet(store, "optembed", epochs=2)
     assert set(m.outputs) == {"model", "init", "row_mask", "curves"}
     model, payload = load_model(m.output("model"))
-    assert payload["mode"] == "optembed" and payload["cardinalities"] == list(model.embedding.cardinalities)
-    info = supernet.load_row_mask(m)
+    assert payload["mode"] == "optembed" and payload["cardinalities"] == list(model.embedder.embedding.cardinalities)
+    info = load_row_mask(m)
     assert info["mask"].dtype == torch.bool and int(info["mask"].sum()) == m.metrics["kept_rows"]
     assert sum(info["kept_per_field"]) == m.metrics["kept_rows"]
     assert m.metrics["sparsity"] == pytest.approx(1 - m.metrics["kept_rows"] / m.metrics["total_rows"])
@@ -60,7 +61,7 @@ def test_prune_only_prunes_noise_fields_more(planted) -> None:
     ratios = []
     for seed in (0, 1, 2):
         m = small_supernet(store, "prune-only", epochs=3, seed=seed, **STRONG_PRUNING)
-        info = supernet.load_row_mask(m)
+        info = load_row_mask(m)
         _, payload = load_model(m.output("model"))
         names = payload["field_names"]
 
@@ -147,7 +148,7 @@ def test_real_criteo_sample(tmp_path: Path, cli) -> None:
 def test_wrong_stage_is_rejected(prepared) -> None:
     store, pre, _ = prepared
     with pytest.raises(ArtifactError, match="expected supernet"):
-        supernet.load_row_mask(pre)
+        load_row_mask(pre)
 
 
 def test_single_class_validation_split_is_one_clear_error(tmp_path: Path, cli) -> None:

@@ -78,16 +78,16 @@ def test_resume_continues_exactly() -> None:
 
 def test_thresholds_learn_in_prune_mode() -> None:
     model, _ = fit(mode="prune-only", epochs=2)
-    assert model.pruner.threshold.abs().sum() > 0
+    assert model.embedder.pruner.threshold.abs().sum() > 0
     model, _ = fit(mode="none", epochs=1)
-    assert model.pruner.threshold.abs().sum() == 0
+    assert model.embedder.pruner.threshold.abs().sum() == 0
 
 
 def test_nan_loss_stops_with_clear_error() -> None:
     torch.manual_seed(0)
     model = build_model(CARDS, ModelConfig("fnn", embed_dim=8, mlp_dims=(16,)), "none")
     with torch.no_grad():
-        model.embedding.weight[5] = math.nan
+        model.embedder.embedding.weight[5] = math.nan
     trainer = Trainer(model, TrainConfig(epochs=1, batch_size=256, check_every=2), CPU)
     with pytest.raises(TrainingError, match=r"became nan at epoch 1, step \d+.*lower --lr"):
         trainer.fit(planted(3000, 1), planted(500, 2))
@@ -157,7 +157,7 @@ def test_a_non_finite_gradient_is_caught_while_the_loss_is_finite() -> None:
         calls[0] += 1
         return grad + math.inf if calls[0] == 3 else grad
 
-    model.embedding.weight.register_hook(poison)
+    model.embedder.embedding.weight.register_hook(poison)
     trainer = Trainer(model, TrainConfig(epochs=1, batch_size=256, check_every=3), CPU)
     with pytest.raises(TrainingError, match=r"a gradient became NaN or infinite at epoch 1, step 3 \(mean loss 0\.\d+"):
         trainer.fit(planted(3000, 1), planted(500, 2))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from optembed.data.batches import Batched, RowBlock
 from optembed.errors import DataError
 
 DEFAULT_BUFFER_ROWS = 1 << 20  # shuffle buffer: rows per chunk (~170 MB at 40 int32 fields)
@@ -36,7 +37,7 @@ PREFETCH = 2  # chunks read ahead of the one being consumed
 
 
 @dataclass
-class StreamSplit:
+class StreamSplit(Batched):
     """One encoded Parquet split, read in chunks of row groups; optionally only rows ``[lo, hi)``."""
 
     path: Path
@@ -127,21 +128,16 @@ class StreamSplit:
         return self._chunks(pieces)
 
     # -- batches ----------------------------------------------------------------------------
-    def batches(
-        self,
-        batch_size: int,
-        device: torch.device,
-        generator: torch.Generator | None = None,
-        shuffle: bool = False,
-        part: tuple[int, int] = (0, 1),
-    ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield ``(x, y)`` batches on ``device`` (see the module doc); ``part`` as in
-        :meth:`SplitTensors.batches`."""
+    def blocks(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None, shuffle: bool
+    ) -> Generator[RowBlock, None, None]:
+        """One run per chunk (see the module doc): the chunk's rows on ``device`` after the rows
+        the previous chunk left over, permuted when ``shuffle``, as many as fill whole batches
+        (all of them in the epoch's last chunk); the rest is carried over."""
         chunks = self.plan(generator, shuffle)
         if not chunks:
             return
         reader = _Prefetcher(self.path, [self.label, *self.field_names], chunks, device.type == "cuda")
-        rank, world = part
         carry_x: Tensor | None = None
         carry_y: Tensor | None = None
         try:
@@ -161,10 +157,7 @@ class StreamSplit:
                 last = k == len(chunks) - 1
                 m = x.shape[0]
                 full = m if last else m - m % batch_size
-                for start in range(0, full, batch_size):
-                    b = min(batch_size, full - start)
-                    lo, hi = start + rank * b // world, start + (rank + 1) * b // world
-                    yield x[lo:hi], y[lo:hi]
+                yield RowBlock(x, y, full)
                 carry_x, carry_y = (x[full:].clone(), y[full:].clone()) if full < m else (None, None)
                 reader.release(slot)
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from optembed.data.batches import Batched, RowBlock
 from optembed.errors import DataError
 
 DEVICE_MEMORY_FRACTION = 0.5  # use at most this share of free device memory for the data
 
 
 @dataclass
-class SplitTensors:
+class SplitTensors(Batched):
     """One split: ids ``x`` ``(N, n_fields)`` int32 and labels ``y`` ``(N,)`` float32."""
 
     x: Tensor
@@ -44,38 +45,17 @@ class SplitTensors:
             return SplitTensors(self.x.pin_memory(), self.y.pin_memory())
         return SplitTensors(self.x.to(device), self.y.to(device))
 
-    def batches(
-        self,
-        batch_size: int,
-        device: torch.device,
-        generator: torch.Generator | None = None,
-        shuffle: bool = False,
-        part: tuple[int, int] = (0, 1),
-    ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield ``(x, y)`` batches on ``device``; shuffled by a permutation where the data lives.
-
-        ``part=(rank, world_size)``: of every batch, only the rows ``[rank * b // world_size,
-        (rank + 1) * b // world_size)`` (data parallelism: the same global batches on every rank,
-        each rank its own share)."""
-        n = len(self)
+    def blocks(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None, shuffle: bool
+    ) -> Generator[RowBlock, None, None]:
+        """The whole split as one run, shuffled by a permutation drawn where the generator lives
+        (the training device) and moved to the data: data kept in pinned host memory is gathered
+        on the host."""
         order = None
         if shuffle:
-            # The permutation is drawn where the generator lives (the training device), then moved
-            # to the data: data kept in pinned host memory is gathered on the host.
             where = generator.device if generator is not None else self.x.device
-            order = torch.randperm(n, generator=generator, device=where).to(self.x.device)
-        rank, world = part
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            lo, hi = start + rank * b // world, start + (rank + 1) * b // world
-            if order is None:
-                xb, yb = self.x[lo:hi], self.y[lo:hi]
-            else:
-                idx = order[lo:hi]
-                xb, yb = self.x[idx], self.y[idx]
-            if xb.device != device:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            yield xb, yb
+            order = torch.randperm(len(self), generator=generator, device=where).to(self.x.device)
+        yield RowBlock(self.x, self.y, len(self), order)
 
 
 def fits_on_device(nbytes: int, device: torch.device) -> bool:

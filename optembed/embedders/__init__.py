@@ -2,6 +2,6 @@
 
 from optembed.embedders.base import Embedder
 from optembed.embedders.compact import CompactEmbedder
-from optembed.embedders.table import MODES, TableEmbedder, mode_flags
+from optembed.embedders.table import MODES, SupernetMode, TableEmbedder
 
-__all__ = ["MODES", "CompactEmbedder", "Embedder", "TableEmbedder", "mode_flags"]
+__all__ = ["MODES", "CompactEmbedder", "Embedder", "SupernetMode", "TableEmbedder"]

@@ -137,6 +137,20 @@ class Embedder(nn.Module, ABC):
         """Numbers to log with every validation (e.g. the current sparsity)."""
         return {}
 
+    # -- OptEmbed's row mask (only the full table has one) -----------------------------------
+    def row_mask_record(self) -> dict[str, Any]:
+        """The row mask m_e* a supernet saves (``row_mask.pt``): ``mask`` (``BoolTensor(|f|)``),
+        ``kept_per_field``, ``rows_per_field``, ``thresholds`` and whether rows are ``pruned``."""
+        raise ConfigError(f"a {self.kind!r} embedding has no row mask")
+
+    def row_stats(self) -> dict[str, float]:
+        """The row mask's sparsity and the ranges of the row thresholds and norms (a supernet's curves)."""
+        raise ConfigError(f"a {self.kind!r} embedding has no row mask")
+
+    def set_row_mask(self, mask: Tensor | None) -> None:
+        """Freeze the row mask to ``mask`` (``BoolTensor(|f|)``), or go back to the learned one with ``None``."""
+        raise ConfigError(f"a {self.kind!r} embedding has no row mask")
+
     # -- size ------------------------------------------------------------------------------
     @abstractmethod
     def kept_params(self) -> int:

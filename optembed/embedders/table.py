@@ -8,6 +8,7 @@ mask with per-field thresholds and/or sampled widths) and re-training under fixe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,21 +22,47 @@ from optembed.masks.fused import masked_rows
 from optembed.masks.oov import with_oov_rows
 from optembed.masks.row_mask import RowPruner
 
-# mode -> (prune_rows, sample_dims)
-MODE_FLAGS: dict[str, tuple[bool, bool]] = {
-    "optembed": (True, True),
-    "prune-only": (True, False),  # OptEmbed-E
-    "dims-only": (False, True),  # OptEmbed-D
-    "none": (False, False),  # the original model
-}
-MODES = tuple(MODE_FLAGS)
+@dataclass(frozen=True)
+class SupernetMode:
+    """What OptEmbed's table learns as a supernet: ``prune_rows`` (learnable row thresholds) and/or
+    ``sample_dims`` (random per-field widths). ``name`` is how configs, manifests and model files
+    spell it; :meth:`parse` reads it back (once, where it is read)."""
+
+    name: str
+    prune_rows: bool
+    sample_dims: bool
+
+    @classmethod
+    def parse(cls, name: str) -> SupernetMode:
+        """The mode spelt ``name``; a :class:`ConfigError` naming the choices for any other."""
+        for mode in SUPERNET_MODES:
+            if mode.name == name:
+                return mode
+        raise ConfigError(f"Unknown mode {name!r}; choose one of {', '.join(MODES)}.")
+
+    @property
+    def searchable(self) -> bool:
+        """Whether a search has anything to choose on a supernet of this mode (row thresholds or widths)."""
+        return self.prune_rows or self.sample_dims
+
+    def __str__(self) -> str:
+        return self.name
+
+
+SUPERNET_MODES: tuple[SupernetMode, ...] = (
+    SupernetMode("optembed", prune_rows=True, sample_dims=True),
+    SupernetMode("prune-only", prune_rows=True, sample_dims=False),  # OptEmbed-E
+    SupernetMode("dims-only", prune_rows=False, sample_dims=True),  # OptEmbed-D
+    SupernetMode("none", prune_rows=False, sample_dims=False),  # the original model
+)
+MODES: tuple[str, ...] = tuple(m.name for m in SUPERNET_MODES)
 
 
 def mode_flags(mode: str) -> tuple[bool, bool]:
-    """``mode`` -> ``(prune_rows, sample_dims)``."""
-    if mode not in MODE_FLAGS:
-        raise ConfigError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-    return MODE_FLAGS[mode]
+    """``mode`` -> ``(prune_rows, sample_dims)`` (a :class:`ConfigError` for an unknown name): the
+    command line's early check of ``--mode``; code that uses a mode holds a :class:`SupernetMode`."""
+    parsed = SupernetMode.parse(mode)
+    return parsed.prune_rows, parsed.sample_dims
 
 
 class TableEmbedder(Embedder):
@@ -53,6 +80,11 @@ class TableEmbedder(Embedder):
     row_mask: Tensor | None
     id_remap: Tensor | None
     fixed_widths: Tensor | None
+
+    @classmethod
+    def of_mode(cls, cardinalities: Sequence[int], dim: int, init_std: float, norm: str, mode: SupernetMode) -> TableEmbedder:
+        """The full table that learns what the supernet ``mode`` learns."""
+        return cls(cardinalities, dim, init_std, norm, mode.prune_rows, mode.sample_dims)
 
     def __init__(
         self, cardinalities: Sequence[int], dim: int, init_std: float, norm: str = "l1",
@@ -160,6 +192,43 @@ class TableEmbedder(Embedder):
         if self.prune_rows:
             return self.pruner.table_mask(emb.weight, emb.field_of_row)
         return None
+
+    @torch.no_grad()
+    def learned_mask(self) -> Tensor:
+        """The rows the learnable thresholds keep, ``BoolTensor(|f|)`` (every row when not pruning)."""
+        emb = self.embedding
+        if self.prune_rows:
+            return self.pruner.table_mask(emb.weight, emb.field_of_row)
+        return torch.ones(emb.num_rows, dtype=torch.bool, device=emb.weight.device)
+
+    def row_mask_record(self) -> dict[str, Any]:
+        emb = self.embedding
+        mask = self.learned_mask().cpu()
+        kept = torch.bincount(emb.field_of_row.cpu()[mask], minlength=emb.n_fields)
+        return {
+            "mask": mask,
+            "kept_per_field": kept.tolist(),
+            "rows_per_field": list(emb.cardinalities),
+            "thresholds": self.pruner.threshold.detach().cpu().tolist(),
+            "pruned": self.prune_rows,
+        }
+
+    @torch.no_grad()
+    def row_stats(self) -> dict[str, float]:
+        emb = self.embedding
+        kept = int(self.learned_mask().sum())
+        t = self.pruner.threshold.detach()
+        norms = emb.weight.detach().abs().sum(dim=1)
+        return {
+            "sparsity": 1.0 - kept / emb.num_rows,
+            "kept_rows": kept,
+            "threshold_min": float(t.min()),
+            "threshold_mean": float(t.mean()),
+            "threshold_max": float(t.max()),
+            "norm_min": float(norms.min()),
+            "norm_mean": float(norms.mean()),
+            "norm_max": float(norms.max()),
+        }
 
     def field_rows(self) -> list[int]:
         keep = self.keep_mask()

@@ -49,6 +49,7 @@ class BatchedScorer:
         if block is not None and block < 1:
             raise ValueError("block must be positive")
         self.model = model.eval()
+        self.table = model.table_embedder()
         self.split = split
         self.device = device
         self.rows_per_pass = rows_per_pass
@@ -80,9 +81,9 @@ class BatchedScorer:
         start = 0
         for xb, _ in self.split.batches(self.batch_rows(n_cand), self.device):
             rows = xb.shape[0]
-            xb = self.model.remap(xb)
+            xb = self.table.ids(xb)
             with autocast(self.device, self.amp):
-                emb = self.model.embed(xb)
+                emb = self.table.rows(xb)
                 for g, cands in enumerate(groups):
                     z = self.model.head_candidates(emb, xb, cands)
                     out[g * group : g * group + cands.size, start : start + rows] = z.float()

@@ -96,7 +96,7 @@ def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = N
         raise ValueError(f"unknown row ranking {by!r}; choose one of {', '.join(ROW_RANKS)}")
     if by == "impact" and counts is None:
         raise ValueError("ranking rows by impact needs id counts")
-    emb = model.embedding
+    emb = model.table_embedder().embedding
     out = []
     with torch.no_grad():
         for f, (start, rows) in enumerate(zip(emb.offsets.tolist(), emb.cardinalities, strict=True)):
@@ -171,10 +171,11 @@ class RowMaskScorer:
         self.labels = split.y.to(device)
         self.passes = 0
         self.components: list[Components] = []  # of the last call's candidates
-        emb = model.embedding
+        self.table = model.table_embedder()
+        emb = self.table.embedding
         self._local = (torch.arange(emb.num_rows, device=device) - emb.offsets[emb.field_of_row]).to(device)
-        model.set_fixed_masks(None, None)  # ids are remapped here; nothing else may remap or mask
-        model.set_row_mask(torch.ones(emb.num_rows, dtype=torch.bool))
+        self.table.set_fixed_masks(None, None)  # ids are remapped here; nothing else may remap or mask
+        self.table.set_row_mask(torch.ones(emb.num_rows, dtype=torch.bool))
         self.counts = None if counts is None else counts.to(device)
         self.id_tables = model.additive_id_tables() if counts is not None else []
 
@@ -188,7 +189,7 @@ class RowMaskScorer:
         keep = keep.to(self.device)
         self._remap = torch.where(keep, self._local, torch.zeros_like(self._local))
         if self.counts is not None:
-            emb = self.model.embedding
+            emb = self.table.embedding
             self._base_fold = folded_oov_rows(emb, keep, self.counts)
             self._base_shift = torch.zeros(emb.n_fields, device=self.device)  # summed into the logit per OOV read
             for table in self.id_tables:
@@ -198,7 +199,7 @@ class RowMaskScorer:
     def _folds(self, chunk: Sequence[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor]:
         """Per candidate of ``chunk``: the folded OOV rows ``(C, n, D)`` and logit shifts ``(C, n)``."""
         assert self.counts is not None
-        emb = self.model.embedding
+        emb = self.table.embedding
         rows = self._base_fold.unsqueeze(0).repeat(len(chunk), 1, 1)
         shift = self._base_shift.unsqueeze(0).repeat(len(chunk), 1)
         for c, (f, local_keep) in enumerate(chunk):
@@ -219,8 +220,8 @@ class RowMaskScorer:
         if folds is None:
             return self.model(stacked, self.widths)
         rows, shift = folds
-        ids = self.model.remap(stacked)
-        emb = self.model.embedder.lookup(ids, None)
+        ids = self.table.ids(stacked)
+        emb = self.table.lookup(ids, None)
         oov = stacked == 0
         emb = torch.where(oov.unsqueeze(-1), rows.repeat_interleave(b, 0).to(emb.dtype), emb)
         if self.widths is not None:
@@ -229,7 +230,7 @@ class RowMaskScorer:
 
     @torch.inference_mode()
     def __call__(self, candidates: Sequence[tuple[int, Tensor | None]]) -> np.ndarray:
-        emb = self.model.embedding
+        emb = self.table.embedding
         out = torch.empty(len(candidates), len(self.split), device=self.device)
         for g in range(0, len(candidates), self.group):
             chunk = candidates[g : g + self.group]
@@ -296,11 +297,11 @@ def search_row_levels(
     of its field's traffic (by the same counts; see :func:`level_keep`) - only emptying a field,
     which needs its own evidence, removes more.
     """
-    emb = model.embedding
+    emb = model.table_embedder().embedding
     offsets = emb.offsets.tolist()
     cards = list(emb.cardinalities)
     base = with_oov_rows(base_keep.to(device, torch.bool), emb.offsets)
-    split_counts = split_id_counts(split, emb)
+    split_counts = split_id_counts(split, emb.cardinalities, emb.offsets.device)
     traffic = (rank_counts if rank_counts is not None else split_counts).to(device)
     rankings = field_rankings(model, base, traffic, rank_by)
     fold_counts = rank_counts.to(device) if rank_counts is not None else split_counts

@@ -12,14 +12,14 @@ stands for (itself included), before scoring or as the re-training's starting po
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from optembed.layers.embedding import FieldEmbedding
-from optembed.masks.oov import with_oov_rows
+from optembed.masks.oov import field_offsets, with_oov_rows
 
 
 def reads_oov(keep: Tensor, field_embedding: FieldEmbedding) -> Tensor:
@@ -78,10 +78,14 @@ class _Batched(Protocol):
     def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
-def split_id_counts(split: _Batched, field_embedding: FieldEmbedding, batch_size: int = 1 << 16) -> Tensor:
-    """:func:`id_counts` over every row of a split, in-memory or streamed, one batch at a time."""
-    device = field_embedding.offsets.device
-    out = torch.zeros(field_embedding.num_rows, dtype=torch.long, device=device)
+def split_id_counts(
+    split: _Batched, cardinalities: Sequence[int], device: torch.device, batch_size: int = 1 << 16
+) -> Tensor:
+    """``LongTensor(|f|)`` on ``device``: how often each id of fields of ``cardinalities`` (laid end
+    to end, as the rows of the full table) occurs in every row of a split, in-memory or streamed,
+    one batch at a time."""
+    offsets = field_offsets(cardinalities).to(device)
+    out = torch.zeros(int(sum(cardinalities)), dtype=torch.long, device=device)
     for xb, _ in split.batches(batch_size, device):
-        out += id_counts(xb, field_embedding)
+        out += torch.bincount((xb + offsets).flatten(), minlength=out.numel())
     return out

@@ -1,6 +1,7 @@
 """CTR backbones (FNN, DeepFM, DCN, IPNN) over a maskable embedding table."""
 
-from optembed.models.base import MODES, CTRModel, mode_flags
+from optembed.embedders.table import SupernetMode
+from optembed.models.base import MODES, CTRModel
 from optembed.models.config import MODEL_NAMES, ModelConfig
 from optembed.models.dcn import DCN
 from optembed.models.deepfm import DeepFM
@@ -17,6 +18,6 @@ __all__ = [
     "CTRModel",
     "DeepFM",
     "ModelConfig",
+    "SupernetMode",
     "build_model",
-    "mode_flags",
 ]

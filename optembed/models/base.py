@@ -8,43 +8,32 @@ backbone subclass (FNN, DeepFM, DCN, IPNN) defines the head that turns them into
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder, param_bytes
-from optembed.embedders.table import MODE_FLAGS, MODES, TableEmbedder, mode_flags
+from optembed.embedders.table import MODES, TableEmbedder
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
-from optembed.masks.row_mask import RowPruner
 from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
-__all__ = ["MODES", "MODE_FLAGS", "CTRModel", "mode_flags"]
+__all__ = ["MODES", "CTRModel"]  # MODES: the names --mode takes
 
 
 class CTRModel(nn.Module, ABC):
     """Embedder -> backbone head -> logits.
 
-    Without an ``embedder`` the model gets a :class:`TableEmbedder` (the full table with
-    OptEmbed's row pruner, applied when ``prune_rows``, and width sampling when
-    ``sample_dims``). An embedder with ``flat_keys`` keeps its state-dict keys at the model's
-    top level (``embedding.weight``, ``pruner.threshold``), as model files always had them.
+    Models are built by :func:`optembed.models.registry.build_model` (over OptEmbed's table in a
+    :class:`~optembed.embedders.table.SupernetMode` unless given an embedder). An embedder with
+    ``flat_keys`` keeps its state-dict keys at the model's top level (``embedding.weight``,
+    ``pruner.threshold``), as model files always had them.
     """
 
-    def __init__(
-        self,
-        cardinalities: Sequence[int],
-        cfg: ModelConfig,
-        prune_rows: bool = False,
-        sample_dims: bool = False,
-        embedder: Embedder | None = None,
-    ) -> None:
+    def __init__(self, cfg: ModelConfig, embedder: Embedder) -> None:
         super().__init__()
         self.cfg = cfg
-        if embedder is None:
-            embedder = TableEmbedder(cardinalities, cfg.embed_dim, cfg.init_std, cfg.norm, prune_rows, sample_dims)
         if embedder.dim != cfg.embed_dim:
             raise ConfigError(f"The embedder is {embedder.dim} wide, the model expects {cfg.embed_dim}.")
         self.embedder = embedder
@@ -122,48 +111,13 @@ class CTRModel(nn.Module, ABC):
             "head_bytes": param_bytes(self) - param_bytes(emb),
         }
 
-    # -- the table embedder's API (OptEmbed's stages use it) -------------------------------
+    # -- OptEmbed's table ------------------------------------------------------------------
     def table_embedder(self) -> TableEmbedder:
+        """The embedder as OptEmbed's table (the width search and :func:`optembed.models.apply.apply_search`
+        work on it); a clear error for any other kind."""
         if not isinstance(self.embedder, TableEmbedder):
             raise ConfigError(f"This needs OptEmbed's table; the model's embedding is {self.embedder.kind!r}.")
         return self.embedder
-
-    @property
-    def embedding(self) -> FieldEmbedding:
-        return self.table_embedder().embedding
-
-    @property
-    def pruner(self) -> RowPruner:
-        return self.table_embedder().pruner
-
-    @property
-    def prune_rows(self) -> bool:
-        return isinstance(self.embedder, TableEmbedder) and self.embedder.prune_rows
-
-    @property
-    def row_mask(self) -> Tensor | None:
-        return self.table_embedder().row_mask
-
-    @property
-    def id_remap(self) -> Tensor | None:
-        return self.table_embedder().id_remap
-
-    @property
-    def fixed_widths(self) -> Tensor | None:
-        return self.table_embedder().fixed_widths
-
-    def set_row_mask(self, mask: Tensor | None) -> None:
-        self.table_embedder().set_row_mask(mask)
-
-    def set_fixed_masks(self, keep: Tensor | None, widths: Tensor | None) -> None:
-        self.table_embedder().set_fixed_masks(keep, widths)
-
-    def remap(self, x: Tensor) -> Tensor:
-        return self.embedder.ids(x)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``(B, n)`` ids -> ``(B, n, D)`` rows, row-masked when ``prune_rows`` (full width)."""
-        return self.table_embedder().rows(x)
 
 
 def _flatten_keys(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:

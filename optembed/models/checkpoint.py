@@ -18,10 +18,11 @@ import torch
 
 from optembed.embedders.registry import build_embedder
 from optembed.errors import ArtifactError
+from optembed.embedders.table import MODES, SupernetMode
 from optembed.models.base import CTRModel
 from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
-from optembed.safe_load import expect_dict, load_tensor_file, rebuild
+from optembed.safe_load import FIX, expect_dict, load_tensor_file, rebuild
 
 FORMAT = "optembed-model"
 VERSION = 2  # 2: every kind (the embedder's spec always present); 1: table models, or a baseline's spec
@@ -66,6 +67,8 @@ def read_model_payload(path: Path, device: torch.device | str = "cpu") -> dict[s
     if payload.get("version") not in READS:
         raise ArtifactError(f"{path} has model file version {payload.get('version')}, expected {VERSION}")
     expect_dict(payload, Path(path), "model file", ("model_config", "mode", "cardinalities", "field_names", "state_dict"))
+    if payload["mode"] not in MODES:
+        raise ArtifactError(f"{path} names an unknown supernet mode {payload['mode']!r}; {FIX}")
     return payload
 
 
@@ -75,7 +78,7 @@ def build_from_payload(payload: dict[str, Any]) -> CTRModel:
     spec = payload.get("embedder")
     cards = payload["cardinalities"]
     if spec is None:  # a table model of version 1: the mode says what it learns
-        model = build_model(cards, cfg, payload["mode"])
+        model = build_model(cards, cfg, SupernetMode.parse(payload["mode"]))
     else:
         model = build_model(cards, cfg, "none", embedder=build_embedder(spec, cards, cfg))
     model.load_state_dict(payload["state_dict"])

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from optembed.embedders.base import Embedder
 from optembed.errors import ConfigError
-from optembed.models.base import CTRModel, mode_flags
+from optembed.embedders.table import SupernetMode, TableEmbedder
+from optembed.models.base import CTRModel
 from optembed.models.config import MODEL_NAMES, ModelConfig
 from optembed.models.dcn import DCN
 from optembed.models.deepfm import DeepFM
@@ -17,11 +18,13 @@ BACKBONES: dict[str, type[CTRModel]] = {"fnn": FNN, "deepfm": DeepFM, "dcn": DCN
 
 
 def build_model(
-    cardinalities: Sequence[int], cfg: ModelConfig, mode: str = "optembed", embedder: Embedder | None = None
+    cardinalities: Sequence[int], cfg: ModelConfig, mode: SupernetMode | str = "optembed", embedder: Embedder | None = None
 ) -> CTRModel:
     """Build the backbone ``cfg.name`` over fields of the given cardinalities: over ``embedder``
-    when given, else over OptEmbed's table in ``mode``."""
+    when given, else over OptEmbed's table in ``mode`` (a name is parsed: :meth:`SupernetMode.parse`)."""
     if cfg.name not in BACKBONES:
         raise ConfigError(f"Unknown model {cfg.name!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    prune_rows, sample_dims = mode_flags(mode)
-    return BACKBONES[cfg.name](cardinalities, cfg, prune_rows=prune_rows, sample_dims=sample_dims, embedder=embedder)
+    if embedder is None:
+        table_mode = mode if isinstance(mode, SupernetMode) else SupernetMode.parse(mode)
+        embedder = TableEmbedder.of_mode(cardinalities, cfg.embed_dim, cfg.init_std, cfg.norm, table_mode)
+    return BACKBONES[cfg.name](cfg, embedder)

@@ -12,7 +12,8 @@ import torch
 from optembed.errors import ConfigError
 from optembed.validation import check_non_negative, check_positive
 
-COMPRESS_METHODS = ("pq", "int8")  # product quantization (the default) | row-wise int8 tables
+COMPRESS_METHODS = ("pq", "int8")  # product quantization | row-wise int8 tables (optembed.quantization.methods)
+DEFAULT_METHOD = COMPRESS_METHODS[0]  # product quantization: its artifacts came before there was a choice
 POPULARITY = ("log", "linear", "none")
 KMEANS_BACKENDS = ("torch", "faiss")
 CODE_DTYPES = {"uint8": 256, "uint16": 65536}  # dtype -> largest codebook it can index

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from optembed.training.runtime import Runtime
 
 
-@torch.inference_mode()
 def predict(
     model: torch.nn.Module,
     split: SplitTensors,
@@ -23,8 +22,20 @@ def predict(
     batch_size: int = 32768,
     widths: Tensor | None = None,
     amp: str = "none",
+    runtime: Runtime | None = None,
 ) -> Tensor:
-    """Logits for every row of ``split`` (in order), as a float32 tensor on ``device``."""
+    """Logits for every row of ``split`` (in order), as a float32 tensor on ``device``. With a
+    data-parallel ``runtime`` every rank predicts its contiguous part of the rows and every rank
+    gets all the rows' logits, gathered."""
+    if runtime is not None and runtime.distributed:
+        lo, hi = runtime.part(len(split))
+        return runtime.gather_cat(_logits(model, split.slice(lo, hi), device, batch_size, widths, amp))
+    return _logits(model, split, device, batch_size, widths, amp)
+
+
+@torch.inference_mode()
+def _logits(model: torch.nn.Module, split: SplitTensors, device: torch.device, batch_size: int, widths: Tensor | None,
+            amp: str) -> Tensor:
     was_training = model.training
     model.eval()
     out = torch.empty(len(split), dtype=torch.float32, device=device)
@@ -41,22 +52,12 @@ def predict(
 
 
 def evaluate(
-    model: torch.nn.Module,
-    split: SplitTensors,
-    device: torch.device,
-    batch_size: int = 32768,
-    widths: Tensor | None = None,
-    amp: str = "none",
-    runtime: Runtime | None = None,
+    model: torch.nn.Module, split: SplitTensors, device: torch.device, batch_size: int = 32768, *,
+    widths: Tensor | None = None, amp: str = "none", runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """``{"auc", "logloss"}`` of the model on one split. With a data-parallel ``runtime`` every
-    rank predicts its contiguous part of the rows and the metrics come from all ranks' gathered
-    predictions (the same numbers on every rank)."""
-    if runtime is not None and runtime.distributed:
-        lo, hi = runtime.part(len(split))
-        logits = runtime.gather_cat(predict(model, split.slice(lo, hi), device, batch_size, widths, amp))
-    else:
-        logits = predict(model, split, device, batch_size, widths, amp)
+    """``{"auc", "logloss"}`` of the model on one split, from :func:`predict`'s logits (the same
+    numbers on every rank of a data-parallel ``runtime``)."""
+    logits = predict(model, split, device, batch_size, widths, amp, runtime)
     labels = split.y.to(device, non_blocking=True)
     return {"auc": auc(labels, logits), "logloss": logloss(labels, logits)}
 

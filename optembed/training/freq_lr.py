@@ -37,7 +37,7 @@ def remapped_counts(counts: Tensor, id_remap: Tensor, offsets: Tensor, field_of_
     """Counts of the rows actually read when pruned ids are read as their field's OOV row.
 
     ``id_remap`` maps every table row to the per-field id it is read as (see
-    ``CTRModel.set_fixed_masks``); a pruned id's occurrences land on its field's OOV row.
+    ``TableEmbedder.set_fixed_masks``); a pruned id's occurrences land on its field's OOV row.
     """
     target = offsets[field_of_row] + id_remap
     out = torch.zeros_like(counts)

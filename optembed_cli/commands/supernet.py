@@ -15,7 +15,7 @@ from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, PRUNING_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, ModelDefaults, NormOpt,
     model_config, train_config,
 )
-from optembed.models.base import mode_flags
+from optembed.embedders.table import mode_flags
 from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
 from pipelines.store import Manifest
