@@ -29,7 +29,6 @@ from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
-from pipelines.readers import load_row_mask  # noqa: F401 (the supernet command's render reads it here)
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
 from pipelines.store import Manifest, Store

@@ -79,7 +79,7 @@ class FitResult:
 
 def embedding_tables(model: CTRModel) -> list[FieldEmbedding]:
     """The model's embedding tables: the embedder's first, then any per-feature table of the head."""
-    return [m for m in model.modules() if isinstance(m, FieldEmbedding)]
+    return [*model.embedder.tables(), *model.additive_id_tables()]
 
 
 def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:

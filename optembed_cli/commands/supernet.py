@@ -18,6 +18,7 @@ from optembed_cli.training_options import (
 from optembed.embedders.table import mode_flags
 from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
+from pipelines.readers import load_row_mask
 from pipelines.store import Manifest
 
 
@@ -70,7 +71,7 @@ def supernet(
 
 def render(manifest: Manifest) -> None:
     ui.out.print(ui.metrics_table(f"supernet {manifest.params['model']['name']} ({manifest.params['mode']})", manifest.metrics))
-    info = stage.load_row_mask(manifest)
+    info = load_row_mask(manifest)
     if not info["pruned"]:
         return
     payload = read_model_payload(manifest.output("model"))
