@@ -354,6 +354,8 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
         super_train["threshold_optimizer"] = args.threshold_optimizer
     if args.threshold_lr is not None:
         super_train["threshold_lr"] = args.threshold_lr
+    if args.full_width_share is not None:
+        super_train["full_width_share"] = args.full_width_share
     search: dict[str, Any] = {"population": args.population, "generations": args.generations, "topk": args.topk, "seed": seed}
     if args.max_auc:
         search["max_auc"] = True
@@ -841,6 +843,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--alpha", type=float, default=None, help="threshold regulariser weight (default: TrainConfig's)")
     ap.add_argument("--threshold-optimizer", choices=("sgd", "adam"), default=None, help="(default: TrainConfig's)")
     ap.add_argument("--threshold-lr", type=float, default=None, help="(default: TrainConfig's)")
+    ap.add_argument("--full-width-share", type=float, default=None,
+                    help="supernet: share of samples trained at full width (default: TrainConfig's)")
     ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
     ap.add_argument("--min-traffic", type=float, default=None, help="traffic share a positive row level keeps (default: the search's)")
     ap.add_argument("--row-rank", choices=("impact", "norm"), default=None, help="rows a row level keeps (default: the search's)")
