@@ -13,6 +13,7 @@ where the runs go follows MLflow's own ``MLFLOW_TRACKING_URI``, and the experime
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from types import ModuleType
@@ -27,6 +28,7 @@ DEFAULT_EXPERIMENT = "optembed"
 MISSING = '--track mlflow needs the mlflow package: pip install "optembed[track]"'
 CURVE_PREFIX = "curve/"
 ARTIFACT_OUTPUTS = ("report",)  # an evaluation's files logged besides its plots (outputs ending in .png)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")  # MLflow names take these characters only
 _BATCH = 100  # entities per log_batch call (MLflow's limit for parameters and tags)
 
 
@@ -57,6 +59,12 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def key(name: str) -> str:
+    """``name`` as an MLflow parameter, metric or tag name: other characters become ``_``
+    (the upstream ``retrain#0`` of an evaluation is tagged ``upstream.retrain_0``)."""
+    return _UNSAFE.sub("_", name)
 
 
 def _number(value: Any) -> float | None:
@@ -112,7 +120,7 @@ def tags_of(manifest: Manifest, name: str | None = None) -> dict[str, str]:
         tags["step"] = name
     if manifest.path is not None:
         tags["artifact"] = str(manifest.path)
-    tags.update({f"upstream.{k}": v for k, v in manifest.upstream.items()})
+    tags.update({key(f"upstream.{k}"): v for k, v in manifest.upstream.items()})
     return tags
 
 
@@ -130,8 +138,8 @@ class Tracker:
 
     def __init__(self, experiment: str | None = None) -> None:
         self.mlflow = require()
-        self.client = self.mlflow.tracking.MlflowClient()
         self.uri = self.mlflow.get_tracking_uri()
+        self.client = self._guard(self.mlflow.tracking.MlflowClient)
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         self.experiment_id = self._guard(lambda: self._experiment(name))
 
@@ -168,10 +176,11 @@ class Tracker:
         """Log one artifact as a finished run (nested under the run ``parent``); returns its id."""
         entities = self.mlflow.entities
         limit = _param_limit()
-        params = [entities.Param(k, _param_text(v, limit)) for k, v in sorted(flatten(manifest.params).items())]
+        texts = {key(k): _param_text(v, limit) for k, v in sorted(flatten(manifest.params).items())}
+        params = [entities.Param(k, v) for k, v in texts.items()]
         now = int(time.time() * 1000)
-        metrics = [entities.Metric(k, v, now, 0) for k, v in sorted(numeric_metrics(manifest).items())]
-        metrics += [entities.Metric(k, v, now, step) for k, step, v in curve_points(curve_rows(manifest))]
+        metrics = [entities.Metric(key(k), v, now, 0) for k, v in sorted(numeric_metrics(manifest).items())]
+        metrics += [entities.Metric(key(k), v, now, step) for k, step, v in curve_points(curve_rows(manifest))]
         files = [manifest.output(o) for o in manifest.outputs if o in ARTIFACT_OUTPUTS or manifest.outputs[o].endswith(".png")]
         tags = tags_of(manifest, name)
         run_id = self.start(tags["mlflow.runName"], tags, parent)
