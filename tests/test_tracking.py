@@ -160,3 +160,14 @@ def test_curve_steps_epoch_or_row_index() -> None:
     ]
     assert list(curve_points([{"round": 0, "flag": True}])) == [("curve/round", 0, 0.0)]  # booleans are no metric
     assert key("upstream.retrain#0") == "upstream.retrain_0" and key("curve/val auc-1.x:y") == "curve/val auc-1.x:y"
+
+
+def test_unusable_tracking_uri_is_one_line_before_any_work(tmp_path: Path, cli, tracking_uri: Path, monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    store, _, _ = synthetic_preprocess(tmp_path, rows=ROWS)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    res = cli(*SUPERNET, "--artifacts", store.root, "--track", "mlflow")
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: MLflow tracking at bogus://nowhere failed: "), res.stderr
+    assert Store(store.root).list("supernet") == []
