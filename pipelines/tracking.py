@@ -12,10 +12,11 @@ where the runs go follows MLflow's own ``MLFLOW_TRACKING_URI``, and the experime
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -141,12 +142,12 @@ class Tracker:
         self.uri = self.mlflow.get_tracking_uri()
         self.client = self._guard(self.mlflow.tracking.MlflowClient)
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        self.experiment_id = self._guard(lambda: self._experiment(name))
+        self.experiment_id = self._guard(self._experiment, name)
 
-    def _guard(self, call: Any) -> Any:
-        """``call()``, its MLflow failure turned into one line naming the tracking URI."""
+    def _guard(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, its MLflow failure turned into one line naming the tracking URI."""
         try:
-            return call()
+            return call(*args, **kwargs)
         except OptembedError:
             raise
         except Exception as exc:  # MlflowException, a connection or a file error of the backend
@@ -162,7 +163,7 @@ class Tracker:
     def start(self, name: str, tags: Mapping[str, str], parent: str | None = None) -> str:
         """A new run (nested under ``parent``, a run id); returns its id."""
         all_tags = {"mlflow.runName": name, **tags, **({"mlflow.parentRunId": parent} if parent else {})}
-        run = self._guard(lambda: self.client.create_run(self.experiment_id, tags=all_tags))
+        run = self._guard(self.client.create_run, self.experiment_id, tags=all_tags)
         return str(run.info.run_id)
 
     def start_chain(self, data: str) -> str:
@@ -170,7 +171,7 @@ class Tracker:
         return self.start(f"run {data}", {"stage": "run", "data": data, "optembed_version": __version__})
 
     def end(self, run_id: str, failed: bool = False) -> None:
-        self._guard(lambda: self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED"))
+        self._guard(self.client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
 
     def log_manifest(self, manifest: Manifest, parent: str | None = None, name: str | None = None) -> str:
         """Log one artifact as a finished run (nested under the run ``parent``); returns its id."""
@@ -186,13 +187,14 @@ class Tracker:
         run_id = self.start(tags["mlflow.runName"], tags, parent)
         try:
             for i in range(0, len(params), _BATCH):
-                self._guard(lambda: self.client.log_batch(run_id, params=params[i : i + _BATCH]))
+                self._guard(self.client.log_batch, run_id, params=params[i : i + _BATCH])
             for i in range(0, len(metrics), _BATCH):
-                self._guard(lambda: self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH]))
+                self._guard(self.client.log_batch, run_id, metrics=metrics[i : i + _BATCH])
             for path in files:
-                self._guard(lambda: self.client.log_artifact(run_id, str(path)))
+                self._guard(self.client.log_artifact, run_id, str(path))
         except BaseException:
-            self.end(run_id, failed=True)
+            with contextlib.suppress(OptembedError):  # the first failure is the one to show
+                self.end(run_id, failed=True)
             raise
         self.end(run_id)
         return run_id
