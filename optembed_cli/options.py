@@ -15,6 +15,7 @@ import typer
 from optembed.data.formats import FORMATS
 from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, MONITORS, THRESHOLD_OPTIMIZERS
 from pipelines.store import ENV_VAR, Store
+from pipelines.tracking import TRACKERS
 
 # help panels: every command's options are grouped under these titles
 INPUT = "Input"
@@ -53,6 +54,7 @@ Runtime = choices("Runtime", RUNTIMES)
 CountOn = choices("CountOn", ("train", "all"))
 SynthFormat = choices("SynthFormat", ("criteo", "avazu"))
 StageName = choices("StageName", STAGES)
+Tracker = choices("Tracker", TRACKERS)
 
 
 def complete_device(incomplete: str) -> list[str]:
@@ -76,6 +78,16 @@ JsonOpt = Annotated[
     typer.Option(
         "--json",
         help="Print only the manifest as JSON on stdout (progress and warnings go to stderr as plain lines).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+TrackOpt = Annotated[
+    Tracker | None,
+    typer.Option(
+        "--track",
+        help="Log the finished artifact as an MLflow run (parameters, curves, metrics, tags) to $MLFLOW_TRACKING_URI, "
+        "experiment $MLFLOW_EXPERIMENT_NAME (default 'optembed'); needs the mlflow package.",
+        show_default=False,
         rich_help_panel=OUTPUT,
     ),
 ]

@@ -413,16 +413,20 @@ def run_stage(
     render: Callable[[Manifest], None],
     upstream: str | tuple[str, ...] | None = None,
     source: str | None = None,
+    track: object = None,
 ) -> Manifest:
     """Open the store, name a defaulted upstream artifact, run a stage with progress (its bars and
-    lines named after the stage), print its warnings, show it."""
+    lines named after the stage), print its warnings, show it; with ``track`` (``--track``) log
+    it as an experiment run too."""
     from optembed.progress import Prefixed
     from optembed_cli import launch
+    from optembed_cli import track as tracking
     from pipelines.store import Store
 
     secondary = launch.is_secondary_rank()  # ranks > 0 of a data-parallel run print nothing
     if secondary:
         settings.quiet = True
+    tracker = None if secondary else tracking.open_tracker(track)
     store = Store(artifacts)
     name = run.__module__.rsplit(".", 1)[-1]
     with reporter(as_json=as_json) as rep:
@@ -436,6 +440,7 @@ def run_stage(
         return manifest
     announce(manifest, as_json)
     training_warnings(store, manifest)
+    tracking.log(tracker, manifest)
     if not as_json:
         render(manifest)
     return manifest

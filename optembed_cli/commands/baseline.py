@@ -10,7 +10,7 @@ from optembed.errors import ConfigError
 from optembed_cli import ui
 from optembed_cli.core_choices import AutoDimTransform, BaselineMethod, PepGranularity, QrOperation
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import BASELINE, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import BASELINE, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, TrackOpt
 from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config
 from pipelines import baseline as stage
 from pipelines.store import Manifest
@@ -40,6 +40,7 @@ def baseline(
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Train a baseline embedding (QR, PEP, AutoField or AutoDim) on a preprocess artifact; evaluate reads the result.
 
@@ -71,7 +72,7 @@ def baseline(
         device=device,
         force=force,
     )
-    ui.run_stage(stage.run, config, artifacts, json, render)
+    ui.run_stage(stage.run, config, artifacts, json, render, track=track)
 
 
 def parse_widths(text: str) -> list[int]:

@@ -10,7 +10,7 @@ from optembed.quantization.config import QuantizerConfig
 from optembed.quantization.finetune import FinetuneConfig
 from optembed_cli import ui
 from optembed_cli.core_choices import CodeDtype, CompressMethod, KmeansBackend, Popularity
-from optembed_cli.options import DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import DEVICE, QUANTIZER, TRAINING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, TrackOpt
 from optembed_cli.training_options import BatchOpt, DeviceOpt, PatienceOpt, SeedOpt
 from pipelines import compress as stage
 from pipelines.store import Manifest
@@ -48,6 +48,7 @@ def compress(
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Quantize the tables of a retrain artifact (OptEmbed or Original): codes + codebooks per large field, or row-wise int8.
 
@@ -76,7 +77,7 @@ def compress(
         force=force,
     )
     config.validate()  # every option before the store is read
-    ui.run_stage(stage.run, config, artifacts, json, render, upstream="retrain", source=source)
+    ui.run_stage(stage.run, config, artifacts, json, render, upstream="retrain", source=source, track=track)
 
 
 def render(manifest: Manifest) -> None:

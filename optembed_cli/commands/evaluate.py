@@ -13,7 +13,7 @@ from rich.text import Text
 
 from optembed.metrics import z_value
 from optembed_cli import ui
-from optembed_cli.options import OUTPUT, ArtifactsOpt, DeviceOpt, ForceOpt, JsonOpt
+from optembed_cli.options import OUTPUT, ArtifactsOpt, DeviceOpt, ForceOpt, JsonOpt, TrackOpt
 from pipelines import evaluate as stage
 from pipelines.store import Manifest, Store
 
@@ -43,6 +43,7 @@ def evaluate(
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Evaluate models on the test split and compare them in one table (a legend explains it).
 
@@ -62,7 +63,7 @@ def evaluate(
     if not sources:
         stage.preflight(config, Store(artifacts))  # a refused evaluation prints only its error
         _say_sources(config, artifacts)
-    ui.run_stage(stage.run, config, artifacts, json, render)
+    ui.run_stage(stage.run, config, artifacts, json, render, track=track)
 
 
 def _say_sources(config: stage.EvaluateStage, artifacts: Any) -> None:

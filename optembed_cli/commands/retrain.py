@@ -8,7 +8,7 @@ import typer
 
 from optembed_cli import ui
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt
+from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt, TrackOpt
 from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config,
 )
@@ -40,6 +40,7 @@ def retrain(
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Re-train from a search (OptEmbed) or supernet (OptEmbed-E) artifact, or --full; export the compact model.
 
@@ -66,7 +67,7 @@ def retrain(
         resume=run["resume"],
         force=force,
     )
-    ui.run_stage(stage.run, config, artifacts, json, render, upstream=("search", "supernet"), source=source)
+    ui.run_stage(stage.run, config, artifacts, json, render, upstream=("search", "supernet"), source=source, track=track)
 
 
 def render(manifest: Manifest) -> None:

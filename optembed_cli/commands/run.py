@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -9,15 +10,16 @@ import typer
 from rich.text import Text
 
 from optembed.data.preprocess import PreprocessConfig
-from optembed.errors import ConfigError, DataError
+from optembed.errors import ConfigError, DataError, OptembedError
 from optembed.evolution.config import EvolutionConfig
+from optembed_cli import track as tracking
 from optembed_cli import ui
 from optembed_cli.commands import evaluate as evaluate_cmd
 from optembed_cli.data_hints import explain
 from optembed_cli.option_groups import Values, with_groups
 from optembed_cli.options import (
     DEVICE, OUTPUT, ArtifactsOpt, FieldsOpt, Format, GenerationsOpt, Init, JsonOpt, LabelOpt, NumericOpt, PopulationOpt,
-    complete_device, open_store, split_list,
+    TrackOpt, complete_device, open_store, split_list,
 )
 from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS, model_config
 from pipelines import chain
@@ -103,6 +105,7 @@ def run(
     ] = None,
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Run preprocess -> supernet -> search -> retrain (-> compress) -> evaluate and compare the variants.
 
@@ -150,7 +153,7 @@ def run(
     cfg.plot = cfg.plot or plot
     if latency is not None:
         cfg.latency = latency
-    done = run_chain(cfg, artifacts, json)
+    done = run_chain(cfg, artifacts, json, track)
     if json:
         ui.announce(done["evaluate"], True, extra={"variants": chain.variant_results(cfg, done)})
 
@@ -175,22 +178,38 @@ def data_format(data: Path, given: object, label: str | None) -> tuple[str, str 
     return guess.fmt, guess.delimiter
 
 
-def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool) -> dict[str, Manifest]:
+def run_chain(cfg: chain.ChainConfig, artifacts: Path | None, as_json: bool, track: object = None) -> dict[str, Manifest]:
     """Run the chain with progress on stderr (plain lines without a terminal or under --json),
-    a warning line per questionable training run, and (without --json) the comparison table."""
+    a warning line per questionable training run, and (without --json) the comparison table.
+    With ``track`` every stage is logged as its own run, nested under one run of the chain."""
     store = open_store(artifacts)
     for line in cfg.warnings():
         ui.err.print(Text(line), soft_wrap=True)
     if ui.settings.verbose:
         ui.info(f"configuration: {cfg}")
-    with ui.reporter(as_json=as_json) as rep:
-        try:
-            done = chain.run(cfg, store, rep, after=lambda name, m: ui.training_warnings(store, m, name))
-        except DataError as exc:
-            clearer = explain(exc, Path(cfg.data), cfg.preprocess.fmt)
-            if clearer is None:
-                raise
-            raise clearer from None
+    tracker = tracking.open_tracker(track)
+    parent = tracker.start_chain(Path(cfg.data).name) if tracker else None
+
+    def after(name: str, manifest: Manifest) -> None:
+        ui.training_warnings(store, manifest, name)
+        tracking.log(tracker, manifest, parent=parent, name=name)
+
+    try:
+        with ui.reporter(as_json=as_json) as rep:
+            try:
+                done = chain.run(cfg, store, rep, after=after)
+            except DataError as exc:
+                clearer = explain(exc, Path(cfg.data), cfg.preprocess.fmt)
+                if clearer is None:
+                    raise
+                raise clearer from None
+    except BaseException:
+        if tracker is not None and parent is not None:
+            with contextlib.suppress(OptembedError):  # the run's own error is the one to show
+                tracker.end(parent, failed=True)
+        raise
+    if tracker is not None and parent is not None:
+        tracker.end(parent)
     for manifest in done.values():
         ui.notes(manifest)
     if not as_json:

@@ -10,7 +10,7 @@ from rich.table import Table
 from optembed_cli import ui
 from optembed_cli.core_choices import Mode
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt
+from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, TrackOpt
 from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, PRUNING_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, ModelDefaults, NormOpt,
     model_config, train_config,
@@ -44,6 +44,7 @@ def supernet(
     artifacts: ArtifactsOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Train the supernet on a preprocess artifact; keep the best checkpoint and its row mask.
 
@@ -66,7 +67,7 @@ def supernet(
         force=force,
     )
     mode_flags(str(mode))
-    ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source)
+    ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source, track=track)
 
 
 def render(manifest: Manifest) -> None:
