@@ -44,7 +44,7 @@ from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
-from optembed.training.diagnostics import worse_than_base_rate
+from optembed.training.diagnostics import MIN_CLASS_ROWS, worse_than_base_rate
 from optembed.training.evaluate import predict
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
@@ -59,7 +59,6 @@ STAGE = "evaluate"
 VERSION = 4  # 2: unique variant labels; compress artifacts that coded no field are refused; 3: rows state D, plots of training curves;
 # 4: AUC intervals, paired differences against the Original, the base rate's logloss, warnings
 LEVEL = 0.95  # of the AUC intervals
-MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 

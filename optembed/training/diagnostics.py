@@ -5,6 +5,8 @@
 - :func:`overfitting`: the validation logloss rises while the training loss falls.
 - :func:`worse_than_base_rate`: a model's logloss is above that of predicting the training
   positive rate for every row (the base rate): it overfits or is mis-calibrated.
+- :func:`small_test_split`: the test split has fewer than :data:`MIN_CLASS_ROWS` rows of a class:
+  its AUC is too uncertain to compare models by.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 MIN_STEPS_PER_EPOCH = 50
 RISE_TOLERANCE = 1e-3  # relative change of the validation logloss treated as noise
+MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 
 
 def steps_per_epoch(train_rows: int, batch_size: int) -> int:
@@ -80,6 +83,17 @@ def worse_than_base_rate(variant: str, splits: Mapping[str, tuple[Any, Any]]) ->
     return (
         f"{variant}: {said} {'is' if len(worse) == 1 else 'are'} worse than predicting the training positive rate "
         f"for every row: {CALIBRATION_HINT}"
+    )
+
+
+def small_test_split(positives: int, negatives: int, minimum: int = MIN_CLASS_ROWS) -> str | None:
+    """A warning when the test split has fewer than ``minimum`` rows of a class, else ``None``."""
+    if min(positives, negatives) >= minimum:
+        return None
+    return (
+        f"the test split has only {positives:,} positive and {negatives:,} negative rows (fewer than {minimum} "
+        "of a class): its test AUC is uncertain and too few to tell close models apart; use more data or a "
+        "larger test share (--split)"
     )
 
 
