@@ -1,7 +1,8 @@
 """Warnings about a training run, from its options and its epoch history (pure functions).
 
 - :func:`too_few_steps`: an epoch of only a few optimizer steps barely moves the model (a small
-  data set with a large batch): the AUC stays near 0.5 whatever the method.
+  data set with a large batch): the AUC stays near 0.5 whatever the method; below
+  :func:`min_train_rows` the data set itself is too small to train.
 - :func:`overfitting`: the validation logloss rises while the training loss falls.
 - :func:`worse_than_base_rate`: a model's logloss is above that of predicting the training
   positive rate for every row (the base rate): it overfits or is mis-calibrated.
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 MIN_STEPS_PER_EPOCH = 50
+SMALLEST_BATCH = 16  # a smaller batch than this is no remedy for a data set too small to train
 RISE_TOLERANCE = 1e-3  # relative change of the validation logloss treated as noise
 MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 
@@ -23,11 +25,24 @@ def steps_per_epoch(train_rows: int, batch_size: int) -> int:
     return -(-max(train_rows, 0) // max(batch_size, 1))
 
 
+def min_train_rows(minimum: int = MIN_STEPS_PER_EPOCH) -> int:
+    """The fewest training rows that give ``minimum`` steps an epoch of :data:`SMALLEST_BATCH` rows."""
+    return minimum * SMALLEST_BATCH
+
+
 def too_few_steps(train_rows: int, batch_size: int, minimum: int = MIN_STEPS_PER_EPOCH) -> str | None:
-    """A warning when an epoch has fewer than ``minimum`` optimizer steps, else ``None``."""
+    """A warning when an epoch has fewer than ``minimum`` optimizer steps, else ``None``; when
+    no batch of :data:`SMALLEST_BATCH` rows or more gives that many, the data set is too small
+    to train and the line says so (no smaller batch helps)."""
     steps = steps_per_epoch(train_rows, batch_size)
     if train_rows <= 0 or steps >= minimum:
         return None
+    if train_rows < min_train_rows(minimum):
+        return (
+            f"the data set is too small to train: {train_rows:,} training rows, fewer than the "
+            f"{min_train_rows(minimum):,} that {minimum} optimizer steps an epoch of at least {SMALLEST_BATCH} rows "
+            f"need (an epoch has {steps} step{'s' if steps != 1 else ''} at --batch-size {batch_size:,}); use more data"
+        )
     suggested = max(1, train_rows // minimum)
     size = 1 << (suggested.bit_length() - 1)  # a power of two at most rows / minimum
     return (
