@@ -17,10 +17,15 @@ from optembed.embedders.base import FLOAT_BYTES
 from optembed.errors import ConfigError
 
 DPI = 120
+LABEL_FONT = 9  # the trade-off plot's point labels
+CELL_FONT = 8  # the values written in the heatmap cells
+TICK_FONT = 9
 ANNOTATE_MAX_FIELDS = 40  # values written in the heatmap cells up to this many fields ...
 ANNOTATE_MAX_MODELS = 8  # ... and this many models
 CURVE_METRICS = (("train_loss", "training loss"), ("val_logloss", "validation logloss"), ("val_auc", "validation AUC"))
 SEARCH_COLORS = ("grey", "tan", "lightblue", "pink")
+START_MARKER = "*"  # the starting weights' point (epoch 0) of a training curve
+START_LABEL = "epoch 0: the starting weights"
 
 
 def _pyplot() -> Any:
@@ -82,9 +87,53 @@ def candidate_bytes(candidate: dict[str, Any]) -> int:
     return int(candidate["params"]) * FLOAT_BYTES
 
 
+def label_size(text: str, fontsize: float) -> tuple[float, float]:
+    """A label's box in points, estimated from its length (a character is about 0.6 em wide)."""
+    return 0.62 * fontsize * max(len(text), 1) + 4.0, 1.6 * fontsize + 2.0
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two ``(x0, y0, x1, y1)`` boxes share."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(
+    anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]], gap: float = 5.0,
+    marker: float = 5.0, rings: int = 6,
+) -> list[tuple[float, float]]:
+    """Offsets (points, of each label box's lower-left corner from its anchor) that keep the labels
+    of ``anchors`` (points) off each other and off the other anchors' markers (``marker`` points
+    around each): the labels are placed in order, each at the first free place among right/left
+    of its point, above/below, then further up and down (``rings`` steps); where none is free,
+    the place that overlaps least."""
+    dots = [(x - marker, y - marker, x + marker, y + marker) for x, y in anchors]
+    placed: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[float, float]] = []
+    for n, ((x, y), (w, h)) in enumerate(zip(anchors, sizes, strict=True)):
+        candidates = [(dx, -h / 2) for dx in (gap, -gap - w)]  # level with the point
+        for k in range(rings + 1):
+            lift = k * (h + 2.0)
+            for dx in (gap, -gap - w):
+                candidates += [(dx, gap + lift), (dx, -gap - h - lift)]
+        best, best_cost = candidates[0], float("inf")
+        for dx, dy in candidates:
+            box = (x + dx, y + dy, x + dx + w, y + dy + h)
+            cost = sum(_overlap(box, b) for b in placed) + sum(_overlap(box, d) for j, d in enumerate(dots) if j != n)
+            if cost < best_cost:
+                best, best_cost = (dx, dy), cost
+            if cost == 0.0:
+                break
+        placed.append((x + best[0], y + best[1], x + best[0] + w, y + best[1] + h))
+        offsets.append(best)
+    return offsets
+
+
 def tradeoff_figure(plt: Any, rows: Sequence[dict[str, Any]], candidates: Sequence[dict[str, Any]]) -> Any:
     """Test AUC vs embedding bytes (log scale) of the evaluated models, their Pareto front drawn
-    and every point labelled; the search candidates (validation AUC) behind them."""
+    and every point labelled (:func:`place_labels` keeps the labels apart); the search candidates
+    (validation AUC) behind them."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for (name, group), color in zip(_by_search(candidates).items(), SEARCH_COLORS * 8):
         xs = [candidate_bytes(c) for c in group]
@@ -105,22 +154,26 @@ def tradeoff_figure(plt: Any, rows: Sequence[dict[str, Any]], candidates: Sequen
     off = [i for i in range(len(points)) if i not in on_front]
     ax.scatter([points[i][0] for i in off], [points[i][1] for i in off], s=45, color="tab:blue",
                edgecolor="black", zorder=3, label="model off the front")
-    # labels alternate above and below the points, by size, so neighbours do not overlap
-    for rank, i in enumerate(sorted(range(len(points)), key=lambda i: points[i])):
-        if not (_finite(points[i][0]) and _finite(points[i][1])):
-            continue
-        dy = 7 if rank % 2 == 0 else -12
-        ax.annotate(str(rows[i]["variant"]), points[i], xytext=(6, dy), textcoords="offset points", fontsize=7,
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7},
-                    zorder=4)
     ax.set_xscale("log")
     ax.margins(x=0.2, y=0.12)
+    # each label beside its point, moved to the first place where it covers no other label nor point
+    shown = [i for i in sorted(range(len(points)), key=lambda i: points[i]) if _finite(points[i][0]) and _finite(points[i][1])]
     ax.set_xlabel("embedding bytes (log scale)")
     ax.set_ylabel("AUC (test for models, validation for search candidates)")
     ax.set_title("accuracy vs embedding bytes")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.tight_layout()  # the axes' final place, so the points' positions are those drawn
+    ax.get_xlim(), ax.get_ylim()  # the limits the margins give
+    to_points = 72.0 / fig.dpi
+    anchors = [tuple(float(v) * to_points for v in ax.transData.transform(points[i])) for i in shown]
+    texts = [str(rows[i]["variant"]) for i in shown]
+    offsets = place_labels(anchors, [label_size(t, LABEL_FONT) for t in texts])  # type: ignore[arg-type]
+    for i, text, (dx, dy) in zip(shown, texts, offsets):
+        ax.annotate(text, points[i], xytext=(dx, dy), textcoords="offset points", fontsize=LABEL_FONT,
+                    ha="left", va="bottom", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+                    arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 3})
     return fig
 
 
@@ -137,19 +190,22 @@ def _epoch_axis(history: Sequence[dict[str, Any]]) -> tuple[list[float], bool]:
 
 def curves_figure(plt: Any, curves: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any | None:
     """Training loss and validation logloss/AUC per epoch, one line per model, one legend under
-    the panels; ``None`` when no history has any of them."""
+    the panels; a record of epoch 0 (the starting weights' validation, before any training) is
+    drawn at 0 and marked with a star; ``None`` when no history has any of them."""
     metrics = [(key, title) for key, title in CURVE_METRICS
                if any(_finite(r.get(key)) for _, history in curves for r in history)]
     if not metrics:
         return None
     drawn = [(label, history) for label, history in curves
              if any(_finite(r.get(key)) for r in history for key, _ in metrics)]
-    ncol = min(len(drawn), 2)
-    legend_rows = -(-len(drawn) // ncol)
+    starts = any(r.get("epoch") == 0 for _, history in drawn for r in history)
+    ncol = min(len(drawn) + starts, 2)
+    legend_rows = -(-(len(drawn) + starts) // ncol)
     height = 4.0 + 0.22 * legend_rows
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), height), squeeze=False)
     any_phased = False
     handles: list[Any] = []
+    start_handle: Any = None
     for label, history in drawn:
         xs, phased = _epoch_axis(history)
         any_phased = any_phased or phased
@@ -162,6 +218,14 @@ def curves_figure(plt: Any, curves: Sequence[tuple[str, Sequence[dict[str, Any]]
                 if colour is None:
                     colour = line.get_color()
                     handles.append(line)
+                starts = [p for p, r in zip(pts, (r for r in history if _finite(r.get(key))))
+                          if not phased and r.get("epoch") == 0]
+                if starts:  # the starting weights' validation (a warm start's epoch 0): marked apart
+                    start_handle = ax.plot([p[0] for p in starts], [p[1] for p in starts], linestyle="none",
+                                           marker=START_MARKER, markersize=9, color=colour, markeredgecolor="black",
+                                           zorder=3, label=START_LABEL)[0]
+    if start_handle is not None:
+        handles.append(start_handle)
     for ax, (_, title) in zip(axes[0], metrics):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch" + (" (records in order for runs with phases)" if any_phased else ""), fontsize=8)
@@ -184,7 +248,7 @@ def _heatmap(
         for m, line in enumerate(values):
             for f, v in enumerate(line):
                 colour = "white" if norm(v) < 0.5 else "black"
-                ax.text(f, m, text(v), ha="center", va="center", fontsize=5.5, color=colour)
+                ax.text(f, m, text(v), ha="center", va="center", fontsize=CELL_FONT, color=colour)
 
 
 def fields_figure(
@@ -196,15 +260,15 @@ def fields_figure(
     dim = max([int(r.get("dim", 0)) for r in rows] + [w for line in widths for w in line] + [1])
     n_fields, n_models = len(field_names), len(rows)
     annotate = n_fields <= ANNOTATE_MAX_FIELDS and n_models <= ANNOTATE_MAX_MODELS
-    panel = 0.42 * max(n_models, 1) + 1.0
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 0.34 * n_fields + 3.0), 2 * panel + 1.6), sharex=True)
+    panel = 0.45 * max(n_models, 1) + 1.0
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 0.42 * n_fields + 3.0), 2 * panel + 1.6), sharex=True)
     _heatmap(plt, fig, ax1, fractions, 1.0, "viridis", lambda v: f"{v:.2f}", annotate, "kept / cardinality")
     _heatmap(plt, fig, ax2, widths, float(dim), "magma", lambda v: f"{int(v)}", annotate, f"width (D = {dim})")
     labels = [str(r["variant"]) for r in rows]
     for ax, title in ((ax1, "kept fraction of each field's rows"), (ax2, "embedding width of each field")):
-        ax.set_yticks(range(n_models), labels, fontsize=7)
+        ax.set_yticks(range(n_models), labels, fontsize=TICK_FONT)
         ax.set_title(title, fontsize=10)
-    ax2.set_xticks(range(n_fields), list(field_names), rotation=90, fontsize=7)
+    ax2.set_xticks(range(n_fields), list(field_names), rotation=90, fontsize=TICK_FONT)
     ax2.set_xlabel("field")
     fig.tight_layout()
     return fig

@@ -1,6 +1,6 @@
 """Warnings about a finished artifact: a trained one (``supernet``, ``retrain``, ``baseline``:
 read from its curves; these, ``compress`` and ``search``: a logloss worse than the base rate's, as recorded
-in its metrics) or an ``evaluate`` one (recorded in its ``metrics.json`` when it was computed,
+in its metrics; the trained ones and ``compress``: a test split too small for its test AUC) or an ``evaluate`` one (recorded in its ``metrics.json`` when it was computed,
 so a cached evaluation warns again)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from optembed.training.diagnostics import training_warnings
+from optembed.training.diagnostics import small_test_split, training_warnings
 from pipelines.calibration import base_rates, calibration_warnings, trained_variant
 from pipelines.store import Manifest, Store
 
 TRAINED = ("supernet", "retrain", "baseline")
 CALIBRATED = (*TRAINED, "compress", "search")
+TESTED = (*TRAINED, "compress")  # stages whose result reports a test AUC
 
 
 def artifact_warnings(store: Store, manifest: Manifest) -> list[str]:
@@ -27,7 +28,22 @@ def artifact_warnings(store: Store, manifest: Manifest) -> list[str]:
     found = _curve_warnings(manifest, pre) if manifest.stage in TRAINED else []
     if manifest.stage in CALIBRATED:
         found += _calibration(manifest, pre)
+    if manifest.stage in TESTED and pre is not None:
+        found += _test_split(pre)
     return found
+
+
+def _test_split(pre: Manifest) -> list[str]:
+    """The small-test-split line of a model scored on ``pre``'s test split (none when its schema
+    cannot be read)."""
+    try:
+        schema = json.loads(pre.output("schema").read_text())
+        rows = int(schema["rows"]["test"])
+        positives = round(float(schema["positive_ratio"]["test"]) * rows)
+    except Exception:  # noqa: BLE001 - a warning is never worth a failure
+        return []
+    line = small_test_split(positives, rows - positives)
+    return [line] if line else []
 
 
 def _curve_warnings(manifest: Manifest, pre: Manifest | None) -> list[str]:

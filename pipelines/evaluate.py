@@ -28,6 +28,7 @@ models' paired difference within its interval (:func:`evaluation_warnings`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model
 from optembed.progress import NULL, Reporter
 from optembed.training.device import resolve_device
-from optembed.training.diagnostics import worse_than_base_rate
+from optembed.training.diagnostics import MIN_CLASS_ROWS, worse_than_base_rate
 from optembed.training.evaluate import predict
 from optembed.training.latency import measure_latency, module_bytes
 from optembed.validation import batch_bytes, check_memory
@@ -58,7 +59,6 @@ STAGE = "evaluate"
 VERSION = 4  # 2: unique variant labels; compress artifacts that coded no field are refused; 3: rows state D, plots of training curves;
 # 4: AUC intervals, paired differences against the Original, the base rate's logloss, warnings
 LEVEL = 0.95  # of the AUC intervals
-MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 SOURCES = ("retrain", "compress", "supernet", "search", "baseline")
 
 
@@ -215,6 +215,8 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             }
             if config.latency:
                 row.update(measure_latency(cand.model, test.x[:4096], device))
+            else:
+                row["latency_skipped"] = "off"  # why no latency is reported (--no-latency, a CPU's default)
             rows.append(row)
             task.advance(1)
         task.close()
@@ -396,6 +398,16 @@ def training_curves(
     return [(" / ".join(labels), pq.read_table(art.output("curves")).to_pylist()) for art, labels in shared.values()]
 
 
+def latency_cell(row: dict[str, Any], key: str, spec: str) -> str:
+    """A latency or throughput cell of the report: the number, or ``n/a`` (with the one-word
+    reason when the row records it, ``n/a (off)``) when it was not measured."""
+    value = row.get(key)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return format(value, spec)
+    reason = row.get("latency_skipped")
+    return f"n/a ({reason})" if reason else "n/a"
+
+
 def report_markdown(
     rows: list[dict[str, Any]], pre: Manifest, field_names: list[str], split: dict[str, Any], warnings: Sequence[str] = ()
 ) -> str:
@@ -406,20 +418,20 @@ def report_markdown(
         f"Base rate: logloss {split['base_rate_logloss']:.5f} when predicting the training positive rate "
         f"({split['train_positive_ratio']:.4f}) for every row.",
         "",
-        "| model | variant | id | test AUC | 95% interval | vs Original | logloss | sparsity | emb. params | emb. bytes | ratio | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | id | D | test AUC | 95% interval | vs Original | logloss | sparsity | emb. params | emb. bytes | ratio | total params | file bytes | memory bytes | p50 ms | p99 ms | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lo, hi = r["test_auc_ci"]
         delta = (f"{r['delta_auc_vs_original']:+.5f} ± {z_value(LEVEL) * r['delta_auc_se']:.5f}"
                  if "delta_auc_vs_original" in r else "")
         lines.append(
-            f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r['test_auc']:.5f} | [{lo:.4f}, {hi:.4f}] | {delta} | "
+            f"| {r['model']} | {r['variant']} | `{r['id'][:10]}` | {r.get('dim', '?')} | {r['test_auc']:.5f} | [{lo:.4f}, {hi:.4f}] | {delta} | "
             f"{r['test_logloss']:.5f} | "
             f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['embedding_bytes']:,} | {r['ratio_vs_original']:.1f}x | "
             f"{r['total_params']:,} | {r['file_bytes']:,} | "
-            f"{r['memory_bytes']:,} | {r.get('latency_p50_ms', float('nan')):.3f} | {r.get('latency_p99_ms', float('nan')):.3f} | "
-            f"{r.get('throughput_samples_per_s', float('nan')):,.0f} |"
+            f"{r['memory_bytes']:,} | {latency_cell(r, 'latency_p50_ms', '.3f')} | {latency_cell(r, 'latency_p99_ms', '.3f')} | "
+            f"{latency_cell(r, 'throughput_samples_per_s', ',.0f')} |"
         )
     lines += [
         "",
@@ -429,7 +441,9 @@ def report_markdown(
         "of the tables (codebooks and float tables for a quantized model); emb. bytes: what the tables really need "
         "(values, codes, codebooks, a sparse layout's indices for PEP); ratio: the dense float32 Original table's "
         "bytes / emb. bytes. 95% interval: DeLong's normal interval of the test AUC; vs Original: the test AUC "
-        "difference against the Original on the same rows, ± 1.96 paired DeLong standard errors.",
+        "difference against the Original on the same rows, ± 1.96 paired DeLong standard errors. D: the "
+        "embedding width of the model's full table. Latency: n/a when not measured, with why (off: --no-latency, "
+        "the default on a CPU).",
         "",
     ]
     if warnings:

@@ -39,7 +39,7 @@ from pipelines import resume as resume_mod
 from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
-from pipelines.stage import execute, fit_metrics, scale_metrics
+from pipelines.stage import curve_records, execute, fit_metrics, scale_metrics
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
@@ -173,7 +173,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         compact = compact_model(model.cpu())  # the masks applied for training slice the tables
         save_model(tmp / "compact.pt", compact, data.field_names,
                    extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
-        pq.write_table(pa.Table.from_pylist(result.history), tmp / "curves.parquet")
+        pq.write_table(pa.Table.from_pylist(curve_records(result)), tmp / "curves.parquet")
         total = model.embedder.num_rows * dim
         emb_params = compact.embedder.kept_params()
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}

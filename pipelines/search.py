@@ -40,7 +40,7 @@ from optembed.masks.oov import field_offsets, with_oov_rows
 from optembed.embedders.table import SupernetMode
 from optembed.models.apply import apply_search
 from optembed.models.checkpoint import load_model, read_model_payload
-from optembed.progress import NULL, Reporter
+from optembed.progress import NULL, Reporter, Task
 from optembed.training.runtime import runtime_from_env
 from optembed.training.evaluate import evaluate, require_rankable
 from optembed.validation import check_search_memory
@@ -233,15 +233,9 @@ def _row_phase(
     counts: torch.Tensor | None = None,
 ) -> RowLevelResult:
     task = reporter.task("search: row levels", total=1, unit="pass")
-
-    def progress(what: str, done: int, total: int) -> None:
-        task.update(description=f"search: {what}", total=total)
-        if done:
-            task.advance(1)
-
     result = search_row_levels(
         model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
-        amp=config.amp, progress=progress, z=config.evolution.noise_z, rank_by=config.row_rank,
+        amp=config.amp, progress=PhasedProgress(task), z=config.evolution.noise_z, rank_by=config.row_rank,
         rank_counts=None if counts is None else counts.to(device), min_traffic=config.min_traffic,
     )
     task.close()
@@ -250,6 +244,27 @@ def _row_phase(
         f"{sum(q < 1.0 for q in result.levels)} fields pruned, {sum(q == 0.0 for q in result.levels)} emptied"
     )
     return result
+
+
+class PhasedProgress:
+    """A progress hook ``(what, done, total)`` over one task whose work comes in phases (each with
+    its own ``total``, ``done`` counting from 0 again): the bar counts the steps of the phases
+    so far, its total is theirs plus the current phase's, so it never shows more done than total."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.phase: str | None = None
+        self.before = 0  # steps of the finished phases
+        self.shown = 0  # steps the task has advanced
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what != self.phase:
+            self.phase, self.before = what, self.shown
+        self.task.update(description=f"search: {what}", total=self.before + total)
+        target = self.before + min(done, total)
+        if target > self.shown:
+            self.task.advance(target - self.shown)
+            self.shown = target
 
 
 def _width_phase(

@@ -98,6 +98,17 @@ def fit_metrics(result: FitResult) -> dict[str, Any]:
     }
 
 
+def curve_records(result: FitResult) -> list[dict[str, Any]]:
+    """The records of a training's ``curves.parquet``: the starting weights' validation first
+    (epoch 0, when they were validated: the kept checkpoint when no epoch beats them), then one
+    per epoch. The start's test metrics stay out, as the epochs' do; every record has every key
+    (``None`` where it has no value: the start has no training loss), so a table keeps them all."""
+    start = {k: v for k, v in result.start_record.items() if not k.startswith("test_")}
+    records = [start, *result.history] if start else list(result.history)
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    return [{k: r.get(k) for k in keys} for r in records]
+
+
 def scale_metrics(runtime: Runtime, streamed: list[str], buffer_rows: int) -> dict[str, Any]:
     """Manifest metrics of how a training stage ran (not fingerprinted: they do not change what is
     learned beyond float rounding and the streamed shuffle): the number of data-parallel

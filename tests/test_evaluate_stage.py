@@ -98,6 +98,8 @@ def test_variant_labels_are_unique(prepared) -> None:
     assert labels[again.fingerprint] == f"original [{again.fingerprint[:8]}]"
     report = m.output("report").read_text()
     assert f"original [{again.fingerprint[:8]}]" in report
+    # latency was not measured: said in its cells, never as nan
+    assert "nan" not in report and report.count("n/a (off)") == 3 * len(labels)
 
 
 def test_evaluate_rejects_mixed_data(prepared) -> None:

@@ -42,7 +42,7 @@ from optembed.data.formats import (
     lit,
     q,
 )
-from optembed.data.validation import check_input, check_rejects, check_rows, first_row
+from optembed.data.validation import check_input, check_numeric_columns, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.validation import check_number
@@ -239,6 +239,8 @@ def _run(
         raise DataError(f"{path.name} has no data rows")
 
     step("validating labels and values")
+    if cfg.fmt in ("csv", "parquet"):
+        check_numeric_columns(con, path, spec, cfg.numeric)
     bad_labels = check_rows(con, path, spec, cfg, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
     checked = list(dict.fromkeys(f.source_column for f in spec.fields if f.check_sql))
     bad_values = cast_lines + check_rows(

@@ -131,6 +131,31 @@ def check_rows(
     )
 
 
+def check_numeric_columns(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: FormatSpec, numeric: list[str] | None
+) -> None:
+    """A ``--numeric`` column whose values are mostly not numbers is a text column declared
+    numeric: one error naming it (and a value of it), advising to drop it from ``--numeric``,
+    rather than rows to skip. A few stray values in a numeric column are left to
+    :func:`check_rows`."""
+    for name in dict.fromkeys(numeric or []):
+        col = q(name)
+        text = f"CAST({col} AS VARCHAR)"
+        filled, bad, example = first_row(
+            con,
+            f"SELECT count({col}) FILTER (WHERE {text} <> ''), "
+            f"count(*) FILTER (WHERE {text} <> '' AND TRY_CAST({text} AS DOUBLE) IS NULL), "
+            f"min({text}) FILTER (WHERE {text} <> '' AND TRY_CAST({text} AS DOUBLE) IS NULL) "
+            f"FROM {spec.reader_sql}",
+        )
+        if bad and 2 * int(bad) >= int(filled):
+            raise DataError(
+                f"{path.name}: column '{name}' is not numeric ({int(bad):,} of its {int(filled):,} values are not "
+                f"numbers, e.g. {_one_line(str(example))[:40]!r}): drop it from --numeric (it is then encoded as a "
+                "categorical field)"
+            )
+
+
 def _is_number(value: Any) -> bool:
     try:
         return math.isfinite(float(value))

@@ -1,10 +1,13 @@
 """Warnings about a training run, from its options and its epoch history (pure functions).
 
 - :func:`too_few_steps`: an epoch of only a few optimizer steps barely moves the model (a small
-  data set with a large batch): the AUC stays near 0.5 whatever the method.
+  data set with a large batch): the AUC stays near 0.5 whatever the method; below
+  :func:`min_train_rows` the data set itself is too small to train.
 - :func:`overfitting`: the validation logloss rises while the training loss falls.
 - :func:`worse_than_base_rate`: a model's logloss is above that of predicting the training
   positive rate for every row (the base rate): it overfits or is mis-calibrated.
+- :func:`small_test_split`: the test split has fewer than :data:`MIN_CLASS_ROWS` rows of a class:
+  its AUC is too uncertain to compare models by.
 """
 
 from __future__ import annotations
@@ -13,18 +16,33 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 MIN_STEPS_PER_EPOCH = 50
+SMALLEST_BATCH = 16  # a smaller batch than this is no remedy for a data set too small to train
 RISE_TOLERANCE = 1e-3  # relative change of the validation logloss treated as noise
+MIN_CLASS_ROWS = 200  # fewer test rows of a class: too few to tell models apart
 
 
 def steps_per_epoch(train_rows: int, batch_size: int) -> int:
     return -(-max(train_rows, 0) // max(batch_size, 1))
 
 
+def min_train_rows(minimum: int = MIN_STEPS_PER_EPOCH) -> int:
+    """The fewest training rows that give ``minimum`` steps an epoch of :data:`SMALLEST_BATCH` rows."""
+    return minimum * SMALLEST_BATCH
+
+
 def too_few_steps(train_rows: int, batch_size: int, minimum: int = MIN_STEPS_PER_EPOCH) -> str | None:
-    """A warning when an epoch has fewer than ``minimum`` optimizer steps, else ``None``."""
+    """A warning when an epoch has fewer than ``minimum`` optimizer steps, else ``None``; when
+    no batch of :data:`SMALLEST_BATCH` rows or more gives that many, the data set is too small
+    to train and the line says so (no smaller batch helps)."""
     steps = steps_per_epoch(train_rows, batch_size)
     if train_rows <= 0 or steps >= minimum:
         return None
+    if train_rows < min_train_rows(minimum):
+        return (
+            f"the data set is too small to train: {train_rows:,} training rows, fewer than the "
+            f"{min_train_rows(minimum):,} that {minimum} optimizer steps an epoch of at least {SMALLEST_BATCH} rows "
+            f"need (an epoch has {steps} step{'s' if steps != 1 else ''} at --batch-size {batch_size:,}); use more data"
+        )
     suggested = max(1, train_rows // minimum)
     size = 1 << (suggested.bit_length() - 1)  # a power of two at most rows / minimum
     return (
@@ -80,6 +98,17 @@ def worse_than_base_rate(variant: str, splits: Mapping[str, tuple[Any, Any]]) ->
     return (
         f"{variant}: {said} {'is' if len(worse) == 1 else 'are'} worse than predicting the training positive rate "
         f"for every row: {CALIBRATION_HINT}"
+    )
+
+
+def small_test_split(positives: int, negatives: int, minimum: int = MIN_CLASS_ROWS) -> str | None:
+    """A warning when the test split has fewer than ``minimum`` rows of a class, else ``None``."""
+    if min(positives, negatives) >= minimum:
+        return None
+    return (
+        f"the test split has only {positives:,} positive and {negatives:,} negative rows (fewer than {minimum} "
+        "of a class): its test AUC is uncertain and too few to tell close models apart; use more data or a "
+        "larger test share (--split)"
     )
 
 

@@ -119,21 +119,26 @@ def base_rate_line(split: dict[str, Any]) -> str:
 
 def comparison_table(rows: list[dict[str, Any]], split: dict[str, Any] | None) -> Table:
     """The comparison: at most 80 columns wide with the usual labels (long ones wrap, numbers
-    never do); the backbone in the title, or beside each variant when they differ; the base
-    rate as the caption."""
+    never do); the backbone in the title, or beside each variant when they differ; a D column
+    (the embedding width) when the models' widths differ; the base rate as the caption."""
     models = sorted({str(r["model"]) for r in rows})
     title = "evaluation (test split)" + (f": {models[0]}" if len(models) == 1 else "")
     table = Table(
         title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
         caption=base_rate_line(split) if split else None, caption_justify="left",
     )
-    for col in ("variant", "id", "test AUC ±95%", "logloss", "sparsity", "emb. bytes", "ratio"):
+    dims = {r.get("dim") for r in rows} - {None}
+    show_dim = len(dims) > 1  # models of different embedding widths D: say each one's
+    columns = ("variant", "id", *(("D",) if show_dim else ()), "test AUC ±95%", "logloss", "sparsity", "emb. bytes", "ratio")
+    for col in columns:
         left = col in ("variant", "id")
-        table.add_column(col, justify="left" if left else "right", no_wrap=col != "variant", min_width=12 if col == "variant" else None)
+        table.add_column(col, justify="left" if left else "right", no_wrap=col != "variant",
+                         min_width=(10 if show_dim else 12) if col == "variant" else None)
     for r in rows:
         variant = r["variant"] + (f" ({r['model']})" if len(models) > 1 else "")
-        cells = [variant, r["id"][:8], auc_cell(r), f"{r['test_logloss']:.4f}", f"{r['sparsity']:.4f}",
-                 size_text(int(r["embedding_bytes"])), f"{r['ratio_vs_original']:.1f}x"]
+        cells = [variant, r["id"][:8], *((str(r.get("dim", "?")),) if show_dim else ()), auc_cell(r),
+                 f"{r['test_logloss']:.4f}", f"{r['sparsity']:.4f}", size_text(int(r["embedding_bytes"])),
+                 f"{r['ratio_vs_original']:.1f}x"]
         table.add_row(*(Text(str(c)) for c in cells))
     return table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -43,10 +44,12 @@ def export(
     """
     config = stage.ExportStage(source=source, out=out, formats=stage.parse_formats(format), force=force)
     config.validate()
-    ui.run_stage(stage.run, config, artifacts, json, render, upstream=stage.SOURCES, source=source)
+    ui.run_stage(stage.run, config, artifacts, json, lambda m: render(m, out), upstream=stage.SOURCES, source=source)
 
 
-def render(manifest: Manifest) -> None:
+def render(manifest: Manifest, out: Path | None = None) -> None:
+    """The export's numbers and the folder the bundle was written to: ``out`` when given (the
+    store keeps its own copy, named after it), else the artifact's folder."""
     m = manifest.metrics
     shown = {k: m[k] for k in (
         "variant", "source_stage", "test_auc", "test_logloss", "onnx_opset", "max_abs_diff_onnx", "max_abs_diff_pt2",
@@ -54,4 +57,7 @@ def render(manifest: Manifest) -> None:
     ) if m.get(k) is not None}
     ui.out.print(ui.metrics_table("export", shown))
     assert manifest.path is not None
-    ui.out.print(f"bundle: {manifest.path}")
+    if out is None:
+        ui.out.print(f"bundle: {manifest.path}")
+    else:
+        ui.out.print(f"bundle: {Path(os.path.abspath(out))} (also in the store: {manifest.path})")
