@@ -71,6 +71,8 @@ class CompactEmbedder(Embedder):
         return cls(tables, [torch.zeros(int(c), dtype=torch.int32) for c in cardinalities], dim)
 
     def serving_lookup(self) -> nn.Module:
+        from optembed.embedders.compact_lookup import CompactLookup
+
         return CompactLookup(self)
 
     @property
@@ -127,16 +129,3 @@ class CompactEmbedder(Embedder):
 
     def field_rows(self) -> list[int]:
         return self.kept
-
-
-class CompactLookup(nn.Module):
-    """Ids -> (compact rows, ``(B, n, D)`` embeddings) of a :class:`CompactEmbedder` in exportable
-    operators: the remap gather, then :meth:`CompactEmbedder.gather_elements`."""
-
-    def __init__(self, embedder: CompactEmbedder) -> None:
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        rows = self.embedder.ids(x)
-        return rows, self.embedder.gather_elements(rows)
