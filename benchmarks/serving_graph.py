@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--singles", type=int, default=100)
     ap.add_argument("--batches", type=int, default=3)
     ap.add_argument("--no-old", action="store_true", help="skip the element-gather graphs")
-    ap.add_argument("--slack", default="", help="extra compact graphs whose width groups may pad up to these "
+    ap.add_argument("--slack", default="0,inf", help="extra compact graphs whose width groups may pad up to these "
                     "shares of the entries (comma-separated; 'inf': one table padded to D)")
     args = ap.parse_args(argv)
     cards = CARDINALITIES[len(CARDINALITIES) - args.fields:] if args.fields < len(CARDINALITIES) else CARDINALITIES
