@@ -6,9 +6,11 @@ the plain model over the full table (its graph: one row gather), the Original's 
 built directly from random per-field tables (random kept rows and widths in 1..D) and random
 remaps. Each is exported with :func:`optembed.export.writers.save_onnx` through
 :class:`optembed.export.graph.ServingNet`; the compact and the Original graphs are exported
-twice, with the serving lookup (:class:`optembed.embedders.compact.CompactLookup`, row gathers)
-and with the earlier element-wise gather (:meth:`CompactEmbedder.gather_elements`), and every
-graph's outputs are checked against its in-package model first.
+twice, with the serving lookup (:class:`optembed.embedders.compact_lookup.CompactLookup`, row
+gathers of width-grouped tables) and with the earlier element-wise gather
+(:meth:`CompactEmbedder.gather_elements`); ``--slack`` adds compact graphs of other width
+groupings (0: one group per width, exactly the model's bytes; inf: one table padded to D).
+Every graph's outputs are checked against its in-package model first.
 
 Timing: onnxruntime with 1 and 2 threads; per trial every graph in turn (interleaved, the order
 rotated each trial) runs ``--singles`` batch-1 calls (their median ms) and ``--batches`` calls at
@@ -193,15 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     emb: CompactEmbedder = compact.embedder  # type: ignore[assignment]
     sparsity = 1 - emb.kept_params() / (sum(cards) * args.dim)
     assert sparsity >= 0.8, f"sparsity {sparsity:.3f} < 0.8: narrow --keep"
+    default = serving_net(compact)
+    groups = default.lookup.tables()
+    base = f"compact, default ({len(groups)} groups, +{sum(t.numel() for t in groups) / emb.kept_params() - 1:.1%})"
     nets = {
-        "compact (row gathers)": (compact, serving_net(compact)),
+        base: (compact, default),
         "original (row gathers)": (original, serving_net(original)),
         "plain DeepFM (full table)": (plain, serving_net(plain, PlainLookup(plain))),
     }
     for slack in (float(v) for v in args.slack.split(",") if v):
         lookup = CompactLookup(emb, slack)
         extra = sum(t.numel() for t in lookup.tables()) / emb.kept_params() - 1
-        nets[f"compact ({len(lookup.widths)} groups, +{extra:.1%})"] = (compact, serving_net(compact, lookup))
+        nets[f"compact, slack {slack:g} ({len(lookup.widths)} groups, +{extra:.1%})"] = (compact, serving_net(compact, lookup))
     if not args.no_old:
         nets["compact (element gather)"] = (compact, serving_net(compact, ElementLookup(emb)))
         nets["original (element gather)"] = (original, serving_net(original, ElementLookup(original.embedder)))  # type: ignore[arg-type]
@@ -209,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     single = [x[i : i + 1].numpy() for i in range(args.singles)]
     print(f"{len(cards)} fields, {sum(cards):,} rows, D {args.dim}, MLP {args.mlp}; compact sparsity {sparsity:.3f}, "
           f"{len(set(emb.widths))} distinct widths, {emb.kept_params():,} kept params", flush=True)
-    report: dict[str, object] = {}
+    table: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths: dict[str, Path] = {}
+        info: dict[str, tuple[int, float]] = {}
         for i, (name, (model, net)) in enumerate(nets.items()):
             path = work / f"g{i}.onnx"
             save_onnx(export_program(net, net.n_fields), path, net.n_fields)
@@ -223,26 +229,33 @@ def main(argv: list[str] | None = None) -> int:
             assert err < 1e-5, f"{name}: the graph differs from the model by {err}"
             nodes, ops = node_counts(path)
             paths[name] = path
-            print(f"{name:28s} {nodes:3d} nodes, {path.stat().st_size / 2**20:7.1f} MiB, max |graph - model| {err:.1e}; "
+            info[name] = (nodes, path.stat().st_size / 2**20)
+            print(f"{name:36s} {nodes:3d} nodes, {path.stat().st_size / 2**20:7.1f} MiB, max |graph - model| {err:.1e}; "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(ops.items(), key=lambda t: -t[1])[:8])}", flush=True)
-        for name in ("compact (row gathers)", "compact (element gather)"):
+        for name in (base, "plain DeepFM (full table)", "compact (element gather)"):
             if name in paths:
                 top = profile_ops(paths[name], x.numpy(), 1, 5, work)
                 print(f"profile {name}, batch {BATCH}, 1 thread: " + ", ".join(f"{op} {share:.0%}" for op, share in top[:6]), flush=True)
         for threads in (int(t) for t in args.threads.split(",")):
             scorers = {name: onnx_scorer(path, threads) for name, path in paths.items()}
             res = time_trials(scorers, single, x.numpy(), args.trials, args.batches)
-            base_ms = statistics.median(res["compact (row gathers)"]["ms"])
-            base_rate = statistics.median(res["compact (row gathers)"]["rate"])
+            base_ms = statistics.median(res[base]["ms"])
+            base_rate = statistics.median(res[base]["rate"])
             print(f"threads {threads}: graph | batch-1 ms median [min..max] | samples/s at {BATCH} median [min..max] | "
                   f"compact speed-up at 1 / at {BATCH}")
             for name, r in res.items():
                 ms, rate = statistics.median(r["ms"]), statistics.median(r["rate"])
-                print(f"  {name:28s} {ms:7.3f} [{min(r['ms']):.3f}..{max(r['ms']):.3f}]  {rate:>9,.0f} "
+                print(f"  {name:36s} {ms:7.3f} [{min(r['ms']):.3f}..{max(r['ms']):.3f}]  {rate:>9,.0f} "
                       f"[{min(r['rate']):,.0f}..{max(r['rate']):,.0f}]  {ms / base_ms:5.2f}x  {base_rate / rate:5.2f}x", flush=True)
-            report[str(threads)] = res
+            for name, r in res.items():
+                ms, rate = statistics.median(r["ms"]), statistics.median(r["rate"])
+                table.append(f"| {threads} | {name} | {info[name][0]} | {info[name][1]:.1f} | {ms:.3f} [{min(r['ms']):.3f}..{max(r['ms']):.3f}] | "
+                             f"{rate:,.0f} [{min(r['rate']):,.0f}..{max(r['rate']):,.0f}] | {ms / base_ms:.2f}x | {base_rate / rate:.2f}x |")
     load = os.getloadavg()
-    print(f"machine: {machine()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; {now()}")
+    print(f"\nmachine: {machine()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); {now()}")
+    print("| threads | graph | nodes | MiB | batch-1 ms | samples/s, batch 4096 | compact speed-up, batch 1 | at 4096 |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(table))
     return 0
 
 
