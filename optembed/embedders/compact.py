@@ -71,6 +71,8 @@ class CompactEmbedder(Embedder):
         return cls(tables, [torch.zeros(int(c), dtype=torch.int32) for c in cardinalities], dim)
 
     def serving_lookup(self) -> nn.Module:
+        from optembed.embedders.compact_lookup import CompactLookup
+
         return CompactLookup(self)
 
     @property
@@ -108,8 +110,11 @@ class CompactEmbedder(Embedder):
         return F.embedding(self.field_start + ids * self.field_width, windows) * self.inside_f
 
     def gather_elements(self, xc: Tensor) -> Tensor:
-        """The same embeddings as :meth:`lookup` from an element-wise gather (no strided view):
-        the form exported graphs use (ONNX has no strided view)."""
+        """The same embeddings as :meth:`lookup` from an element-wise gather over the flat buffer
+        (no strided view). Exported graphs run
+        :class:`~optembed.embedders.compact_lookup.CompactLookup` (row gathers of width-grouped
+        tables) instead: at batch 4096 this form's ``(B, n, D)`` index arithmetic costs about
+        twice the whole graph's time (``benchmarks/serving_graph.py``)."""
         index = (self.field_start + xc * self.field_width).unsqueeze(-1) + torch.arange(self.dim, device=xc.device)
         return self.flat[torch.where(self.inside, index, 0)] * self.inside_f
 
@@ -127,16 +132,3 @@ class CompactEmbedder(Embedder):
 
     def field_rows(self) -> list[int]:
         return self.kept
-
-
-class CompactLookup(nn.Module):
-    """Ids -> (compact rows, ``(B, n, D)`` embeddings) of a :class:`CompactEmbedder` in exportable
-    operators: the remap gather, then :meth:`CompactEmbedder.gather_elements`."""
-
-    def __init__(self, embedder: CompactEmbedder) -> None:
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        rows = self.embedder.ids(x)
-        return rows, self.embedder.gather_elements(rows)

@@ -2,11 +2,12 @@
 
 :class:`ServingNet` wraps a deployable model for export: the embedder's own exportable lookup
 (:meth:`~optembed.embedders.base.Embedder.serving_lookup`: the compact tables' remap and
-element-wise gather, or the quantized tables' id map and per-field decode), then the backbone's
+row gathers of width-grouped tables, or the quantized tables' id map and per-field decode), then the backbone's
 head. Its forward has no branch on the batch size and no in-place writes, so ``torch.export``
 can trace it with a symbolic batch dimension and the ONNX exporter can translate every operator.
 The head is the model's own module, so the graph computes what the in-package model computes;
-the parameters are shared, not copied.
+the head's parameters are shared, not copied (a compact lookup copies its tables into width
+groups when the net is built).
 """
 
 from __future__ import annotations
