@@ -141,3 +141,144 @@ def test_synth_two_tasks(tmp_path: Path) -> None:
     # one task: the truth has no tasks key
     generate(tmp_path / "one.txt", 500, seed=2)
     assert "tasks" not in json.loads((tmp_path / "one.txt.truth.json").read_text())
+
+
+# -- models ------------------------------------------------------------------------------------
+import torch  # noqa: E402
+
+from optembed.fingerprint import fingerprint_params  # noqa: E402
+from optembed.models.config import MODEL_NAMES, ModelConfig  # noqa: E402
+from optembed.models.registry import build_model  # noqa: E402
+from optembed.training.config import TrainConfig  # noqa: E402
+from optembed.training.tasks import task_bce  # noqa: E402
+
+CARDS = [6, 9, 11]
+
+
+def small(name: str, tasks: int) -> ModelConfig:
+    return ModelConfig(name, embed_dim=4, mlp_dims=(8, 5), dropout=0.0, cross_layers=1, tasks=tasks)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_output_shapes(name: str) -> None:
+    x = torch.stack([torch.randint(0, c, (7,)) for c in CARDS], dim=1)
+    widths = torch.tensor([[4, 2, 1], [3, 3, 3]])
+    for tasks, shape, cand_shape in ((1, (7,), (2, 7)), (2, (7, 2), (2, 7, 2)), (3, (7, 3), (2, 7, 3))):
+        model = build_model(CARDS, small(name, tasks)).eval()
+        assert model(x).shape == shape
+        cands = model.forward_candidates(x, widths)
+        assert cands.shape == cand_shape
+        assert torch.allclose(cands[1], model(x, widths[1]), atol=1e-5)  # the shared-work path agrees
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_each_task_is_the_one_task_model_with_its_own_last_layer(name: str) -> None:
+    """Shared bottom: task ``k`` of a two-task model is exactly a one-task model over the same
+    embeddings and hidden layers whose last layer (and bias) is task ``k``'s slice."""
+    torch.manual_seed(0)
+    two = build_model(CARDS, small(name, 2)).eval()
+    x = torch.stack([torch.randint(0, c, (9,)) for c in CARDS], dim=1)
+    both = two(x)
+    for k in range(2):
+        one = build_model(CARDS, small(name, 1)).eval()
+        target = one.state_dict()
+        state = {}
+        for key, value in two.state_dict().items():
+            want = target[key].shape
+            if value.shape == want:
+                state[key] = value
+            elif want == torch.Size([]):
+                state[key] = value[k]
+            else:
+                assert value.shape[0] == 2 and value.shape[1:] == want[1:], key
+                state[key] = value[k : k + 1]
+        one.load_state_dict(state)
+        assert torch.allclose(one(x), both[:, k], atol=1e-6)
+
+
+def test_one_task_model_unchanged() -> None:
+    model = build_model(CARDS, small("deepfm", 1))
+    assert model.bias.shape == () and model.mlp.layers[-1].out_features == 1
+    assert "tasks" not in small("fnn", 1).to_dict() and small("fnn", 2).to_dict()["tasks"] == 2
+    assert ModelConfig.from_dict(small("fnn", 2).to_dict()).tasks == 2
+    with pytest.raises(ConfigError):
+        ModelConfig("fnn", tasks=0)
+
+
+def test_single_task_fingerprints_unchanged() -> None:
+    assert "tasks" not in fingerprint_params(ModelConfig("dcn"))
+    assert fingerprint_params(ModelConfig("dcn", tasks=2))["tasks"] == 2
+    assert "task_weights" not in TrainConfig().to_params()
+    assert TrainConfig(task_weights=[1.0, 0.5]).to_params()["task_weights"] == [1.0, 0.5]
+    assert "task_weights" not in TrainConfig(task_weights=[]).to_params()  # a JSON list reads back as ()
+
+
+# -- the loss ----------------------------------------------------------------------------------
+def _bce(z: float, y: float) -> float:
+    p = 1.0 / (1.0 + np.exp(-z))
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def test_weighted_loss_against_hand_computation() -> None:
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, -2.5]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    per_task = [np.mean([_bce(float(logits[i, t]), float(labels[i, t])) for i in range(3)]) for t in range(2)]
+    weights = torch.tensor([1.0, 4.0])
+    assert float(task_bce(logits, labels, weights)) == pytest.approx(per_task[0] + 4.0 * per_task[1], rel=1e-9)
+    assert float(task_bce(logits, labels)) == pytest.approx(per_task[0] + per_task[1], rel=1e-9)
+    summed = float(task_bce(logits, labels, weights, reduction="sum"))
+    assert summed == pytest.approx(3 * (per_task[0] + 4.0 * per_task[1]), rel=1e-9)
+    # gradients: d/dz of w_t * mean_i BCE = w_t * (sigmoid(z) - y) / rows
+    z = logits.clone().requires_grad_(True)
+    task_bce(z, labels, weights).backward()
+    expected = (torch.sigmoid(logits) - labels) * weights.double() / 3
+    assert torch.allclose(z.grad, expected, atol=1e-12)
+    # one task: the plain mean BCE
+    one = float(task_bce(logits[:, 0], labels[:, 0]))
+    assert one == pytest.approx(per_task[0], rel=1e-9)
+    with pytest.raises(ConfigError):
+        task_bce(logits, labels[:, 0])
+
+
+def test_task_weights_validated() -> None:
+    from optembed.training.trainer import Trainer
+
+    for bad in ((-1.0, 1.0), (0.0, 0.0), (float("nan"), 1.0)):
+        with pytest.raises(ConfigError):
+            TrainConfig(task_weights=bad).validate()
+    with pytest.raises(ConfigError, match="3 weights"):
+        Trainer(build_model(CARDS, small("fnn", 2)), TrainConfig(task_weights=(1.0, 1.0, 1.0)), torch.device("cpu"))
+
+
+# -- training ----------------------------------------------------------------------------------
+def test_training_learns_both_planted_tasks(two_label: tuple[Path, list[list[object]]]) -> None:
+    from optembed.metrics import auc
+    from optembed.training.trainer import Trainer
+
+    out, _ = two_label
+    names = ["a", "b", "c"]
+    cards = [f["cardinality"] for f in json.loads((out / "schema.json").read_text())["fields"]]
+    splits = {
+        s: read_split(out / f"{s}.parquet", names, ["label", "label_1"], tasks=["click", "convert"])
+        for s in ("train", "val", "test")
+    }
+    torch.manual_seed(0)
+    model = build_model(cards, ModelConfig("fnn", embed_dim=4, mlp_dims=(16,), dropout=0.0, tasks=2), "none")
+    cfg = TrainConfig(epochs=6, batch_size=256, lr=0.01, patience=0, lr_decay=1.0, task_weights=(1.0, 3.0), alpha=0.0)
+    result = Trainer(model, cfg, torch.device("cpu")).fit(splits["train"], splits["val"], splits["test"])
+    for record in result.history:
+        assert {"val_auc_click", "val_logloss_click", "val_auc_convert", "val_logloss_convert"} <= set(record)
+        assert record["val_auc"] == record["val_auc_click"] and record["val_logloss"] == record["val_logloss_click"]
+    best = result.best_metrics()
+    assert best["test_auc_click"] > 0.65 and best["test_auc_convert"] > 0.65
+    assert best["test_auc"] == best["test_auc_click"]
+    # the per-task numbers are the metrics of each column of the logits
+    model.load_state_dict(result.best_state)
+    model.eval()
+    with torch.no_grad():
+        logits = model(splits["test"].x)
+    assert auc(splits["test"].y[:, 1], logits[:, 1]) == pytest.approx(best["test_auc_convert"])
+    # each head learned its own task: the conversion's signal in b is not the click's, so the
+    # conversion head ranks the conversions better than the click head does
+    test = splits["test"]
+    assert auc(test.y[:, 1], logits[:, 1]) > auc(test.y[:, 1], logits[:, 0]) + 0.05
