@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.data.preprocess import label_columns, task_names
+from optembed.data.labels import label_columns, task_names
 from optembed.data.stream import DEFAULT_BUFFER_ROWS, StreamSplit
 from optembed.data.tensors import SplitTensors, fits_on_device, read_split
 from optembed.errors import ArtifactError, ConfigError

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from optembed.data.preprocess import PreprocessConfig, label_columns, preprocess, task_names
+from optembed.data.labels import label_columns, task_names
+from optembed.data.preprocess import PreprocessConfig, preprocess
 from optembed.data.tensors import read_split
 from optembed.errors import ConfigError, DataError
 
@@ -282,3 +283,36 @@ def test_training_learns_both_planted_tasks(two_label: tuple[Path, list[list[obj
     # conversion head ranks the conversions better than the click head does
     test = splits["test"]
     assert auc(test.y[:, 1], logits[:, 1]) > auc(test.y[:, 1], logits[:, 0]) + 0.05
+
+
+# -- the stages --------------------------------------------------------------------------------
+def test_stages_carry_every_task(tmp_path: Path) -> None:
+    """preprocess -> supernet -> retrain (full) -> evaluate on two labels: one logit per task all
+    the way, each task's metrics in the manifests and in metrics.json's rows."""
+    from pipelines import evaluate, preprocess as pre_stage, retrain, supernet
+    from pipelines.store import Store
+
+    store = Store(tmp_path / "artifacts")
+    src = write_csv(tmp_path / "conv.csv", planted_rows(6000, seed=3))
+    pre = pre_stage.run(pre_stage.PreprocessStage(src, PreprocessConfig(fmt="csv", label="click,convert")), store)
+    model = ModelConfig("fnn", embed_dim=4, mlp_dims=(16,), dropout=0.0)
+    train = TrainConfig(epochs=3, batch_size=256, lr=0.01, patience=0, lr_decay=1.0, alpha=0.0, task_weights=(1.0, 3.0))
+    sn = supernet.run(supernet.SupernetStage(model=model, mode="optembed", train=train, device="cpu"), store)
+    assert sn.params["model"]["tasks"] == 2 and set(sn.metrics["tasks"]) == {"click", "convert"}
+    assert sn.metrics["tasks"]["click"]["test_auc"] == sn.metrics["test_auc"]
+    # the search scores one task: it refuses, in one line, to search a multi-task supernet
+    from pipelines import search
+
+    with pytest.raises(ConfigError, match="predicts 2 tasks"):
+        search.run(search.SearchStage(source=sn.fingerprint, device="cpu"), store)
+    # OptEmbed-E: re-trained from the supernet, its row mask applied, the compact model kept
+    warm = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=train, device="cpu"), store)
+    assert set(warm.metrics["tasks"]) == {"click", "convert"}
+    rt = retrain.run(retrain.RetrainStage(source=pre.fingerprint, full=True, model=model, train=train, device="cpu"), store)
+    assert rt.metrics["tasks"]["convert"]["test_auc"] > 0.65 and rt.metrics["tasks"]["click"]["test_auc"] > 0.6
+    ev = evaluate.run(evaluate.EvaluateStage(sources=[rt.fingerprint, warm.fingerprint], device="cpu", latency=False), store)
+    rows = sorted(json.loads(ev.output("metrics").read_text())["models"], key=lambda r: r["id"] != rt.fingerprint)
+    assert len(rows) == 2 and all(set(r["tasks"]) == {"click", "convert"} for r in rows)
+    assert rows[0]["tasks"]["click"]["test_auc"] == pytest.approx(rows[0]["test_auc"])
+    assert rows[0]["tasks"]["convert"]["test_auc"] == pytest.approx(rt.metrics["tasks"]["convert"]["test_auc"])
+    assert rows[0]["tasks"]["convert"]["test_logloss"] == pytest.approx(rt.metrics["tasks"]["convert"]["test_logloss"])

@@ -43,6 +43,7 @@ from optembed.data.formats import (
     lit,
     q,
 )
+from optembed.data.labels import stored_label_columns
 from optembed.data.validation import check_input, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
@@ -357,21 +358,6 @@ def _run(
         metrics["label_positive_ratios"] = {source: round(r["all"], 6) for source, r in zip(spec.label_columns, rates, strict=True)}
     step("done")
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
-
-
-def stored_label_columns(tasks: int) -> list[str]:
-    """The label columns of the encoded splits: ``label`` (the primary task's), then ``label_1``, ..."""
-    return ["label", *(f"label_{k}" for k in range(1, tasks))]
-
-
-def label_columns(schema: dict[str, Any]) -> list[str]:
-    """The stored label columns a preprocess schema declares (``["label"]`` for one task)."""
-    return [str(entry["column"]) for entry in schema.get("labels", [])] or [str(schema.get("label", "label"))]
-
-
-def task_names(schema: dict[str, Any]) -> list[str]:
-    """The tasks' names (their raw label columns), the primary first; one task: its source label."""
-    return [str(entry["name"]) for entry in schema.get("labels", [])] or [str(schema.get("source_label") or "label")]
 
 
 def _positive_rates(positives: dict[str, int], rows: dict[str, int], n: int) -> dict[str, float]:
