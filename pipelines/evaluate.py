@@ -51,7 +51,7 @@ from pipelines import variants
 from pipelines.calibration import trained_variant
 from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
-from pipelines.tasks import primary, test_metrics
+from pipelines.tasks import primary, task_test_metrics
 from pipelines.readers import MODEL_OUTPUT, load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
 from pipelines.store import Manifest, Store
 
@@ -221,7 +221,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "widths": size["widths"],
                 "kept": size["kept"],
             }
-            tasks = test_metrics(every_label, every_logit, data.tasks)
+            tasks = task_test_metrics(every_label, every_logit, data.tasks)
             if tasks:
                 row["tasks"] = tasks
             if config.latency:

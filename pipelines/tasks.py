@@ -42,7 +42,7 @@ def per_task(record: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str
     }
 
 
-def test_metrics(labels: Tensor, logits: Tensor, names: Sequence[str]) -> dict[str, dict[str, float]]:
+def task_test_metrics(labels: Tensor, logits: Tensor, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """``{task: {"test_auc", "test_logloss"}}`` of ``(N, T)`` labels and logits; empty for one task."""
     if labels.dim() == 1:
         return {}

@@ -13,11 +13,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from optembed.data.labels import label_columns, task_names
 from optembed.data.preprocess import PreprocessConfig, preprocess
 from optembed.data.tensors import read_split
 from optembed.errors import ConfigError, DataError
+from optembed.fingerprint import fingerprint_params
+from optembed.models.config import MODEL_NAMES, ModelConfig
+from optembed.models.registry import build_model
+from optembed.training.config import TrainConfig
+from optembed.training.tasks import task_bce
 
 
 def planted_rows(n: int, seed: int = 0) -> list[list[object]]:
@@ -145,14 +151,6 @@ def test_synth_two_tasks(tmp_path: Path) -> None:
 
 
 # -- models ------------------------------------------------------------------------------------
-import torch  # noqa: E402
-
-from optembed.fingerprint import fingerprint_params  # noqa: E402
-from optembed.models.config import MODEL_NAMES, ModelConfig  # noqa: E402
-from optembed.models.registry import build_model  # noqa: E402
-from optembed.training.config import TrainConfig  # noqa: E402
-from optembed.training.tasks import task_bce  # noqa: E402
-
 CARDS = [6, 9, 11]
 
 

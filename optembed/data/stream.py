@@ -86,6 +86,15 @@ class StreamSplit(Batched):
             self._labels = torch.from_numpy(table.column(self.label).to_numpy().astype(np.float32))
         return self._labels
 
+    @property
+    def primary_y(self) -> Tensor:
+        """The labels (a streamed split has one task)."""
+        return self.y
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return ()
+
     def has_both_classes(self) -> bool:
         y = self.y
         return len(self) > 0 and bool((y > 0.5).any()) and bool((y < 0.5).any())
