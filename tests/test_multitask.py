@@ -195,6 +195,30 @@ def test_each_task_is_the_one_task_model_with_its_own_last_layer(name: str) -> N
         assert torch.allclose(one(x), both[:, k], atol=1e-6)
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_one_task_logits_bit_for_bit(name: str) -> None:
+    """One task: the logits are the one-logit formulas of every backbone, to the last bit (the
+    order of DeepFM's sum included), so one-task training runs are unchanged."""
+    from optembed.layers.interactions import fm_second_order
+
+    torch.manual_seed(1)
+    model = build_model(CARDS, small(name, 1), "none").eval()
+    x = torch.stack([torch.randint(0, c, (16,)) for c in CARDS], dim=1)
+    ids = model.embedder.ids(x)
+    emb = model.embedder.lookup(ids, None)
+    flat = emb.flatten(1)
+    with torch.no_grad():
+        if name == "fnn":
+            want = model.mlp(flat).squeeze(-1)
+        elif name == "deepfm":
+            want = model.bias + model.linear(ids).sum(dim=(1, 2)) + fm_second_order(emb) + model.mlp(flat).squeeze(-1)
+        elif name == "dcn":
+            want = model.out(torch.cat([model.cross(flat), model.deep(flat)], dim=1)).squeeze(-1)
+        else:
+            want = model.mlp(torch.cat([flat, model.products(emb)], dim=1)).squeeze(-1)
+        assert torch.equal(model(x), want)
+
+
 def test_one_task_model_unchanged() -> None:
     model = build_model(CARDS, small("deepfm", 1))
     assert model.bias.shape == () and model.mlp.layers[-1].out_features == 1

@@ -30,10 +30,11 @@ class DeepFM(CTRModel):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         first = self.linear(x).sum(dim=(1, 2))
         deep = self.task_logits(self.mlp(emb.flatten(1)))
-        return self.bias + self.per_task(first + fm_second_order(emb)) + deep
+        # summed in this order (one task: bit for bit the one-task model's logits)
+        return self.bias + self.per_task(first) + self.per_task(fm_second_order(emb)) + deep
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         first = self.linear(x).sum(dim=(1, 2))  # the same for every candidate
         fm = fm_second_order_masked(emb, cands.masks(emb))
         deep = self.candidate_logits(cands.through_mlp(self.mlp, emb), cands.size, x.shape[0])
-        return self.bias + self.per_task(first + fm) + deep
+        return self.bias + self.per_task(first) + self.per_task(fm) + deep
