@@ -74,12 +74,9 @@ def load_dataset(
         rows = _parquet_rows(path) if path.is_file() else 0
         rows = rows if max_rows is None else min(rows, max_rows)
         if stream or not fits_in_memory(rows * 4 * (len(names) + len(labels)), device):
-            if len(labels) > 1:
-                raise ConfigError(
-                    f"the {s} split of preprocess artifact {manifest.fingerprint} has {len(labels)} labels and would "
-                    "have to stream, which only one-label data does (leave out --stream; the split must fit in memory)"
-                )
-            loaded[s] = StreamSplit(path, names, buffer_rows=buffer_rows, hi=rows)
+            loaded[s] = StreamSplit(
+                path, names, labels[0], buffer_rows=buffer_rows, hi=rows, extra_labels=tuple(labels[1:]), tasks=tuple(tasks)
+            )
             streamed.append(s)
         else:
             labelled = labels[0] if len(labels) == 1 else labels

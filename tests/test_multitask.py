@@ -327,9 +327,11 @@ def test_stages_carry_every_task(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="predicts 2 tasks"):
         search.run(search.SearchStage(source=sn.fingerprint, device="cpu"), store)
-    # OptEmbed-E: re-trained from the supernet, its row mask applied, the compact model kept
-    warm = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=train, device="cpu"), store)
-    assert set(warm.metrics["tasks"]) == {"click", "convert"}
+    # OptEmbed-E: re-trained from the supernet, its row mask applied, the compact model kept;
+    # its splits streamed from Parquet with every label
+    warm = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=train, device="cpu", stream=True), store)
+    assert set(warm.metrics["tasks"]) == {"click", "convert"} and warm.metrics["streamed_splits"] == ["train", "val", "test"]
+    assert warm.metrics["tasks"]["convert"]["test_auc"] > 0.65
     rt = retrain.run(retrain.RetrainStage(source=pre.fingerprint, full=True, model=model, train=train, device="cpu"), store)
     assert rt.metrics["tasks"]["convert"]["test_auc"] > 0.65 and rt.metrics["tasks"]["click"]["test_auc"] > 0.6
     ev = evaluate.run(evaluate.EvaluateStage(sources=[rt.fingerprint, warm.fingerprint], device="cpu", latency=False), store)
@@ -338,3 +340,32 @@ def test_stages_carry_every_task(tmp_path: Path) -> None:
     assert rows[0]["tasks"]["click"]["test_auc"] == pytest.approx(rows[0]["test_auc"])
     assert rows[0]["tasks"]["convert"]["test_auc"] == pytest.approx(rt.metrics["tasks"]["convert"]["test_auc"])
     assert rows[0]["tasks"]["convert"]["test_logloss"] == pytest.approx(rt.metrics["tasks"]["convert"]["test_logloss"])
+
+
+def test_streamed_split_carries_every_label(tmp_path: Path) -> None:
+    """A split too large for memory streams with all its labels: with a buffer holding it the
+    batches are the in-memory ones; with a small one every row keeps its own labels."""
+    import pyarrow as pa
+
+    from optembed.data.stream import StreamSplit
+
+    rng = np.random.default_rng(4)
+    n = 900
+    x = rng.integers(0, 1000, (n, 2)).astype(np.int32)
+    x[:, 0] = np.arange(n)  # a row key
+    y = np.stack([x[:, 0] % 2, (x[:, 0] % 3 == 0)], axis=1).astype(np.int8)  # labels that follow the key
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"label": y[:, 0], "label_1": y[:, 1], "f0": x[:, 0], "f1": x[:, 1]}), path, row_group_size=100)
+    memory = read_split(path, ["f0", "f1"], ["label", "label_1"], tasks=["click", "convert"])
+    whole = StreamSplit(path, ["f0", "f1"], buffer_rows=n, extra_labels=("label_1",), tasks=("click", "convert"))
+    assert torch.equal(whole.y, memory.y) and whole.tasks == memory.tasks and torch.equal(whole.primary_y, memory.y[:, 0])
+    cpu = torch.device("cpu")
+    want = list(memory.batches(64, cpu, torch.Generator().manual_seed(5), shuffle=True))
+    got = list(whole.batches(64, cpu, torch.Generator().manual_seed(5), shuffle=True))
+    assert len(got) == len(want) and all(torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]) for g, w in zip(got, want))
+    small = StreamSplit(path, ["f0", "f1"], buffer_rows=150, extra_labels=("label_1",)).slice(30, 800)
+    batches = list(small.batches(64, cpu, torch.Generator().manual_seed(6), shuffle=True))
+    keys = torch.cat([b[0][:, 0] for b in batches]).long()
+    labels = torch.cat([b[1] for b in batches])
+    assert labels.shape == (770, 2) and sorted(keys.tolist()) == list(range(30, 800))
+    assert torch.equal(labels[:, 0], (keys % 2).float()) and torch.equal(labels[:, 1], (keys % 3 == 0).float())
