@@ -114,7 +114,13 @@ DeviceOpt = Annotated[
 
 LabelOpt = Annotated[
     str | None,
-    typer.Option(help="csv/parquet: the label column (default 'label').", metavar="COLUMN", show_default=False, rich_help_panel=INPUT),
+    typer.Option(
+        help="csv/parquet: the label column (default 'label'), or a comma list of them for several tasks "
+        "(click,convert: the first is the primary task).",
+        metavar="COLUMN[,COLUMN...]",
+        show_default=False,
+        rich_help_panel=INPUT,
+    ),
 ]
 FieldsOpt = Annotated[
     str | None,

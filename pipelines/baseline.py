@@ -48,6 +48,7 @@ from optembed.training.trainer import FitResult, Trainer
 from pipelines.data import resolve_training, load_dataset, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, fit_metrics
+from pipelines.tasks import with_data_tasks
 from pipelines.store import Manifest, Store
 
 STAGE = "baseline"
@@ -110,6 +111,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
     config.validate()
     pre = store.resolve(config.source, UPSTREAM)
     config.validate(len(read_schema(pre)["fields"]))
+    config = replace(config, model=with_data_tasks(config.model, read_schema(pre)))
     device = resolve_device(config.device)
     train, auto_notes = resolve_training(pre, config.train, config.model, device)
     config = replace(config, train=train)
@@ -138,7 +140,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             manifest.outputs["search"] = "search.parquet"
         manifest.metrics = {
             "variant": config.method,
-            **fit_metrics(result),
+            **fit_metrics(result, data.tasks),
             "sparsity": size["sparsity"],
             "embedding_params": size["embedding_params"],
             "embedding_bytes": size["embedding_bytes"],

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from optembed.data.labels import label_columns, task_names
 from optembed.data.stream import DEFAULT_BUFFER_ROWS, StreamSplit
 from optembed.data.tensors import SplitTensors, fits_on_device, read_split
 from optembed.errors import ArtifactError, ConfigError
@@ -34,6 +35,11 @@ class Dataset:
     @property
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.schema["fields"]]
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks' names, the primary first (one name for a one-label artifact)."""
+        return task_names(self.schema)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -59,17 +65,22 @@ def load_dataset(
     :class:`StreamSplit` read from the Parquet file in chunks of ``buffer_rows`` rows."""
     schema = read_schema(manifest)
     names = [f["name"] for f in schema["fields"]]
+    labels = label_columns(schema)
+    tasks = task_names(schema) if len(labels) > 1 else []
     loaded: dict[str, Any] = {}
     streamed = []
     for s in splits:
         path = manifest.output(s)
         rows = _parquet_rows(path) if path.is_file() else 0
         rows = rows if max_rows is None else min(rows, max_rows)
-        if stream or not fits_in_memory(rows * 4 * (len(names) + 1), device):
-            loaded[s] = StreamSplit(path, names, buffer_rows=buffer_rows, hi=rows)
+        if stream or not fits_in_memory(rows * 4 * (len(names) + len(labels)), device):
+            loaded[s] = StreamSplit(
+                path, names, labels[0], buffer_rows=buffer_rows, hi=rows, extra_labels=tuple(labels[1:]), tasks=tuple(tasks)
+            )
             streamed.append(s)
         else:
-            loaded[s] = read_split(path, names, max_rows=max_rows).to(device)
+            labelled = labels[0] if len(labels) == 1 else labels
+            loaded[s] = read_split(path, names, labelled, max_rows=max_rows, tasks=tasks).to(device)
     return Dataset(schema, loaded, streamed)
 
 

@@ -52,6 +52,7 @@ from pipelines import variants
 from pipelines.calibration import trained_variant
 from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
+from pipelines.tasks import primary, task_test_metrics
 from pipelines.readers import MODEL_OUTPUT, load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
 from pipelines.store import Manifest, Store
 
@@ -180,7 +181,8 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device, splits=("test",))
         test = data.splits["test"]
-        labels = test.y.to(device)
+        every_label = test.y.to(device)
+        labels = primary(every_label)  # every table and comparison: the primary task's
         split = split_summary(labels, float(read_schema(pre)["positive_ratio"]["train"]))
         rows: list[dict[str, Any]] = []
         components: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -188,7 +190,13 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
         for m in sources:
             cand = load_candidate(store, m, device)
             size = cand.size
-            logits = predict(cand.model, test, device, config.eval_batch_size)
+            every_logit = predict(cand.model, test, device, config.eval_batch_size)
+            if every_logit.shape != every_label.shape:
+                raise ArtifactError(
+                    f"{m.stage} artifact {m.fingerprint} predicts {cand.model.cfg.tasks} task(s); "
+                    f"the test split has {len(data.tasks) if every_label.dim() > 1 else 1} label(s)"
+                )
+            logits = primary(every_logit)
             components[m.fingerprint] = auc_components(labels, logits)
             test_auc = auc(labels, logits)
             se = auc_se(components[m.fingerprint])
@@ -213,6 +221,9 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "widths": size["widths"],
                 "kept": size["kept"],
             }
+            tasks = task_test_metrics(every_label, every_logit, data.tasks)
+            if tasks:
+                row["tasks"] = tasks
             if config.latency:
                 row.update(measure_latency(cand.model, test.x[:4096], device))
             else:

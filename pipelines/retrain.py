@@ -40,6 +40,7 @@ from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import curve_records, execute, fit_metrics, scale_metrics
+from pipelines.tasks import with_data_tasks
 from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
@@ -108,7 +109,7 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     else:
         if config.model is None:
             raise ConfigError("retraining from a preprocess artifact needs a model configuration (--model ...)")
-        model, mode = config.model, SupernetMode.parse("none")
+        model, mode = with_data_tasks(config.model, read_schema(pre)), SupernetMode.parse("none")
     if config.init == "auto":
         config.init = "supernet" if sn is not None and not config.full else "fresh"
     if config.init in ("rewind", "supernet") and sn is None:
@@ -179,7 +180,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
         manifest.metrics = {
             "variant": p.variant,
-            **fit_metrics(result),
+            **fit_metrics(result, data.tasks),
             "embedding_params": emb_params,
             "sparsity": 1.0 - emb_params / total,
             "kept_rows": sum(compact.embedder.field_rows()),

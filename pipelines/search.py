@@ -112,6 +112,12 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
             f"supernet {sn.fingerprint} was trained with --mode {mode.name}: it has neither row thresholds nor random "
             "widths to search; train one with --mode optembed, prune-only or dims-only"
         )
+    tasks = int(payload["model_config"].get("tasks", 1))
+    if tasks > 1:
+        raise ConfigError(
+            f"supernet {sn.fingerprint} predicts {tasks} tasks; the row and width search scores one task only, so it "
+            "does not search a multi-task supernet yet (retrain from the supernet itself, or the Original with --full)"
+        )
     return sn, payload, mode
 
 

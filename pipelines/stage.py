@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,11 +84,12 @@ def execute(
     return manifest
 
 
-def fit_metrics(result: FitResult) -> dict[str, Any]:
+def fit_metrics(result: FitResult, tasks: Sequence[str] = ()) -> dict[str, Any]:
     """Manifest metrics of a training run: its best epoch, the epochs run, and the validation and
-    test AUC and logloss of the best epoch."""
+    test AUC and logloss of the best epoch (the primary task's; with several ``tasks`` each one's
+    under ``tasks``)."""
     best = result.best_metrics()
-    return {
+    out = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "val_auc": best["val_auc"],
@@ -96,6 +97,11 @@ def fit_metrics(result: FitResult) -> dict[str, Any]:
         "test_auc": best.get("test_auc"),
         "test_logloss": best.get("test_logloss"),
     }
+    if len(tasks) > 1:
+        from pipelines.tasks import per_task
+
+        out["tasks"] = per_task(best, tasks)
+    return out
 
 
 def curve_records(result: FitResult) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from pipelines import resume as resume_mod
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
+from pipelines.tasks import per_task, with_data_tasks
 from pipelines.store import Manifest, Store
 
 STAGE = "supernet"
@@ -64,7 +65,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     config.model.validate()
     config.train.validate()
     upstream = store.resolve(config.source, UPSTREAM)
-    read_schema(upstream)
+    config = replace(config, model=with_data_tasks(config.model, read_schema(upstream)))
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     rt = runtime_from_env(config.device)  # rank, world size and device of this process
     device = rt.device
@@ -119,6 +120,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "val_logloss": best["val_logloss"],
             "test_auc": best.get("test_auc"),
             "test_logloss": best.get("test_logloss"),
+            **({"tasks": per_task(best, data.tasks)} if len(data.tasks) > 1 else {}),
             "sparsity": 1.0 - kept / model.embedder.num_rows,
             "kept_rows": kept,
             "total_rows": model.embedder.num_rows,

@@ -124,6 +124,13 @@ class FormatSpec:
     expected_columns: int | None = None
     header: bool = False
     columns: list[str] = field(default_factory=list)  # the raw columns in file order, when fixed
+    # the labels after the first (csv/Parquet with several --label columns): (raw column, SQL of its 0/1 value)
+    extra_labels: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The raw label columns, the primary task's first."""
+        return [self.label_column, *(c for c, _ in self.extra_labels)]
 
     @property
     def field_names(self) -> list[str]:
@@ -239,6 +246,20 @@ def log_square_field(name: str) -> FieldSpec:
     return FieldSpec(name, log_square_token(name), kind="numeric", check_sql=f"({q(name)} IS NOT NULL AND {numeric_value(name)} IS NULL)")
 
 
+def label_names(label: str | None) -> list[str]:
+    """The label columns a ``--label`` value names: one column, or a comma list whose first is the
+    primary task's; an empty name or a repeated one is a :class:`ConfigError`."""
+    if label is None:
+        return []
+    names = [part.strip() for part in label.split(",")] if "," in label else [label]
+    if any(not n for n in names):
+        raise ConfigError(f"--label '{label}' has an empty column name")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--label names the column '{repeated[0]}' more than once")
+    return names
+
+
 def generic_spec(
     path: Path,
     fmt: str,
@@ -253,17 +274,20 @@ def generic_spec(
 
     ``numeric`` fields get ``numeric_bins`` quantile bins fitted on the training split; with
     ``None`` the log-square rule of earlier artifacts (a bundle without recorded boundaries)."""
-    label = label or ("label" if "label" in header_columns else None)
-    if label is None:
+    labels = label_names(label) or (["label"] if "label" in header_columns else [])
+    if not labels:
         raise ConfigError(f"--label is required: no 'label' column among {', '.join(header_columns[:12])}")
-    if label not in header_columns:
-        raise ConfigError(f"label column '{label}' is not in the header ({', '.join(header_columns[:12])})")
-    names = fields if fields else [c for c in header_columns if c != label]
+    for one in labels:
+        if one not in header_columns:
+            raise ConfigError(f"label column '{one}' is not in the header ({', '.join(header_columns[:12])})")
+    label, extra = labels[0], labels[1:]
+    names = fields if fields else [c for c in header_columns if c not in labels]
     for name in [*names, *(numeric or [])]:
         if name not in header_columns:
             raise ConfigError(f"field '{name}' is not in the header ({', '.join(header_columns[:12])})")
-    if label in names:
-        raise ConfigError(f"the label column '{label}' cannot also be a field")
+    for one in labels:
+        if one in names:
+            raise ConfigError(f"the label column '{one}' cannot also be a field")
     numeric_set = set(numeric or [])
     specs = [
         (log_square_field(n) if numeric_bins is None else quantile_field(n, bins=numeric_bins))
@@ -274,9 +298,15 @@ def generic_spec(
     if fmt == "parquet":
         reader = f"read_parquet({lit(str(path))})"
         label_sql = binary_label_any(label)
-        return FormatSpec("parquet", reader, label_sql, label, specs, expected_columns=None, header=True)
+        return FormatSpec(
+            "parquet", reader, label_sql, label, specs, expected_columns=None, header=True,
+            extra_labels=[(c, binary_label_any(c)) for c in extra],
+        )
     reader = _csv_reader(path, None, delimiter, header=True, quote='"')
-    return FormatSpec("csv", reader, binary_label(label), label, specs, expected_columns=len(header_columns), header=True)
+    return FormatSpec(
+        "csv", reader, binary_label(label), label, specs, expected_columns=len(header_columns), header=True,
+        extra_labels=[(c, binary_label(c)) for c in extra],
+    )
 
 
 def binary_label_any(col: str) -> str:

@@ -39,9 +39,11 @@ from optembed.data.formats import (
     criteo_spec,
     generic_spec,
     kdd12_spec,
+    label_names,
     lit,
     q,
 )
+from optembed.data.labels import stored_label_columns
 from optembed.data.validation import check_input, check_numeric_columns, check_rejects, check_rows, first_row
 from optembed.errors import ConfigError, DataError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
@@ -65,7 +67,7 @@ class PreprocessConfig:
     seed: int = 2022
     count_on: str = "train"
     skip_bad_rows: bool = False
-    label: str | None = None
+    label: str | None = None  # the label column, or a comma list of them (several tasks; the primary first)
     fields: list[str] | None = None
     numeric: list[str] | None = None
     # quantile bins of each numeric field; fingerprinted only when there are numeric fields, so
@@ -99,6 +101,7 @@ class PreprocessConfig:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.fmt not in ("csv", "parquet") and (self.label or self.fields or self.numeric):
             raise ConfigError(f"--label/--fields/--numeric apply to csv and parquet input, not {self.fmt}")
+        label_names(self.label)  # a comma list (the primary task's first): no empty or repeated name
         check_number("--numeric-bins", self.numeric_bins, 2, buckets.MAX_BINS)
         if not isinstance(self.numeric_bins, int):
             raise ConfigError(f"--numeric-bins must be a whole number, got {self.numeric_bins!r}")
@@ -222,18 +225,28 @@ def _run(
     out_dir: Path,
     step: _Steps,
 ) -> PreprocessResult:
-    # One scan of the file: label, validity flag and the field tokens, in file order.
+    # One scan of the file: the labels, validity flag and the field tokens, in file order.
     step(f"parsing {path.name}")
+    stored = stored_label_columns(len(spec.label_columns))
+    clash = sorted(set(stored) & set(spec.field_names)) if len(stored) > 1 else []
+    if clash:
+        raise ConfigError(f"the field '{clash[0]}' has the name a stored label column takes; rename the column")
     tokens = ", ".join(f"{f.token_sql} AS c{i}" for i, f in enumerate(spec.fields))
+    label_sqls = [spec.label_sql, *(sql for _, sql in spec.extra_labels)]
+    labels = ", ".join(f"CAST({sql} AS TINYINT) AS {q(col)}" for sql, col in zip(label_sqls, stored, strict=True))
     bad_value = spec.bad_value_sql()
     con.execute(
-        f"CREATE TABLE parsed AS SELECT CAST({spec.label_sql} AS TINYINT) AS label, ({bad_value}) AS bad, "
+        f"CREATE TABLE parsed AS SELECT {labels}, ({bad_value}) AS bad, "
         f"CAST(NULL AS TINYINT) AS split, {tokens} "
         f"FROM {spec.reader_sql}"
     )
     bad_lines, cast_lines = check_rejects(con, path, spec, cfg)
-    n_raw, n_no_label, n_bad_value = first_row(
-        con, "SELECT count(*), count(*) - count(label), count(*) FILTER (WHERE bad AND label IS NOT NULL) FROM parsed"
+    labelled = " AND ".join(f"{q(col)} IS NOT NULL" for col in stored)
+    unlabelled = " + ".join(f"(count(*) - count({q(col)}))" for col in stored)
+    n_raw, n_no_label, n_bad_value, *per_label = first_row(
+        con,
+        f"SELECT count(*), count(*) FILTER (WHERE NOT ({labelled})), count(*) FILTER (WHERE bad AND {labelled}), "
+        f"{unlabelled.replace(' + ', ', ')} FROM parsed",
     )
     if n_raw == 0 and bad_lines + cast_lines == 0:
         raise DataError(f"{path.name} has no data rows")
@@ -241,10 +254,13 @@ def _run(
     step("validating labels and values")
     if cfg.fmt in ("csv", "parquet"):
         check_numeric_columns(con, path, spec, cfg.numeric)
-    bad_labels = check_rows(con, path, spec, cfg, int(n_no_label), "label IS NULL", "a label outside {0,1}", [spec.label_column])
+    # each label column on its own, so the error names the column at fault; skipped rows count once
+    for col, source, missing in zip(stored, spec.label_columns, per_label, strict=True):
+        check_rows(con, path, spec, cfg, int(missing), f"{q(col)} IS NULL", "a label outside {0,1}", [source])
+    bad_labels = int(n_no_label)
     checked = list(dict.fromkeys(f.source_column for f in spec.fields if f.check_sql))
     bad_values = cast_lines + check_rows(
-        con, path, spec, cfg, int(n_bad_value), "bad AND label IS NOT NULL", "a non-numeric value in a numeric field", checked
+        con, path, spec, cfg, int(n_bad_value), f"bad AND {labelled}", "a non-numeric value in a numeric field", checked
     )
     n = int(n_raw) - bad_labels - bad_values + cast_lines
     if n == 0:
@@ -256,7 +272,7 @@ def _run(
     sizes = _split_sizes(n, cfg.split)
     if min(sizes) == 0:
         raise DataError(f"{path.name}: {n} rows are too few for the split {','.join(f'{p:g}' for p in cfg.split)}")
-    good = "label IS NOT NULL AND NOT bad"
+    good = f"{labelled} AND NOT bad"
     key = f"hash(rowid, {int(cfg.seed)})"
     q_train = (sizes[0] - 0.5) / n
     q_val = (sizes[0] + sizes[1] - 0.5) / n
@@ -265,13 +281,17 @@ def _run(
         f"UPDATE parsed SET split = CASE WHEN {key} <= {int(t_train)}::UBIGINT THEN 0 "
         f"WHEN {key} <= {int(t_val)}::UBIGINT THEN 1 ELSE 2 END WHERE {good}"
     )
+    sums = ", ".join(f"sum({q(col)})" for col in stored)
     stats = con.execute(
-        "SELECT split, count(*), sum(label) FROM parsed WHERE split IS NOT NULL GROUP BY split ORDER BY split"
+        f"SELECT split, count(*), {sums} FROM parsed WHERE split IS NOT NULL GROUP BY split ORDER BY split"
     ).fetchall()
     rows = {name: 0 for name in SPLITS}
-    positives = {name: 0 for name in SPLITS}
-    for s, c, p in stats:
-        rows[SPLITS[s]], positives[SPLITS[s]] = int(c), int(p or 0)
+    label_positives = [{name: 0 for name in SPLITS} for _ in stored]
+    for s, c, *p in stats:
+        rows[SPLITS[s]] = int(c)
+        for k, count in enumerate(p):
+            label_positives[k][SPLITS[s]] = int(count or 0)
+    positives = label_positives[0]
 
     bucketing = _bucket_numeric(con, spec, step)
     min_count = cfg.resolved_min_count()
@@ -294,13 +314,13 @@ def _run(
     outputs: dict[str, str] = {}
     for split_id, name in enumerate(SPLITS):
         con.execute(
-            f"COPY (SELECT d.label, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d "
+            f"COPY (SELECT {', '.join(f'd.{q(col)}' for col in stored)}, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d "
             f"{joins} ORDER BY d.rid) TO {lit(str(out_dir / f'{name}.parquet'))} (FORMAT parquet, COMPRESSION zstd, "
             f"ROW_GROUP_SIZE {SPLIT_ROW_GROUP_ROWS})"
         )
         outputs[name] = f"{name}.parquet"
-    pos = {name: positives[name] / rows[name] for name in SPLITS}
-    pos["all"] = sum(positives.values()) / n
+    rates = [_positive_rates(p, rows, n) for p in label_positives]
+    pos = rates[0]
 
     schema = {
         "format": spec.name,
@@ -318,6 +338,11 @@ def _run(
         "seed": cfg.seed,
         "bad_rows_skipped": {"columns": bad_lines, "label": bad_labels, "value": bad_values},
     }
+    if len(stored) > 1:  # several tasks; a one-label schema keeps exactly its keys
+        schema["labels"] = [
+            {"name": source, "column": col, "positive_rate": rate}
+            for source, col, rate in zip(spec.label_columns, stored, rates, strict=True)
+        ]
     (out_dir / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     outputs["schema"] = "schema.json"
     outputs["vocab"] = "vocab"
@@ -331,8 +356,16 @@ def _run(
         "positive_ratio": round(pos["all"], 6),
         "bad_rows_skipped": bad_lines + bad_labels + bad_values,
     }
+    if len(stored) > 1:
+        metrics["label_positive_ratios"] = {source: round(r["all"], 6) for source, r in zip(spec.label_columns, rates, strict=True)}
     step("done")
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
+
+
+def _positive_rates(positives: dict[str, int], rows: dict[str, int], n: int) -> dict[str, float]:
+    rates = {name: positives[name] / rows[name] for name in SPLITS}
+    rates["all"] = sum(positives.values()) / n
+    return rates
 
 
 def _bucket_numeric(con: duckdb.DuckDBPyConnection, spec: FormatSpec, step: _Steps) -> dict[int, dict[str, Any]]:

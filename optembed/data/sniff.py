@@ -94,7 +94,8 @@ def infer_format(path: Path, label: str | None = None) -> Guess:
             raise ConfigError(
                 f"{path.name}: a header of {kind} ({shown}) and no 'label' column; pass --format csv --label COLUMN"
             )
-        return Guess("csv", f"a header of {kind}, label column '{chosen}'", label=chosen, delimiter=delim)
+        columns = "label columns" if "," in chosen else "label column"
+        return Guess("csv", f"a header of {kind}, {columns} '{chosen}'", label=chosen, delimiter=delim)
     raise ConfigError(
         f"{path.name}: {kind} without a header, neither Criteo ({CRITEO_COLUMNS} tab-separated) nor "
         f"KDD12 ({len(KDD12_COLUMNS)} tab-separated); pass --format (and for csv a header with --label)"

@@ -38,7 +38,9 @@ PREFETCH = 2  # chunks read ahead of the one being consumed
 
 @dataclass
 class StreamSplit(Batched):
-    """One encoded Parquet split, read in chunks of row groups; optionally only rows ``[lo, hi)``."""
+    """One encoded Parquet split, read in chunks of row groups; optionally only rows ``[lo, hi)``.
+    ``extra_labels``: the label columns of the tasks after the primary one (``y`` is then
+    ``(N, T)``), ``tasks`` their names, as :class:`~optembed.data.tensors.SplitTensors` has them."""
 
     path: Path
     field_names: Sequence[str]
@@ -46,6 +48,8 @@ class StreamSplit(Batched):
     buffer_rows: int = DEFAULT_BUFFER_ROWS
     lo: int = 0
     hi: int | None = None
+    extra_labels: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
     _group_rows: list[int] = field(default_factory=list, repr=False)
     _labels: Tensor | None = field(default=None, repr=False)
 
@@ -62,7 +66,7 @@ class StreamSplit(Batched):
             meta = parquet.metadata
             self._group_rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             names = set(parquet.schema_arrow.names)
-            missing = [c for c in (self.label, *self.field_names) if c not in names]
+            missing = [c for c in (*self.label_columns, *self.field_names) if c not in names]
             if missing:
                 raise DataError(f"split {self.path} has no column {', '.join(missing[:5])}")
         total = sum(self._group_rows)
@@ -74,25 +78,41 @@ class StreamSplit(Batched):
         return int(self.hi) - self.lo  # type: ignore[operator]
 
     @property
+    def label_columns(self) -> list[str]:
+        return [self.label, *self.extra_labels]
+
+    @property
     def nbytes(self) -> int:
         """Bytes the split would take in memory (int32 ids, float32 labels)."""
-        return len(self) * 4 * (len(self.field_names) + 1)
+        return len(self) * 4 * (len(self.field_names) + len(self.label_columns))
 
     @property
     def y(self) -> Tensor:
-        """The labels (float32, one column read once): evaluation pairs them with the predictions."""
+        """The labels (float32, the label columns read once): evaluation pairs them with the predictions."""
         if self._labels is None:
-            table = pq.read_table(self.path, columns=[self.label]).slice(self.lo, len(self))
-            self._labels = torch.from_numpy(table.column(self.label).to_numpy().astype(np.float32))
+            table = pq.read_table(self.path, columns=self.label_columns).slice(self.lo, len(self))
+            if not self.extra_labels:
+                self._labels = torch.from_numpy(table.column(self.label).to_numpy().astype(np.float32))
+            else:
+                self._labels = torch.from_numpy(
+                    np.stack([table.column(c).to_numpy().astype(np.float32) for c in self.label_columns], axis=1)
+                )
         return self._labels
 
-    def has_both_classes(self) -> bool:
+    @property
+    def primary_y(self) -> Tensor:
+        """The primary task's labels ``(N,)``."""
         y = self.y
+        return y if y.dim() == 1 else y[:, 0]
+
+    def has_both_classes(self) -> bool:
+        y = self.primary_y
         return len(self) > 0 and bool((y > 0.5).any()) and bool((y < 0.5).any())
 
     def slice(self, lo: int, hi: int) -> StreamSplit:
         return StreamSplit(
-            self.path, self.field_names, self.label, self.buffer_rows, self.lo + lo, self.lo + hi, self._group_rows
+            self.path, self.field_names, self.label, self.buffer_rows, self.lo + lo, self.lo + hi,
+            self.extra_labels, self.tasks, self._group_rows,
         )
 
     # -- the chunk plan ---------------------------------------------------------------------
@@ -137,7 +157,8 @@ class StreamSplit(Batched):
         chunks = self.plan(generator, shuffle)
         if not chunks:
             return
-        reader = _Prefetcher(self.path, [self.label, *self.field_names], chunks, device.type == "cuda")
+        reader = _Prefetcher(self.path, [*self.label_columns, *self.field_names], chunks, device.type == "cuda",
+                             len(self.label_columns))
         carry_x: Tensor | None = None
         carry_y: Tensor | None = None
         try:
@@ -175,24 +196,31 @@ class _Prefetcher:
     pool of reusable pinned buffers for CUDA (each copied to the device before it is reused), into
     fresh host tensors otherwise (the batches are views of them and stay valid)."""
 
-    def __init__(self, path: Path, columns: list[str], chunks: list[list[tuple[int, int, int]]], pin: bool) -> None:
+    def __init__(
+        self, path: Path, columns: list[str], chunks: list[list[tuple[int, int, int]]], pin: bool, n_labels: int = 1
+    ) -> None:
+        """``columns``: the ``n_labels`` label columns, then the fields."""
         self.path = path
         self.columns = columns
         self.chunks = chunks
         longest = max(sum(p[2] for p in c) for c in chunks)
-        self.n_fields = len(columns) - 1
+        self.n_labels = n_labels
+        self.n_fields = len(columns) - n_labels
         self.pin = pin
         self.free: queue.Queue[_Slot | None] = queue.Queue()
         for _ in range(min(PREFETCH + 1, len(chunks))):
             if pin:
                 x = torch.empty((longest, self.n_fields), dtype=torch.int32).pin_memory()
-                self.free.put(_Slot(x, torch.empty(longest, dtype=torch.float32).pin_memory()))
+                self.free.put(_Slot(x, torch.empty(self._label_shape(longest), dtype=torch.float32).pin_memory()))
             else:
                 self.free.put(None)  # a token: the chunk gets its own tensors
         self.ready: queue.Queue[tuple[_Slot, int] | BaseException] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="optembed-stream", daemon=True)
         self.thread.start()
+
+    def _label_shape(self, rows: int) -> tuple[int, ...]:
+        return (rows,) if self.n_labels == 1 else (rows, self.n_labels)
 
     def _run(self) -> None:
         try:
@@ -202,15 +230,21 @@ class _Prefetcher:
                 if token is False:
                     return
                 rows_here = sum(p[2] for p in chunk)
-                slot = token or _Slot(torch.empty((rows_here, self.n_fields), dtype=torch.int32), torch.empty(rows_here))
+                slot = token or _Slot(
+                    torch.empty((rows_here, self.n_fields), dtype=torch.int32), torch.empty(self._label_shape(rows_here))
+                )
                 xs, ys = slot.x.numpy(), slot.y.numpy()
                 at = 0
                 for group, first, rows in chunk:
                     table = pf.read_row_group(group, columns=self.columns)
                     if first or rows != table.num_rows:
                         table = table.slice(first, rows)
-                    ys[at : at + rows] = table.column(self.columns[0]).to_numpy()
-                    for j, name in enumerate(self.columns[1:]):
+                    if self.n_labels == 1:
+                        ys[at : at + rows] = table.column(self.columns[0]).to_numpy()
+                    else:
+                        for k in range(self.n_labels):
+                            ys[at : at + rows, k] = table.column(self.columns[k]).to_numpy()
+                    for j, name in enumerate(self.columns[self.n_labels :]):
                         xs[at : at + rows, j] = table.column(name).to_numpy()
                     at += rows
                 self.ready.put((slot, at))

@@ -11,6 +11,12 @@ where the inner product is truncated to the smaller width and a missing value co
 Criteo integer fields map value id ``k`` to an integer in the ``k``-th bucket of the usual
 ``floor(ln(v)^2)`` transform, so the signal survives that preprocessing. Generation is fully
 vectorised and written chunk by chunk, so memory stays bounded whatever the number of rows.
+
+With ``tasks=2`` a second, sparse label follows the click: a conversion, drawn among the clicks
+with ``P(convert | click) = sigmoid(bias2 + sum_f b_f[v_f])`` over a few fields of its own (some
+informative for the click, one a noise field of the click), ``bias2`` calibrated so that about
+:data:`CONVERT_AMONG_CLICKS` of the clicks convert. The file is then a comma-separated CSV with a
+header, ``click,convert`` first and the fields after (``preprocess --label click,convert``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ FORMATS = ("criteo", "avazu")
 RANKS = (1, 2, 4, 8, 16)
 RANK_MIX = (16, 8, 4, 2, 1, 4, 2, 1, 2, 1)  # widths handed out to informative fields, cycled
 TARGET_POSITIVE = {"criteo": 0.23, "avazu": 0.17}
+MAX_TASKS = 2
+TASK_NAMES = ("click", "convert")
+MULTITASK_CLICKS = 0.28  # click ratio of two-task data
+CONVERT_AMONG_CLICKS = 0.04  # share of the clicks that convert
+CONVERT_FIELDS = 4  # fields carrying the conversion signal: three informative for the click, one click-noise field
+CONVERT_STD = 1.5  # standard deviation of the summed conversion effects
 FIRST_STD = 1.0  # standard deviation of the summed first-order effects
 PAIR_STD = 2.5  # standard deviation of the summed pairwise interactions
 CALIBRATION_ROWS = 100_000
@@ -96,9 +108,14 @@ class SynthTruth:
     noise_fields: list[str]
     signal_rank: dict[str, int]
     positive_ratio: float
+    # two tasks: names, positive ratio of each, the conversion's fields; absent (None) for one task
+    tasks: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.tasks is None:
+            out.pop("tasks")
+        return out
 
 
 @dataclass
@@ -133,6 +150,9 @@ class _Model:
     fmt: str
     fields: list[_Field]
     bias: float = 0.0
+    # the conversion (two tasks): field index -> (size + 1,) effect (0 for the missing id), and its bias
+    convert: dict[int, np.ndarray] | None = None
+    convert_bias: float = 0.0
 
 
 def _hex_strings(rng: np.random.Generator, n: int) -> pa.Array:
@@ -273,13 +293,50 @@ def _calibrate(model: _Model, rng: np.random.Generator, target: float) -> None:
     model.bias = (lo + hi) / 2
 
 
-def _build(fmt: str, rows: int, seed: int) -> _Model:
+def _build(fmt: str, rows: int, seed: int, tasks: int = 1) -> _Model:
     rng = np.random.default_rng([seed, 0])
     fields, noise = _make_fields(fmt, rows, rng)
     model = _Model(fmt, fields)
     _plant(fields, noise, rng)
-    _calibrate(model, np.random.default_rng([seed, 1]), TARGET_POSITIVE[fmt])
+    _calibrate(model, np.random.default_rng([seed, 1]), TARGET_POSITIVE[fmt] if tasks == 1 else MULTITASK_CLICKS)
+    if tasks > 1:
+        _plant_convert(model, noise, np.random.default_rng([seed, 3]))
     return model
+
+
+def _plant_convert(model: _Model, noise: list[int], rng: np.random.Generator) -> None:
+    """The conversion's first-order effects on its fields, scaled to :data:`CONVERT_STD`, and its
+    bias bisected so that :data:`CONVERT_AMONG_CLICKS` of the clicks convert."""
+    informative = [i for i in range(len(model.fields)) if i not in noise and model.fields[i].size > 1]
+    quiet = [i for i in noise if model.fields[i].size > 1]
+    chosen = sorted([*rng.choice(informative, CONVERT_FIELDS - 1, replace=False), *(rng.choice(quiet, 1) if quiet else [])])
+    effects: dict[int, np.ndarray] = {}
+    for i in chosen:
+        f = model.fields[i]
+        scale = (1.0 + np.arange(f.size) / EFFECT_HALF_RANK) ** -0.5
+        effects[int(i)] = np.append(rng.standard_normal(f.size) * scale, 0.0)
+    model.convert = effects
+    ids = _draw(model, rng, CALIBRATION_ROWS)
+    z = _convert_logits(model, ids)
+    spread = CONVERT_STD / max(float(z.std()), 1e-12)
+    for i in effects:
+        effects[i] = effects[i] * spread
+    z = z * spread
+    clicked = _sigmoid(_logits(model, ids))  # weight every row by its click probability
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        rate = float((clicked * _sigmoid(z + mid)).sum() / clicked.sum())
+        lo, hi = (mid, hi) if rate < CONVERT_AMONG_CLICKS else (lo, mid)
+    model.convert_bias = (lo + hi) / 2
+
+
+def _convert_logits(model: _Model, ids: list[np.ndarray]) -> np.ndarray:
+    """The conversion's logit given a click (without its bias when uncalibrated)."""
+    z = np.full(len(ids[0]), model.convert_bias)
+    for i, effect in (model.convert or {}).items():
+        z += np.take(effect, ids[i])
+    return z
 
 
 def _hour_strings() -> pa.Array:
@@ -287,11 +344,19 @@ def _hour_strings() -> pa.Array:
     return pa.array(hours, pa.string())
 
 
-def _chunk_table(model: _Model, ids: list[np.ndarray], labels: np.ndarray, start: int, rows: int) -> pa.Table:
-    """The raw columns of one chunk, in file order."""
+def _chunk_table(
+    model: _Model, ids: list[np.ndarray], labels: np.ndarray, start: int, rows: int, converts: np.ndarray | None = None
+) -> pa.Table:
+    """The raw columns of one chunk, in file order (two tasks: the labels, then the fields)."""
     columns: dict[str, pa.Array] = {}
     label = pa.array(labels.astype(np.int8))
-    if model.fmt == "criteo":
+    if converts is not None:
+        columns[TASK_NAMES[0]] = label
+        columns[TASK_NAMES[1]] = pa.array(converts.astype(np.int8))
+        if model.fmt == "avazu":
+            index = np.arange(start, start + len(labels), dtype=np.int64)
+            columns["hour"] = _hour_strings().take(pa.array(index * AVAZU_HOURS // rows))
+    elif model.fmt == "criteo":
         columns["label"] = label
     else:
         index = np.arange(start, start + len(labels), dtype=np.int64)
@@ -304,12 +369,19 @@ def _chunk_table(model: _Model, ids: list[np.ndarray], labels: np.ndarray, start
 
 
 def _write_chunk(
-    sink: BinaryIO, model: _Model, ids: list[np.ndarray], labels: np.ndarray, start: int, rows: int
+    sink: BinaryIO,
+    model: _Model,
+    ids: list[np.ndarray],
+    labels: np.ndarray,
+    start: int,
+    rows: int,
+    converts: np.ndarray | None = None,
 ) -> None:
+    tab = model.fmt == "criteo" and converts is None
     options = pacsv.WriteOptions(
-        include_header=False, delimiter="\t" if model.fmt == "criteo" else ",", quoting_style="none"
+        include_header=converts is not None and start == 0, delimiter="\t" if tab else ",", quoting_style="none"
     )
-    pacsv.write_csv(_chunk_table(model, ids, labels, start, rows), sink, options)
+    pacsv.write_csv(_chunk_table(model, ids, labels, start, rows, converts), sink, options)
 
 
 # Fewest bytes a written row can take (one separator per column and a newline): a floor for
@@ -318,13 +390,16 @@ MIN_ROW_BYTES = {"criteo": 40, "avazu": 24}
 
 
 def generate(
-    path: str | Path, rows: int, fmt: str = "criteo", seed: int = 0, chunk_rows: int = 500_000
+    path: str | Path, rows: int, fmt: str = "criteo", seed: int = 0, chunk_rows: int = 500_000, tasks: int = 1
 ) -> SynthTruth:
     """Write ``rows`` synthetic rows in the raw ``fmt`` format to ``path`` and return the planted truth.
 
     The truth is also written as JSON to ``<path>.truth.json``. The output is deterministic given
-    ``seed``, ``rows``, ``fmt`` and ``chunk_rows``.
+    ``seed``, ``rows``, ``fmt``, ``chunk_rows`` and ``tasks`` (2: a click and a sparse conversion
+    label, written as a CSV with a header; see the module's description).
     """
+    if tasks not in range(1, MAX_TASKS + 1):
+        raise ConfigError(f"--tasks must be 1 or {MAX_TASKS} (a click and a conversion label), got {tasks}")
     if fmt not in FORMATS:
         raise ConfigError(f"unknown synthetic format '{fmt}': expected one of {', '.join(FORMATS)}")
     if rows < 1:
@@ -334,13 +409,13 @@ def generate(
     path = Path(path)
     check_output_file(path)
     check_disk_space(path.parent, rows * MIN_ROW_BYTES[fmt], f"{rows:,} synthetic {fmt} rows")
-    model = _build(fmt, rows, seed)
+    model = _build(fmt, rows, seed, tasks)
     # Written under a temporary name and renamed at the end: an interrupted run leaves no
     # truncated file under ``path``.
     partial = path.with_name(path.name + ".partial")
     try:
-        positives = _write_rows(partial, model, rows, seed, chunk_rows)
-        truth = _truth(model, fmt, rows, seed, positives)
+        positives, converted = _write_rows(partial, model, rows, seed, chunk_rows)
+        truth = _truth(model, fmt, rows, seed, positives, converted)
         Path(str(path) + ".truth.json").write_text(json.dumps(truth.to_dict(), indent=2) + "\n")
         partial.replace(path)
     except OSError as exc:
@@ -352,7 +427,7 @@ def generate(
     return truth
 
 
-def _truth(model: _Model, fmt: str, rows: int, seed: int, positives: int) -> SynthTruth:
+def _truth(model: _Model, fmt: str, rows: int, seed: int, positives: int, converted: int | None = None) -> SynthTruth:
     names = [f.name for f in model.fields]
     cardinality = {f.name: f.size for f in model.fields}
     noise = [f.name for f in model.fields if f.rank == 0]
@@ -362,12 +437,21 @@ def _truth(model: _Model, fmt: str, rows: int, seed: int, positives: int) -> Syn
         cardinality = {"hour": AVAZU_HOURS, **cardinality}
         noise.insert(0, "hour")
         ranks = {"hour": 0, **ranks}
-    return SynthTruth(fmt, rows, seed, names, cardinality, noise, ranks, positives / rows)
+    tasks = None
+    if model.convert is not None and converted is not None:
+        tasks = {
+            "names": list(TASK_NAMES),
+            "positive_ratio": {TASK_NAMES[0]: positives / rows, TASK_NAMES[1]: converted / rows},
+            "convert_among_clicks": converted / max(positives, 1),
+            "signal_fields": {TASK_NAMES[1]: [model.fields[i].name for i in sorted(model.convert)]},
+        }
+    return SynthTruth(fmt, rows, seed, names, cardinality, noise, ranks, positives / rows, tasks)
 
 
-def _write_rows(path: Path, model: _Model, rows: int, seed: int, chunk_rows: int) -> int:
-    """Write the rows to ``path``; returns the number of positive labels."""
+def _write_rows(path: Path, model: _Model, rows: int, seed: int, chunk_rows: int) -> tuple[int, int | None]:
+    """Write the rows to ``path``; returns the number of positive labels (and of conversions, two tasks)."""
     positives = 0
+    converted: int | None = None if model.convert is None else 0
     # Each chunk is drawn while the previous one is written, so at most two are in memory.
     with open(path, "wb") as sink, ThreadPoolExecutor(max_workers=1) as pool:
         if model.fmt == "avazu":
@@ -379,9 +463,14 @@ def _write_rows(path: Path, model: _Model, rows: int, seed: int, chunk_rows: int
             ids = _draw(model, rng, n)
             labels = rng.random(n) < _sigmoid(_logits(model, ids))
             positives += int(labels.sum())
+            converts = None
+            if model.convert is not None:
+                draws = np.random.default_rng([seed, 4, chunk]).random(n)
+                converts = labels & (draws < _sigmoid(_convert_logits(model, ids)))
+                converted = (converted or 0) + int(converts.sum())
             if pending is not None:
                 pending.result()
-            pending = pool.submit(_write_chunk, sink, model, ids, labels, start, rows)
+            pending = pool.submit(_write_chunk, sink, model, ids, labels, start, rows, converts)
         if pending is not None:
             pending.result()
-    return positives
+    return positives, converted

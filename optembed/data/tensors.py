@@ -19,17 +19,25 @@ DEVICE_MEMORY_FRACTION = 0.5  # use at most this share of free device memory for
 
 @dataclass
 class SplitTensors(Batched):
-    """One split: ids ``x`` ``(N, n_fields)`` int32 and labels ``y`` ``(N,)`` float32."""
+    """One split: ids ``x`` ``(N, n_fields)`` int32 and labels ``y`` float32, ``(N,)`` for one
+    task or ``(N, T)`` for ``T`` tasks (the primary task's column first; ``tasks`` names them)."""
 
     x: Tensor
     y: Tensor
+    tasks: tuple[str, ...] = ()
+
+    @property
+    def primary_y(self) -> Tensor:
+        """The primary task's labels ``(N,)``."""
+        return self.y if self.y.dim() == 1 else self.y[:, 0]
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def has_both_classes(self) -> bool:
         """True when the split holds at least one positive and one negative row (AUC is defined)."""
-        return len(self) > 0 and bool((self.y > 0.5).any()) and bool((self.y < 0.5).any())
+        y = self.primary_y
+        return len(self) > 0 and bool((y > 0.5).any()) and bool((y < 0.5).any())
 
     @property
     def nbytes(self) -> int:
@@ -37,13 +45,13 @@ class SplitTensors(Batched):
 
     def slice(self, lo: int, hi: int) -> SplitTensors:
         """Rows ``[lo, hi)`` (views, no copy)."""
-        return SplitTensors(self.x[lo:hi], self.y[lo:hi])
+        return SplitTensors(self.x[lo:hi], self.y[lo:hi], self.tasks)
 
     def to(self, device: torch.device) -> SplitTensors:
         """Move to ``device``; on CUDA keep it in pinned host memory if it does not fit."""
         if device.type == "cuda" and not fits_on_device(self.nbytes, device):
-            return SplitTensors(self.x.pin_memory(), self.y.pin_memory())
-        return SplitTensors(self.x.to(device), self.y.to(device))
+            return SplitTensors(self.x.pin_memory(), self.y.pin_memory(), self.tasks)
+        return SplitTensors(self.x.to(device), self.y.to(device), self.tasks)
 
     def blocks(
         self, batch_size: int, device: torch.device, generator: torch.Generator | None, shuffle: bool
@@ -65,15 +73,29 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
     return nbytes <= DEVICE_MEMORY_FRACTION * free
 
 
-def read_split(path: Path, field_names: Sequence[str], label: str = "label", max_rows: int | None = None) -> SplitTensors:
-    """Read one encoded Parquet split into CPU tensors."""
+def read_split(
+    path: Path,
+    field_names: Sequence[str],
+    label: str | Sequence[str] = "label",
+    max_rows: int | None = None,
+    tasks: Sequence[str] = (),
+) -> SplitTensors:
+    """Read one encoded Parquet split into CPU tensors. ``label``: the label column, or the label
+    columns of several tasks (``y`` is then ``(N, T)``; one column in a list still gives ``(N,)``);
+    ``tasks``: the tasks' names, kept on the split."""
     if not path.is_file():
         raise DataError(f"split file missing: {path}")
-    table = pq.read_table(path, columns=[label, *field_names])
+    labels = [label] if isinstance(label, str) else list(label)
+    table = pq.read_table(path, columns=[*labels, *field_names])
     if max_rows is not None:
         table = table.slice(0, max_rows)
     x = np.empty((table.num_rows, len(field_names)), dtype=np.int32)
     for j, name in enumerate(field_names):
         x[:, j] = table.column(name).to_numpy()
-    y = table.column(label).to_numpy().astype(np.float32)
-    return SplitTensors(torch.from_numpy(x), torch.from_numpy(y))
+    if len(labels) == 1:
+        y = table.column(labels[0]).to_numpy().astype(np.float32)
+    else:
+        y = np.empty((table.num_rows, len(labels)), dtype=np.float32)
+        for k, name in enumerate(labels):
+            y[:, k] = table.column(name).to_numpy()
+    return SplitTensors(torch.from_numpy(x), torch.from_numpy(y), tuple(tasks))

@@ -3,6 +3,11 @@
 The embedder turns ids into ``(B, n, D)`` embeddings - the full table, OptEmbed's masked table,
 the compact per-field tables, product-quantized tables or a baseline's embedding - and the
 backbone subclass (FNN, DeepFM, DCN, IPNN) defines the head that turns them into logits.
+
+Several tasks (``ModelConfig.tasks = T > 1``) share everything but the backbone's last layer,
+which has one output per task (a shared bottom with a one-layer tower per task): the logits are
+then ``(B, T)``, the primary task's first; one task gives ``(B,)`` as always. Every backbone sizes
+its last layer by :attr:`CTRModel.tasks` and shapes its output with :meth:`CTRModel.task_logits`.
 """
 
 from __future__ import annotations
@@ -54,6 +59,25 @@ class CTRModel(nn.Module, ABC):
     def sample_dims(self) -> bool:
         return self.embedder.sample_dims
 
+    @property
+    def tasks(self) -> int:
+        """The number of labels the model predicts: its last layer's outputs."""
+        return self.cfg.tasks
+
+    # -- one logit per task ----------------------------------------------------------------
+    def task_logits(self, out: Tensor) -> Tensor:
+        """The last layer's ``(..., T)`` outputs as the logits: ``(...)`` for one task, else unchanged."""
+        return out.squeeze(-1) if self.tasks == 1 else out
+
+    def per_task(self, shared: Tensor) -> Tensor:
+        """A term shared by every task (``(...)``, e.g. DeepFM's linear and FM terms), shaped to add
+        to :meth:`task_logits`' output."""
+        return shared if self.tasks == 1 else shared.unsqueeze(-1)
+
+    def candidate_logits(self, out: Tensor, size: int, batch: int) -> Tensor:
+        """``size * batch`` rows of last-layer outputs as ``(C, B)`` logits (``(C, B, T)`` for several tasks)."""
+        return out.reshape(size, batch) if self.tasks == 1 else out.reshape(size, batch, self.tasks)
+
     # -- the head --------------------------------------------------------------------------
     @abstractmethod
     def build_head(self) -> None:
@@ -62,7 +86,8 @@ class CTRModel(nn.Module, ABC):
 
     @abstractmethod
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
-        """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``."""
+        """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``
+        (``(B', T)`` for several tasks)."""
 
     def additive_id_tables(self) -> list[FieldEmbedding]:
         """The head's per-id tables whose looked-up values are summed into the logit (DeepFM's
@@ -70,15 +95,16 @@ class CTRModel(nn.Module, ABC):
         return []
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
-        """Logits ``(C, B)`` of every candidate of ``cands`` on ``(B, n, D)`` embeddings.
+        """Logits ``(C, B)`` (``(C, B, T)``) of every candidate of ``cands`` on ``(B, n, D)`` embeddings.
 
         This default stacks the masked embeddings and runs :meth:`head` once; backbones
         override it to share work between candidates (see :class:`CandidateBatch`).
         """
-        return self.head(cands.stacked(emb), x.repeat(cands.size, 1)).view(cands.size, x.shape[0])
+        return self.candidate_logits(self.head(cands.stacked(emb), x.repeat(cands.size, 1)), cands.size, x.shape[0])
 
     def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
-        """Logits ``(B,)``; ``widths`` of shape ``(B, n)`` or ``(n,)`` keep prefix columns."""
+        """Logits ``(B,)`` (``(B, T)`` for several tasks); ``widths`` of shape ``(B, n)`` or ``(n,)``
+        keep prefix columns."""
         ids = self.embedder.ids(x)
         return self.head(self.embedder.lookup(ids, widths), ids)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from optembed.errors import ConfigError
+from optembed.fingerprint import since_default
 from optembed.validation import check_number, check_positive
 
 MODEL_NAMES = ("fnn", "deepfm", "dcn", "ipnn")
@@ -24,6 +25,9 @@ class ModelConfig:
     cross_layers: int = 6
     norm: str = "l1"
     init_std: float = 0.01
+    # labels the model predicts, one logit each (shared-bottom: the backbone's last layer has one
+    # output per task); models made before it predicted one
+    tasks: int = field(default=1, metadata=since_default(1))
 
     def __post_init__(self) -> None:
         self.mlp_dims = tuple(int(d) for d in self.mlp_dims)
@@ -43,10 +47,15 @@ class ModelConfig:
         if self.norm not in NORMS:
             raise ConfigError(f"Unknown row norm {self.norm!r}; choose one of {', '.join(NORMS)}.")
         check_positive("init_std", self.init_std)
+        if isinstance(self.tasks, bool) or not isinstance(self.tasks, int) or self.tasks < 1:
+            raise ConfigError(f"tasks must be a whole number of at least 1, got {self.tasks!r}.")
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON; ``tasks`` only when several (one-task model files keep their keys)."""
         d = asdict(self)
         d["mlp_dims"] = list(self.mlp_dims)
+        if self.tasks == 1:
+            d.pop("tasks")
         return d
 
     @classmethod

@@ -17,14 +17,14 @@ class DCN(CTRModel):
         in_dim = self.n_fields * cfg.embed_dim
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
         self.deep = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=None)
-        self.out = nn.Linear(in_dim + self.deep.output_dim, 1)
+        self.out = nn.Linear(in_dim + self.deep.output_dim, self.tasks)
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         flat = emb.flatten(1)
         both = torch.cat([self.cross(flat), self.deep(flat)], dim=1)
-        return self.out(both).squeeze(-1)
+        return self.task_logits(self.out(both))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         cross = self.cross(cands.stacked(emb).flatten(1))
         both = torch.cat([cross, cands.through_mlp(self.deep, emb)], dim=1)
-        return self.out(both).view(cands.size, x.shape[0])
+        return self.candidate_logits(self.out(both), cands.size, x.shape[0])

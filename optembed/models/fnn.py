@@ -12,10 +12,10 @@ from optembed.models.candidates import CandidateBatch
 class FNN(CTRModel):
     def build_head(self) -> None:
         cfg = self.cfg
-        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks)
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
-        return self.mlp(emb.flatten(1)).squeeze(-1)
+        return self.task_logits(self.mlp(emb.flatten(1)))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
-        return cands.through_mlp(self.mlp, emb).view(cands.size, x.shape[0])
+        return self.candidate_logits(cands.through_mlp(self.mlp, emb), cands.size, x.shape[0])

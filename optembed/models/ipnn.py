@@ -16,12 +16,12 @@ class IPNN(CTRModel):
         cfg = self.cfg
         self.products = PairwiseInnerProduct(self.n_fields)
         in_dim = self.n_fields * cfg.embed_dim + self.products.output_dim
-        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks)
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         features = torch.cat([emb.flatten(1), self.products(emb)], dim=1)
-        return self.mlp(features).squeeze(-1)
+        return self.task_logits(self.mlp(features))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         products = self.products(cands.stacked(emb))
-        return cands.through_mlp(self.mlp, emb, extra=products).view(cands.size, x.shape[0])
+        return self.candidate_logits(cands.through_mlp(self.mlp, emb, extra=products), cands.size, x.shape[0])

@@ -78,6 +78,11 @@ class TrainConfig:
     monitor: str = field(default="auc-logloss", metadata=since_default("auc"))
     # supernet: expected share of samples trained at the full width in every field (0: the paper's uniform widths)
     full_width_share: float = field(default=0.0, metadata=since_default(0.0))
+    # several tasks: the weight of each task's BCE in the loss (their weighted sum); empty: one each
+    task_weights: tuple[float, ...] = field(default=(), metadata=since_default(()))
+
+    def __post_init__(self) -> None:
+        self.task_weights = tuple(self.task_weights)  # a JSON list reads back as the tuple
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -99,6 +104,11 @@ class TrainConfig:
             raise ConfigError(f"--lr-decay must be in (0, 1] (1: off), got {self.lr_decay:g}")
         if self.monitor not in MONITORS:
             raise ConfigError(f"unknown --monitor '{self.monitor}'; choose {' | '.join(MONITORS)}")
+        weights = tuple(self.task_weights)
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not w >= 0 or w == float("inf") for w in weights):
+            raise ConfigError(f"--task-weights must be finite non-negative numbers, got {list(weights)}")
+        if weights and not any(w > 0 for w in weights):
+            raise ConfigError("--task-weights needs at least one positive weight")
         if self.evals_per_epoch < 0:
             raise ConfigError(f"--evals-per-epoch must be 0 (auto) or positive, got {self.evals_per_epoch}")
         if self.patience < 0:

@@ -2,7 +2,10 @@
 
 Batches are sliced from device-resident tensors through a device-side permutation; in
 ``sample_dims`` mode every sample draws one width per field. The loss is BCE plus ``alpha`` times
-the embedder's regulariser (OptEmbed's ``sum(exp(-t))`` while the row thresholds are learnable).
+the embedder's regulariser (OptEmbed's ``sum(exp(-t))`` while the row thresholds are learnable);
+a model of several tasks sums each task's BCE weighted by ``task_weights``
+(:mod:`optembed.training.tasks`) and is selected on the primary task's validation metrics, with
+every task's recorded beside them.
 The model's embedder (:class:`optembed.embedders.Embedder`) says which of its parameters are
 thresholds (their own optimizer) and which the network optimizer must leave alone; an embedder
 that reaches its search goal (``search_done``, e.g. PEP's target sparsity) stops training at the
@@ -34,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
@@ -51,6 +53,7 @@ from optembed.training.freq_lr import row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
+from optembed.training.tasks import resolve_task_weights, task_bce
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -168,6 +171,11 @@ class Trainer:
         self._dense_params = [p for p in trained if id(p) not in sparse]
         self._sparse_params = [p for p in trained if id(p) in sparse]
         self.arch: ArchStep | None = None  # the architecture step of a differentiable search (fit's arch_val)
+        weights = resolve_task_weights(cfg.task_weights, self.model.tasks)
+        # one task without weights: the plain BCE, exactly as before there were several
+        self.task_weights: Tensor | None = (
+            torch.tensor(weights, dtype=torch.float32, device=device) if cfg.task_weights else None
+        )
 
     def _set_freq_lr(self, row_counts: Tensor | None) -> None:
         cfg = self.cfg
@@ -216,11 +224,11 @@ class Trainer:
         if whole is None:
             with autocast(self.device, self.cfg.amp):
                 logits = self.forward(xb, widths)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
+            loss = task_bce(logits.float(), yb, self.task_weights)
         elif xb.shape[0]:
             with autocast(self.device, self.cfg.amp):
                 logits = self.forward(xb, widths)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), yb, reduction="sum") / rows
+            loss = task_bce(logits.float(), yb, self.task_weights, reduction="sum") / rows
         else:
             loss = torch.zeros((), device=self.device)
         if self.cfg.alpha > 0:
@@ -496,6 +504,9 @@ def _summary(record: dict[str, Any], improved: bool) -> str:
         f"val AUC {record['val_auc']:.5f}",
         f"val logloss {record['val_logloss']:.5f}",
     ]
+    tasks = [k[len("val_auc_"):] for k in record if k.startswith("val_auc_") and k != "val_auc_ci"]
+    if tasks:
+        parts.append("val AUC " + " ".join(f"{t} {record[f'val_auc_{t}']:.4f}" for t in tasks))
     if "sparsity" in record:
         parts.append(f"sparsity {record['sparsity']:.4f}")
     parts.append(f"{record['train_samples_per_s']:,.0f} samples/s")
