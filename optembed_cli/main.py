@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import typer
@@ -131,9 +133,22 @@ def _root(
     ui.settings.quiet, ui.settings.verbose = quiet, verbose
 
 
+def stop_on_sigterm() -> None:
+    """In a data-parallel worker (``--nproc``, torchrun), SIGTERM - how the launcher stops the
+    surviving ranks when one fails - raises ``SystemExit(143)``, so a stage's half-built folder
+    is removed as on any error instead of being left behind by an abrupt end."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; usage errors are reported on one stderr line with exit code 2."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:  # set by the launcher in every worker
+        stop_on_sigterm()
     ui.settings.argv = args
     typer.main.get_command(app).main(args=args, prog_name="optembed")
 

@@ -157,3 +157,22 @@ def test_a_killed_rank_stops_the_run_and_resume_finishes_it(prepared: tuple[Stor
     manifest = json.loads(done.stdout)
     assert manifest["metrics"]["epochs_run"] == 4 and not list(resume.glob(".resume-*"))
     assert not list(resume.glob(".tmp-*"))
+
+
+def test_sigterm_in_a_worker_removes_the_half_built_artifact(tmp_path: Path) -> None:
+    """The launcher stops surviving ranks with SIGTERM; a worker then leaves no half-built folder."""
+    code = (
+        "import os, signal, sys\n"
+        "from optembed_cli.main import stop_on_sigterm\n"
+        "from pipelines.store import Manifest, Store\n"
+        "stop_on_sigterm()\n"
+        "store = Store(sys.argv[1])\n"
+        "with store.writer(Manifest('supernet', 1, 'ab' * 8, {})) as tmp:\n"
+        "    (tmp / 'model.pt').write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    signal.pause()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert list((tmp_path / "store").rglob(".tmp-*")) == [] and not (tmp_path / "store" / "supernet" / ("ab" * 8)).exists()
