@@ -96,6 +96,14 @@ FullWidthOpt = Annotated[
         rich_help_panel=PRUNING,
     ),
 ]
+SandwichOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sandwich",
+        help="Train the full width on every batch too, beside the sampled widths (the loss their mean).",
+        rich_help_panel=PRUNING,
+    ),
+]
 EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.", rich_help_panel=TRAINING)]
 AmpOpt = Annotated[Amp, typer.Option(help="Mixed precision.", rich_help_panel=DEVICE)]
@@ -245,5 +253,6 @@ EMBEDDING_OPTIONS = group(
 )
 PRUNING_OPTIONS = group(
     TrainConfig(), alpha=AlphaOpt, threshold_lr=TLrOpt, threshold_optimizer=TOptOpt, full_width_share=FullWidthOpt,
+    sandwich=SandwichOpt,
 )
 RUN_OPTIONS = group(_Runtime(), nproc=NprocOpt, stream=StreamOpt, shuffle_buffer=ShuffleBufferOpt, resume=ResumeOpt)

@@ -78,6 +78,8 @@ class TrainConfig:
     monitor: str = field(default="auc-logloss", metadata=since_default("auc"))
     # supernet: expected share of samples trained at the full width in every field (0: the paper's uniform widths)
     full_width_share: float = field(default=0.0, metadata=since_default(0.0))
+    # supernet: every step also trains the full width on the same batch (the loss the mean of the two)
+    sandwich: bool = field(default=False, metadata=since_default(False))
     # several tasks: the weight of each task's BCE in the loss (their weighted sum); empty: one each
     task_weights: tuple[float, ...] = field(default=(), metadata=since_default(()))
 

@@ -221,21 +221,25 @@ class Trainer:
         if model.sample_dims:
             widths = sample_widths(rows, model.n_fields, model.embed_dim, self.generator, self.device, self.cfg.full_width_share)
             widths = widths[offset : offset + xb.shape[0]] if whole is not None else widths
-        if whole is None:
-            with autocast(self.device, self.cfg.amp):
-                logits = self.forward(xb, widths)
-            loss = task_bce(logits.float(), yb, self.task_weights)
-        elif xb.shape[0]:
-            with autocast(self.device, self.cfg.amp):
-                logits = self.forward(xb, widths)
-            loss = task_bce(logits.float(), yb, self.task_weights, reduction="sum") / rows
-        else:
-            loss = torch.zeros((), device=self.device)
+        loss = self._data_loss(xb, yb, widths, rows, whole is not None)
+        if widths is not None and self.cfg.sandwich:  # the full width trained in every step too
+            loss = 0.5 * (loss + self._data_loss(xb, yb, None, rows, whole is not None))
         if self.cfg.alpha > 0:
             reg = model.embedder.regularizer()
             if reg is not None:
                 loss = loss + self.cfg.alpha * reg / self.runtime.world_size
         return loss
+
+    def _data_loss(self, xb: Tensor, yb: Tensor, widths: Tensor | None, rows: int, shard: bool) -> Tensor:
+        """The weighted per-task BCE at ``widths`` (``None``: the full width); a data-parallel
+        ``shard`` gives its share of the global batch of ``rows`` rows."""
+        if not xb.shape[0]:
+            return torch.zeros((), device=self.device)
+        with autocast(self.device, self.cfg.amp):
+            logits = self.forward(xb, widths)
+        if not shard:
+            return task_bce(logits.float(), yb, self.task_weights)
+        return task_bce(logits.float(), yb, self.task_weights, reduction="sum") / rows
 
     def step(self, xb: Tensor, yb: Tensor, whole: tuple[int, int] | None = None) -> Tensor:
         for opt in self.optimizers:
