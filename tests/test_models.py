@@ -12,7 +12,6 @@ import torch
 from optembed.errors import ConfigError
 from optembed.layers import CrossNetwork, FieldEmbedding, PairwiseInnerProduct, fm_second_order
 from optembed.masks import apply_candidates, sample_widths
-from optembed.embedders.table import mode_flags
 from optembed.models import MODEL_NAMES, MODES, CTRModel, ModelConfig, SupernetMode, build_model
 
 CARDS = [5, 3, 7, 4]
@@ -71,11 +70,8 @@ def test_modes_and_errors() -> None:
         mode = SupernetMode.parse(name)
         assert (mode.name, mode.prune_rows, mode.sample_dims) == (name, prune_rows, sample_dims)
         assert str(mode) == name and mode.searchable == (prune_rows or sample_dims)
-        assert mode_flags(name) == (prune_rows, sample_dims)
     with pytest.raises(ConfigError, match="choose one of optembed, prune-only, dims-only, none"):
         SupernetMode.parse("everything")
-    with pytest.raises(ConfigError):
-        mode_flags("everything")
     with pytest.raises(ConfigError):
         ModelConfig("widedeep")
     with pytest.raises(ConfigError):

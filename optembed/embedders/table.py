@@ -58,13 +58,6 @@ SUPERNET_MODES: tuple[SupernetMode, ...] = (
 MODES: tuple[str, ...] = tuple(m.name for m in SUPERNET_MODES)
 
 
-def mode_flags(mode: str) -> tuple[bool, bool]:
-    """``mode`` -> ``(prune_rows, sample_dims)`` (a :class:`ConfigError` for an unknown name): the
-    command line's early check of ``--mode``; code that uses a mode holds a :class:`SupernetMode`."""
-    parsed = SupernetMode.parse(mode)
-    return parsed.prune_rows, parsed.sample_dims
-
-
 class TableEmbedder(Embedder):
     """Embedding lookup -> (row mask) -> (prefix width mask).
 

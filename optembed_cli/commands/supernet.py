@@ -15,7 +15,7 @@ from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, PRUNING_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, ModelDefaults, NormOpt,
     model_config, train_config,
 )
-from optembed.embedders.table import mode_flags
+from optembed.embedders.table import SupernetMode
 from optembed.models.checkpoint import read_model_payload
 from pipelines import supernet as stage
 from pipelines.readers import load_row_mask
@@ -66,7 +66,7 @@ def supernet(
         resume=run["resume"],
         force=force,
     )
-    mode_flags(str(mode))
+    SupernetMode.parse(str(mode))  # an unknown mode: one line before anything runs
     ui.run_stage(stage.run, config, artifacts, json, render, stage.UPSTREAM, source, track=track)
 
 
