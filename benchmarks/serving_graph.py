@@ -8,7 +8,7 @@ remaps. Each is exported with :func:`optembed.export.writers.save_onnx` through
 :class:`optembed.export.graph.ServingNet`; the compact and the Original graphs are exported
 twice, with the serving lookup (:class:`optembed.embedders.compact_lookup.CompactLookup`, row
 gathers of width-grouped tables) and with the earlier element-wise gather
-(:meth:`CompactEmbedder.gather_elements`); ``--slack`` adds compact graphs of other width
+(the element-wise gather over the flat buffer, :class:`ElementLookup`); ``--slack`` adds compact graphs of other width
 groupings (0: one group per width, exactly the model's bytes; inf: one table padded to D).
 Every graph's outputs are checked against its in-package model first.
 
@@ -64,8 +64,11 @@ class ElementLookup(nn.Module):
         self.embedder = embedder
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        rows = self.embedder.ids(x)
-        return rows, self.embedder.gather_elements(rows)
+        emb = self.embedder
+        rows = emb.ids(x)
+        inside = torch.arange(emb.dim, device=x.device) < emb.field_width.unsqueeze(1)  # (n, D)
+        index = (emb.field_start + rows * emb.field_width).unsqueeze(-1) + torch.arange(emb.dim, device=x.device)
+        return rows, emb.flat[torch.where(inside, index, 0)] * emb.inside_f
 
 
 class PlainLookup(nn.Module):

@@ -50,8 +50,8 @@ def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
     x = random_ids(cards, 500, 4)
     assert torch.equal(model(x), compact(x))  # one windowed row gather over all fields
     assert torch.equal(model(x[:5]), compact(x[:5]))  # a small batch: the same single path
-    ids = compact.embedder.ids(x)  # the element-wise gather of exported graphs reads the same values
-    assert torch.equal(compact.embedder.gather_elements(ids), compact.embedder.lookup(ids))
+    ids = compact.embedder.ids(x)  # the serving lookup of exported graphs reads the same values
+    assert torch.equal(compact.embedder.serving_lookup()(x)[1], compact.embedder.lookup(ids))
     for f, w in enumerate(width_list):  # each field's table is its own (kept, D_f) block
         assert compact.embedder.table(f).shape[1] == w
     assert compact.embedder.field_widths() == widths.tolist()

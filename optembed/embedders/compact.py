@@ -37,7 +37,6 @@ class CompactEmbedder(Embedder):
     field_width: Tensor
     remap: Tensor
     remap_offsets: Tensor
-    inside: Tensor
     inside_f: Tensor
 
     def __init__(self, tables: Sequence[Tensor], remaps: Sequence[Tensor], dim: int) -> None:
@@ -52,7 +51,6 @@ class CompactEmbedder(Embedder):
         self.register_buffer("field_start", torch.cumsum(sizes, 0) - sizes)
         self.register_buffer("field_width", torch.tensor(widths, dtype=torch.long))
         inside = torch.arange(self.dim) < torch.tensor(widths, dtype=torch.long).unsqueeze(1)  # (n, D)
-        self.register_buffer("inside", inside, persistent=False)
         self.register_buffer("inside_f", inside.to(self.flat.dtype), persistent=False)
         cards = torch.tensor([r.numel() for r in remaps], dtype=torch.long)
         self.register_buffer("remap", torch.cat([r.to(torch.int32) for r in remaps]))
@@ -108,15 +106,6 @@ class CompactEmbedder(Embedder):
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
         windows = self.flat.as_strided((self.flat.numel() - self.dim + 1, self.dim), (1, 1))
         return F.embedding(self.field_start + ids * self.field_width, windows) * self.inside_f
-
-    def gather_elements(self, xc: Tensor) -> Tensor:
-        """The same embeddings as :meth:`lookup` from an element-wise gather over the flat buffer
-        (no strided view). Exported graphs run
-        :class:`~optembed.embedders.compact_lookup.CompactLookup` (row gathers of width-grouped
-        tables) instead: at batch 4096 this form's ``(B, n, D)`` index arithmetic costs about
-        twice the whole graph's time (``benchmarks/serving_graph.py``)."""
-        index = (self.field_start + xc * self.field_width).unsqueeze(-1) + torch.arange(self.dim, device=xc.device)
-        return self.flat[torch.where(self.inside, index, 0)] * self.inside_f
 
     def kept_params(self) -> int:
         return self._entries
