@@ -19,7 +19,7 @@ from optembed.models.config import ModelConfig
 from optembed.training.config import TrainConfig
 from optembed_cli import ui
 from optembed_cli.core_choices import Model, Norm
-from optembed_cli.option_groups import group
+from optembed_cli.option_groups import OptionGroup, group
 from optembed_cli.options import (
     DEVICE, EMBEDDING, MODEL, PRUNING, TABLES, TRAINING, Amp, DeviceOpt, EmbeddingOptimizer, FreqLr, Monitor, ThresholdOptimizer,
 )
@@ -104,6 +104,26 @@ SandwichOpt = Annotated[
         rich_help_panel=PRUNING,
     ),
 ]
+TaskWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task-weights",
+        help="Several tasks: the weight of each task's loss, a comma list in the labels' order (default: 1 each).",
+        metavar="W,W,...",
+        show_default=False,
+        rich_help_panel=TRAINING,
+    ),
+]
+SelectOpt = Annotated[
+    str,
+    typer.Option(
+        "--select",
+        help="Several tasks: whose validation --monitor score keeps the best checkpoint, stops early and decays: "
+        "primary (the first label), mean (of every task's) or a task's name.",
+        metavar="primary|mean|TASK",
+        rich_help_panel=TRAINING,
+    ),
+]
 EvalBatchOpt = Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, shuffling and width sampling.", rich_help_panel=TRAINING)]
 AmpOpt = Annotated[Amp, typer.Option(help="Mixed precision.", rich_help_panel=DEVICE)]
@@ -186,10 +206,22 @@ class ModelDefaults:
         self.norm = base.norm
 
 
+def parse_task_weights(text: str | None) -> tuple[float, ...]:
+    """``--task-weights 1,0.5`` as a tuple of floats (empty for none)."""
+    if text is None or not text.strip():
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--task-weights must be comma-separated numbers, got '{text}'") from None
+
+
 def train_config(**kwargs: object) -> TrainConfig:
     """Build and validate the training options; questionable combinations get one warning line
     each on stderr (also with ``--json``)."""
     plain = {k: str(v) if isinstance(v, StrEnum) else v for k, v in kwargs.items()}
+    if "task_weights" in plain:
+        plain["task_weights"] = parse_task_weights(plain["task_weights"])  # type: ignore[arg-type]
     cfg = TrainConfig(**plain)  # type: ignore[arg-type]
     cfg.validate()
     for line in cfg.warnings():
@@ -227,6 +259,13 @@ ShuffleBufferOpt = Annotated[
 ]
 
 
+class _TaskDefaults:
+    """The defaults of the task options in the form they take (the weights as a comma list)."""
+
+    task_weights: str | None = None
+    select = TrainConfig().select
+
+
 class _Runtime:
     """The defaults of the run options that are no configuration field."""
 
@@ -245,6 +284,9 @@ TRAINING_OPTIONS = group(
     lr_decay=LrDecayOpt, monitor=MonitorOpt, patience=PatienceOpt, eval_batch_size=EvalBatchOpt, seed=SeedOpt,
     amp=AmpOpt, compile=CompileOpt, embedding_optimizer=EmbOptimizerOpt, embedding_lr=EmbLrOpt,
     evals_per_epoch=EvalsOpt,
+)
+TRAINING_OPTIONS = OptionGroup(
+    TRAINING_OPTIONS.options + group(_TaskDefaults(), task_weights=TaskWeightsOpt, select=SelectOpt).options
 )
 # the frequency-adaptive rate and re-drawn tables (supernet and retrain, not the baselines)
 EMBEDDING_OPTIONS = group(

@@ -20,24 +20,41 @@ from pipelines.store import Manifest
 SPLITS = ("val", "test")
 
 
-def base_rates(pre: Manifest) -> dict[str, float]:
+def base_rates(pre: Manifest) -> dict[str, Any]:
     """``{split}_base_rate_logloss`` for the validation and test splits of the preprocess
-    artifact ``pre``; empty when its schema cannot be read or lacks the ratios."""
+    artifact ``pre`` (the primary task's); with several labels also ``task_base_rates``,
+    ``{task: {split}_base_rate_logloss}``. Empty when its schema cannot be read or lacks the ratios."""
     try:
-        ratios = json.loads(pre.output("schema").read_text())["positive_ratio"]
-        train = float(ratios["train"])
-        return {f"{s}_base_rate_logloss": constant_logloss(float(ratios[s]), train) for s in SPLITS if s in ratios}
+        schema = json.loads(pre.output("schema").read_text())
+        out: dict[str, Any] = _rates(schema["positive_ratio"])
+        labels = schema.get("labels", [])
+        if len(labels) > 1:
+            out["task_base_rates"] = {str(entry["name"]): _rates(entry["positive_rate"]) for entry in labels}
+        return out
     except Exception:  # noqa: BLE001 - an unreadable schema means no base rate, never a failure
         return {}
 
 
+def _rates(ratios: Mapping[str, Any]) -> dict[str, float]:
+    train = float(ratios["train"])
+    return {f"{s}_base_rate_logloss": constant_logloss(float(ratios[s]), train) for s in SPLITS if s in ratios}
+
+
 def calibration_warnings(variant: str, metrics: Mapping[str, Any]) -> list[str]:
     """The warning (at most one line) when ``metrics``' validation or test logloss is above its
-    split's base rate (``{split}_logloss`` against ``{split}_base_rate_logloss``)."""
-    line = worse_than_base_rate(
-        variant, {s: (metrics.get(f"{s}_logloss"), metrics.get(f"{s}_base_rate_logloss")) for s in SPLITS}
-    )
-    return [line] if line else []
+    split's base rate (``{split}_logloss`` against ``{split}_base_rate_logloss``); with several
+    tasks (``tasks`` and ``task_base_rates`` in ``metrics``) one line per task that does worse."""
+    tasks, rates = metrics.get("tasks"), metrics.get("task_base_rates")
+    if isinstance(tasks, Mapping) and isinstance(rates, Mapping) and len(tasks) > 1:
+        judged = [(f"{variant}, task {name}", values, rates.get(name, {})) for name, values in tasks.items()]
+    else:
+        judged = [(variant, metrics, metrics)]
+    lines = [
+        worse_than_base_rate(label, {s: (values.get(f"{s}_logloss"), base.get(f"{s}_base_rate_logloss")) for s in SPLITS})
+        for label, values, base in judged
+        if isinstance(values, Mapping) and isinstance(base, Mapping)
+    ]
+    return [line for line in lines if line]
 
 
 def calibration_metrics(pre: Manifest, variant: str, metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from optembed.data.labels import task_names
 from optembed.training.diagnostics import small_test_split, training_warnings
 from pipelines.calibration import base_rates, calibration_warnings, trained_variant
 from pipelines.store import Manifest, Store
@@ -57,7 +58,15 @@ def _curve_warnings(manifest: Manifest, pre: Manifest | None) -> list[str]:
         history = [r for r in history if r.get("phase") == "train"]
     rows = int(pre.metrics.get("rows_train", 0)) if pre is not None else 0
     batch = int(manifest.params.get("train", {}).get("batch_size", 1))
-    return training_warnings(history, rows, batch)
+    return training_warnings(history, rows, batch, _tasks(pre))
+
+
+def _tasks(pre: Manifest | None) -> list[str]:
+    """The task names of ``pre``'s schema, primary first (none when it cannot be read)."""
+    try:
+        return task_names(json.loads(pre.output("schema").read_text())) if pre is not None else []
+    except Exception:  # noqa: BLE001 - a warning is never worth a failure
+        return []
 
 
 def _calibration(manifest: Manifest, pre: Manifest | None) -> list[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from optembed.errors import ConfigError
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params, since_default
+from optembed.training.selection import check_select, selection_name, selection_score
 from optembed.validation import check_non_negative, check_positive
 
 AMP_MODES = ("none", "bf16")
@@ -82,6 +84,9 @@ class TrainConfig:
     sandwich: bool = field(default=False, metadata=since_default(False))
     # several tasks: the weight of each task's BCE in the loss (their weighted sum); empty: one each
     task_weights: tuple[float, ...] = field(default=(), metadata=since_default(()))
+    # several tasks: the task whose validation score selects, stops and decays (optembed.training.selection):
+    # primary, mean (of every task's) or a task's name
+    select: str = field(default="primary", metadata=since_default("primary"))
 
     def __post_init__(self) -> None:
         self.task_weights = tuple(self.task_weights)  # a JSON list reads back as the tuple
@@ -111,6 +116,7 @@ class TrainConfig:
             raise ConfigError(f"--task-weights must be finite non-negative numbers, got {list(weights)}")
         if weights and not any(w > 0 for w in weights):
             raise ConfigError("--task-weights needs at least one positive weight")
+        check_select(self.select, ())
         if self.evals_per_epoch < 0:
             raise ConfigError(f"--evals-per-epoch must be 0 (auto) or positive, got {self.evals_per_epoch}")
         if self.patience < 0:
@@ -136,16 +142,14 @@ class TrainConfig:
             wanted = min(MAX_AUTO_EVALS, -(-steps_per_epoch // AUTO_EVAL_STEPS))
         return max(1, min(wanted, steps_per_epoch))
 
-    def score(self, record: dict[str, Any]) -> float:
-        """The validation score of a metrics record under ``monitor`` (higher is better)."""
-        if self.monitor == "auc-logloss":
-            return float(record["val_auc"]) - float(record["val_logloss"])
-        return float(record["val_auc"])
+    def score(self, record: dict[str, Any], tasks: Sequence[str] = ()) -> float:
+        """The validation score of a metrics record under ``monitor`` and ``select`` (higher is
+        better); ``tasks``: the data's task names, primary first."""
+        return selection_score(record, self.monitor, self.select, tasks)
 
-    @property
-    def monitor_name(self) -> str:
-        """``monitor`` as the progress lines name it."""
-        return "AUC - logloss" if self.monitor == "auc-logloss" else "AUC"
+    def monitor_name(self, tasks: Sequence[str] = ()) -> str:
+        """The score as the progress lines name it."""
+        return selection_name(self.monitor, self.select, tasks)
 
     @property
     def table_l2(self) -> float:

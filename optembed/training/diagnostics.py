@@ -51,27 +51,31 @@ def too_few_steps(train_rows: int, batch_size: int, minimum: int = MIN_STEPS_PER
     )
 
 
-def overfitting(history: Sequence[Mapping[str, Any]], tolerance: float = RISE_TOLERANCE) -> str | None:
+def overfitting(history: Sequence[Mapping[str, Any]], tolerance: float = RISE_TOLERANCE, task: str | None = None) -> str | None:
     """A warning when, from one epoch to the next, the validation logloss rose while the
     training loss fell; names the first such epoch. ``history`` holds one record per epoch with
-    ``epoch``, ``train_loss`` and ``val_logloss``."""
-    records = [r for r in history if _number(r.get("train_loss")) and _number(r.get("val_logloss"))]
+    ``epoch``, ``train_loss`` and ``val_logloss``; with ``task``, that task's validation logloss
+    (``val_logloss_<task>``) against the training loss of all tasks, and the line names the task."""
+    key = "val_logloss" if task is None else f"val_logloss_{task}"
+    records = [r for r in history if _number(r.get("train_loss")) and _number(r.get(key))]
     rising = [
         (before, after)
         for before, after in zip(records, records[1:])
-        if after["val_logloss"] > before["val_logloss"] * (1 + tolerance) and after["train_loss"] < before["train_loss"]
+        if after[key] > before[key] * (1 + tolerance) and after["train_loss"] < before["train_loss"]
     ]
     if not rising:
         return None
     before, after = rising[0]
     last = records[-1]
+    whose = "the validation logloss" if task is None else f"task {task}'s validation logloss"
     return (
-        f"overfitting: from epoch {before.get('epoch', '?')} to {after.get('epoch', '?')} the validation logloss rose "
-        f"({before['val_logloss']:.5f} -> {after['val_logloss']:.5f}) while the training loss fell "
+        f"overfitting: from epoch {before.get('epoch', '?')} to {after.get('epoch', '?')} {whose} rose "
+        f"({before[key]:.5f} -> {after[key]:.5f}) while the training loss fell "
         f"({before['train_loss']:.5f} -> {after['train_loss']:.5f})"
-        + (f"; at epoch {last.get('epoch', '?')} it is {last['val_logloss']:.5f}" if last is not after else "")
+        + (f"; at epoch {last.get('epoch', '?')} it is {last[key]:.5f}" if last is not after else "")
         + "; the best epoch by validation AUC is kept; fewer --epochs, a --patience, more data or more "
         "--weight-decay may help"
+        + ("" if task is None else " (--select chooses the task that picks it)")
     )
 
 
@@ -116,7 +120,14 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and value == value
 
 
-def training_warnings(history: Sequence[Mapping[str, Any]], train_rows: int, batch_size: int) -> list[str]:
-    """Every warning about one training run."""
-    found = [too_few_steps(train_rows, batch_size), overfitting(history)]
+def training_warnings(
+    history: Sequence[Mapping[str, Any]], train_rows: int, batch_size: int, tasks: Sequence[str] = ()
+) -> list[str]:
+    """Every warning about one training run; a run of several ``tasks`` is judged for overfitting
+    task by task (each may overfit at its own epoch, or not at all)."""
+    found = [too_few_steps(train_rows, batch_size)]
+    if len(tasks) > 1:
+        found += [overfitting(history, task=name) for name in tasks]
+    else:
+        found.append(overfitting(history))
     return [w for w in found if w]

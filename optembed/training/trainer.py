@@ -53,7 +53,8 @@ from optembed.training.freq_lr import row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
-from optembed.training.tasks import resolve_task_weights, task_bce
+from optembed.training.selection import check_select
+from optembed.training.tasks import resolve_task_weights, task_bce, task_names
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -289,6 +290,20 @@ class Trainer:
         if len(train) == 0:
             raise TrainingError("the training split is empty")
         require_rankable(val)
+        names = task_names(val.tasks, self.model.tasks)
+        check_select(cfg.select, names)
+        for column, name in enumerate(names):
+            selected = cfg.select == "mean" or cfg.select == name
+            if column and selected and val.y.dim() == 2 and bool((val.y[:, column] == val.y[0, column]).all()):
+                raise TrainingError(
+                    f"the validation split has one class only in task {name}, so its AUC, which --select {cfg.select} "
+                    "uses to pick the best epoch, is undefined; use more data, a larger validation share (--split) "
+                    "or --select primary"
+                )
+
+        def score(record: dict[str, Any]) -> float:
+            return cfg.score(record, names)
+
         arch = self.model.embedder.arch_params()
         if arch_val is not None and arch:
             if len(arch_val) == 0:
@@ -318,7 +333,7 @@ class Trainer:
         elif validate_start:
             start = {"epoch": 0, **self._validate(val, test)}
             best.best_val_auc, best.best_record, best.start_record = start["val_auc"], start, start
-            best.best_score = cfg.score(start)
+            best.best_score = score(start)
             self.reporter.message(f"epoch 0 (the starting weights) | val AUC {start['val_auc']:.5f}")
         rt = self.runtime
         guard = DivergenceGuard(self.model, self.device, self.lr_option, cfg.lr, rt.all_reduce_sum if rt.distributed else None)
@@ -330,10 +345,10 @@ class Trainer:
         def mid_epoch(epoch: int, step: int) -> bool:
             """Validate inside the epoch; keep the checkpoint when it is the best so far."""
             rec = {"epoch": epoch, "step": step, **self._validate(val, None)}
-            gained = cfg.score(rec) > best.best_score
+            gained = score(rec) > best.best_score
             if gained:
                 best.best_state = _cpu_copy(self.model.state_dict())
-                best.best_score = cfg.score(rec)
+                best.best_score = score(rec)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, rec["val_auc"], rec
             self.reporter.message(
                 f"epoch {epoch} step {step:,}/{steps_per_epoch:,} | val AUC {rec['val_auc']:.5f}" + (" *" if gained else "")
@@ -352,11 +367,11 @@ class Trainer:
             search_done = record.pop("search_done", False)
             record.update(self._validate(val, None))
             best.history.append(record)
-            improved = cfg.score(record) > best.best_score
+            improved = score(record) > best.best_score
             at_best = improved
             if improved:
                 best.best_state = _cpu_copy(self.model.state_dict())
-                best.best_score = cfg.score(record)
+                best.best_score = score(record)
                 best.best_epoch, best.best_val_auc, best.best_record = epoch, record["val_auc"], {}
             if improved or gained_inside:
                 bad_epochs = 0
@@ -375,7 +390,7 @@ class Trainer:
                 if search_done:
                     self.reporter.message("stop: the embedding search reached its goal")
                 else:
-                    self.reporter.message(f"early stop: no validation {cfg.monitor_name} gain for {bad_epochs} epochs")
+                    self.reporter.message(f"early stop: no validation {cfg.monitor_name(names)} gain for {bad_epochs} epochs")
                 break
         best.train_samples_per_s = total_samples / total_seconds if total_seconds else 0.0
         best.optimizer_state_bytes = self.optimizer_state_bytes()
