@@ -45,7 +45,9 @@ from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, search_row_mask
 
 STAGE = "retrain"
-VERSION = 3  # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds pruned rows into OOV
+# 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds
+# pruned rows into OOV; 4: a masked variant trains its compact tables (trains_compact), saved as its model
+VERSION = 4
 SOURCES = ("search", "supernet", "preprocess")
 # supernet: warm start from the trained supernet (its weights kept as epoch 0 unless beaten);
 # auto: supernet for the masked variants, fresh for the Original and without a supernet
@@ -69,6 +71,13 @@ class RetrainStage:
     # continue an interrupted run from its last finished epoch
     resume: bool = field(default=False, metadata=UNFINGERPRINTED)
     force: bool = field(default=False, metadata=UNFINGERPRINTED)
+
+
+def trains_compact(train: TrainConfig) -> bool:
+    """Whether a masked variant trains on its compact tables: with dense Adam on the tables and
+    no option that works on the full table's rows (``--freq-lr``, re-drawn tables, the row-wise
+    optimizers); otherwise it trains the full table under its masks, as the same model."""
+    return train.embedding_optimizer == "adam" and train.freq_lr == "none" and not train.reinit_embeddings_each_epoch
 
 
 def stage_params(config: RetrainStage, model: ModelConfig, variant: str) -> dict[str, Any]:
@@ -158,6 +167,9 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         if config.init == "supernet" and p.keep is not None:
             counts_in = split_id_counts(data.splits["train"], model.embedder.cardinalities, device)
         keep = apply_search(model, p.keep, widths, counts_in).cpu()
+        compact_training = (p.keep is not None or p.widths is not None) and trains_compact(config.train)
+        if compact_training:  # the searched tables, physically small, are what trains
+            model = compact_model(model.cpu()).to(device).train()
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
@@ -169,15 +181,20 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             raise TrainingError("no epoch was trained")
         model.load_state_dict(result.best_state)
         model.eval()
-        extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
-        save_model(tmp / "model.pt", model, data.field_names, extra=extra)
-        compact = compact_model(model.cpu())  # the masks applied for training slice the tables
+        if compact_training:
+            compact = model.cpu()
+            outputs = {"model": "compact.pt", "compact": "compact.pt"}  # the trained model is the deployed one
+        else:
+            extra = {"keep": keep.cpu(), "widths": widths.tolist(), "variant": p.variant}
+            save_model(tmp / "model.pt", model, data.field_names, extra=extra)
+            compact = compact_model(model.cpu())  # the masks applied for training slice the tables
+            outputs = {"model": "model.pt", "compact": "compact.pt"}
         save_model(tmp / "compact.pt", compact, data.field_names,
                    extra={"variant": p.variant, "preprocess": p.preprocess.fingerprint})
         pq.write_table(pa.Table.from_pylist(curve_records(result)), tmp / "curves.parquet")
         total = model.embedder.num_rows * dim
         emb_params = compact.embedder.kept_params()
-        manifest.outputs = {"model": "model.pt", "compact": "compact.pt", "curves": "curves.parquet"}
+        manifest.outputs = {**outputs, "curves": "curves.parquet"}
         manifest.metrics = {
             "variant": p.variant,
             **fit_metrics(result, data.tasks),
@@ -187,7 +204,8 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "total_rows": model.embedder.num_rows,
             "widths": compact.embedder.field_widths(),
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
-            "dense_bytes": (tmp / "model.pt").stat().st_size,
+            "dense_bytes": (tmp / outputs["model"]).stat().st_size,
+            "trained_compact": compact_training,
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),

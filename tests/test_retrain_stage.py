@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
@@ -68,11 +70,27 @@ def test_compact_equals_masked_model(name: str, width_list: list[int]) -> None:
         assert torch.equal(compact(x2), compact(x3))
 
 
-def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None:
+def test_retrain_from_supernet_trains_the_compact_tables(prepared, tmp_path) -> None:
     store, pre, sn = prepared
     m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=FAST, device="cpu"), store)
     assert m.metrics["variant"] == "optembed-e"
     assert m.upstream == {"supernet": sn.fingerprint, "preprocess": pre.fingerprint}
+    assert m.metrics["trained_compact"] and m.outputs["model"] == m.outputs["compact"] == "compact.pt"
+    compact, payload = load_model(m.output("compact"))
+    assert compact.embedder.kind == "compact" and payload["extra"]["variant"] == "optembed-e"
+    sn_kept = load_row_mask(sn)["kept_per_field"]
+    assert all(k in (s, s + 1) for k, s in zip(compact.embedder.field_rows(), sn_kept))  # + the OOV row when pruned
+    assert m.metrics["sparsity"] > 0
+    assert m.metrics["embedding_params"] == compact.embedder.kept_params()
+
+
+def test_retrain_with_a_row_optimizer_trains_the_masked_table(prepared, tmp_path) -> None:
+    """Row-wise optimizers (and --freq-lr, re-drawn tables) work on the full table's rows: the
+    masked table trains and its compact slice is exported beside it, the same predictions."""
+    store, pre, sn = prepared
+    train = replace(FAST, embedding_optimizer="rowwise-adagrad")
+    m = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=train, device="cpu"), store)
+    assert not m.metrics["trained_compact"] and m.outputs["model"] == "model.pt"
     compact, payload = load_model(m.output("compact"))
     masked, _ = load_model(m.output("model"))
     extra = torch.load(m.output("model"), weights_only=True)["extra"]
@@ -81,9 +99,6 @@ def test_retrain_from_supernet_exports_smaller_model(prepared, tmp_path) -> None
     x = random_ids(list(masked.embedder.embedding.cardinalities), 300, 5)
     assert torch.allclose(masked(x), compact(x), atol=1e-6)
     assert m.metrics["compact_bytes"] < m.metrics["dense_bytes"]
-    sn_kept = load_row_mask(sn)["kept_per_field"]
-    assert all(k in (s, s + 1) for k, s in zip(compact.embedder.field_rows(), sn_kept))  # + the OOV row when pruned
-    assert m.metrics["sparsity"] > 0
 
 
 def test_retrain_full_is_original(prepared) -> None:

@@ -95,6 +95,11 @@ class Embedder(nn.Module, ABC):
         """The embedding tables (sparse optimizers, frequency-adaptive rates, re-initialisation)."""
         return [m for m in self.modules() if isinstance(m, FieldEmbedding)]
 
+    def table_params(self) -> list[nn.Parameter]:
+        """The parameters that are embedding tables (they take ``--embedding-lr`` and
+        ``--embedding-l2``): the weights of :meth:`tables`, or an embedder's own storage."""
+        return [t.weight for t in self.tables()]
+
     def table_row_counts(self, id_counts: Tensor) -> Tensor:
         """The training count of every row of the embedding table, from the count of every id
         (``--freq-lr`` scales each row's learning rate by it); only the full table has them."""

@@ -5,6 +5,14 @@ Field ``f`` keeps the rows of its kept ids (its OOV id 0 always among them) and 
 go to the field's OOV row, exactly as during re-training, so predictions are identical. Each
 field's ``D_f`` columns are zero-padded to ``D`` on the fly (the padded columns were masked to
 zero during training, so this is exact and costs no stored parameters).
+
+The embedder trains as it serves: ``flat`` is its one parameter (an optimizer's state and steps
+cover the kept entries only), and its tables are laid out by width, widest first, so the fields
+of one width form one contiguous ``(rows, width)`` table (:meth:`CompactEmbedder.width_tables`).
+A lookup gathers rows from those tables, one gather per distinct width, and pads them to ``D``:
+its gradient lands on the kept entries alone. A file whose tables lie in another order (written
+before this layout) is read with the general window lookup (:meth:`CompactEmbedder.window_lookup`),
+which gives the same values.
 """
 
 from __future__ import annotations
@@ -45,10 +53,15 @@ class CompactEmbedder(Embedder):
         widths = [int(t.shape[1]) for t in tables]
         sizes = torch.tensor([k * w for k, w in zip(self._kept, widths)], dtype=torch.long)
         self._entries = int(sizes.sum())
-        # the tables end to end, then D zeros: the last row's window stays inside the buffer
-        parts = [t.detach().reshape(-1).float() for t in tables] + [torch.zeros(self.dim)]
+        # the tables end to end by width (widest first, then field order), then D zeros: the last
+        # row's window stays inside the buffer
+        order = sorted(range(len(tables)), key=lambda f: (-widths[f], f))
+        parts = [tables[f].detach().reshape(-1).float() for f in order] + [torch.zeros(self.dim)]
         self.flat = nn.Parameter(torch.cat(parts).clone())
-        self.register_buffer("field_start", torch.cumsum(sizes, 0) - sizes)
+        placed = sizes[order]
+        start = torch.empty_like(sizes)
+        start[order] = torch.cumsum(placed, 0) - placed
+        self.register_buffer("field_start", start)
         self.register_buffer("field_width", torch.tensor(widths, dtype=torch.long))
         inside = torch.arange(self.dim) < torch.tensor(widths, dtype=torch.long).unsqueeze(1)  # (n, D)
         self.register_buffer("inside_f", inside.to(self.flat.dtype), persistent=False)
@@ -104,8 +117,44 @@ class CompactEmbedder(Embedder):
         return self.remap[x.long() + self.remap_offsets].long()
 
     def lookup(self, ids: Tensor, widths: Tensor | None = None) -> Tensor:
+        groups = self._width_groups()
+        if groups is None:
+            return self.window_lookup(ids)
+        parts = []
+        for (first, rows, width), (fields, row_offset) in zip(groups.tables, groups.index, strict=True):
+            table = self.flat[first : first + rows * width].view(rows, width)
+            part = F.embedding(ids.index_select(1, fields) + row_offset, table)
+            parts.append(F.pad(part, (0, self.dim - width)) if width < self.dim else part)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out if groups.identity else out.index_select(1, groups.inverse)
+
+    def window_lookup(self, ids: Tensor) -> Tensor:
+        """The lookup for any table layout: the buffer viewed as overlapping ``D``-wide windows,
+        one row gather for all fields, the columns beyond each width zeroed (its gradient is a
+        dense one over the windows: for serving, not for training)."""
         windows = self.flat.as_strided((self.flat.numel() - self.dim + 1, self.dim), (1, 1))
         return F.embedding(self.field_start + ids * self.field_width, windows) * self.inside_f
+
+    def width_tables(self) -> list[tuple[int, list[int]]] | None:
+        """``(width, fields)`` of each contiguous table of one width, in buffer order (``None``
+        when the layout is not by width: a file of the older field order)."""
+        groups = self._width_groups()
+        return None if groups is None else [(w, f.tolist()) for (_, _, w), (f, _) in zip(groups.tables, groups.index)]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_groups_cache", None)  # the loaded starts may lay the tables out otherwise
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _width_groups(self) -> _Groups | None:
+        key = (self.field_start.device, self.field_start.data_ptr(), self.field_width.data_ptr())
+        cached = self.__dict__.get("_groups_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _Groups.of(self.field_start, self.field_width, self._kept))
+            self.__dict__["_groups_cache"] = cached
+        return cached[1]
+
+    def table_params(self) -> list[nn.Parameter]:
+        return [self.flat]
 
     def kept_params(self) -> int:
         return self._entries
@@ -121,3 +170,46 @@ class CompactEmbedder(Embedder):
 
     def field_rows(self) -> list[int]:
         return self.kept
+
+
+class _Groups:
+    """The by-width layout of a compact embedder's buffer: per table of one width its first
+    entry, rows and width, the fields it holds (a ``long`` index on the ids' device) with their
+    row offsets inside it, and the field permutation from table order back to field order."""
+
+    def __init__(self, tables: list[tuple[int, int, int]], index: list[tuple[Tensor, Tensor]], inverse: Tensor) -> None:
+        self.tables, self.index, self.inverse = tables, index, inverse
+        self.identity = bool((inverse == torch.arange(inverse.numel(), device=inverse.device)).all())
+
+    @classmethod
+    def of(cls, field_start: Tensor, field_width: Tensor, kept: Sequence[int]) -> _Groups | None:
+        starts, widths = field_start.tolist(), field_width.tolist()
+        order = sorted(range(len(starts)), key=lambda f: starts[f])
+        tables: list[tuple[int, int, int]] = []
+        members: list[list[int]] = []
+        offsets: list[list[int]] = []
+        expected = 0
+        for f in order:
+            if starts[f] != expected:
+                return None  # gaps or overlaps: not a layout this class describes
+            expected += kept[f] * widths[f]
+            if tables and tables[-1][2] == widths[f]:
+                first, rows, width = tables[-1]
+                tables[-1] = (first, rows + kept[f], width)
+                offsets[-1].append(rows)
+                members[-1].append(f)
+            else:
+                if any(w == widths[f] for _, _, w in tables):
+                    return None  # one width in two places: the older field-order layout
+                tables.append((starts[f], kept[f], widths[f]))
+                offsets.append([0])
+                members.append([f])
+        device = field_start.device
+        index = [
+            (torch.tensor(m, dtype=torch.long, device=device), torch.tensor(o, dtype=torch.long, device=device))
+            for m, o in zip(members, offsets, strict=True)
+        ]
+        in_table_order = [f for m in members for f in m]
+        inverse = torch.empty(len(in_table_order), dtype=torch.long)
+        inverse[torch.tensor(in_table_order, dtype=torch.long)] = torch.arange(len(in_table_order))
+        return cls(tables, index, inverse.to(device))

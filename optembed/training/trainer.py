@@ -93,7 +93,13 @@ def build_optimizers(model: CTRModel, cfg: TrainConfig) -> list[torch.optim.Opti
     """
     thresholds = model.embedder.threshold_params()
     excluded = {id(p) for p in model.embedder.excluded_params()}
-    tables = [t.weight for t in embedding_tables(model)]
+    tables = [*model.embedder.table_params(), *(t.weight for t in model.additive_id_tables())]
+    rows = {id(t.weight) for t in embedding_tables(model)}
+    if cfg.sparse_embeddings and any(id(w) not in rows for w in tables):
+        raise ConfigError(
+            f"--embedding-optimizer {cfg.embedding_optimizer} updates table rows; the {model.embedder.kind} embedding "
+            "stores its tables otherwise: train it with --embedding-optimizer adam"
+        )
     for t in embedding_tables(model):
         t.sparse = cfg.sparse_embeddings
     table_ids = {id(w) for w in tables}

@@ -1,0 +1,99 @@
+"""Training the compact tables: the same model as training the full table under its masks.
+
+The compact embedder's by-width lookup is checked against its window lookup (the general form,
+any layout) and against the masked full table; training it with the shared loop from the same
+start gives, step for step, the model the masked full table trains into, with an optimizer state
+over the kept entries alone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from optembed.data.tensors import SplitTensors
+from optembed.embedders.compact import CompactEmbedder
+from optembed.errors import ConfigError
+from optembed.models.apply import apply_search
+from optembed.models.compact import compact_model
+from optembed.models.config import MODEL_NAMES, ModelConfig
+from optembed.models.registry import build_model
+from optembed.training.config import TrainConfig
+from optembed.training.trainer import Trainer
+
+CPU = torch.device("cpu")
+CARDS = [12, 30, 7, 20]
+WIDTHS = [8, 3, 8, 5]
+
+
+def planted(n: int, seed: int) -> SplitTensors:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([torch.randint(0, c, (n,), generator=g) for c in CARDS], dim=1).to(torch.int32)
+    effect = torch.randn(30, generator=torch.Generator().manual_seed(5))
+    y = (torch.rand(n, generator=g) < torch.sigmoid(effect[x[:, 1].long()] + 0.5 * effect[x[:, 0].long()])).float()
+    return SplitTensors(x, y)
+
+
+def masked_model(name: str, seed: int = 0):  # noqa: ANN201 - a CTRModel
+    torch.manual_seed(seed)
+    model = build_model(CARDS, ModelConfig(name, embed_dim=8, mlp_dims=(16,), dropout=0.0, cross_layers=1), "none")
+    keep = torch.rand(sum(CARDS), generator=torch.Generator().manual_seed(seed + 1)) < 0.6
+    apply_search(model, keep, torch.tensor(WIDTHS))
+    return model
+
+
+def test_width_lookup_equals_window_lookup_and_the_masked_table() -> None:
+    model = masked_model("fnn").eval()
+    compact = compact_model(model)
+    emb = compact.embedder
+    assert isinstance(emb, CompactEmbedder)
+    assert emb.width_tables() == [(8, [0, 2]), (5, [3]), (3, [1])]  # widest first, field order inside
+    x = planted(64, 3).x
+    ids = emb.ids(x)
+    assert torch.equal(emb.lookup(ids), emb.window_lookup(ids))
+    assert torch.allclose(emb(x), model.embedder(x), atol=0, rtol=0)  # the masked table's values, zero-padded
+
+
+def test_a_file_of_the_field_order_layout_reads_the_same() -> None:
+    """Tables laid out in field order (older files): no by-width tables; same lookup."""
+    emb = compact_model(masked_model("fnn")).embedder
+    state = emb.state_dict()
+    tables = [emb.table(f).clone() for f in range(len(CARDS))]
+    sizes = torch.tensor([t.numel() for t in tables])
+    old = copy.deepcopy(emb)
+    state["flat"] = torch.cat([t.reshape(-1) for t in tables] + [torch.zeros(emb.dim)])
+    state["field_start"] = torch.cumsum(sizes, 0) - sizes
+    old.load_state_dict(state)
+    assert old.width_tables() is None
+    x = planted(50, 4).x
+    assert torch.equal(old(x), emb(x))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_training_the_compact_tables_is_training_the_masked_table(name: str) -> None:
+    masked = masked_model(name)
+    compact = compact_model(copy.deepcopy(masked)).train()
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=3e-3, patience=0, lr_decay=1.0, embedding_l2=1e-3, seed=7)
+    train, val = planted(1500, 1), planted(400, 2)
+    ra = Trainer(masked, cfg, CPU).fit(train, val)
+    rb = Trainer(compact, cfg, CPU).fit(train, val)
+    assert [r["val_auc"] for r in ra.history] == pytest.approx([r["val_auc"] for r in rb.history], abs=1e-5)
+    masked.load_state_dict(ra.best_state)
+    compact.load_state_dict(rb.best_state)
+    expected = compact_model(masked).eval()
+    x = val.x
+    with torch.no_grad():
+        assert torch.allclose(compact.eval()(x), expected(x), atol=1e-5)
+    # the tables' optimizer state covers the kept entries only
+    kept = compact.embedder.kept_params()
+    assert kept < sum(CARDS) * 8 * 0.6
+    assert compact.embedder.flat.numel() == kept + 8  # the entries and the zero tail
+    assert torch.count_nonzero(compact.embedder.flat[kept:]) == 0
+
+
+def test_row_optimizers_refused_on_the_compact_tables() -> None:
+    compact = compact_model(masked_model("fnn")).train()
+    with pytest.raises(ConfigError, match="train it with --embedding-optimizer adam"):
+        Trainer(compact, TrainConfig(embedding_optimizer="rowwise-adagrad", batch_size=64), CPU)
