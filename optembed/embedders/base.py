@@ -95,6 +95,12 @@ class Embedder(nn.Module, ABC):
         """The embedding tables (sparse optimizers, frequency-adaptive rates, re-initialisation)."""
         return [m for m in self.modules() if isinstance(m, FieldEmbedding)]
 
+    def zero_padded_widths(self) -> list[int] | None:
+        """Per field, the width beyond which its output columns are always zero (its tables are
+        that wide, zero-padded to ``D``); ``None`` when no such bound holds (widths that masks or
+        sampling may change)."""
+        return None
+
     def table_params(self) -> list[nn.Parameter]:
         """The parameters that are embedding tables (they take ``--embedding-lr`` and
         ``--embedding-l2``): the weights of :meth:`tables`, or an embedder's own storage."""

@@ -156,6 +156,9 @@ class CompactEmbedder(Embedder):
     def table_params(self) -> list[nn.Parameter]:
         return [self.flat]
 
+    def zero_padded_widths(self) -> list[int] | None:
+        return self.widths
+
     def kept_params(self) -> int:
         return self._entries
 

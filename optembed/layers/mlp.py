@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from optembed.layers.packed_linear import PackedLinear
+
 
 class MLP(nn.Module):
     """``Linear -> BatchNorm1d (optional) -> ReLU -> Dropout`` per hidden layer.
@@ -13,6 +15,8 @@ class MLP(nn.Module):
     With ``out_dim`` set (default 1) a final ``Linear(hidden[-1], out_dim)`` follows;
     with ``out_dim=None`` the module stops after the last hidden block (used by DCN,
     whose deep tower is concatenated with the cross network before the output layer).
+    ``kept_inputs``: the input columns that can be nonzero; the first linear layer then reads
+    those alone (:class:`~optembed.layers.packed_linear.PackedLinear`).
     """
 
     def __init__(
@@ -22,12 +26,19 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = True,
         out_dim: int | None = 1,
+        kept_inputs: Tensor | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
+
+        def linear(width: int, out: int) -> nn.Linear:
+            if kept_inputs is not None and not layers:
+                return PackedLinear(width, out, kept_inputs)
+            return nn.Linear(width, out)
+
         for h in hidden:
-            layers.append(nn.Linear(width, h))
+            layers.append(linear(width, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU())
@@ -35,7 +46,7 @@ class MLP(nn.Module):
                 layers.append(nn.Dropout(dropout))
             width = h
         if out_dim is not None:
-            layers.append(nn.Linear(width, out_dim))
+            layers.append(linear(width, out_dim))
             width = out_dim
         self.layers = nn.Sequential(*layers)
         self.output_dim = width

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder, param_bytes
@@ -88,6 +89,17 @@ class CTRModel(nn.Module, ABC):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``
         (``(B', T)`` for several tasks)."""
+
+    def mlp_inputs(self, in_dim: int) -> Tensor | None:
+        """The columns of an MLP input of ``in_dim`` (the flattened ``(n, D)`` embeddings, then any
+        other features) that can be nonzero, when the embedder zero-pads fixed widths (its
+        MLP then reads those alone); ``None`` otherwise."""
+        widths = self.embedder.zero_padded_widths()
+        if widths is None:
+            return None
+        dim = self.embed_dim
+        cols = [f * dim + c for f, w in enumerate(widths) for c in range(int(w))]
+        return torch.tensor(cols + list(range(len(widths) * dim, in_dim)), dtype=torch.long)
 
     def additive_id_tables(self) -> list[FieldEmbedding]:
         """The head's per-id tables whose looked-up values are summed into the logit (DeepFM's

@@ -16,7 +16,7 @@ class DCN(CTRModel):
         cfg = self.cfg
         in_dim = self.n_fields * cfg.embed_dim
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
-        self.deep = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=None)
+        self.deep = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=None, kept_inputs=self.mlp_inputs(in_dim))
         self.out = nn.Linear(in_dim + self.deep.output_dim, self.tasks)
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:

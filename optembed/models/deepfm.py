@@ -22,7 +22,8 @@ class DeepFM(CTRModel):
         cfg = self.cfg
         self.linear = FieldEmbedding(self.embedder.head_cardinalities, 1, init_std=cfg.init_std)
         self.bias = nn.Parameter(torch.zeros(() if self.tasks == 1 else (self.tasks,)))
-        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks)
+        in_dim = self.n_fields * cfg.embed_dim
+        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks, kept_inputs=self.mlp_inputs(in_dim))
 
     def additive_id_tables(self) -> list[FieldEmbedding]:
         return [self.linear]

@@ -12,7 +12,8 @@ from optembed.models.candidates import CandidateBatch
 class FNN(CTRModel):
     def build_head(self) -> None:
         cfg = self.cfg
-        self.mlp = MLP(self.n_fields * cfg.embed_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks)
+        in_dim = self.n_fields * cfg.embed_dim
+        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks, kept_inputs=self.mlp_inputs(in_dim))
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         return self.task_logits(self.mlp(emb.flatten(1)))

@@ -16,7 +16,7 @@ class IPNN(CTRModel):
         cfg = self.cfg
         self.products = PairwiseInnerProduct(self.n_fields)
         in_dim = self.n_fields * cfg.embed_dim + self.products.output_dim
-        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks)
+        self.mlp = MLP(in_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, out_dim=self.tasks, kept_inputs=self.mlp_inputs(in_dim))
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         features = torch.cat([emb.flatten(1), self.products(emb)], dim=1)

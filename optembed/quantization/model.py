@@ -142,6 +142,9 @@ class QuantizedEmbedder(Embedder):
         remaps = 0 if self.id_map is None else self.id_map.nbytes()
         return {"embedding": sum(counts.values()), "remaps": remaps}
 
+    def zero_padded_widths(self) -> list[int] | None:
+        return self.field_widths()
+
     def field_widths(self) -> list[int]:
         return [f.width for f in self.fields]
 
