@@ -213,6 +213,8 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
     pre = chain["preprocess"]
     schema = read_schema(pre)
     params = stage_params(config)
+    if len(label_columns(schema)) > 1:  # bundle version 3 (one task: the parameters, and so the fingerprints, as before)
+        params["tasks"] = len(label_columns(schema))
     upstream = {source.stage: source, "preprocess": pre}
 
     def build(tmp: Path, manifest: Manifest) -> None:

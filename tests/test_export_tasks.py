@@ -22,13 +22,12 @@ import torch
 
 from optembed.data.preprocess import PreprocessConfig
 from optembed.errors import ArtifactError, DataError
-from optembed.export.bundle import bundle_digest, model_scorer, open_bundle
+from optembed.export.bundle import bundle_digest, model_scorer, open_bundle, torch_scorer
 from optembed.export.graph import ServingNet
 from optembed.export.readme import ONE_TASK, outputs_text
 from optembed.export.score import score_columns, score_file
 from optembed.export.tasks import check_task_meta, checked_scorer
 from optembed.export.writers import export_program, save_pt2
-from optembed.export.bundle import torch_scorer
 from optembed.models.checkpoint import load_model, save_model
 from optembed.models.compact import export_compact
 from optembed.models.config import ModelConfig
@@ -275,6 +274,7 @@ def test_predict_scores_equal_the_models_sigmoid_per_task(pipeline, kind: str, t
     assert meta["version"] == 3 and meta["tasks"] == ["click", "convert"]
     assert [o["shape"] for o in meta["outputs"]] == [["batch", 2], ["batch", 2]]
     assert set(meta["metrics"]["tasks"]) == {"click", "convert"} and m.metrics["tasks"] == meta["metrics"]["tasks"]
+    assert m.params["tasks"] == 2  # not the fingerprint of a bundle written before bundles had tasks
     model, _ = load_model(source.output(MODEL_OUTPUT[source.stage]))
     assert model.tasks == 2 and model.embedder.kind == ("quantized" if kind == "quantized" else "compact")
     # the bundle's test numbers per task: the model's on the test split (and the source artifact's, where it records them)
@@ -335,6 +335,14 @@ def test_files_with_some_or_no_label_columns(pipeline, tmp_path: Path) -> None:
             assert table[f"label_{task}"] == y[task]
             assert res.metrics["tasks"][task]["auc"] == pytest.approx(full.metrics["tasks"][task]["auc"], abs=1e-9)
         assert ("auc" in res.metrics) == ("click" in labelled)
+    # a Parquet file (predict --format parquet) with the secondary label only
+    pq.write_table(pa.table({"convert": y["convert"], **{f: [str(r[2 + j]) for r in sample] for j, f in enumerate(FIELDS)}}),
+                   tmp_path / "part.parquet")
+    res = predict.run(predict.PredictConfig(str(folder), tmp_path / "part.parquet", tmp_path / "p.parquet", fmt="parquet", runtime="torch"), store)
+    table = pq.read_table(tmp_path / "p.parquet").to_pydict()
+    assert list(table) == ["row", "score", "score_click", "score_convert", "label_convert"] and table["label_convert"] == y["convert"]
+    np.testing.assert_allclose(table["score_convert"], scores["score_convert"], atol=1e-6)
+    assert res.metrics["tasks"]["convert"]["auc"] == pytest.approx(full.metrics["tasks"]["convert"]["auc"], abs=1e-9)
 
 
 @pytest.mark.slow
@@ -411,6 +419,10 @@ def test_cli_predict_shows_every_task(pipeline, tmp_path: Path, cli) -> None:
     assert set(shown["tasks"]) == {"click", "convert"} and shown["auc"] == shown["tasks"]["click"]["auc"]
     result = cli("predict", folder, raw, "--out", tmp_path / "s.csv", "--runtime", "torch", "--artifacts", store.root)
     assert result.exit_code == 0 and "auc_convert" in result.output
+    source, _, _ = bundles["optembed"]
+    result = cli("export", "--from", source.fingerprint[:10], "--format", "pt2", "--out", tmp_path / "b", "--artifacts", store.root)
+    assert result.exit_code == 0, result.output
+    assert "test_auc_convert" in result.output and json.loads((tmp_path / "b" / "bundle.json").read_text())["tasks"] == ["click", "convert"]
 
 
 # -- one task: the bundle and the scores as before ------------------------------------------------------
@@ -425,6 +437,7 @@ def test_one_task_bundle_and_scores_keep_their_format(tmp_path: Path) -> None:
     m = export.run(export.ExportStage(source=rt.fingerprint, out=tmp_path / "b", formats=formats), store)
     meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
     assert meta["version"] == 2 and "tasks" not in meta and "tasks" not in meta["metrics"] and "tasks" not in m.metrics
+    assert "tasks" not in m.params and m.params == export.stage_params(export.ExportStage(formats=formats))
     assert sorted(meta) == sorted([
         "format", "version", "made_by", "versions", "onnx_opset", "source", "model", "inputs", "outputs", "model_file", "graphs",
         "preprocessing", "metrics", "files", "bundle_sha256",
