@@ -11,6 +11,11 @@ checking them, never following a link, and replacing a previous bundle there in 
 Checks made at export: the test split's AUC and logloss of the in-package model (recorded in
 ``bundle.json``), and every exported graph's largest logit difference from the in-package model
 on the first test rows and on random ids; a difference above ``TOLERANCE`` stops the export.
+
+A model of several tasks (one per label of its preprocess artifact) is exported with one logit and
+probability per task, ``(batch, T)``; ``bundle.json`` (version 3) lists the tasks' names, the
+primary first, and records each task's test AUC and logloss under ``metrics.tasks``, as the
+manifest does under ``tasks`` (:mod:`optembed.export.tasks`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import torch
 import optembed
 from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError, ConfigError
+from optembed.data.labels import label_columns, task_names
 from optembed.export.bundle import (
-    BUNDLE_JSON, FORMAT, GRAPH_FILES, MODEL_FILE, VERSION as BUNDLE_VERSION, bundle_digest, file_records, made_by, onnx_scorer,
-    open_bundle, torch_scorer,
+    BUNDLE_JSON, FORMAT, GRAPH_FILES, MODEL_FILE, bundle_digest, file_records, made_by, onnx_scorer, open_bundle, torch_scorer,
 )
+from optembed.export.tasks import bundle_version
 from optembed.export.graph import INPUT_NAME, OUTPUT_NAMES, ServingNet
 from optembed.export.readme import bundle_readme
 from optembed.export.writers import ONNX_OPSET, export_program, onnx_available, save_onnx, save_pt2
@@ -184,6 +190,8 @@ def _check_graphs(net: ServingNet, graphs: dict[str, Path], x: torch.Tensor) -> 
         else:
             scorer = torch_scorer(path)  # the file this process has just written
         got = scorer(x.numpy())[0]
+        if np.shape(got) != want.shape:
+            raise ArtifactError(f"the exported {kind} graph gives logits of shape {np.shape(got)}, the model {want.shape}")
         diff = float(np.abs(got.reshape(-1) - want.reshape(-1)).max()) if want.size else 0.0
         if not np.isfinite(diff) or diff > TOLERANCE:
             raise ArtifactError(f"the exported {kind} graph's logits differ from the model's by {diff:.3g} (> {TOLERANCE:g})")
@@ -205,6 +213,8 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
     pre = chain["preprocess"]
     schema = read_schema(pre)
     params = stage_params(config)
+    if len(label_columns(schema)) > 1:  # bundle version 3 (one task: the parameters, and so the fingerprints, as before)
+        params["tasks"] = len(label_columns(schema))
     upstream = {source.stage: source, "preprocess": pre}
 
     def build(tmp: Path, manifest: Manifest) -> None:
@@ -212,6 +222,7 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
         model, field_names = load_source(source)
         if field_names != [f["name"] for f in schema["fields"]]:
             raise ArtifactError(f"{source.stage} artifact {source.fingerprint} has other fields than its preprocess artifact")
+        tasks = model_tasks(model, schema, source)
         net = ServingNet(model, field_names).eval()
         copy_model_file(source, tmp / MODEL_FILE)
         task.update(description="vocabularies")
@@ -239,9 +250,10 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
         probe = torch.cat([test.x[:CHECK_ROWS].long(), _random_ids(cards, 512)])
         checks = _check_graphs(net, graphs, probe)
         task.advance(1)
+        per_task = task_metrics(metrics, tasks)
         meta: dict[str, Any] = {
             "format": FORMAT,
-            "version": BUNDLE_VERSION,
+            "version": bundle_version(model.tasks),
             "made_by": made_by(optembed.__version__),
             "versions": _versions(opset),
             "onnx_opset": opset,
@@ -254,13 +266,14 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
                 "widths": model.embedder.field_widths(), "kept_rows": model.embedder.field_rows(),
             },
             "inputs": [{"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", net.n_fields]}],
-            "outputs": [{"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES],
+            "outputs": [{"name": n, "dtype": "float32", "shape": ["batch", *([model.tasks] if tasks else [])]} for n in OUTPUT_NAMES],
+            **({"tasks": tasks} if tasks else {}),
             "model_file": {"path": MODEL_FILE, "kind": model.embedder.kind},
             "graphs": {kind: GRAPH_FILES[kind] for kind in graphs},
             "preprocessing": preprocessing_spec(pre, schema),
             "metrics": {
                 "test_auc": metrics["auc"], "test_logloss": metrics["logloss"], "test_rows": len(test),
-                "source_test_auc": source.metrics.get("test_auc"), **checks,
+                "source_test_auc": source.metrics.get("test_auc"), **checks, **({"tasks": per_task} if tasks else {}),
             },
         }
         (tmp / "README.md").write_text(bundle_readme(meta))
@@ -280,12 +293,30 @@ def run(config: ExportStage, store: Store, reporter: Reporter = NULL) -> Manifes
             "onnx_opset": opset,
             **checks,
             **{f"{k}_bytes": p.stat().st_size for k, p in graphs.items()},
+            **({"tasks": per_task} if tasks else {}),
         }
 
     manifest = execute(store, STAGE, VERSION, params, upstream, build, force=config.force, device="cpu")
     if config.out is not None:
         copy_bundle(manifest, Path(config.out))
     return manifest
+
+
+def model_tasks(model: CTRModel, schema: dict[str, Any], source: Manifest) -> list[str]:
+    """The names of the model's tasks (its preprocess artifact's labels, the primary first); empty
+    for one task. A model predicting another number of tasks than the data has labels is refused."""
+    labels = len(label_columns(schema))
+    if model.tasks != labels:
+        raise ArtifactError(
+            f"{source.stage} artifact {source.fingerprint} predicts {model.tasks} task(s) but its preprocess artifact has "
+            f"{labels} label column(s); {source.fix}"
+        )
+    return task_names(schema) if model.tasks > 1 else []
+
+
+def task_metrics(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str, float]]:
+    """``{task: {"test_auc", "test_logloss"}}`` of :func:`~optembed.training.evaluate.evaluate`'s numbers."""
+    return {t: {"test_auc": metrics[f"auc_{t}"], "test_logloss": metrics[f"logloss_{t}"]} for t in tasks}
 
 
 def _versions(opset: int | None) -> dict[str, Any]:

@@ -9,7 +9,11 @@ torch runtime rebuilds the network from the bundle's model file with optembed's 
 The file is encoded with the bundle's preprocessing (:mod:`optembed.export.encode`), scored in
 batches by the chosen runtime and written to ``out`` (``.parquet`` or ``.csv``): ``row`` (the
 row's position among the file's data rows as read), ``score`` (the probability) and ``label``
-when the file has one; then AUC and logloss are computed. The output appears only when complete:
+when the file has one; then AUC and logloss are computed. A bundle of several tasks adds
+``score_<task>`` for every task (``score`` stays the primary task's) and ``label_<task>`` for
+every task whose label column the file has; the metrics are then each labelled task's too
+(``tasks``), the plain keys the primary's (:mod:`optembed.export.score`). A file with some of the
+label columns is scored, and evaluated on those. The output appears only when complete:
 the work happens in a temporary sibling folder ``.<name>.tmp-<pid>``, which a killed run leaves
 and the next run into the same folder removes. A failed write (full disk) is one line blaming
 the disk. Nothing is added to the store.
@@ -148,10 +152,12 @@ def run(config: PredictConfig, store: Store, reporter: Reporter = NULL) -> Predi
         tmp.mkdir()
         encoded = encode_file(
             data, fmt, dict(pre.get("options") or {}), vocabs, tmp / "encoded.parquet", config.skip_bad_rows,
-            config.memory_limit, config.threads,
+            config.memory_limit, config.threads, bundle.tasks,
         )
         reporter.message(f"encoded {encoded.rows:,} rows of {data.name} ({fmt})")  # after: a bad file gets its one error line only
-        scored = score_file(tmp / "encoded.parquet", scorer, len(vocabs), encoded.has_label, tmp / out.name, config.batch_size, reporter)
+        scored = score_file(
+            tmp / "encoded.parquet", scorer, len(vocabs), encoded.label_tasks, tmp / out.name, config.batch_size, reporter, bundle.tasks,
+        )
         os.replace(tmp / out.name, out)
     except (OSError, RuntimeError, duckdb.Error) as exc:
         failure = write_error(exc, f"the scores {out}", "nothing was written")

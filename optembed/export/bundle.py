@@ -5,7 +5,8 @@ Layout (every path relative, so the folder can be copied anywhere)::
     bundle.json            who made it (user, host, time, optembed version), versions, source
                            fingerprints, test AUC at export, inputs/outputs, the preprocessing
                            spec, every file's size and sha256, and ``bundle_sha256``: the hash of
-                           all of that (its canonical JSON without ``bundle_sha256`` itself)
+                           all of that (its canonical JSON without ``bundle_sha256`` itself); a
+                           model of several tasks adds ``tasks``, their names, the primary first
     README.md              scoring rows in plain Python (onnxruntime, torch)
     model.pt               the model in optembed's own format: tensors and plain values, read
                            with ``torch.load(weights_only=True)`` (no code can run)
@@ -23,6 +24,10 @@ symbolic-shape expressions follow a strict grammar and whose nodes call ATen ope
 (:func:`check_pt2`). The torch runtime rebuilds the serving network from ``model.pt`` with
 optembed's own code (:func:`model_scorer`).
 
+A model of one task gives ``(batch,)`` outputs; one of ``T`` tasks gives ``(batch, T)``, column
+``t`` for task ``tasks[t]``, in a bundle of version 3 (:mod:`optembed.export.tasks`). Every scorer
+checks that its network gives as many outputs per row as ``bundle.json`` lists tasks.
+
 The hashes guard against damage and careless edits, not against someone who can write the
 bundle: they can recompute every hash. Take bundles from people you trust, or compare
 ``bundle_sha256`` with the one the maker reports through another channel.
@@ -38,7 +43,7 @@ import os
 import re
 import socket
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,16 +52,16 @@ import numpy as np
 
 from optembed.checksum import file_sha256
 from optembed.errors import ArtifactError, ConfigError
+from optembed.export.tasks import MULTITASK_VERSION, VERSION, Scorer, check_task_meta, checked_scorer, per_row, task_mismatch
 from optembed.links import folder_problems
 
 FORMAT = "optembed-bundle"
-VERSION = 2
+READ_VERSIONS = (VERSION, MULTITASK_VERSION)
 BUNDLE_JSON = "bundle.json"
 MODEL_FILE = "model.pt"
 MODEL_KINDS = ("compact", "quantized")
 GRAPH_FILES = {"onnx": "model.onnx", "pt2": "model.pt2"}
 RUNTIMES = ("onnx", "torch")
-Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids (B, n) int64 -> (logit, probability)
 # members a torch.export archive may hold; anything else (pickled objects, compiled code) is refused
 _PT2_MEMBERS = (
     "data/weights/", "data/constants/tensor_", "data/constants/model_constants_config.json", "models/", "data/sample_inputs/", "archive_format",
@@ -112,6 +117,15 @@ class Bundle:
         return dict(self.meta.get("graphs", {}))
 
     @property
+    def tasks(self) -> list[str]:
+        """The tasks' names, the primary first; empty for a model of one task."""
+        return list(self.meta.get("tasks", []))
+
+    @property
+    def n_tasks(self) -> int:
+        return max(1, len(self.tasks))
+
+    @property
     def digest(self) -> str:
         return str(self.meta["bundle_sha256"])
 
@@ -132,11 +146,13 @@ class Bundle:
             raise ConfigError(f"unknown --runtime {runtime!r}; choose onnx or torch")
         if runtime == "torch":
             model = self.meta["model_file"]
-            return model_scorer(self.path(model["path"]), model["kind"], self.field_names, threads)
+            path = self.path(model["path"])
+            return checked_scorer(model_scorer(path, model["kind"], self.field_names, threads, self.n_tasks), self.n_tasks, path)
         if "onnx" not in self.graphs:
             have = ", ".join(self.graphs) or "none"
             raise ConfigError(f"the bundle {self.folder} has no onnx graph (graphs: {have}); export it with --format onnx or all")
-        return onnx_scorer(self.path(self.graphs["onnx"]), threads, set(self.meta["files"]))
+        path = self.path(self.graphs["onnx"])
+        return checked_scorer(onnx_scorer(path, threads, set(self.meta["files"]), self.n_tasks), self.n_tasks, path)
 
 
 def _has_module(name: str) -> bool:
@@ -170,10 +186,10 @@ def open_bundle(folder: Path, verify: bool = True) -> Bundle:
         raise ArtifactError(f"cannot read {meta_path}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ArtifactError(f"{meta_path} is not an optembed bundle description")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READ_VERSIONS:
         raise ArtifactError(
-            f"{meta_path} has bundle version {meta.get('version')}, this optembed reads version {VERSION} "
-            "(a bundle of an earlier optembed); export it again with this one"
+            f"{meta_path} has bundle version {meta.get('version')}, this optembed reads versions "
+            f"{' and '.join(map(str, READ_VERSIONS))}; export it again with this one"
         )
     if meta.get("bundle_sha256") != bundle_digest(meta):
         raise ArtifactError(f"{meta_path} was modified after it was written (its content does not match its bundle_sha256); export the bundle again")
@@ -228,14 +244,18 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         raise bad("'model_file' does not name the model file and its kind")
     if not isinstance(meta.get("inputs"), list) or not meta["inputs"] or not isinstance(meta["inputs"][0], dict):
         raise bad("no inputs")
+    check_task_meta(meta, bad)
 
 
 # -- the torch runtime: the model rebuilt with optembed's code --------------------------------------
 
 
-def model_scorer(path: Path, kind: str, field_names: list[str] | None = None, threads: int | None = None) -> Scorer:
+def model_scorer(
+    path: Path, kind: str, field_names: list[str] | None = None, threads: int | None = None, tasks: int | None = None,
+) -> Scorer:
     """Score with the model file ``path`` (``kind`` compact or quantized, read with
-    ``weights_only``) wrapped in :class:`~optembed.export.graph.ServingNet`."""
+    ``weights_only``) wrapped in :class:`~optembed.export.graph.ServingNet`; with ``tasks``, a
+    model predicting another number of tasks is refused."""
     import torch
 
     from optembed.export.graph import ServingNet
@@ -247,6 +267,8 @@ def model_scorer(path: Path, kind: str, field_names: list[str] | None = None, th
     names = list(payload["field_names"])
     if field_names is not None and names != list(field_names):
         raise ArtifactError(f"the model file {path} has other fields than the bundle's preprocessing ({len(names)} vs {len(field_names)})")
+    if tasks is not None and model.tasks != tasks:
+        raise task_mismatch(path, model.tasks, tasks)
     net = ServingNet(model, names).eval()
     if threads:
         torch.set_num_threads(threads)
@@ -316,9 +338,10 @@ def check_onnx(path: Path, listed: set[str]) -> None:
                 )
 
 
-def onnx_scorer(path: Path, threads: int | None = None, listed: set[str] | None = None) -> Scorer:
+def onnx_scorer(path: Path, threads: int | None = None, listed: set[str] | None = None, tasks: int | None = None) -> Scorer:
     """Score with the ONNX graph ``path`` in onnxruntime (checked by :func:`check_onnx` first
-    when ``listed``, the bundle's files, is given)."""
+    when ``listed``, the bundle's files, is given); with ``tasks``, a graph whose declared
+    outputs have another number of columns is refused."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -337,6 +360,11 @@ def onnx_scorer(path: Path, threads: int | None = None, listed: set[str] | None 
     except Exception as exc:  # onnxruntime's own error types
         raise ArtifactError(f"cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
     name = session.get_inputs()[0].name
+    if tasks is not None:
+        for out in session.get_outputs():
+            columns = per_row(list(out.shape or []))
+            if columns != tasks and (columns is not None or tasks == 1):
+                raise task_mismatch(path, "an unknown number of" if columns is None else columns, tasks)
 
     def score(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logit, prob = session.run(None, {name: np.ascontiguousarray(ids, dtype=np.int64)})

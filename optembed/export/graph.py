@@ -1,4 +1,4 @@
-"""The serving network: preprocess ids in, logit and probability out, with one code path.
+"""The serving network: preprocess ids in, logit and probability out (one per task), with one code path.
 
 :class:`ServingNet` wraps a deployable model for export: the embedder's own exportable lookup
 (:meth:`~optembed.embedders.base.Embedder.serving_lookup`: the compact tables' remap and
@@ -24,7 +24,8 @@ OUTPUT_NAMES = ("logit", "probability")
 
 
 class ServingNet(nn.Module):
-    """``(B, n)`` int64 preprocess ids -> ``(logit, probability)``, each ``(B,)`` float32."""
+    """``(B, n)`` int64 preprocess ids -> ``(logit, probability)``, each ``(B,)`` float32
+    (``(B, T)`` for a model of ``T`` tasks, the primary task's column first)."""
 
     def __init__(self, model: CTRModel, field_names: Sequence[str] | None = None) -> None:
         super().__init__()

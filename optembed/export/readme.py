@@ -22,7 +22,7 @@ Test AUC at export: {test_auc} (logloss {test_logloss}) on {test_rows:,} test ro
 
 **Input** `{input_name}`: int64, shape `(batch, {n_fields})`, one id per field in this order:
 {field_list}.
-**Outputs** `logit` and `probability` (= sigmoid(logit)), float32, shape `(batch,)`.
+{outputs}
 
 ## Preprocessing
 
@@ -99,6 +99,22 @@ logit, probability = program(torch.from_numpy(ids))
 """
 
 
+ONE_TASK = "**Outputs** `logit` and `probability` (= sigmoid(logit)), float32, shape `(batch,)`."
+TASKS = """**Outputs** `logit` and `probability` (= sigmoid(logit)), float32, shape `(batch, {count})`: one column
+per task, in the order of `tasks` in `bundle.json`: {columns}.
+`optembed predict` writes `score` (the primary task's probability, {primary}) and `score_<task>` for every
+task ({names}), plus `label` and `label_<task>` for the labels the file has."""
+
+
+def outputs_text(meta: dict[str, Any]) -> str:
+    """The README's line on the outputs: their shape, and for several tasks which column is which."""
+    tasks = meta.get("tasks") or []
+    if not tasks:
+        return ONE_TASK
+    columns = ", ".join(f"{k} = `{t}`" + (" (primary)" if k == 0 else "") for k, t in enumerate(tasks))
+    return TASKS.format(count=len(tasks), columns=columns, primary=f"`{tasks[0]}`", names=", ".join(f"`score_{t}`" for t in tasks))
+
+
 def bundle_readme(meta: dict[str, Any]) -> str:
     pre = meta["preprocessing"]
     fields = pre["fields"]
@@ -142,6 +158,7 @@ def bundle_readme(meta: dict[str, Any]) -> str:
         field_list=", ".join(f"`{f['name']}`" for f in fields),
         fmt=pre["format"],
         transform=transform,
+        outputs=outputs_text(meta),
     )
 
 

@@ -1,7 +1,8 @@
 """Writing the serving network as portable graphs: a ``torch.export`` program (``.pt2``) and ONNX.
 
 Both are traced with a symbolic batch dimension (any batch from 1 up), input ``ids``
-``(batch, n_fields)`` int64, outputs ``logit`` and ``probability`` ``(batch,)`` float32. A
+``(batch, n_fields)`` int64, outputs ``logit`` and ``probability`` ``(batch,)`` float32
+(``(batch, T)`` for a model of ``T`` tasks). A
 model with an operator either exporter cannot translate fails with one :class:`ArtifactError`
 naming the operator.
 """

@@ -55,6 +55,8 @@ def render(manifest: Manifest, out: Path | None = None) -> None:
         "variant", "source_stage", "test_auc", "test_logloss", "onnx_opset", "max_abs_diff_onnx", "max_abs_diff_pt2",
         "onnx_bytes", "pt2_bytes",
     ) if m.get(k) is not None}
+    for task, numbers in m.get("tasks", {}).items():  # a model of several tasks: each one's test numbers
+        shown.update({f"test_auc_{task}": numbers["test_auc"], f"test_logloss_{task}": numbers["test_logloss"]})
     ui.out.print(ui.metrics_table("export", shown))
     assert manifest.path is not None
     if out is None:

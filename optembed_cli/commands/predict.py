@@ -20,7 +20,7 @@ from pipelines.store import Store
 def predict(
     bundle: Annotated[str, typer.Argument(help="Bundle folder (from export --out), or an export/retrain/compress artifact id.", metavar="BUNDLE", show_default=False)],
     data: Annotated[Path, typer.Argument(help="Raw data file, in the format the model was trained on.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv (row, score, label).", metavar="FILE",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv (row, score, label; score_<task> per task of a multi-task model).", metavar="FILE",
                                       show_default=False, rich_help_panel=OUTPUT)],
     format: Annotated[
         Format | None,
@@ -39,6 +39,9 @@ def predict(
     json: JsonOpt = False,
 ) -> None:
     """Score every row of a raw data file with an export bundle; AUC and logloss when labelled.
+
+    A model of several tasks writes score (the primary task's) and score_<task> for every task,
+    and AUC and logloss of every task whose label column the file has.
 
     The bundle's own preprocessing (unseen
     values -> OOV, empty -> missing), batches through ONNX Runtime or torch (the network rebuilt
@@ -68,6 +71,8 @@ def predict(
     shown = {"rows": result.rows, "runtime": result.runtime}
     if result.has_label:
         shown.update(auc=result.metrics.get("auc"), logloss=result.metrics.get("logloss"))
+    for task, numbers in result.metrics.get("tasks", {}).items():  # several tasks: each labelled one's
+        shown.update({f"auc_{task}": numbers["auc"], f"logloss_{task}": numbers["logloss"]})
     skipped = sum(result.bad_rows.values())
     if skipped:
         shown["bad_rows_skipped"] = skipped
