@@ -97,3 +97,29 @@ def test_row_optimizers_refused_on_the_compact_tables() -> None:
     compact = compact_model(masked_model("fnn")).train()
     with pytest.raises(ConfigError, match="train it with --embedding-optimizer adam"):
         Trainer(compact, TrainConfig(embedding_optimizer="rowwise-adagrad", batch_size=64), CPU)
+
+
+# -- the network reads the columns that can be nonzero -----------------------------------------
+def test_packed_linear_is_the_full_layer_on_zero_padded_inputs() -> None:
+    from optembed.layers.packed_linear import PackedLinear
+
+    torch.manual_seed(3)
+    full = torch.nn.Linear(6, 4)
+    kept = torch.tensor([0, 1, 3, 5])
+    packed = PackedLinear(6, 4, kept)
+    packed.load_state_dict(full.state_dict())  # the full layer's state: its kept columns
+    assert packed.weight.shape == (4, 4) and torch.equal(packed.weight, full.weight[:, kept])
+    x = torch.randn(5, 6)
+    x[:, [2, 4]] = 0.0
+    assert torch.allclose(packed(x), full(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_compact_network_reads_sum_of_widths(name: str) -> None:
+    compact = compact_model(masked_model(name))
+    mlp = compact.deep if name == "dcn" else compact.mlp
+    extra = mlp.first.full_in_features - len(CARDS) * 8  # IPNN: the inner products after the embeddings
+    assert mlp.first.in_features == sum(WIDTHS) + extra
+    full_width = compact_model(build_model(CARDS, ModelConfig(name, embed_dim=8, mlp_dims=(16,), cross_layers=1), "none"))
+    first = (full_width.deep if name == "dcn" else full_width.mlp).first
+    assert type(first) is torch.nn.Linear  # every column can be nonzero: the plain layer

@@ -95,8 +95,8 @@ class CTRModel(nn.Module, ABC):
         other features) that can be nonzero, when the embedder zero-pads fixed widths (its
         MLP then reads those alone); ``None`` otherwise."""
         widths = self.embedder.zero_padded_widths()
-        if widths is None:
-            return None
+        if widths is None or all(int(w) == self.embed_dim for w in widths):
+            return None  # nothing is zero for certain: the full layer
         dim = self.embed_dim
         cols = [f * dim + c for f, w in enumerate(widths) for c in range(int(w))]
         return torch.tensor(cols + list(range(len(widths) * dim, in_dim)), dtype=torch.long)
