@@ -9,6 +9,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from optembed.data import pinned
+
 
 class RowBlock(NamedTuple):
     """A run of rows cut into batches in turn: the first ``rows`` rows of ``x``/``y``, read
@@ -35,14 +37,26 @@ class Batched(ABC):
 
         ``part=(rank, world_size)``: of every batch, only the rows ``[rank * b // world_size,
         (rank + 1) * b // world_size)`` (data parallelism: the same global batches on every rank,
-        each rank its own share)."""
+        each rank its own share).
+
+        Rows kept on the host for a CUDA ``device`` reach it through a ring of pinned buffers
+        (:mod:`optembed.data.pinned`), so the copies are asynchronous; on the CPU, and for rows
+        already on the device, the batches are plain slices and gathers."""
         rank, world = part
+        staging = pinned.host_staging(device)
         blocks = self.blocks(batch_size, device, generator, shuffle)
         try:
             for block in blocks:
+                staged = staging if staging is not None and block.x.device.type == "cpu" else None
                 for start in range(0, block.rows, batch_size):
                     b = min(batch_size, block.rows - start)
                     lo, hi = start + rank * b // world, start + (rank + 1) * b // world
+                    if staged is not None:
+                        if block.order is None:
+                            yield staged.rows(block.x, block.y, lo, hi)
+                        else:
+                            yield staged.gather(block.x, block.y, block.order[lo:hi])
+                        continue
                     if block.order is None:
                         xb, yb = block.x[lo:hi], block.y[lo:hi]
                     else:

@@ -58,7 +58,7 @@ class SplitTensors(Batched):
     ) -> Generator[RowBlock, None, None]:
         """The whole split as one run, shuffled by a permutation drawn where the generator lives
         (the training device) and moved to the data: data kept in pinned host memory is gathered
-        on the host."""
+        on the host, each batch into a reusable pinned buffer (:mod:`optembed.data.pinned`)."""
         order = None
         if shuffle:
             where = generator.device if generator is not None else self.x.device

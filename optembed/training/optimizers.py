@@ -130,33 +130,46 @@ class RowLRScale:
     (Adam, SparseAdam). Scaling the *gradient* would not do for Adam: its update
     ``m / (sqrt(v) + eps)`` is invariant to the gradient's scale. Instead the step is taken and
     each row's change is scaled: ``w_v <- w_v + s_v * (step(w)_v - w_v)``, which is exactly a
-    learning rate ``lr * s_v`` for that row's Adam update (weight decay included). Only the
-    rows the step can change are saved: the rows of a sparse gradient, or the whole table for
-    dense Adam (one table-sized copy per step).
+    learning rate ``lr * s_v`` for that row's Adam update (weight decay included).
+
+    Only the rows the step can change are read and written:
+
+    - a sparse gradient (SparseAdam): the step moves the batch's rows only, so the batch's
+      distinct rows are saved before it (``index_select``) and written back scaled after it
+      (``index_copy_``) - nothing of the size of the table is computed;
+    - a dense gradient (the tables in the network's Adam): the step moves every row (Adam's
+      moments and weight decay move rows the batch did not touch), so every row is scaled,
+      in two passes over the table: the rows are copied into a snapshot kept from step to step
+      (no table-sized allocation per step), and ``lerp(old, new, s)`` writes the scaled rows
+      back in one fused pass.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scales: Mapping[nn.Parameter, Tensor]) -> None:
         self.optimizer = optimizer
         self.scales = {p: s.to(p.device, p.dtype) for p, s in scales.items()}
+        self._columns = {p: s.unsqueeze(1) for p, s in self.scales.items()}  # (rows, 1): broadcast over the row
+        self._snapshots: dict[nn.Parameter, Tensor] = {}
 
     @torch.no_grad()
     def step(self) -> None:
-        saved = []
-        for p, scale in self.scales.items():
+        sparse, dense = [], []
+        for p in self.scales:
             if p.grad is None:
                 continue  # torch optimizers skip parameters without a gradient
-            if p.grad is not None and p.grad.is_sparse:
+            if p.grad.is_sparse:
                 rows = torch.unique(p.grad._indices()[0])
-                saved.append((p, scale, rows, p.index_select(0, rows)))
+                sparse.append((p, rows, p.index_select(0, rows)))
             else:
-                saved.append((p, scale, None, p.detach().clone()))
+                snapshot = self._snapshots.get(p)
+                if snapshot is None or snapshot.shape != p.shape:
+                    snapshot = self._snapshots[p] = torch.empty_like(p)
+                dense.append((p, snapshot.copy_(p)))
         self.optimizer.step()
-        for p, scale, rows, old in saved:
-            if rows is None:
-                p.sub_(old).mul_(scale.unsqueeze(1)).add_(old)
-            else:
-                new = p.index_select(0, rows)
-                p.index_copy_(0, rows, old + scale.index_select(0, rows).unsqueeze(1) * (new - old))
+        for p, rows, old in sparse:
+            new = p.index_select(0, rows)
+            p.index_copy_(0, rows, old + self.scales[p].index_select(0, rows).unsqueeze(1) * (new - old))
+        for p, old in dense:
+            torch.lerp(old, p, self._columns[p], out=p)
 
 
 def state_bytes(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter] | None = None) -> int:
