@@ -123,3 +123,15 @@ def test_compact_network_reads_sum_of_widths(name: str) -> None:
     full_width = compact_model(build_model(CARDS, ModelConfig(name, embed_dim=8, mlp_dims=(16,), cross_layers=1), "none"))
     first = (full_width.deep if name == "dcn" else full_width.mlp).first
     assert type(first) is torch.nn.Linear  # every column can be nonzero: the plain layer
+
+
+def test_first_lookup_under_inference_mode_then_training() -> None:
+    """A warm start validates its starting weights (inference mode) before the first step: the
+    layout's indices built then serve the backward pass too."""
+    compact = compact_model(masked_model("deepfm"))
+    x = planted(32, 6).x
+    with torch.inference_mode():
+        compact(x)
+    compact.train()
+    compact(x).sum().backward()
+    assert compact.embedder.flat.grad is not None and compact.embedder.flat.grad.abs().sum() > 0

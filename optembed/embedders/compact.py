@@ -149,7 +149,8 @@ class CompactEmbedder(Embedder):
         key = (self.field_start.device, self.field_start.data_ptr(), self.field_width.data_ptr())
         cached = self.__dict__.get("_groups_cache")
         if cached is None or cached[0] != key:
-            cached = (key, _Groups.of(self.field_start, self.field_width, self._kept))
+            with torch.inference_mode(False):  # built by an evaluation, the indices serve training too
+                cached = (key, _Groups.of(self.field_start, self.field_width, self._kept))
             self.__dict__["_groups_cache"] = cached
         return cached[1]
 
