@@ -12,9 +12,10 @@ candidate of highest AUC.
 
 A supernet of several tasks is searched under every task's accuracy bound: a row level or a width
 candidate is acceptable only when each task's validation AUC is within its tolerance
-(``--max-auc-drop``: one value for all tasks or one per task, the primary's first) of the best
-AUC any candidate reached on that task; the max-AUC search maximises the mean of the tasks' AUCs
-(:mod:`optembed.evolution.objectives`). The masks it chooses serve every task (they act on the
+(``--max-auc-drop``: one value for all tasks or one per task, the primary's first) of the
+reference candidate's AUC on that task - the candidate whose worst task is nearest that task's
+best AUC seen (with one task: the best candidate, as always); the max-AUC search maximises the
+mean of the tasks' AUCs (:mod:`optembed.evolution.objectives`). The masks it chooses serve every task (they act on the
 shared embedding table), so ``retrain`` applies them as for one task. The outputs keep the
 primary task's AUC under the plain names and add every task's: ``val_auc_<task>`` columns in
 ``candidates.parquet`` and ``front.parquet``, ``best_auc_<task>`` in ``convergence.parquet``, a
@@ -327,7 +328,7 @@ def _rows_only_result(rows: RowLevelResult, kept: np.ndarray, dim: int, total_ro
     several = len(names) > 1
     return SearchResult(widths, score, params, [row], [conv], rows.passes, rows.best_auc, [front],
                         tasks=list(names) if several else [], best_scores=finals.tolist() if several else [],
-                        max_scores=bests.tolist() if several else [])
+                        max_scores=bests.tolist() if several else [], reference_scores=bests.tolist() if several else [])
 
 
 def _best_by_task(
@@ -335,11 +336,13 @@ def _best_by_task(
     names: list[str],
 ) -> dict[str, dict[str, Any]]:
     """``best.json``'s ``tasks`` table: per task the chosen candidate's validation AUC, the full
-    width's, the best any candidate reached (the tolerance's reference) and the tolerance."""
+    width's, the best any candidate reached, the reference candidate's (the tolerance is measured
+    from it; :mod:`optembed.evolution.objectives`) and the tolerance."""
     out: dict[str, dict[str, Any]] = {}
     for t, name in enumerate(names):
         entry: dict[str, Any] = {
             "val_auc": result.best_scores[t], "full_width_val_auc": full_aucs[t], "max_val_auc": result.max_scores[t],
+            "reference_val_auc": result.reference_scores[t] if result.reference_scores else None,
             "max_auc_drop": None if tolerances is None else tolerances[t],
         }
         if rows is not None:
@@ -360,7 +363,7 @@ def _metrics_by_task(
         row = {"best_val_auc": entry["val_auc"], "best_val_logloss": chosen[f"logloss_{name}"],
                "max_val_auc": entry["max_val_auc"], "full_width_val_auc": entry["full_width_val_auc"]}
         if entry["max_auc_drop"] is not None:
-            row["max_auc_drop"] = entry["max_auc_drop"]
+            row.update({"reference_val_auc": entry["reference_val_auc"], "max_auc_drop": entry["max_auc_drop"]})
         if rows is not None:
             row.update({"rows_base_val_auc": entry["rows_base_val_auc"], "rows_val_auc": entry["rows_val_auc"]})
         out[name] = row

@@ -1,20 +1,26 @@
 """Several tasks in the search: one tolerance per task, and how per-task AUCs rank candidates.
 
 A supernet of ``T`` tasks gives every candidate ``T`` validation AUCs (the primary task's first).
-The accuracy bound then holds for every task:
+The accuracy bound then holds for every task, measured from one *reference* candidate:
 
+- the reference is the scored candidate whose worst task is nearest that task's best AUC seen:
+  it maximises ``min_t(AUC_t - best_t)``, ``best_t`` the best AUC any candidate reached on task
+  ``t`` (:func:`reference_index`). With one task it is the best candidate. With several, a
+  candidate that gains on one task what it costs another is no reference: the tasks' bests may
+  come from different candidates, which no single model reaches together (a narrowing that helps
+  the dense task and ruins the sparse one would otherwise leave no candidate, not even the full
+  width, within every task's tolerance);
 - a candidate is *feasible* when, for each task ``t``, its AUC on ``t`` (less its noise margin) is
-  at least ``best_t - tol_t``, where ``best_t`` is the best AUC any scored candidate reached on
-  task ``t`` (the bests of different tasks may come from different candidates: every task is held
-  to what the supernet showed it can reach, so no task pays for another's gain);
+  at least ``ref_t - tol_t`` (``ref_t`` the reference's AUC on ``t``);
 - among candidates of equal size, and among the infeasible ones, the larger *slack*
-  ``min_t(AUC_t - best_t + tol_t)`` (how far the candidate's worst task is from its bound) ranks
+  ``min_t(AUC_t - ref_t + tol_t)`` (how far the candidate's worst task is from its bound) ranks
   first: the most nearly feasible breed on.
 
 The paper's max-AUC search (no tolerance) maximises the mean of the tasks' AUCs (equal weights).
 
-One task is the single-objective search exactly: feasibility is ``AUC >= best - tol`` and the
-plain AUC orders ties and infeasible candidates, as it always did (:func:`rank_value`).
+One task is the single-objective search exactly: the reference is the best AUC seen, feasibility
+is ``AUC >= best - tol``, and the plain AUC orders ties and infeasible candidates, as it always did
+(:func:`rank_value`).
 """
 
 from __future__ import annotations
@@ -89,3 +95,27 @@ def feasible(scores: np.ndarray, margin: np.ndarray | None, ref: np.ndarray, tol
     key = np.where(np.isnan(scores), -np.inf, scores)
     low = key if margin is None else key - np.nan_to_num(margin, nan=0.0)
     return (low >= np.asarray(ref)[None, :] - np.asarray(tol)[None, :]).all(axis=1)
+
+
+def reference_index(scores: np.ndarray) -> int | None:
+    """The row of ``(M, T)`` scores that maximises ``min_t(score_t - best_t)`` (``best_t`` the
+    column's best finite score; the first such row); ``None`` when a task has no finite score.
+    With one task: the first row of the best score."""
+    key = np.where(np.isfinite(scores), scores, -np.inf)
+    if key.shape[0] == 0:
+        return None
+    top = key.max(axis=0)
+    if not np.isfinite(top).all():
+        return None
+    return int(np.argmax((key - top[None, :]).min(axis=1)))
+
+
+def reference_scores(scores: np.ndarray) -> np.ndarray:
+    """Every task's score of the reference row (:func:`reference_index`); without one, each
+    task's best finite score (0 where it has none)."""
+    i = reference_index(scores)
+    if i is not None:
+        return np.asarray(scores[i], dtype=np.float64)
+    key = np.where(np.isfinite(scores), scores, -np.inf)
+    top = key.max(axis=0) if key.shape[0] else np.zeros(scores.shape[1])
+    return np.where(np.isfinite(top), top, 0.0)

@@ -34,8 +34,9 @@ a field's frequent values are where a re-trained model finds them.
 
 A supernet of several tasks scores every mask on each task: a test passes only when it passes on
 every task, each against its own tolerance (``max_auc_drop``: one value for all, or one per task)
-and its own best AUC seen (:mod:`optembed.evolution.objectives`); a field is emptied only when that
-costs no task anything. Fields are then visited by their best level's worst slack over the tasks.
+from the reference mask's AUC on that task: of the base and the masks accepted so far, the one
+whose worst task is nearest that task's best (with one task, the best AUC seen; see
+:mod:`optembed.evolution.objectives`); a field is emptied only when that costs no task anything. Fields are then visited by their best level's worst slack over the tasks.
 The results keep the primary task's numbers under the plain keys and every task's beside them.
 
 Pruned ids are scored as re-training will see them: the field's OOV row they are read as is
@@ -56,7 +57,7 @@ import torch
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
-from optembed.evolution.objectives import Tolerance, as_matrix, rank_value, resolve_tolerances
+from optembed.evolution.objectives import Tolerance, as_matrix, rank_value, reference_index, resolve_tolerances
 from optembed.masks.dim_mask import apply_widths
 from optembed.masks.fold import fold_field, folded_oov_rows, split_id_counts
 from optembed.masks.oov import with_oov_rows
@@ -91,7 +92,7 @@ class RowLevelResult:
     tasks: list[str] = field(default_factory=list)  # the tasks' names (several tasks only)
     base_aucs: list[float] = field(default_factory=list)  # every task's AUC of the base mask (primary first)
     final_aucs: list[float] = field(default_factory=list)  # every task's AUC of the chosen mask
-    best_aucs: list[float] = field(default_factory=list)  # every task's best AUC seen (its tolerance's reference)
+    best_aucs: list[float] = field(default_factory=list)  # every task's AUC of the reference mask (the tolerances')
 
 
 def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = None, by: str = "norm") -> list[Tensor]:
@@ -421,6 +422,8 @@ def search_row_levels(
     )
     current = base
     best_auc, best_parts = base_auc.copy(), list(base_parts)
+    accepted = [base_auc]  # the base and every accepted mask's AUCs: the reference is one of them
+    accepted_parts = [list(base_parts)]
     for i, f in enumerate(order):
         if progress:
             progress("rows: building the mask", i, len(order))
@@ -438,9 +441,11 @@ def search_row_levels(
                 current = _set_field(current, offsets, f, keeps[(f, q)])
                 result.levels[f] = q
                 result.final_auc, result.final_aucs = float(s[0]), s.tolist()
-                for t in range(tasks):
-                    if s[t] > best_auc[t]:
-                        best_auc[t], best_parts[t] = s[t], c[t]
+                accepted.append(s)
+                accepted_parts.append(list(c))
+                ref = reference_index(np.stack(accepted))
+                if ref is not None:
+                    best_auc, best_parts = accepted[ref].copy(), accepted_parts[ref]
                 result.best_auc, result.best_aucs = float(best_auc[0]), best_auc.tolist()
                 break
     if progress:

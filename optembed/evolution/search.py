@@ -11,9 +11,11 @@ candidates with the fewest parameters (then the infeasible ones by score), and t
 smallest candidate ever scored within the tolerance of the best one ever scored. Without it, the
 paper's rule: elites and result by score alone.
 
-A scorer of several tasks gives ``(C, T)`` scores: then every task has its tolerance and its own
-best score seen, a candidate is feasible only when each task is within its tolerance, and the
-max-AUC search ranks by the mean of the tasks' scores (:mod:`optembed.evolution.objectives`).
+A scorer of several tasks gives ``(C, T)`` scores: then every task has its tolerance, measured
+from the reference candidate's score on that task (the one whose worst task is nearest that
+task's best score seen; with one task, the best candidate), a candidate is feasible only when
+each task is within its tolerance, and the max-AUC search ranks by the mean of the tasks' scores
+(:mod:`optembed.evolution.objectives`).
 The records keep the primary task's score under ``val_auc`` (``best_auc``, ...) and every task's
 under ``val_auc_<task>``.
 """
@@ -29,7 +31,7 @@ import numpy as np
 
 from optembed.errors import ConfigError
 from optembed.evolution.config import EvolutionConfig
-from optembed.evolution.objectives import as_matrix, feasible, rank_value, resolve_tolerances
+from optembed.evolution.objectives import as_matrix, feasible, rank_value, reference_scores, resolve_tolerances
 from optembed.evolution.operators import crossover, mutate, params_of, random_candidates, shrink_to_budget
 
 Scorer = Callable[[np.ndarray], Any]  # (C, n) widths -> C scores (or (C, T)), or (scores, standard errors)
@@ -50,6 +52,7 @@ class SearchResult:
     tasks: list[str] = field(default_factory=list)  # the tasks' names (several tasks only)
     best_scores: list[float] = field(default_factory=list)  # every task's score of ``best``
     max_scores: list[float] = field(default_factory=list)  # every task's best score of any candidate
+    reference_scores: list[float] = field(default_factory=list)  # every task's score of the tolerances' reference
 
 
 def task_columns(prefix: str, values: np.ndarray, names: Sequence[str]) -> dict[str, float]:
@@ -175,10 +178,9 @@ def evolve(
         )
 
     def best_seen() -> np.ndarray:
-        """Every task's best finite score so far (0 while there is none)."""
-        every = np.stack(list(memo.values()))
-        finite = np.where(np.isfinite(every), every, -np.inf).max(axis=0)
-        return np.where(np.isfinite(finite), finite, 0.0)
+        """Every task's score of the reference candidate so far (one task: the best finite score,
+        0 while there is none)."""
+        return reference_scores(np.stack(list(memo.values())))
 
     def order_of(pop: _Population) -> np.ndarray:
         return rank_order(pop.scores, params_of(pop.widths, kept), shape["tol"], best_seen(), margins(pop.widths))
@@ -301,7 +303,8 @@ def evolve(
         result.best = best.widths[0].copy()
         chosen = best.scores[0]
     else:
-        i = int(rank_order(every_score, every_params, shape["tol"], np.asarray(result.max_scores), margins(everything))[0])
+        result.reference_scores = reference_scores(every_score).tolist()
+        i = int(rank_order(every_score, every_params, shape["tol"], np.asarray(result.reference_scores), margins(everything))[0])
         result.best = everything[i].copy()
         chosen = every_score[i]
     result.best_score = float(chosen[0])
@@ -309,7 +312,7 @@ def evolve(
     if shape["tasks"] > 1:
         result.tasks, result.best_scores = list(names), [float(v) for v in chosen]
     else:
-        result.max_scores = []
+        result.max_scores, result.reference_scores = [], []
     result.front = [
         {"widths": everything[i].tolist(), "params": int(every_params[i]), "val_auc": float(every_score[i, 0]),
          **task_columns("val_auc", every_score[i], names)}

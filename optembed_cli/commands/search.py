@@ -44,8 +44,8 @@ def search(
         typer.Option(
             help="Accuracy bound: return the SMALLEST model whose validation AUC is within this of the best "
             "candidate (row levels per field, then widths). A multi-task supernet: every task's AUC within this of "
-            "the best any candidate reached on that task; one value for all tasks or a comma list, one per task "
-            "(primary first).",
+            "the reference candidate's (the one whose worst task is nearest that task's best); one value for all "
+            "tasks or a comma list, one per task (primary first).",
             metavar="DROP[,DROP...]",
         ),
     ] = "0.001",
@@ -141,12 +141,12 @@ def render(manifest: Manifest) -> None:
     tasks = manifest.metrics.get("tasks") or {}
     if tasks:
         by_task = Table(title="chosen candidate per task (validation)", header_style="bold")
-        for col in ("task", "val AUC", "best seen", "full width", "max drop"):
+        for col in ("task", "val AUC", "reference", "best seen", "full width", "max drop"):
             by_task.add_column(col, justify="left" if col == "task" else "right")
         for name, r in tasks.items():
-            drop = r.get("max_auc_drop")
-            by_task.add_row(name, f"{r['best_val_auc']:.5f}", f"{r['max_val_auc']:.5f}", f"{r['full_width_val_auc']:.5f}",
-                            "-" if drop is None else f"{drop:g}")
+            drop, ref = r.get("max_auc_drop"), r.get("reference_val_auc")
+            by_task.add_row(name, f"{r['best_val_auc']:.5f}", "-" if ref is None else f"{ref:.5f}", f"{r['max_val_auc']:.5f}",
+                            f"{r['full_width_val_auc']:.5f}", "-" if drop is None else f"{drop:g}")
         ui.out.print(by_task)
     levels = stage.read_row_levels(manifest)
     if levels:
