@@ -15,11 +15,11 @@ candidate is acceptable only when each task's validation AUC is within its toler
 (``--max-auc-drop``: one value for all tasks or one per task, the primary's first) of the
 reference candidate's AUC on that task - the candidate whose worst task is nearest that task's
 best AUC seen (with one task: the best candidate, as always); the max-AUC search maximises the
-mean of the tasks' AUCs (:mod:`optembed.evolution.objectives`). The masks it chooses serve every task (they act on the
-shared embedding table), so ``retrain`` applies them as for one task. The outputs keep the
-primary task's AUC under the plain names and add every task's: ``val_auc_<task>`` columns in
-``candidates.parquet`` and ``front.parquet``, ``best_auc_<task>`` in ``convergence.parquet``, a
-``tasks`` table in ``best.json`` and in the manifest's metrics.
+mean of the tasks' AUCs (:mod:`optembed.evolution.objectives`). The masks it chooses serve every
+task (they act on the shared embedding table), so ``retrain`` applies them as for one task. The
+outputs keep the primary task's AUC under the plain names and add every task's: ``val_auc_<task>``
+columns in ``candidates.parquet`` and ``front.parquet``, ``best_auc_<task>`` in
+``convergence.parquet``, a ``tasks`` table in ``best.json`` and in the manifest's metrics.
 
 Outputs: ``candidates.parquet`` (every member of every generation with its widths, parameters and
 AUC), ``convergence.parquet`` (one row per generation), ``front.parquet`` (every scored candidate
@@ -265,7 +265,7 @@ def _row_phase(
         f"{sum(q < 1.0 for q in result.levels)} fields pruned, {sum(q == 0.0 for q in result.levels)} emptied"
     )
     for name, before, after, best in zip(result.tasks, result.base_aucs, result.final_aucs, result.best_aucs, strict=False):
-        reporter.message(f"  {name}: val AUC {before:.5f} -> {after:.5f} (best seen {best:.5f})")
+        reporter.message(f"  {name}: val AUC {before:.5f} -> {after:.5f} (reference {best:.5f})")
     return result
 
 

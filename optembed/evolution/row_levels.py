@@ -36,8 +36,10 @@ A supernet of several tasks scores every mask on each task: a test passes only w
 every task, each against its own tolerance (``max_auc_drop``: one value for all, or one per task)
 from the reference mask's AUC on that task: of the base and the masks accepted so far, the one
 whose worst task is nearest that task's best (with one task, the best AUC seen; see
-:mod:`optembed.evolution.objectives`); a field is emptied only when that costs no task anything. Fields are then visited by their best level's worst slack over the tasks.
-The results keep the primary task's numbers under the plain keys and every task's beside them.
+:mod:`optembed.evolution.objectives`); a field is emptied only when that costs no task anything.
+Fields are then visited by their best level's worst slack over the tasks. The results keep the
+primary task's numbers under the plain keys and every task's beside them (``val_auc_<task>``,
+``delta_<task>``, ``lower_bound_<task>``, ``reference_<task>``).
 
 Pruned ids are scored as re-training will see them: the field's OOV row they are read as is
 replaced by the mean of the rows it absorbs (weighted by how often each id occurs in the
