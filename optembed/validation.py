@@ -185,18 +185,21 @@ def check_training_memory(
     )
 
 
-def search_bytes(population: int, generations: int, n_fields: int, val_rows: int) -> tuple[int, int]:
+def search_bytes(population: int, generations: int, n_fields: int, val_rows: int, tasks: int = 1) -> tuple[int, int]:
     """``(host, device)`` bytes of an evolutionary search: the record of every member of every
     generation (a Python row of ``n_fields`` widths, about 300 bytes besides), the population's
-    width arrays, and on the device the validation logits of one generation's candidates."""
+    width arrays, and on the device the validation logits of one generation's candidates (one
+    per task)."""
     members = (generations + 1) * population
     host = members * (2 * INDEX * n_fields + 300) + 4 * population * n_fields * INDEX
-    device = population * val_rows * FLOAT
+    device = population * val_rows * tasks * FLOAT
     return host, device
 
 
-def check_search_memory(population: int, generations: int, n_fields: int, val_rows: int, device: object = "cpu") -> None:
-    host, dev = search_bytes(population, generations, n_fields, val_rows)
+def check_search_memory(
+    population: int, generations: int, n_fields: int, val_rows: int, device: object = "cpu", tasks: int = 1
+) -> None:
+    host, dev = search_bytes(population, generations, n_fields, val_rows, tasks)
     what = f"a search of --population {population:,} over --generations {generations:,}"
     hint = "use a smaller population or fewer generations"
     if getattr(device, "type", str(device)).startswith("cuda"):

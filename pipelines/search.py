@@ -10,6 +10,17 @@ width search returns the smallest candidate within the tolerance of the best can
 paper's search (``max_auc_drop`` None) keeps the supernet's learned row mask m_e* and returns the
 candidate of highest AUC.
 
+A supernet of several tasks is searched under every task's accuracy bound: a row level or a width
+candidate is acceptable only when each task's validation AUC is within its tolerance
+(``--max-auc-drop``: one value for all tasks or one per task, the primary's first) of the
+reference candidate's AUC on that task - the candidate whose worst task is nearest that task's
+best AUC seen (with one task: the best candidate, as always); the max-AUC search maximises the
+mean of the tasks' AUCs (:mod:`optembed.evolution.objectives`). The masks it chooses serve every
+task (they act on the shared embedding table), so ``retrain`` applies them as for one task. The
+outputs keep the primary task's AUC under the plain names and add every task's: ``val_auc_<task>``
+columns in ``candidates.parquet`` and ``front.parquet``, ``best_auc_<task>`` in
+``convergence.parquet``, a ``tasks`` table in ``best.json`` and in the manifest's metrics.
+
 Outputs: ``candidates.parquet`` (every member of every generation with its widths, parameters and
 AUC), ``convergence.parquet`` (one row per generation), ``front.parquet`` (every scored candidate
 no other beats in both size and AUC), ``best.json`` (the chosen widths by field name, read by
@@ -32,7 +43,8 @@ import torch
 
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
-from optembed.evolution.search import SearchResult
+from optembed.evolution.objectives import resolve_tolerances
+from optembed.evolution.search import SearchResult, task_columns
 from optembed.evolution.fitness import BatchedScorer, PairedScorer
 from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
 from optembed.evolution.row_levels import DEFAULT_LEVELS, DEFAULT_MIN_TRAFFIC, ROW_RANKS, RowLevelResult, search_row_levels
@@ -43,6 +55,7 @@ from optembed.models.checkpoint import load_model, read_model_payload
 from optembed.progress import NULL, Reporter, Task
 from optembed.training.runtime import runtime_from_env
 from optembed.training.evaluate import evaluate, require_rankable
+from optembed.training.tasks import task_names
 from optembed.validation import check_search_memory
 from pipelines.data import load_dataset
 from pipelines.calibration import record_calibration
@@ -112,12 +125,6 @@ def _supernet_for_search(store: Store, source: str | None) -> tuple[Manifest, di
             f"supernet {sn.fingerprint} was trained with --mode {mode.name}: it has neither row thresholds nor random "
             "widths to search; train one with --mode optembed, prune-only or dims-only"
         )
-    tasks = int(payload["model_config"].get("tasks", 1))
-    if tasks > 1:
-        raise ConfigError(
-            f"supernet {sn.fingerprint} predicts {tasks} tasks; the row and width search scores one task only, so it "
-            "does not search a multi-task supernet yet (retrain from the supernet itself, or the Original with --full)"
-        )
     return sn, payload, mode
 
 
@@ -125,6 +132,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     config.validate()
     evo = config.evolution
     sn, payload, mode = _supernet_for_search(store, config.source)
+    tasks = int(payload["model_config"].get("tasks", 1))
+    tolerances = resolve_tolerances(evo.max_auc_drop, tasks, f"supernet {sn.fingerprint}")
     pre_fp = payload.get("preprocess") or sn.upstream.get("preprocess")
     pre = store.lookup("preprocess", pre_fp) if pre_fp else None
     if pre is None:
@@ -154,7 +163,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     rt = runtime_from_env(config.device)  # under torchrun: rank 0 searches, the others wait for its artifact
     device = rt.device
     val_rows = int(pre.metrics.get("rows_val") or 0)
-    check_search_memory(evo.population, evo.generations, len(kept), val_rows, device)
+    check_search_memory(evo.population, evo.generations, len(kept), val_rows, device, tasks=tasks)
     params = stage_params(config, rows_phase)
 
     def build(tmp: Path, manifest: Manifest) -> None:
@@ -163,6 +172,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         val = data.splits["val"]
         require_rankable(val, purpose="rank the candidates")
         names = data.field_names
+        task_list = task_names(val.tasks, tasks)
         started = time.perf_counter()
         keep, rows = base, None
         if rows_phase:
@@ -173,10 +183,11 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         apply_search(model, keep, None, rows.counts if rows is not None else None)
         kept_now = torch.bincount(field_of_row[keep], minlength=len(cards)).numpy().astype(np.int64)
         if sample_dims:
-            result, full_auc = _width_phase(model, val, device, kept_now, dim, total_rows, config, reporter)
+            result, full_aucs = _width_phase(model, val, device, kept_now, dim, total_rows, config, reporter, task_list)
         else:
             assert rows is not None
-            result, full_auc = _rows_only_result(rows, kept_now, dim, total_rows), rows.final_auc
+            result, full_aucs = _rows_only_result(rows, kept_now, dim, total_rows), list(rows.final_aucs)
+        full_auc = full_aucs[0]
         seconds = time.perf_counter() - started
         if not np.isfinite(result.best_score):
             raise TrainingError("every candidate scored NaN; the supernet's outputs are not finite")
@@ -197,6 +208,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             "max_auc_drop": evo.max_auc_drop,
             "supernet": sn.fingerprint,
         }
+        if tasks > 1:
+            best["tasks"] = _best_by_task(result, full_aucs, tolerances, rows, task_list)
         (tmp / "best.json").write_text(json.dumps(best, indent=2) + "\n")
         manifest.outputs = {
             "candidates": "candidates.parquet", "convergence": "convergence.parquet", "front": "front.parquet",
@@ -229,6 +242,8 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
                 "pruned_fields": sum(1 for q in rows.levels if q < 1.0),
                 "row_passes": rows.passes,
             })
+        if tasks > 1:
+            manifest.metrics["tasks"] = _metrics_by_task(result, full_aucs, tolerances, rows, chosen, task_list)
         record_calibration(manifest, pre, {"val_logloss": chosen["logloss"]})
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
@@ -240,7 +255,7 @@ def _row_phase(
 ) -> RowLevelResult:
     task = reporter.task("search: row levels", total=1, unit="pass")
     result = search_row_levels(
-        model, val, device, base, float(config.evolution.max_auc_drop or 0.0), config.row_levels,
+        model, val, device, base, config.evolution.max_auc_drop or 0.0, config.row_levels,
         amp=config.amp, progress=PhasedProgress(task), z=config.evolution.noise_z, rank_by=config.row_rank,
         rank_counts=None if counts is None else counts.to(device), min_traffic=config.min_traffic,
     )
@@ -249,6 +264,8 @@ def _row_phase(
         f"row levels: val AUC {result.base_auc:.5f} -> {result.final_auc:.5f} (best seen {result.best_auc:.5f}), "
         f"{sum(q < 1.0 for q in result.levels)} fields pruned, {sum(q == 0.0 for q in result.levels)} emptied"
     )
+    for name, before, after, best in zip(result.tasks, result.base_aucs, result.final_aucs, result.best_aucs, strict=False):
+        reporter.message(f"  {name}: val AUC {before:.5f} -> {after:.5f} (reference {best:.5f})")
     return result
 
 
@@ -275,13 +292,14 @@ class PhasedProgress:
 
 def _width_phase(
     model: Any, val: Any, device: torch.device, kept: np.ndarray, dim: int, total_rows: int, config: SearchStage,
-    reporter: Reporter,
-) -> tuple[SearchResult, float]:
+    reporter: Reporter, tasks: list[str],
+) -> tuple[SearchResult, list[float]]:
+    """The evolutionary width search; with it every task's validation AUC at full width."""
     evo = config.evolution
     rows_per_pass = config.rows_per_pass or (262_144 if device.type == "cuda" else 4096)
     scorer = BatchedScorer(model, val, device, rows_per_pass=rows_per_pass, amp=config.amp, block=config.block or None)
     full = np.full((1, model.n_fields), dim, dtype=np.int64)
-    full_auc = float(scorer(full)[0])
+    full_aucs = [float(v) for v in np.atleast_1d(scorer(full)[0])]
     fitness: Any = scorer if evo.max_auc_drop is None else PairedScorer(scorer, full[0])
     task = reporter.task("search: widths", total=evo.generations + 1, unit="gen")
 
@@ -289,9 +307,9 @@ def _width_phase(
         task.update(description=f"search: generation {row['generation']}, chosen val AUC {row['best_auc']:.5f}")
         task.advance(1)
 
-    result = evolve(fitness, kept, dim, evo, total_rows=total_rows, on_generation=progress)
+    result = evolve(fitness, kept, dim, evo, total_rows=total_rows, on_generation=progress, tasks=tasks)
     task.close()
-    return result, full_auc
+    return result, full_aucs
 
 
 def _rows_only_result(rows: RowLevelResult, kept: np.ndarray, dim: int, total_rows: int) -> SearchResult:
@@ -299,12 +317,57 @@ def _rows_only_result(rows: RowLevelResult, kept: np.ndarray, dim: int, total_ro
     widths = np.full(len(kept), dim, dtype=np.int64)
     params = int(kept.sum()) * dim
     score = rows.final_auc
-    row = {"generation": 0, "rank": 0, "origin": "rows", "widths": widths.tolist(), "params": params, "val_auc": score}
+    finals, bests = np.asarray(rows.final_aucs), np.asarray(rows.best_aucs)
+    names = rows.tasks
+    row = {"generation": 0, "rank": 0, "origin": "rows", "widths": widths.tolist(), "params": params, "val_auc": score,
+           **task_columns("val_auc", finals, names)}
     conv = {"generation": 0, "best_auc": score, "mean_auc": score, "best_params": params,
             "best_sparsity": 1.0 - params / (total_rows * dim), "max_auc": rows.best_auc, "evaluated": rows.passes,
-            "seconds": 0.0}
-    return SearchResult(widths, score, params, [row], [conv], rows.passes, rows.best_auc,
-                        [{"widths": widths.tolist(), "params": params, "val_auc": score}])
+            "seconds": 0.0, **task_columns("best_auc", finals, names), **task_columns("max_auc", bests, names)}
+    front = {"widths": widths.tolist(), "params": params, "val_auc": score, **task_columns("val_auc", finals, names)}
+    several = len(names) > 1
+    return SearchResult(widths, score, params, [row], [conv], rows.passes, rows.best_auc, [front],
+                        tasks=list(names) if several else [], best_scores=finals.tolist() if several else [],
+                        max_scores=bests.tolist() if several else [], reference_scores=bests.tolist() if several else [])
+
+
+def _best_by_task(
+    result: SearchResult, full_aucs: list[float], tolerances: tuple[float, ...] | None, rows: RowLevelResult | None,
+    names: list[str],
+) -> dict[str, dict[str, Any]]:
+    """``best.json``'s ``tasks`` table: per task the chosen candidate's validation AUC, the full
+    width's, the best any candidate reached, the reference candidate's (the tolerance is measured
+    from it; :mod:`optembed.evolution.objectives`) and the tolerance."""
+    out: dict[str, dict[str, Any]] = {}
+    for t, name in enumerate(names):
+        entry: dict[str, Any] = {
+            "val_auc": result.best_scores[t], "full_width_val_auc": full_aucs[t], "max_val_auc": result.max_scores[t],
+            "reference_val_auc": result.reference_scores[t] if result.reference_scores else None,
+            "max_auc_drop": None if tolerances is None else tolerances[t],
+        }
+        if rows is not None:
+            entry.update({"rows_base_val_auc": rows.base_aucs[t], "rows_val_auc": rows.final_aucs[t]})
+        out[name] = entry
+    return out
+
+
+def _metrics_by_task(
+    result: SearchResult, full_aucs: list[float], tolerances: tuple[float, ...] | None, rows: RowLevelResult | None,
+    chosen: dict[str, float], names: list[str],
+) -> dict[str, dict[str, Any]]:
+    """The manifest's ``tasks`` metrics: ``best.json``'s table under the manifest's names, with the
+    chosen candidate's validation logloss."""
+    table = _best_by_task(result, full_aucs, tolerances, rows, names)
+    out = {}
+    for name, entry in table.items():
+        row = {"best_val_auc": entry["val_auc"], "best_val_logloss": chosen[f"logloss_{name}"],
+               "max_val_auc": entry["max_val_auc"], "full_width_val_auc": entry["full_width_val_auc"]}
+        if entry["max_auc_drop"] is not None:
+            row.update({"reference_val_auc": entry["reference_val_auc"], "max_auc_drop": entry["max_auc_drop"]})
+        if rows is not None:
+            row.update({"rows_base_val_auc": entry["rows_base_val_auc"], "rows_val_auc": entry["rows_val_auc"]})
+        out[name] = row
+    return out
 
 
 def _write_row_outputs(

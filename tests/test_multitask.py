@@ -322,11 +322,14 @@ def test_stages_carry_every_task(tmp_path: Path) -> None:
     sn = supernet.run(supernet.SupernetStage(model=model, mode="optembed", train=train, device="cpu"), store)
     assert sn.params["model"]["tasks"] == 2 and set(sn.metrics["tasks"]) == {"click", "convert"}
     assert sn.metrics["tasks"]["click"]["test_auc"] == sn.metrics["test_auc"]
-    # the search scores one task: it refuses, in one line, to search a multi-task supernet
+    # the search scores every task, one tolerance for all or one per task: a count that does not
+    # match is refused in one line before any work
+    from optembed.evolution import EvolutionConfig
     from pipelines import search
 
-    with pytest.raises(ConfigError, match="predicts 2 tasks"):
-        search.run(search.SearchStage(source=sn.fingerprint, device="cpu"), store)
+    three = EvolutionConfig(max_auc_drop=(0.001, 0.002, 0.003))
+    with pytest.raises(ConfigError, match=f"gives 3 tolerances but supernet {sn.fingerprint} predicts 2 tasks"):
+        search.run(search.SearchStage(source=sn.fingerprint, evolution=three, device="cpu"), store)
     # OptEmbed-E: re-trained from the supernet, its row mask applied, the compact model kept;
     # its splits streamed from Parquet with every label
     warm = retrain.run(retrain.RetrainStage(source=sn.fingerprint, train=train, device="cpu", stream=True), store)

@@ -18,6 +18,8 @@ class EvolutionConfig:
     and ``mutation`` mutants bred from them. ``None`` counts share ``population - topk``
     between the two (crossover gets the odd one). ``param_budget`` (embedding parameters under
     the row mask) and ``target_sparsity`` bound the candidates; the tighter one wins.
+    ``max_auc_drop``: the accuracy bound, one value for every task or a tuple of one per task of a
+    multi-task supernet (the primary task's first; :mod:`optembed.evolution.objectives`).
     """
 
     population: int = 40
@@ -29,7 +31,8 @@ class EvolutionConfig:
     param_budget: int | None = None
     target_sparsity: float | None = None
     seed: int = 0
-    max_auc_drop: float | None = 0.001  # None: the paper's max-AUC search; else the smallest within this of the best
+    # None: the paper's max-AUC search; else the smallest within this of the best (a tuple: one per task)
+    max_auc_drop: float | tuple[float, ...] | None = 0.001
     noise_z: float = 1.0  # standard errors of a paired AUC difference subtracted before the tolerance test
 
     def counts(self) -> tuple[int, int]:
@@ -58,7 +61,11 @@ class EvolutionConfig:
         if self.param_budget is not None and self.param_budget < 1:
             raise ConfigError(f"--param-budget must be positive, got {self.param_budget}")
         check_number("--noise-z", self.noise_z, 0.0, 10.0)
-        check_number("--max-auc-drop", self.max_auc_drop, 0.0, 0.5, high_open=True, optional=True)
+        drops = self.max_auc_drop if isinstance(self.max_auc_drop, tuple | list) else (self.max_auc_drop,)
+        if not drops:
+            raise ConfigError("--max-auc-drop needs at least one value")
+        for drop in drops:
+            check_number("--max-auc-drop", drop, 0.0, 0.5, high_open=True, optional=len(drops) == 1)
         check_number("--target-sparsity", self.target_sparsity, 0.0, 1.0, high_open=True, optional=True)
 
     def budget(self, total_rows: int, dim: int) -> int | None:

@@ -4,6 +4,9 @@
 together (the backbone's first layer shared through column blocks, or the candidates stacked
 along the batch dimension); :class:`NaiveScorer` makes one full pass per candidate (the
 reference behaviour, kept as the yardstick for tests and benchmarks).
+
+A model of ``T > 1`` tasks gives ``(C, T)`` AUCs (and standard errors), the primary task's in
+column 0; one task gives ``(C,)`` as always.
 """
 
 from __future__ import annotations
@@ -16,7 +19,24 @@ from optembed.layers.prefix_linear import PrefixLinear
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
 from optembed.models.candidates import CandidateBatch
-from optembed.training.evaluate import autocast, evaluate
+from optembed.training.evaluate import autocast, evaluate, predict
+from optembed.training.tasks import split_columns
+
+
+def task_aucs(labels: torch.Tensor, logits: torch.Tensor) -> list[float]:
+    """Every task's AUC of ``(N,)`` or ``(N, T)`` labels and logits (the primary task's first)."""
+    return [auc(y, z) for y, z in zip(split_columns(labels), split_columns(logits), strict=True)]
+
+
+def task_components(labels: torch.Tensor, logits: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every task's DeLong components (:func:`optembed.metrics.auc_components`)."""
+    return [auc_components(y, z) for y, z in zip(split_columns(labels), split_columns(logits), strict=True)]
+
+
+def shaped(rows: list[list[float]], tasks: int) -> np.ndarray:
+    """Per-candidate lists of per-task values as ``(C,)`` for one task, ``(C, T)`` for several."""
+    out = np.asarray(rows, dtype=np.float64).reshape(len(rows), tasks)
+    return out[:, 0] if tasks == 1 else out
 
 
 class BatchedScorer:
@@ -30,7 +50,7 @@ class BatchedScorer:
     within ``table_bytes``, small enough on a CPU to stay in its cache. Without ``block``,
     ``rows_per_pass`` bounds the rows one backbone call sees (candidates x batch rows).
     ``group`` bounds the candidates stacked in one call. The logits of all candidates are kept
-    on ``device`` (``C x N`` floats) and ranked there.
+    on ``device`` (``C x N`` floats, ``C x N x T`` for ``T`` tasks) and ranked there.
     """
 
     def __init__(
@@ -60,6 +80,7 @@ class BatchedScorer:
             table_bytes = (512 << 20) if device.type == "cuda" else (32 << 20)
         self.table_bytes = table_bytes
         self.labels = split.y.to(device)
+        self.tasks = int(model.tasks)
 
     def batch_rows(self, n_cand: int) -> int:
         """Validation rows per backbone call for ``n_cand`` candidates."""
@@ -72,12 +93,13 @@ class BatchedScorer:
 
     @torch.inference_mode()
     def logits(self, candidates: np.ndarray) -> torch.Tensor:
-        """``(C, N)`` validation logits of every candidate."""
+        """``(C, N)`` validation logits of every candidate (``(C, N, T)`` for several tasks)."""
         cand = torch.as_tensor(candidates, dtype=torch.long, device=self.device)
         n_cand = cand.shape[0]
         group = min(self.group, n_cand)
         groups = [CandidateBatch(cand[g : g + group], self.block) for g in range(0, n_cand, group)]
-        out = torch.empty(n_cand, len(self.split), dtype=torch.float32, device=self.device)
+        shape = (n_cand, len(self.split)) + ((self.tasks,) if self.tasks > 1 else ())
+        out = torch.empty(shape, dtype=torch.float32, device=self.device)
         start = 0
         for xb, _ in self.split.batches(self.batch_rows(n_cand), self.device):
             rows = xb.shape[0]
@@ -92,31 +114,45 @@ class BatchedScorer:
 
     def __call__(self, candidates: np.ndarray) -> np.ndarray:
         z = self.logits(candidates)
-        return np.array([auc(self.labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
+        if self.tasks == 1:
+            return np.array([auc(self.labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
+        return shaped([task_aucs(self.labels, z[i]) for i in range(z.shape[0])], self.tasks)
 
 
 class PairedScorer:
     """A :class:`BatchedScorer` that also gives each candidate's standard error of its AUC
     difference to a fixed ``reference`` candidate (DeLong, the same validation rows), so the
-    accuracy-bounded search can tell a real AUC difference from noise."""
+    accuracy-bounded search can tell a real AUC difference from noise. With several tasks both are
+    ``(C, T)``: each task's AUC and its paired error against the reference on that task."""
 
     def __init__(self, scorer: BatchedScorer, reference: np.ndarray) -> None:
         self.scorer = scorer
         self.reference = np.asarray(reference, dtype=np.int64).reshape(1, -1)
-        self._ref: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ref: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __call__(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = self.scorer.labels
+        tasks = self.scorer.tasks
+        if tasks == 1:
+            if self._ref is None:
+                self._ref = [auc_components(labels, self.scorer.logits(self.reference)[0])]
+            z = self.scorer.logits(candidates)
+            scores = np.array([auc(labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
+            errors = np.array([paired_auc_se(auc_components(labels, z[i]), self._ref[0]) for i in range(z.shape[0])])
+            return scores, np.nan_to_num(errors, nan=0.0)
         if self._ref is None:
-            self._ref = auc_components(labels, self.scorer.logits(self.reference)[0])
+            self._ref = task_components(labels, self.scorer.logits(self.reference)[0])
         z = self.scorer.logits(candidates)
-        scores = np.array([auc(labels, z[i]) for i in range(z.shape[0])], dtype=np.float64)
-        errors = np.array([paired_auc_se(auc_components(labels, z[i]), self._ref) for i in range(z.shape[0])])
-        return scores, np.nan_to_num(errors, nan=0.0)
+        score_rows, error_rows = [], []
+        for i in range(z.shape[0]):
+            parts = task_components(labels, z[i])
+            score_rows.append(task_aucs(labels, z[i]))
+            error_rows.append([paired_auc_se(p, r) for p, r in zip(parts, self._ref, strict=True)])
+        return shaped(score_rows, tasks), np.nan_to_num(shaped(error_rows, tasks), nan=0.0)
 
 
 class NaiveScorer:
-    """One full validation pass per candidate."""
+    """One full validation pass per candidate (``(C, T)`` AUCs for a model of several tasks)."""
 
     def __init__(self, model: CTRModel, split: SplitTensors, device: torch.device, batch_size: int = 32768) -> None:
         self.model = model.eval()
@@ -125,8 +161,13 @@ class NaiveScorer:
         self.batch_size = batch_size
 
     def __call__(self, candidates: np.ndarray) -> np.ndarray:
+        tasks = int(self.model.tasks)
         scores = []
         for row in candidates:
             widths = torch.as_tensor(row, dtype=torch.long, device=self.device)
-            scores.append(evaluate(self.model, self.split, self.device, self.batch_size, widths=widths)["auc"])
+            if tasks == 1:
+                scores.append(evaluate(self.model, self.split, self.device, self.batch_size, widths=widths)["auc"])
+            else:
+                logits = predict(self.model, self.split, self.device, self.batch_size, widths)
+                scores.append(task_aucs(self.split.y.to(self.device), logits))
         return np.asarray(scores, dtype=np.float64)

@@ -32,6 +32,15 @@ tail, and only emptying a field - which needs evidence of its own - removes more
 A validation split cannot tell apart rows whose effects are real but smaller than its noise, and
 a field's frequent values are where a re-trained model finds them.
 
+A supernet of several tasks scores every mask on each task: a test passes only when it passes on
+every task, each against its own tolerance (``max_auc_drop``: one value for all, or one per task)
+from the reference mask's AUC on that task: of the base and the masks accepted so far, the one
+whose worst task is nearest that task's best (with one task, the best AUC seen; see
+:mod:`optembed.evolution.objectives`); a field is emptied only when that costs no task anything.
+Fields are then visited by their best level's worst slack over the tasks. The results keep the
+primary task's numbers under the plain keys and every task's beside them (``val_auc_<task>``,
+``delta_<task>``, ``lower_bound_<task>``, ``reference_<task>``).
+
 Pruned ids are scored as re-training will see them: the field's OOV row they are read as is
 replaced by the mean of the rows it absorbs (weighted by how often each id occurs in the
 validation rows; the same for DeepFM's per-id linear weights), not left at the value the
@@ -50,6 +59,7 @@ import torch
 from torch import Tensor
 
 from optembed.data.tensors import SplitTensors
+from optembed.evolution.objectives import Tolerance, as_matrix, rank_value, reference_index, resolve_tolerances
 from optembed.masks.dim_mask import apply_widths
 from optembed.masks.fold import fold_field, folded_oov_rows, split_id_counts
 from optembed.masks.oov import with_oov_rows
@@ -57,6 +67,7 @@ from optembed.masks.row_mask import row_norms
 from optembed.metrics import auc, auc_components, paired_auc_se
 from optembed.models.base import CTRModel
 from optembed.training.evaluate import autocast
+from optembed.training.tasks import split_columns, task_names
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
 DEFAULT_Z = 1.0  # standard errors subtracted from every measured AUC difference
@@ -80,6 +91,10 @@ class RowLevelResult:
     steps: list[dict[str, float]] = field(default_factory=list)  # every cumulative try, accepted or not
     passes: int = 0  # stacked candidate evaluations
     counts: Tensor | None = None  # the folds' weights: the training counts when given, else the split's id counts
+    tasks: list[str] = field(default_factory=list)  # the tasks' names (several tasks only)
+    base_aucs: list[float] = field(default_factory=list)  # every task's AUC of the base mask (primary first)
+    final_aucs: list[float] = field(default_factory=list)  # every task's AUC of the chosen mask
+    best_aucs: list[float] = field(default_factory=list)  # every task's AUC of the reference mask (the tolerances')
 
 
 def field_rankings(model: CTRModel, base_keep: Tensor, counts: Tensor | None = None, by: str = "norm") -> list[Tensor]:
@@ -170,7 +185,8 @@ class RowMaskScorer:
         self.amp = amp
         self.labels = split.y.to(device)
         self.passes = 0
-        self.components: list[Components] = []  # of the last call's candidates
+        self.components: list[Components] = []  # of the last call's candidates (the primary task's)
+        self.task_components: list[list[Components]] = []  # of the last call's candidates, every task's
         self.table = model.table_embedder()
         emb = self.table.embedding
         self._local = (torch.arange(emb.num_rows, device=device) - emb.offsets[emb.field_of_row]).to(device)
@@ -226,12 +242,17 @@ class RowMaskScorer:
         emb = torch.where(oov.unsqueeze(-1), rows.repeat_interleave(b, 0).to(emb.dtype), emb)
         if self.widths is not None:
             emb = apply_widths(emb, self.widths)
-        return self.model.head(emb, ids) + (shift.repeat_interleave(b, 0) * oov).sum(-1).to(emb.dtype)
+        return self.model.head(emb, ids) + self.model.per_task((shift.repeat_interleave(b, 0) * oov).sum(-1).to(emb.dtype))
 
     @torch.inference_mode()
     def __call__(self, candidates: Sequence[tuple[int, Tensor | None]]) -> np.ndarray:
+        """Every candidate's validation AUC: ``(C,)``, or ``(C, T)`` for a model of several tasks;
+        :attr:`components` (the primary task's) and :attr:`task_components` (every task's) keep
+        their DeLong components until the next call."""
         emb = self.table.embedding
-        out = torch.empty(len(candidates), len(self.split), device=self.device)
+        tasks = int(self.model.tasks)
+        shape = (len(candidates), len(self.split)) + ((tasks,) if tasks > 1 else ())
+        out = torch.empty(shape, device=self.device)
         for g in range(0, len(candidates), self.group):
             chunk = candidates[g : g + self.group]
             folds = self._folds(chunk) if self.folds else None
@@ -247,11 +268,26 @@ class RowMaskScorer:
                         stacked[c * b : (c + 1) * b, f] = torch.where(local_keep.to(self.device)[col], col, torch.zeros_like(col))
                 with autocast(self.device, self.amp):
                     z = self._logits(stacked, folds, b)
-                out[g : g + len(chunk), start : start + b] = z.float().view(len(chunk), b)
+                out[g : g + len(chunk), start : start + b] = z.float().view(len(chunk), b, *shape[2:])
                 start += b
             self.passes += 1
-        self.components = [auc_components(self.labels, out[i]) for i in range(len(candidates))]
-        return np.array([auc(self.labels, out[i]) for i in range(len(candidates))], dtype=np.float64)
+        labels = split_columns(self.labels)
+        self.task_components = [
+            [auc_components(y, z) for y, z in zip(labels, split_columns(out[i]), strict=True)] for i in range(len(candidates))
+        ]
+        self.components = [parts[0] for parts in self.task_components]
+        scores = np.array(
+            [[auc(y, z) for y, z in zip(labels, split_columns(out[i]), strict=True)] for i in range(len(candidates))],
+            dtype=np.float64,
+        ).reshape(len(candidates), tasks)
+        return scores[:, 0] if tasks == 1 else scores
+
+
+def _by_task(prefix: str, values: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """``{prefix_<task>: value}`` for several tasks; nothing for one."""
+    if len(names) < 2:
+        return {}
+    return {f"{prefix}_{name}": float(v) for name, v in zip(names, values, strict=True)}
 
 
 def _se(a: Components, b: Components) -> float:
@@ -270,7 +306,7 @@ def search_row_levels(
     split: SplitTensors,
     device: torch.device,
     base_keep: Tensor,
-    max_auc_drop: float,
+    max_auc_drop: Tolerance,
     levels: Sequence[float] = DEFAULT_LEVELS,
     widths: Tensor | None = None,
     batch_size: int = 8192,
@@ -318,36 +354,58 @@ def search_row_levels(
         same = [p for p in distinct if p[0] == f and torch.equal(keeps[p], keeps[(f, q)])]
         if not same and int(keeps[(f, q)].sum()) < 1 + len(rankings[f]):
             distinct.append((f, q))
+    tasks = int(model.tasks)
+    tol = np.asarray(resolve_tolerances(max_auc_drop, tasks), dtype=np.float64)
+    names = task_names(split.tasks, tasks)
+
+    def measure(cands: Sequence[tuple[int, Tensor | None]]) -> tuple[np.ndarray, list[list[Components]]]:
+        """``(C, T)`` AUCs of ``cands`` and their per-task DeLong components."""
+        values = as_matrix(scorer(cands), len(cands))
+        parts = scorer.task_components
+        scorer.components, scorer.task_components = [], []
+        return values, parts
+
+    def se(a: list[Components], b: list[Components]) -> np.ndarray:
+        return np.array([_se(x, y) for x, y in zip(a, b, strict=True)], dtype=np.float64)
+
+    def within(low: np.ndarray) -> bool:
+        return bool(np.isfinite(low).all() and (low >= -tol).all())
+
     if progress:
         progress("rows: scoring each field alone", 0, len(distinct) + 1)
-    base_auc = float(scorer([(-1, None)])[0])
-    base_parts = scorer.components[0]
-    single: dict[tuple[int, float], float] = {}
-    margin: dict[tuple[int, float], float] = {}
+    values, parts = measure([(-1, None)])
+    base_auc, base_parts = values[0], parts[0]
+    single: dict[tuple[int, float], np.ndarray] = {}
+    margin: dict[tuple[int, float], np.ndarray] = {}
     for start in range(0, len(distinct), scorer.group):  # a group at a time: C x N scores in memory
         chunk = distinct[start : start + scorer.group]
-        for p, s, c in zip(chunk, scorer([(f, keeps[(f, q)]) for f, q in chunk]), scorer.components, strict=True):
-            single[p] = float(s)
-            margin[p] = float(s) - base_auc - z * _se(c, base_parts)
-    scorer.components = []
+        values, parts = measure([(f, keeps[(f, q)]) for f, q in chunk])
+        for p, s, c in zip(chunk, values, parts, strict=True):
+            single[p] = s
+            margin[p] = s - base_auc - z * se(c, base_parts)
     result = RowLevelResult(
-        keep=base, levels=[1.0] * len(cards), base_auc=base_auc, final_auc=base_auc, best_auc=base_auc, z=z,
-        single=[{"field": f, "level": q, "val_auc": s, "delta": s - base_auc, "lower_bound": margin[(f, q)]}
+        keep=base, levels=[1.0] * len(cards), base_auc=float(base_auc[0]), final_auc=float(base_auc[0]),
+        best_auc=float(base_auc[0]), z=z,
+        single=[{"field": f, "level": q, "val_auc": float(s[0]), "delta": float(s[0] - base_auc[0]),
+                 "lower_bound": float(margin[(f, q)][0]), **_by_task("val_auc", s, names),
+                 **_by_task("delta", s - base_auc, names), **_by_task("lower_bound", margin[(f, q)], names)}
                 for (f, q), s in single.items()],
+        tasks=names if tasks > 1 else [], base_aucs=base_auc.tolist(), final_aucs=base_auc.tolist(),
+        best_aucs=base_auc.tolist(),
     )
     if progress:
         progress("rows: scoring each field alone", len(distinct) + 1, len(distinct) + 1)
 
     def admissible(f: int) -> list[float]:
-        """Levels of field ``f`` whose single-field test passes, most aggressive first."""
+        """Levels of field ``f`` whose single-field test passes on every task, most aggressive first."""
         out = []
         for q in sorted((q for g, q in distinct if g == f)):
             low = margin[(f, q)]
-            if not math.isfinite(low):
+            if not np.isfinite(low).all():
                 continue
-            if q == 0.0 and low < 0.0:
+            if q == 0.0 and (low < 0.0).any():
                 continue  # a field is emptied only when that costs nothing on its own, noise included
-            if low >= -max_auc_drop:
+            if (low >= -tol).all():
                 out.append(q)
         return out
 
@@ -356,35 +414,41 @@ def search_row_levels(
         kept_levels = [q for g, q in distinct if g == f and q > 0.0]
         if opts and opts[0] == 0.0 and kept_levels:
             smallest = min(kept_levels)
-            pair = scorer([(f, keeps[(f, 0.0)]), (f, keeps[(f, smallest)])])
-            gain = float(pair[0] - pair[1]) - z * _se(scorer.components[0], scorer.components[1])
-            if not math.isfinite(gain) or gain < 0.0:
+            pair, pair_parts = measure([(f, keeps[(f, 0.0)]), (f, keeps[(f, smallest)])])
+            gain = (pair[0] - pair[1]) - z * se(pair_parts[0], pair_parts[1])
+            if not np.isfinite(gain).all() or (gain < 0.0).any():
                 options[f] = opts[1:]
-            scorer.components = []
     order = sorted(
         (f for f in options if options[f]),
-        key=lambda f: -max(single[(f, q)] for q in options[f]),
+        key=lambda f: -max(float(rank_value(single[(f, q)][None, :], base_auc, tol)[0]) for q in options[f]),
     )
     current = base
-    best_parts = base_parts
+    best_auc, best_parts = base_auc.copy(), list(base_parts)
+    accepted = [base_auc]  # the base and every accepted mask's AUCs: the reference is one of them
+    accepted_parts = [list(base_parts)]
     for i, f in enumerate(order):
         if progress:
             progress("rows: building the mask", i, len(order))
         candidates = [(f, keeps[(f, q)]) for q in options[f]]
         scorer.set_base(current)
-        tried = scorer(candidates)
-        parts = scorer.components
+        tried, parts = measure(candidates)
         for q, s, c in zip(options[f], tried, parts, strict=True):  # most aggressive first
-            low = float(s) - result.best_auc - z * _se(c, best_parts)
-            ok = bool(math.isfinite(low) and low >= -max_auc_drop)
-            result.steps.append({"field": f, "level": q, "val_auc": float(s), "accepted": ok,
-                                 "reference": result.best_auc, "lower_bound": low})
+            low = s - best_auc - z * se(c, best_parts)
+            ok = within(low)
+            result.steps.append({"field": f, "level": q, "val_auc": float(s[0]), "accepted": ok,
+                                 "reference": float(best_auc[0]), "lower_bound": float(low[0]),
+                                 **_by_task("val_auc", s, names), **_by_task("reference", best_auc, names),
+                                 **_by_task("lower_bound", low, names)})
             if ok:
                 current = _set_field(current, offsets, f, keeps[(f, q)])
                 result.levels[f] = q
-                result.final_auc = float(s)
-                if float(s) > result.best_auc:
-                    result.best_auc, best_parts = float(s), c
+                result.final_auc, result.final_aucs = float(s[0]), s.tolist()
+                accepted.append(s)
+                accepted_parts.append(list(c))
+                ref = reference_index(np.stack(accepted))
+                if ref is not None:
+                    best_auc, best_parts = accepted[ref].copy(), accepted_parts[ref]
+                result.best_auc, result.best_aucs = float(best_auc[0]), best_auc.tolist()
                 break
     if progress:
         progress("rows: building the mask", len(order), len(order))

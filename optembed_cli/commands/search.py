@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from optembed.evolution import EvolutionConfig
+from optembed.evolution.objectives import parse_tolerances
 from optembed_cli import ui
 from optembed_cli.core_choices import RowRank
 from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, GenerationsOpt, JsonOpt, PopulationOpt
@@ -39,12 +40,15 @@ def search(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = DEFAULTS.seed,
     max_auc_drop: Annotated[
-        float,
+        str,
         typer.Option(
             help="Accuracy bound: return the SMALLEST model whose validation AUC is within this of the best "
-            "candidate (row levels per field, then widths).",
+            "candidate (row levels per field, then widths). A multi-task supernet: every task's AUC within this of "
+            "the reference candidate's (the one whose worst task is nearest that task's best); one value for all "
+            "tasks or a comma list, one per task (primary first).",
+            metavar="DROP[,DROP...]",
         ),
-    ] = 0.001,
+    ] = "0.001",
     noise_z: Annotated[
         float,
         typer.Option(
@@ -54,7 +58,7 @@ def search(
     ] = DEFAULTS.noise_z,
     max_auc: Annotated[
         bool,
-        typer.Option("--max-auc", help="The paper's search instead: the supernet's learned row mask and the widths of highest AUC."),
+        typer.Option("--max-auc", help="The paper's search instead: the supernet's learned row mask and the widths of highest AUC (several tasks: of highest mean AUC)."),
     ] = False,
     rows: Annotated[
         bool, typer.Option("--rows/--no-rows", help="Search per-field row levels (accuracy-bounded search of a row-pruning supernet).", rich_help_panel=PRUNING)
@@ -101,7 +105,7 @@ def search(
     evolution = EvolutionConfig(
         population=population, generations=generations, topk=topk, crossover=crossover, mutation=mutation,
         mutation_prob=mutation_prob, param_budget=param_budget, target_sparsity=target_sparsity, seed=seed,
-        max_auc_drop=None if max_auc else max_auc_drop, noise_z=noise_z,
+        max_auc_drop=None if max_auc else parse_tolerances(max_auc_drop), noise_z=noise_z,
     )
     config = stage.SearchStage(
         source=source, evolution=evolution, device=device, rows_per_pass=rows_per_pass, block=block,
@@ -134,6 +138,16 @@ def render(manifest: Manifest) -> None:
             f"{r['best_sparsity']:.4f}", str(r["evaluated"]), f"{r['seconds']:.2f}",
         )
     ui.out.print(table)
+    tasks = manifest.metrics.get("tasks") or {}
+    if tasks:
+        by_task = Table(title="chosen candidate per task (validation)", header_style="bold")
+        for col in ("task", "val AUC", "reference", "best seen", "full width", "max drop"):
+            by_task.add_column(col, justify="left" if col == "task" else "right")
+        for name, r in tasks.items():
+            drop, ref = r.get("max_auc_drop"), r.get("reference_val_auc")
+            by_task.add_row(name, f"{r['best_val_auc']:.5f}", "-" if ref is None else f"{ref:.5f}", f"{r['max_val_auc']:.5f}",
+                            f"{r['full_width_val_auc']:.5f}", "-" if drop is None else f"{drop:g}")
+        ui.out.print(by_task)
     levels = stage.read_row_levels(manifest)
     if levels:
         rows_table = Table(title="row levels (fraction of a field's rows kept, top by norm)", header_style="bold")
