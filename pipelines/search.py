@@ -6,7 +6,9 @@ scored as ``retrain`` applies them (pruned ids read as their field's OOV row).
 Accuracy-bounded (the default, ``max_auc_drop`` set): on a supernet that prunes rows, each field
 first gets the smallest row level (fraction of its top rows by norm) that keeps the validation AUC
 within the tolerance of the best seen (:mod:`optembed.evolution.row_levels`); then the evolutionary
-width search returns the smallest candidate within the tolerance of the best candidate. The
+width search returns the smallest candidate within what is left of the tolerance: the two phases
+share one budget (:func:`width_tolerance`), so the chosen model is within ``max_auc_drop`` of the
+best seen in all, not within it twice over. The
 paper's search (``max_auc_drop`` None) keeps the supernet's learned row mask m_e* and returns the
 candidate of highest AUC.
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,9 @@ from pipelines.store import Manifest, Store
 from pipelines.readers import load_row_mask, training_counts
 
 STAGE = "search"
-VERSION = 4  # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded with training counts
+# 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded
+# with training counts; 5: the row and width phases share one --max-auc-drop budget
+VERSION = 5
 UPSTREAM = "supernet"
 ROW_SEARCH = ("row_levels", "row_rank", "min_traffic")  # fingerprinted only when the row levels are searched
 
@@ -182,8 +186,17 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         # the widths are scored as the row levels were: pruned ids read their folded OOV row
         apply_search(model, keep, None, rows.counts if rows is not None else None)
         kept_now = torch.bincount(field_of_row[keep], minlength=len(cards)).numpy().astype(np.int64)
+        width_drop: float | list[float] | None = None  # the width phase's tolerance after the row levels
         if sample_dims:
-            result, full_aucs = _width_phase(model, val, device, kept_now, dim, total_rows, config, reporter, task_list)
+            width_config = config
+            if rows is not None and evo.max_auc_drop is not None:
+                left = width_tolerance(resolve_tolerances(evo.max_auc_drop, tasks) or (), rows)
+                width_config = replace(config, evolution=replace(evo, max_auc_drop=left if tasks > 1 else left[0]))
+                width_drop = list(left) if tasks > 1 else left[0]
+                reporter.message(
+                    "widths: what the row levels left of --max-auc-drop: " + ", ".join(f"{v:.5f}" for v in left)
+                )
+            result, full_aucs = _width_phase(model, val, device, kept_now, dim, total_rows, width_config, reporter, task_list)
         else:
             assert rows is not None
             result, full_aucs = _rows_only_result(rows, kept_now, dim, total_rows), list(rows.final_aucs)
@@ -238,15 +251,26 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             manifest.metrics.update({
                 "rows_base_val_auc": rows.base_auc,
                 "rows_val_auc": rows.final_auc,
+                "rows_best_val_auc": rows.best_auc,
                 "emptied_fields": sum(1 for q in rows.levels if q == 0.0),
                 "pruned_fields": sum(1 for q in rows.levels if q < 1.0),
                 "row_passes": rows.passes,
+                **({"width_max_auc_drop": width_drop} if width_drop is not None else {}),
             })
         if tasks > 1:
             manifest.metrics["tasks"] = _metrics_by_task(result, full_aucs, tolerances, rows, chosen, task_list)
         record_calibration(manifest, pre, {"val_logloss": chosen["logloss"]})
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
+
+
+def width_tolerance(tolerances: tuple[float, ...], rows: RowLevelResult) -> tuple[float, ...]:
+    """Per task, the share of its ``--max-auc-drop`` the width search may still spend: its
+    tolerance less what the row levels cost it (their chosen mask's AUC below the best seen, the
+    reference of their own test), never below 0."""
+    bests = rows.best_aucs or [rows.best_auc]
+    finals = rows.final_aucs or [rows.final_auc]
+    return tuple(max(0.0, t - max(0.0, b - f)) for t, b, f in zip(tolerances, bests, finals, strict=True))
 
 
 def _row_phase(

@@ -305,6 +305,21 @@ def test_row_levels_prune_noise_and_keep_signal(planted) -> None:
     assert strict.final_auc >= strict.best_auc - 1e-12
 
 
+def test_width_tolerance_is_what_the_rows_left() -> None:
+    from types import SimpleNamespace
+
+    from pipelines.search import width_tolerance
+
+    one = SimpleNamespace(best_aucs=[], final_aucs=[], best_auc=0.80, final_auc=0.7993)
+    assert width_tolerance((0.001,), one) == pytest.approx((0.0003,))
+    spent_all = SimpleNamespace(best_aucs=[], final_aucs=[], best_auc=0.80, final_auc=0.798)
+    assert width_tolerance((0.001,), spent_all) == (0.0,)
+    gained = SimpleNamespace(best_aucs=[], final_aucs=[], best_auc=0.80, final_auc=0.801)  # no cost: all of it left
+    assert width_tolerance((0.001,), gained) == (0.001,)
+    two = SimpleNamespace(best_aucs=[0.8, 0.7], final_aucs=[0.7995, 0.69], best_auc=0.8, final_auc=0.7995)
+    assert width_tolerance((0.001, 0.02), two) == pytest.approx((0.0005, 0.01))
+
+
 @pytest.mark.slow
 def test_search_stage_with_rows_and_retrain(planted) -> None:
     store, pre, sn, _ = planted
@@ -317,6 +332,11 @@ def test_search_stage_with_rows_and_retrain(planted) -> None:
     best = json.loads(m.output("best").read_text())
     assert best["val_auc"] >= best["max_val_auc"] - 0.002 - 1e-9
     assert m.metrics["row_sparsity"] > 0.0
+    # one budget for both phases: the widths get what the row levels left, so the chosen model is
+    # within --max-auc-drop of the best the row levels saw, not within it twice over
+    spent = m.metrics["rows_best_val_auc"] - m.metrics["rows_val_auc"]
+    assert m.metrics["width_max_auc_drop"] == pytest.approx(max(0.0, 0.002 - spent))
+    assert best["val_auc"] >= m.metrics["rows_best_val_auc"] - 0.002 - 1e-9
     paper = search.run(
         search.SearchStage(source=sn.fingerprint, evolution=EvolutionConfig(population=12, generations=3, topk=4,
                                                                             max_auc_drop=None), device="cpu"),

@@ -43,7 +43,7 @@ def search(
         str,
         typer.Option(
             help="Accuracy bound: return the SMALLEST model whose validation AUC is within this of the best "
-            "candidate (row levels per field, then widths). A multi-task supernet: every task's AUC within this of "
+            "candidate (row levels per field, then widths, sharing it: the widths get what the rows left). A multi-task supernet: every task's AUC within this of "
             "the reference candidate's (the one whose worst task is nearest that task's best); one value for all "
             "tasks or a comma list, one per task (primary first).",
             metavar="DROP[,DROP...]",
