@@ -150,3 +150,19 @@ def test_base_rate_warning_per_task() -> None:
     assert len(lines) == 1 and lines[0].startswith("original, task convert: validation logloss 0.0900 (base rate 0.0800)")
     one = {"val_logloss": 0.7, "val_base_rate_logloss": 0.6}
     assert calibration_warnings("original", one)[0].startswith("original: validation logloss 0.7000")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--task-weights", "1,x"), "--task-weights must be comma-separated numbers"),
+        (("--task-weights", "1,-2"), "--task-weights must be finite non-negative numbers"),
+        (("--select", " "), "--select must be primary, mean or a task's name"),
+    ],
+)
+def test_cli_task_options_one_line(cli, tmp_path, args: tuple[str, ...], message: str) -> None:
+    for command in (("supernet",), ("retrain",), ("baseline", "--method", "qr")):
+        res = cli(*command, *args, "--artifacts", str(tmp_path / "a"))
+        assert res.exit_code == 2, (command, res.output)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], (command, res.stderr)
