@@ -74,7 +74,10 @@ def test_option_groups_take_the_dataclass_defaults(cli) -> None:
     from optembed.training.config import TrainConfig
     from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS
 
+    from optembed_cli.training_options import parse_task_weights
+
     train = {o.name: o.default for o in TRAINING_OPTIONS.options}
+    train["task_weights"] = parse_task_weights(train["task_weights"])  # the option takes a comma list
     assert all(train[k] == getattr(TrainConfig(), k) for k in train) and len(train) >= 10
     model = {o.name: o.default for o in MODEL_OPTIONS.options}
     assert model["embed_dim"] == ModelConfig("deepfm").embed_dim
