@@ -53,7 +53,7 @@ from optembed.training.freq_lr import row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
-from optembed.training.selection import check_select
+from optembed.training.selection import check_select, selected_suffixes
 from optembed.training.tasks import resolve_task_weights, task_bce, task_names
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
@@ -298,9 +298,10 @@ class Trainer:
         require_rankable(val)
         names = task_names(val.tasks, self.model.tasks)
         check_select(cfg.select, names)
-        for column, name in enumerate(names):
-            selected = cfg.select == "mean" or cfg.select == name
-            if column and selected and val.y.dim() == 2 and bool((val.y[:, column] == val.y[0, column]).all()):
+        for suffix in selected_suffixes(cfg.select, names):
+            name = suffix[1:]
+            column = names.index(name) if name else 0  # the primary task: require_rankable's
+            if column and bool((val.y[:, column] == val.y[0, column]).all()):
                 raise TrainingError(
                     f"the validation split has one class only in task {name}, so its AUC, which --select {cfg.select} "
                     "uses to pick the best epoch, is undefined; use more data, a larger validation share (--split) "
