@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from optembed.data.formats import FORMATS
-from optembed.training.config import AMP_MODES, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, MONITORS, THRESHOLD_OPTIMIZERS
+from optembed.training.config import AMP_MODES, DEFAULT_DISTILL, EMBEDDING_OPTIMIZERS, FREQ_LR_FORMS, MONITORS, THRESHOLD_OPTIMIZERS
 from pipelines.store import ENV_VAR, Store
 from pipelines.tracking import TRACKERS
 
@@ -101,6 +101,36 @@ FromOpt = Annotated[
         rich_help_panel=INPUT,
     ),
 ]
+TeacherOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="Distil from this trained model (a retrain artifact of the same data, e.g. the Original's): "
+        "its probabilities are soft labels beside the labels.",
+        metavar="ID",
+        show_default=False,
+        rich_help_panel=INPUT,
+    ),
+]
+DistillOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--distill",
+        help="Weight of the teacher's probabilities in the loss (the labels' 1 - W); default 0.5 with --teacher.",
+        metavar="W",
+        show_default=False,
+        rich_help_panel=INPUT,
+    ),
+]
+
+
+def distill_weight(teacher: str | None, distill: float | None) -> float:
+    """The distillation weight: as given, else the default with a teacher and 0 without."""
+    if distill is not None:
+        return distill
+    return DEFAULT_DISTILL if teacher is not None else 0.0
+
+
 DeviceOpt = Annotated[
     str,
     typer.Option(

@@ -44,10 +44,12 @@ from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
 from optembed.training.config import TrainConfig
 from optembed.training.device import resolve_device
+from optembed.training.distill import Teacher
 from optembed.training.trainer import FitResult, Trainer
 from pipelines.data import resolve_training, load_dataset, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, fit_metrics
+from pipelines import teacher as teachers
 from pipelines.tasks import with_data_tasks
 from pipelines.store import Manifest, Store
 
@@ -65,6 +67,9 @@ class BaselineStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     options: dict[str, Any] = field(default_factory=dict)  # the method's embedder options (fingerprinted sorted by name)
     source: str | None = field(default=None, metadata=UNFINGERPRINTED)  # preprocess artifact; None = newest
+    # a retrain artifact whose probabilities are soft labels of the final training (train.distill their
+    # weight; the method's search phase trains on the labels alone); fingerprinted as an upstream
+    teacher: str | None = field(default=None, metadata=UNFINGERPRINTED)
     device: str = field(default="auto", metadata=UNFINGERPRINTED)
     force: bool = field(default=False, metadata=UNFINGERPRINTED)
 
@@ -95,11 +100,14 @@ def stage_params(config: BaselineStage) -> dict[str, Any]:
 
 
 def _train(
-    model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Reporter, data: Any, search: bool = False
+    model: CTRModel, cfg: TrainConfig, device: torch.device, reporter: Reporter, data: Any, search: bool = False,
+    teacher: Teacher | None = None,
 ) -> FitResult:
-    """Train with the one loop; ``search``: architecture steps on the validation split too."""
+    """Train with the one loop; ``search``: architecture steps on the validation split too; with a
+    ``teacher``, distilled from it (``cfg.distill``), otherwise on the labels alone."""
     splits = data.splits
-    result = Trainer(model, cfg, device, reporter).fit(
+    cfg = cfg if teacher is not None else replace(cfg, distill=0.0)
+    result = Trainer(model, cfg, device, reporter, teacher=teacher).fit(
         splits["train"], splits["val"], splits["test"], arch_val=splits["val"] if search else None
     )
     if not result.history:
@@ -116,6 +124,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
     train, auto_notes = resolve_training(pre, config.train, config.model, device)
     config = replace(config, train=train)
     params = stage_params(config)
+    teacher = teachers.resolve(store, config.teacher, config.train.distill, pre)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         data = load_dataset(pre, device)
@@ -127,7 +136,7 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
         fields: pa.Table | None = None
         if model.embedder.searching() is not None:
             model, search, history, fields = _search(config, model, device, reporter, data)
-        result = _train(model, config.train, device, reporter, data)
+        result = _train(model, config.train, device, reporter, data, teacher=teachers.load(teacher, device))
         history += [{**r, "phase": "train"} for r in result.history]
         model.load_state_dict(result.best_state)
         model.eval()
@@ -147,11 +156,12 @@ def run(config: BaselineStage, store: Store, reporter: Reporter = NULL) -> Manif
             "total_rows": size["total_rows"],
             "model_bytes": (tmp / "model.pt").stat().st_size,
             **search,
+            **teachers.metrics(teacher, config.train.distill),
             "device": str(device),
         }
         record_calibration(manifest, pre)
 
-    manifest = execute(store, STAGE, VERSION, params, {"preprocess": pre}, build, force=config.force, device=device)
+    manifest = execute(store, STAGE, VERSION, params, {"preprocess": pre, **teachers.upstream(teacher)}, build, force=config.force, device=device)
     if not manifest.cached:
         manifest.notes[:0] = auto_notes
     return manifest

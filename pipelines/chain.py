@@ -13,6 +13,11 @@ rerun after an interruption continues where it stopped. Variants (the paper's ab
   trained (searched, then retrained) with the ``[retrain]`` options; their own options come from
   ``[baseline.<method>]``, e.g. ``[baseline.autodim] candidates = [2, 4, 8]``.
 
+With ``distill`` > 0 (the default) every compressed variant (the masked re-trainings and the
+baselines) learns from the Original's probabilities beside the labels, with that weight
+(:mod:`optembed.training.distill`): the Original is trained first, as the teacher, even when it is
+not among the variants compared.
+
 Optionally (``compress = {"variants": [...], ...}``) re-trained variants are also compressed
 (product quantization or row-wise int8: ``method``, see :mod:`pipelines.compress`) and evaluated beside the others.
 """
@@ -24,7 +29,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ from pipelines.eta import Eta, eta_text
 from optembed.evolution import EvolutionConfig
 from optembed.models.config import ModelConfig
 from optembed.progress import NULL, Prefixed, Reporter
-from optembed.training.config import TrainConfig
+from optembed.training.config import DEFAULT_DISTILL, TrainConfig
 from optembed.training.device import resolve_device
 from optembed.validation import check_search_memory, check_training_memory
 from optembed.quantization.config import QuantizerConfig
@@ -63,6 +68,8 @@ class ChainConfig:
     baseline: dict[str, Any] = field(default_factory=dict)  # method -> its embedder options
     variants: tuple[str, ...] = VARIANTS
     retrain_init: str = "auto"  # auto | fresh | rewind | supernet (the masked variants' re-training start)
+    # weight of the Original's probabilities in the compressed variants' training (0: the labels alone)
+    distill: float = DEFAULT_DISTILL
     device: str = "auto"
     latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
@@ -74,6 +81,11 @@ class ChainConfig:
             raise ConfigError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}{_nearest(unknown[0])}")
         if not self.variants:
             raise ConfigError("no variant to run")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"[run] distill must be a weight in [0, 1] (0: off), got {self.distill:g}")
+        for name, train in (("supernet", self.supernet), ("retrain", self.retrain)):
+            if train.distill:
+                raise ConfigError(f"[{name}] distill: a run distils from its own Original; set [run] distill (--distill) instead")
         if self.retrain_init not in retrain.INITS:
             raise ConfigError(f"[run] retrain_init must be one of {', '.join(retrain.INITS)}, got {self.retrain_init!r}")
         for method, options in self.baseline.items():
@@ -130,7 +142,7 @@ class CompressVariants:
 
 read_toml = schema.read_toml  # re-exported
 SECTIONS = ("data", "model", "supernet", "search", "retrain", "compress", "baseline", "run")
-RUN_KEYS = ("variants", "retrain_init", "device", "latency", "plot")  # the ChainConfig fields [run] sets
+RUN_KEYS = ("variants", "retrain_init", "distill", "device", "latency", "plot")  # the ChainConfig fields [run] sets
 
 
 def load_config(path: Path) -> ChainConfig:
@@ -256,6 +268,8 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
             searched[mode] = f"search {mode}"
             out.append(Step(searched[mode], search.run, functools.partial(_search_config, config, f"supernet {mode}")))
     evaluated: dict[str, str] = {}  # variant id -> the step whose artifact is evaluated, in the variants' order
+    if needs_teacher(config):  # the Original first: the compressed variants learn from it
+        out.append(Step(TEACHER_STEP, retrain.run, functools.partial(_retrain_config, config, "original", pre)))
     for variant in config.variants:
         if variant == "optembed-noretrain":
             evaluated[variant] = searched["optembed"]
@@ -265,14 +279,30 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
             evaluated[variant] = out[-1].name
             continue
         source = pre if variant == "original" else searched.get(SUPERNET_MODE[variant], f"supernet {SUPERNET_MODE[variant]}")
-        out.append(Step(f"retrain {variant}", retrain.run, functools.partial(_retrain_config, config, variant, source)))
-        evaluated[variant] = out[-1].name
+        if f"retrain {variant}" not in (s.name for s in out):
+            out.append(Step(f"retrain {variant}", retrain.run, functools.partial(_retrain_config, config, variant, source)))
+        evaluated[variant] = f"retrain {variant}"
         if variant in config.compress.get("variants", ()):
-            trained = out[-1].name
+            trained = f"retrain {variant}"
             out.append(Step(f"compress {variant}", compress.run, functools.partial(_compress_config, config, trained)))
             evaluated[compressed_id(config, variant)] = out[-1].name
     out.append(Step("evaluate", evaluate.run, functools.partial(_evaluate_config, config, list(evaluated.values()))))
     return out, evaluated
+
+
+TEACHER_STEP = "retrain original"
+
+
+def needs_teacher(config: ChainConfig) -> bool:
+    """Whether the run distils: a weight above 0 and a variant that trains a compressed model."""
+    return config.distill > 0 and any(v not in ("original", "optembed-noretrain") for v in config.variants)
+
+
+def _teacher(config: ChainConfig, variant: str, done: Done) -> dict[str, Any]:
+    """The teacher options of ``variant``'s training: the run's Original, for every compressed variant."""
+    if variant == "original" or not needs_teacher(config):
+        return {}
+    return {"teacher": done[TEACHER_STEP].fingerprint, "train": replace(config.retrain, distill=config.distill)}
 
 
 def compressed_id(config: ChainConfig, variant: str) -> str:
@@ -329,7 +359,7 @@ def _search_config(config: ChainConfig, source: str, done: Done) -> search.Searc
 
 
 def _baseline_config(config: ChainConfig, method: str, source: str, done: Done) -> baseline.BaselineStage:
-    return baseline_stage(config, method, done[source].fingerprint)
+    return replace(baseline_stage(config, method, done[source].fingerprint), **_teacher(config, method, done))
 
 
 def _retrain_config(config: ChainConfig, variant: str, source: str, done: Done) -> retrain.RetrainStage:
@@ -338,8 +368,8 @@ def _retrain_config(config: ChainConfig, variant: str, source: str, done: Done) 
         full=variant == "original",
         init="fresh" if variant == "original" else config.retrain_init,
         model=config.model,
-        train=config.retrain,
         device=config.device,
+        **{"train": config.retrain, **_teacher(config, variant, done)},
     )
 
 

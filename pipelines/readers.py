@@ -49,12 +49,15 @@ def search_row_mask(search: Manifest, supernet: Manifest) -> dict[str, Any]:
 
 
 def resolve_chain(store: Store, manifest: Manifest) -> dict[str, Manifest]:
-    """The artifact and all of its ancestors, by stage."""
+    """The artifact and all of its ancestors, by stage (not a re-training's teacher: its own chain
+    would shadow the artifact's supernet and search)."""
     chain = {manifest.stage: manifest}
     frontier = [manifest]
     while frontier:
         current = frontier.pop()
         for key, fp in current.upstream.items():
+            if key.endswith("#teacher"):
+                continue  # a distillation's teacher is an input of the training, not an ancestor of its data or masks
             stage = key.split("#")[0]
             found = store.lookup(stage, fp)
             if found is None:

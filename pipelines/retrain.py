@@ -7,6 +7,10 @@ Sources:
 - ``full=True``: the Original model (no masks) on the same data; the source may then also be
   a ``preprocess`` artifact, with the model configuration given explicitly.
 
+With ``teacher`` (a trained retrain artifact of the same preprocess, usually the Original) and
+``train.distill`` > 0 the model learns from the teacher's probabilities beside the labels
+(:mod:`pipelines.teacher`).
+
 Pruned ids are read as their field's OOV id while re-training, so the exported per-field
 tables (kept rows only, ``D_f`` columns) reproduce the trained model's predictions exactly.
 """
@@ -36,6 +40,7 @@ from optembed.data.stream import DEFAULT_BUFFER_ROWS
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
+from pipelines import teacher as teachers
 from pipelines import variants
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
@@ -60,6 +65,9 @@ class RetrainStage:
     source: str | None = field(default=None, metadata=UNFINGERPRINTED)
     full: bool = False
     init: str = "auto"  # resolved by plan() (auto -> supernet or fresh) before it is fingerprinted
+    # a retrain artifact (id prefix or folder) whose probabilities are soft labels (train.distill
+    # their weight); fingerprinted as an upstream
+    teacher: str | None = field(default=None, metadata=UNFINGERPRINTED)
     train: TrainConfig = field(default_factory=TrainConfig)
     # only for full=True from a preprocess artifact; the plan's model (the supernet's) is fingerprinted
     model: ModelConfig | None = field(default=None, metadata=UNFINGERPRINTED)
@@ -96,6 +104,7 @@ class Plan:
     widths: list[int] | None
     variant: str
     supernet: Manifest | None = None
+    teacher: Manifest | None = None
 
 
 def plan(config: RetrainStage, store: Store) -> Plan:
@@ -123,8 +132,10 @@ def plan(config: RetrainStage, store: Store) -> Plan:
         config.init = "supernet" if sn is not None and not config.full else "fresh"
     if config.init in ("rewind", "supernet") and sn is None:
         raise ConfigError(f"--init {config.init} needs a supernet (or search) artifact as the source")
+    teacher = teachers.resolve(store, config.teacher, config.train.distill, pre)
+    ups = {source.stage: source, **teachers.upstream(teacher)}
     if config.full:
-        return Plan({source.stage: source}, pre, model, None, None, "original", sn)
+        return Plan(ups, pre, model, None, None, "original", sn, teacher)
     if source.stage == "search":
         mask_info = search_row_mask(source, sn)  # type: ignore[arg-type]
     else:
@@ -134,7 +145,9 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     if source.stage == "search" and mode.sample_dims:  # a prune-only supernet's search sets rows only
         widths = read_best_widths(source, payload["field_names"])
     variant = variants.of_masks(keep is not None, widths is not None) if mode.searchable else variants.of_mode(mode.name)
-    return Plan({source.stage: source}, pre, model, keep, widths, variant, sn)
+    return Plan(ups, pre, model, keep, widths, variant, sn, teacher)
+
+
 
 
 def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:
@@ -170,10 +183,11 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
         compact_training = (p.keep is not None or p.widths is not None) and trains_compact(config.train)
         if compact_training:  # the searched tables, physically small, are what trains
             model = compact_model(model.cpu()).to(device).train()
+        teacher = teachers.load(p.teacher, device)
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        result = Trainer(model, config.train, device, reporter, row_counts=counts, runtime=rt).fit(
+        result = Trainer(model, config.train, device, reporter, row_counts=counts, runtime=rt, teacher=teacher).fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
             resume_mod.checkpointer(resume_dir) if rt.is_main else None, validate_start=config.init == "supernet",
         )
@@ -206,6 +220,7 @@ def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manife
             "compact_bytes": (tmp / "compact.pt").stat().st_size,
             "dense_bytes": (tmp / outputs["model"]).stat().st_size,
             "trained_compact": compact_training,
+            **teachers.metrics(p.teacher, config.train.distill),
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),

@@ -37,7 +37,7 @@ def test_plan_lists_every_step_in_order(tmp_path: Path) -> None:
     # the paper's search (no tolerance) searches no row levels: OptEmbed-E keeps the supernet's mask
     paper = config(tmp_path, variants=("optembed-e", "optembed"), search={"max_auc": True})
     assert chain.plan(paper) == ["preprocess", "supernet prune-only", "supernet optembed", "search optembed",
-                                 "retrain optembed-e", "retrain optembed", "evaluate"]
+                                 "retrain original", "retrain optembed-e", "retrain optembed", "evaluate"]
 
 
 def test_run_takes_the_planned_steps_on_their_upstreams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,11 +74,40 @@ def test_run_takes_the_planned_steps_on_their_upstreams(tmp_path: Path, monkeypa
     for variant, mode in (("optembed-e", "prune-only"), ("optembed-d", "dims-only"), ("optembed", "optembed")):
         assert configs[f"retrain {variant}"].source == fp[f"search {mode}"] and not configs[f"retrain {variant}"].full
     assert configs["compress optembed"].source == fp["retrain optembed"]
+    # the compressed variants learn from the Original (the run's default distillation); it learns from the labels
+    assert configs["retrain original"].teacher is None and configs["retrain original"].train.distill == 0.0
+    for name in ("retrain optembed-e", "retrain optembed-d", "retrain optembed", "baseline qr", "baseline autodim"):
+        assert configs[name].teacher == fp["retrain original"] and configs[name].train.distill == chain.DEFAULT_DISTILL, name
     assert configs["baseline qr"].source == fp["preprocess"] and configs["baseline autodim"].method == "autodim"
     # evaluated in the variants' order; the no-retrain variant is the optembed search itself
     assert configs["evaluate"].sources == [fp[n] for n in (
         "retrain original", "retrain optembed-e", "retrain optembed-d", "retrain optembed", "compress optembed",
         "search optembed", "baseline qr", "baseline autodim")]
+
+
+def test_the_teacher_is_trained_first_even_when_not_compared(tmp_path: Path) -> None:
+    assert chain.plan(config(tmp_path, variants=("optembed", "qr"))) == [
+        "preprocess", "supernet optembed", "search optembed", "retrain original", "retrain optembed", "baseline qr", "evaluate"]
+    # the Original listed after the variants: still trained first, once, and evaluated where it is listed
+    late = config(tmp_path, variants=("optembed", "original"))
+    assert chain.plan(late) == ["preprocess", "supernet optembed", "search optembed", "retrain original", "retrain optembed",
+                                "evaluate"]
+    assert list(chain.evaluated_steps(late)) == ["optembed", "original"]
+    # no distillation: no teacher step, nothing but the variants
+    assert chain.plan(config(tmp_path, variants=("optembed",), distill=0.0)) == [
+        "preprocess", "supernet optembed", "search optembed", "retrain optembed", "evaluate"]
+    assert "retrain original" not in chain.plan(config(tmp_path, variants=("optembed-noretrain",)))
+
+
+def test_distillation_is_a_run_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npath = "x.txt"\n[run]\ndistill = 0.3\n')
+    assert chain.load_config(path).distill == 0.3
+    path.write_text('[data]\npath = "x.txt"\n[retrain]\ndistill = 0.3\n')
+    with pytest.raises(ConfigError, match=r"\[retrain\] distill: a run distils from its own Original; set \[run\] distill"):
+        chain.load_config(path).validate()
+    with pytest.raises(ConfigError, match=r"\[run\] distill must be a weight in \[0, 1\]"):
+        config(tmp_path, distill=1.5).validate()
 
 
 def test_toml_keys_follow_the_dataclass_fields() -> None:

@@ -27,6 +27,7 @@ MIN_DECAYED_LR = 1e-6  # --lr-decay never takes a learning rate below this
 # MAX_AUTO_EVALS per epoch (and at least one, at the epoch's end).
 AUTO_EVAL_STEPS = 2000
 MAX_AUTO_EVALS = 10
+DEFAULT_DISTILL = 0.5  # the teacher's weight when one is given without a weight (--teacher, run's distillation)
 
 
 # Metadata of the options that do nothing while --freq-lr is none (left out of the fingerprint then).
@@ -87,6 +88,9 @@ class TrainConfig:
     # several tasks: the task whose validation score selects, stops and decays (optembed.training.selection):
     # primary, mean (of every task's) or a task's name
     select: str = field(default="primary", metadata=since_default("primary"))
+    # with a teacher (retrain --teacher): the weight of its probabilities as soft labels, the labels'
+    # weight 1 - distill (optembed.training.distill); 0: no distillation
+    distill: float = field(default=0.0, metadata=since_default(0.0))
 
     def __post_init__(self) -> None:
         self.task_weights = tuple(self.task_weights)  # a JSON list reads back as the tuple
@@ -107,6 +111,8 @@ class TrainConfig:
         check_non_negative("--freq-lr-power", self.freq_lr_power)
         if not 0.0 <= self.full_width_share <= 1.0:
             raise ConfigError(f"--full-width-share must be a fraction in [0, 1], got {self.full_width_share:g}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"--distill must be a weight in [0, 1] (0: off), got {self.distill:g}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"--lr-decay must be in (0, 1] (1: off), got {self.lr_decay:g}")
         if self.monitor not in MONITORS:

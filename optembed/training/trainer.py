@@ -5,7 +5,8 @@ Batches are sliced from device-resident tensors through a device-side permutatio
 the embedder's regulariser (OptEmbed's ``sum(exp(-t))`` while the row thresholds are learnable);
 a model of several tasks sums each task's BCE weighted by ``task_weights``
 (:mod:`optembed.training.tasks`) and is selected on the primary task's validation metrics, with
-every task's recorded beside them.
+every task's recorded beside them. Given a teacher and ``distill`` > 0, each task's BCE blends the
+labels with the teacher's probabilities (:mod:`optembed.training.distill`).
 The model's embedder (:class:`optembed.embedders.Embedder`) says which of its parameters are
 thresholds (their own optimizer) and which the network optimizer must leave alone; an embedder
 that reaches its search goal (``search_done``, e.g. PEP's target sparsity) stops training at the
@@ -48,13 +49,14 @@ from optembed.progress import NULL, Reporter
 from optembed.training.arch import ArchStep
 from optembed.training.callbacks import TrainingCallback
 from optembed.training.config import MIN_DECAYED_LR, TrainConfig
+from optembed.training.distill import Teacher, distilled_bce
 from optembed.training.evaluate import autocast, evaluate, require_rankable
 from optembed.training.freq_lr import row_scale
 from optembed.training.optimizers import RowLRScale, RowWiseAdagrad, state_bytes
 from optembed.training.runtime import Runtime, single
 from optembed.training.stopping import DivergenceGuard, patience_exhausted
 from optembed.training.selection import check_select, selected_suffixes
-from optembed.training.tasks import resolve_task_weights, task_bce, task_names
+from optembed.training.tasks import resolve_task_weights, task_names
 
 EpochStats = Callable[[CTRModel], dict[str, float]]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -151,12 +153,20 @@ class Trainer:
         runtime: Runtime | None = None,
         lr_option: str = "--lr",
         callbacks: Sequence[TrainingCallback] = (),
+        teacher: Teacher | None = None,
     ) -> None:
         """``row_counts``: training count of every table row (``--freq-lr`` needs them).
         ``runtime``: rank and world size of a data-parallel run (default: one process on
         ``device``); see :mod:`optembed.training.runtime`. ``lr_option``: the option a
-        divergence message tells the user to lower. ``callbacks``: see the class's description."""
+        divergence message tells the user to lower. ``callbacks``: see the class's description.
+        ``teacher``: the trained model whose probabilities are soft labels with weight
+        ``cfg.distill`` (:mod:`optembed.training.distill`); needed when ``cfg.distill`` > 0."""
         self.lr_option = lr_option
+        if cfg.distill > 0 and teacher is None:
+            raise ConfigError(f"--distill {cfg.distill:g} needs a teacher (retrain --teacher ID: a trained model of the same data)")
+        if teacher is not None and teacher.tasks != model.tasks:
+            raise ConfigError(f"the teacher predicts {teacher.tasks} task(s) but the model {model.tasks}")
+        self.teacher = teacher if cfg.distill > 0 else None
         self.callbacks: list[TrainingCallback] = list(callbacks)
         cfg.validate()
         self.runtime = runtime if runtime is not None else single(device)
@@ -244,9 +254,10 @@ class Trainer:
             return torch.zeros((), device=self.device)
         with autocast(self.device, self.cfg.amp):
             logits = self.forward(xb, widths)
+            soft = self.teacher.targets(xb) if self.teacher is not None else None
         if not shard:
-            return task_bce(logits.float(), yb, self.task_weights)
-        return task_bce(logits.float(), yb, self.task_weights, reduction="sum") / rows
+            return distilled_bce(logits.float(), yb, soft, self.cfg.distill, self.task_weights)
+        return distilled_bce(logits.float(), yb, soft, self.cfg.distill, self.task_weights, reduction="sum") / rows
 
     def step(self, xb: Tensor, yb: Tensor, whole: tuple[int, int] | None = None) -> Tensor:
         for opt in self.optimizers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -10,7 +11,9 @@ from optembed.errors import ConfigError
 from optembed_cli import ui
 from optembed_cli.core_choices import AutoDimTransform, BaselineMethod, PepGranularity, QrOperation
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import BASELINE, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, TrackOpt
+from optembed_cli.options import (
+    BASELINE, ArtifactsOpt, DistillOpt, ForceOpt, FromOpt, JsonOpt, TeacherOpt, TrackOpt, distill_weight,
+)
 from optembed_cli.training_options import MODEL_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config
 from pipelines import baseline as stage
 from pipelines.store import Manifest
@@ -21,6 +24,8 @@ from pipelines.store import Manifest
 def baseline(
     method: Annotated[BaselineMethod, typer.Option(help="The baseline: QR, PEP, AutoField or AutoDim.", rich_help_panel=BASELINE)],
     source: FromOpt = None,
+    teacher: TeacherOpt = None,
+    distill: DistillOpt = None,
     collisions: Annotated[int, typer.Option(help="QR: ids per quotient row (2 halves a large field's table).", rich_help_panel=BASELINE)] = 2,
     operation: Annotated[QrOperation, typer.Option(help="QR: how quotient and remainder rows combine.", rich_help_panel=BASELINE)] = "mult",
     min_rows: Annotated[int, typer.Option(help="QR: fields with at most this many values stay whole tables.", rich_help_panel=BASELINE)] = 100,
@@ -66,9 +71,10 @@ def baseline(
     config = stage.BaselineStage(
         method=method,
         model=model_config(**model),
-        train=train_config(**train),
+        train=replace(train_config(**train), distill=distill_weight(teacher, distill)),
         options=options,
         source=source,
+        teacher=teacher,
         device=device,
         force=force,
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from optembed_cli import ui
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import INPUT, ArtifactsOpt, ForceOpt, FromOpt, Init, JsonOpt, TrackOpt
+from optembed_cli.options import (
+    INPUT, ArtifactsOpt, DistillOpt, ForceOpt, FromOpt, Init, JsonOpt, TeacherOpt, TrackOpt, distill_weight,
+)
 from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, model_config, train_config,
 )
@@ -31,6 +34,8 @@ def retrain(
             rich_help_panel=INPUT,
         ),
     ] = "auto",
+    teacher: TeacherOpt = None,
+    distill: DistillOpt = None,
     *,
     model: Values,
     train: Values,
@@ -53,13 +58,16 @@ def retrain(
       optembed retrain                        # OptEmbed from the newest search
 
       optembed retrain --from SUPERNET_ID --full   # the Original model, for the comparison
+
+      optembed retrain --from SEARCH_ID --teacher ORIGINAL_ID   # OptEmbed, distilled from the Original
     """
     ui.relaunch(run["nproc"])  # --nproc N: this command again as N data-parallel workers
     config = stage.RetrainStage(
         source=source,
         full=full,
         init=str(init),
-        train=train_config(**train, **embedding),
+        teacher=teacher,
+        train=replace(train_config(**train, **embedding), distill=distill_weight(teacher, distill)),
         model=model_config(**model),
         device=device,
         stream=run["stream"],

@@ -28,7 +28,7 @@ from pipelines.store import Manifest
 SEARCH = EvolutionConfig()
 # the options of a --data run: with a configuration file its keys say these instead
 DATA_ONLY = (
-    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "compress",
+    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "distill", "compress",
     *MODEL_OPTIONS.names, "epochs", "batch_size",
 )
 
@@ -83,6 +83,15 @@ def run(
             rich_help_panel="Training",
         ),
     ] = "auto",
+    distill: Annotated[
+        float,
+        typer.Option(
+            metavar="W",
+            help="Weight of the Original's probabilities in the compressed variants' training (they learn from "
+            "the Original, trained first); 0: from the labels alone.",
+            rich_help_panel="Training",
+        ),
+    ] = chain.DEFAULT_DISTILL,
     compress: Annotated[
         str, typer.Option(help="Comma-separated re-trained variants to compress too (default options).", metavar="VARIANTS")
     ] = "",
@@ -145,6 +154,7 @@ def run(
             variants=tuple(split_list(variants) or ()),
             compress={"variants": split_list(compress)} if split_list(compress) else {},
             retrain_init=str(retrain_init),
+            distill=distill,
         )
     else:
         raise ConfigError("give a configuration file or --data FILE")
