@@ -3,7 +3,10 @@
 Every alternative is a real artifact of the store (so a rerun reuses it) and is scored by the
 ``evaluate`` stage, like the chain's variants, so bytes are counted the same way:
 
-- ``original-d<k>``: the Original with a smaller uniform width ``k`` (a plain smaller table);
+- ``original-d<k>``: the Original with a smaller uniform width ``k`` (a plain smaller table); with
+  a teacher (the run's Original, when the chain distils) it learns from it as the compressed
+  variants do, and ``original-distilled`` is the Original of full width taught by itself: what
+  distillation alone buys, without a smaller table;
 - ``original-mc<k>``: the Original on a preprocess with ``--min-count k`` (a smaller vocabulary);
 - ``<variant>+int8``: a re-trained variant's tables stored as row-wise int8 (``compress --method
   int8``: one uint8 code per element, a float32 scale and bias per row), what production
@@ -38,14 +41,18 @@ def _entry(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def smaller_widths(store: Store, pre: Manifest, model: ModelConfig, train: TrainConfig, widths: list[int], device: str,
-                   reporter: Reporter = NULL) -> dict[str, dict[str, Any]]:
-    """``original-d<k>`` for every ``k`` in ``widths``: a fresh Original of width ``k``."""
+                   reporter: Reporter = NULL, teacher: str | None = None, distill: float = 0.0) -> dict[str, dict[str, Any]]:
+    """``original-d<k>`` for every ``k`` in ``widths``: a fresh Original of width ``k``, distilled
+    from ``teacher`` (weight ``distill``) when one is given (``k`` = the model's width:
+    ``original-distilled``)."""
     out: dict[str, dict[str, Any]] = {}
+    taught = replace(train, distill=distill) if teacher is not None else train
     for k in widths:
-        stage = retrain.RetrainStage(source=pre.fingerprint, full=True, model=replace(model, embed_dim=k), train=train,
-                                     device=device)
+        stage = retrain.RetrainStage(source=pre.fingerprint, full=True, model=replace(model, embed_dim=k), train=taught,
+                                     device=device, teacher=teacher)
         m = retrain.run(stage, store, reporter)
-        out[f"original-d{k}"] = _entry(_rows(store, [m.fingerprint], device, reporter)[0])
+        name = "original-distilled" if k == model.embed_dim else f"original-d{k}"
+        out[name] = _entry(_rows(store, [m.fingerprint], device, reporter)[0])
     return out
 
 

@@ -373,7 +373,7 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
         model=model_config(args),
         supernet=TrainConfig(**_epochs(args.supernet_epochs), **super_train),
         retrain=TrainConfig(**_epochs(args.epochs), **train),
-        search=search, retrain_init=args.retrain_init,
+        search=search, retrain_init=args.retrain_init, distill=args.distill,
         compress=compress, variants=tuple(args.variant_list), device=args.device, latency=False,
     )
 
@@ -496,7 +496,10 @@ def alternatives(ds: DataSet, args: argparse.Namespace, store: Store, seed: int,
     model, train = model_config(args), TrainConfig(**_epochs(args.epochs), **train_options(args, seed))
     if args.alternatives:
         widths = sorted({max(1, model.embed_dim // 2), max(1, model.embed_dim // 4)}, reverse=True)
-        out.update(_alternatives.smaller_widths(store, pre, model, train, widths, args.device, log))
+        teacher = models["original"]["id"] if args.distill > 0 and models.get("original", {}).get("stage") == "retrain" else None
+        if teacher is not None:  # what distillation alone buys: the Original taught by itself, as the others are
+            widths = [model.embed_dim, *widths]
+        out.update(_alternatives.smaller_widths(store, pre, model, train, widths, args.device, log, teacher, args.distill))
         out.update(_alternatives.higher_min_count(store, ds.path, ds.preprocess, model, train, args.min_count_alt,
                                                   args.device, log))
         retrained = {v: models[v]["id"] for v in ("original", TARGET) if v in models and models[v]["stage"] == "retrain"}
@@ -743,7 +746,8 @@ def knobs_text(args: argparse.Namespace, device: torch.device) -> str:
             f"batch norm {'on' if model.batch_norm else 'off'}); supernet up to {sn_epochs} epochs, retrain up to {epochs} "
             f"epochs (kept and stopped by validation {train.monitor}, patience {train.patience}, lr x {train.lr_decay:g} on "
             f"a plateau); {batch}; threshold regulariser alpha {alpha:g}, thresholds {t_opt} lr {t_lr:g}; {search}, "
-            f"re-training init {args.retrain_init}; search population {args.population}, {args.generations} generations, "
+            f"re-training init {args.retrain_init}, "
+            f"{f'distilled from the Original (weight {args.distill:g})' if args.distill > 0 else 'no distillation'}; search population {args.population}, {args.generations} generations, "
             f"top-k {args.topk}; seeds {args.seeds} (supernet, retrain and search seeds); variants "
             f"{', '.join(variant_order(args))}; alternatives {'on' if args.alternatives else 'off'}, peer "
             f"{'on' if args.peer else 'off'}; device `{device}`{'; preset --quick' if args.quick else ''}.")
@@ -851,6 +855,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-auc", action="store_true", help="the paper's max-AUC search instead of the accuracy-bounded one")
     ap.add_argument("--retrain-init", choices=("auto", "fresh", "rewind", "supernet"), default="auto",
                     help="start of the searched variants' re-training")
+    ap.add_argument("--distill", type=float, default=chain.DEFAULT_DISTILL, metavar="W",
+                    help="weight of the Original's probabilities in the compressed variants' training, and in the "
+                    "smaller-D alternatives' (0: labels alone; default: run's)")
     ap.add_argument("--criteo-scale", type=int, default=0, metavar="ROWS",
                     help="also the Criteo-scale planted set of _criteo_scale.py with ROWS rows (e.g. 1000000; slow on CPU)")
     ap.add_argument("--no-criteo-10k", action="store_true", help="skip ../shared/data/criteo_10k.txt")

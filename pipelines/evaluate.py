@@ -54,6 +54,7 @@ from pipelines.data import load_dataset, read_schema
 from pipelines.stage import execute
 from pipelines.tasks import primary, task_test_metrics
 from pipelines.readers import MODEL_OUTPUT, load_row_mask, read_best_widths, resolve_chain, search_fold_counts, search_row_mask
+from pipelines.teacher import TEACHER_KEY
 from pipelines.store import Manifest, Store
 
 STAGE = "evaluate"
@@ -206,6 +207,9 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "model": cand.info.get("model") or m.params.get("model", {}).get("name") or _model_name(store, m),
                 "variant": cand.label,
                 "init": m.params.get("init"),  # retrain: where its training started (fresh, rewind, supernet)
+                # distilled (retrain, baseline): the teacher's id and weight; None: trained on the labels alone
+                "teacher": m.upstream.get(TEACHER_KEY),
+                "distill": m.params.get("train", {}).get("distill") if m.upstream.get(TEACHER_KEY) else None,
                 "test_auc": test_auc,
                 "test_auc_se": se,
                 "test_auc_ci": list(normal_interval(test_auc, se, LEVEL)),

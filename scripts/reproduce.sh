@@ -6,7 +6,9 @@
 # Every backbone runs Original, OptEmbed-E, OptEmbed-D, OptEmbed, OptEmbed without re-training
 # and the baselines QR, PEP, AutoField and AutoDim through `optembed run --json` (a `--variants` option among the
 # extra options replaces that list; `--retrain-init fresh|rewind|supernet` picks the re-training start,
-# shown in the table's init column); stages already in the artifact store are reused.
+# shown in the table's init column; the compressed variants are distilled from the Original unless
+# `--distill 0` is given, as the paper trains them: the distill column says which); stages already in
+# the artifact store are reused.
 # The combined table is printed and written to OUT.md (default: reproduction.md).
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -29,14 +31,14 @@ from pathlib import Path
 results, out, data = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 order = ["original", "optembed-e", "optembed-d", "optembed", "optembed (no retrain)", "qr", "pep", "autofield", "autodim"]
 lines = [f"# OptEmbed reproduction on {data}", "",
-         "| backbone | variant | init | test AUC | logloss | sparsity | embedding params | embedding bytes | ratio |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| backbone | variant | init | distill | test AUC | logloss | sparsity | embedding params | embedding bytes | ratio |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 for model in ("fnn", "deepfm", "dcn", "ipnn"):
     manifest = json.loads((results / f"{model}.json").read_text())
     rows = json.loads((Path(manifest["path"]) / manifest["outputs"]["metrics"]).read_text())["models"]
     rows.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
     for r in rows:
-        lines.append(f"| {model} | {r['variant']} | {r.get('init') or '-'} | {r['test_auc']:.5f} | {r['test_logloss']:.5f} | "
+        lines.append(f"| {model} | {r['variant']} | {r.get('init') or '-'} | {r.get('distill') or '-'} | {r['test_auc']:.5f} | {r['test_logloss']:.5f} | "
                      f"{r['sparsity']:.4f} | {r['embedding_params']:,} | {r['embedding_bytes']:,} | "
                      f"{r['ratio_vs_original']:.1f}x |")
 text = "\n".join(lines) + "\n"

@@ -143,6 +143,21 @@ def comparison_table(rows: list[dict[str, Any]], split: dict[str, Any] | None) -
     return table
 
 
+def distilled_line(rows: list[dict[str, Any]]) -> str:
+    """``distilled from b93b89c2 (weight 0.5, the original row): optembed, qr`` for the rows
+    trained with a teacher; empty when none was."""
+    by_teacher: dict[tuple[str, float], list[str]] = {}
+    for r in rows:
+        if r.get("teacher"):
+            by_teacher.setdefault((r["teacher"], float(r.get("distill") or 0.0)), []).append(r["variant"])
+    ids = {r["id"]: r["variant"] for r in rows}
+    parts = []
+    for (teacher, weight), names in by_teacher.items():
+        shown = f", the {ids[teacher]} row" if teacher in ids else ""
+        parts.append(f"distilled from {teacher[:8]} (weight {weight:g}{shown}): {', '.join(names)}")
+    return "\n".join(parts)
+
+
 def speed_table(rows: list[dict[str, Any]]) -> Table:
     """Files and measured latency, beside the comparison."""
     table = Table(title="files and latency", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
@@ -165,6 +180,9 @@ def render(manifest: Manifest) -> None:
         ui.out.print(speed_table(rows))
     variants = [r["variant"] for r in rows]
     ui.print_legend(variants)
+    line = distilled_line(rows)
+    if line:
+        ui.out.print(Text(line))
     if not any(v.split(" ")[0] == "original" for v in variants):
         ui.info(
             "no Original row to compare with: train it with 'optembed retrain --full --from SUPERNET_ID' "
