@@ -73,3 +73,14 @@ def test_console_table_shows_d_when_the_widths_differ_within_80_columns() -> Non
         assert line.split(r["id"][:8])[1].split()[0] == str(r["dim"])
     same = _render([_row("original", 16), _row("optembed", 16)])
     assert " D " not in next(x for x in same.splitlines() if x.startswith("variant"))
+
+
+def test_the_distilled_rows_are_named_with_their_teacher() -> None:
+    from optembed_cli.commands.evaluate import distilled_line
+
+    original = {**_row("original", 16), "id": "a" * 16}
+    taught = [{**_row(v, 16), "teacher": "a" * 16, "distill": 0.5} for v in ("optembed", "qr")]
+    elsewhere = {**_row("optembed-e", 16), "teacher": "b" * 16, "distill": 0.3}
+    assert distilled_line([original, *taught]) == f"distilled from {'a' * 8} (weight 0.5, the original row): optembed, qr"
+    assert distilled_line([original, elsewhere]) == f"distilled from {'b' * 8} (weight 0.3): optembed-e"
+    assert distilled_line([original, _row("optembed", 8)]) == ""  # none distilled: no line
