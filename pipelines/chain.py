@@ -320,6 +320,7 @@ RESULT_KEYS = (  # (key in the variant results, key of the evaluation's row)
     ("id", "id"), ("stage", "stage"), ("label", "variant"), ("test_auc", "test_auc"), ("test_auc_ci", "test_auc_ci"),
     ("test_logloss", "test_logloss"), ("embedding_bytes", "embedding_bytes"), ("file_bytes", "file_bytes"),
     ("sparsity", "sparsity"), ("ratio_vs_original", "ratio_vs_original"), ("embedding_params", "embedding_params"),
+    ("init", "init"), ("teacher", "teacher"), ("distill", "distill"),
 )
 
 

@@ -121,8 +121,8 @@ def run(
     The plan (stage k of N) and an estimate of the time left are printed as it goes; finished
     stages are reused, so an interrupted run continues where it stopped. The data, model,
     training and search options apply to --data runs; a configuration file sets them as keys.
-    With --json, "variants" holds every variant's test AUC, logloss, bytes, sparsity and
-    artifact id under its name (as --variants writes it).
+    With --json, "variants" holds every variant's test AUC, logloss, bytes, sparsity, artifact id,
+    re-training init and teacher under its name (as --variants writes it).
 
     Examples:
 
