@@ -268,7 +268,8 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
             searched[mode] = f"search {mode}"
             out.append(Step(searched[mode], search.run, functools.partial(_search_config, config, f"supernet {mode}")))
     evaluated: dict[str, str] = {}  # variant id -> the step whose artifact is evaluated, in the variants' order
-    if needs_teacher(config):  # the Original first: the compressed variants learn from it
+    teacher_first = needs_teacher(config)
+    if teacher_first:  # the Original first: the compressed variants learn from it
         out.append(Step(TEACHER_STEP, retrain.run, functools.partial(_retrain_config, config, "original", pre)))
     for variant in config.variants:
         if variant == "optembed-noretrain":
@@ -279,7 +280,7 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
             evaluated[variant] = out[-1].name
             continue
         source = pre if variant == "original" else searched.get(SUPERNET_MODE[variant], f"supernet {SUPERNET_MODE[variant]}")
-        if f"retrain {variant}" not in (s.name for s in out):
+        if not (variant == "original" and teacher_first):  # trained already, as the teacher
             out.append(Step(f"retrain {variant}", retrain.run, functools.partial(_retrain_config, config, variant, source)))
         evaluated[variant] = f"retrain {variant}"
         if variant in config.compress.get("variants", ()):
@@ -298,11 +299,12 @@ def needs_teacher(config: ChainConfig) -> bool:
     return config.distill > 0 and any(v not in ("original", "optembed-noretrain") for v in config.variants)
 
 
-def _teacher(config: ChainConfig, variant: str, done: Done) -> dict[str, Any]:
-    """The teacher options of ``variant``'s training: the run's Original, for every compressed variant."""
+def _taught(config: ChainConfig, variant: str, done: Done) -> tuple[str | None, TrainConfig]:
+    """The teacher and training options of ``variant``: the run's Original and the distillation
+    weight for every compressed variant; no teacher and the ``[retrain]`` options otherwise."""
     if variant == "original" or not needs_teacher(config):
-        return {}
-    return {"teacher": done[TEACHER_STEP].fingerprint, "train": replace(config.retrain, distill=config.distill)}
+        return None, config.retrain
+    return done[TEACHER_STEP].fingerprint, replace(config.retrain, distill=config.distill)
 
 
 def compressed_id(config: ChainConfig, variant: str) -> str:
@@ -360,17 +362,20 @@ def _search_config(config: ChainConfig, source: str, done: Done) -> search.Searc
 
 
 def _baseline_config(config: ChainConfig, method: str, source: str, done: Done) -> baseline.BaselineStage:
-    return replace(baseline_stage(config, method, done[source].fingerprint), **_teacher(config, method, done))
+    teacher, train = _taught(config, method, done)
+    return replace(baseline_stage(config, method, done[source].fingerprint), teacher=teacher, train=train)
 
 
 def _retrain_config(config: ChainConfig, variant: str, source: str, done: Done) -> retrain.RetrainStage:
+    teacher, train = _taught(config, variant, done)
     return retrain.RetrainStage(
         source=done[source].fingerprint,
         full=variant == "original",
         init="fresh" if variant == "original" else config.retrain_init,
         model=config.model,
+        teacher=teacher,
+        train=train,
         device=config.device,
-        **{"train": config.retrain, **_teacher(config, variant, done)},
     )
 
 

@@ -201,6 +201,7 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
             components[m.fingerprint] = auc_components(labels, logits)
             test_auc = auc(labels, logits)
             se = auc_se(components[m.fingerprint])
+            teacher = m.upstream.get(TEACHER_KEY)
             row: dict[str, Any] = {
                 "id": m.fingerprint,
                 "stage": m.stage,
@@ -208,8 +209,8 @@ def run(config: EvaluateStage, store: Store, reporter: Reporter = NULL) -> Manif
                 "variant": cand.label,
                 "init": m.params.get("init"),  # retrain: where its training started (fresh, rewind, supernet)
                 # distilled (retrain, baseline): the teacher's id and weight; None: trained on the labels alone
-                "teacher": m.upstream.get(TEACHER_KEY),
-                "distill": m.params.get("train", {}).get("distill") if m.upstream.get(TEACHER_KEY) else None,
+                "teacher": teacher,
+                "distill": m.params.get("train", {}).get("distill") if teacher else None,
                 "test_auc": test_auc,
                 "test_auc_se": se,
                 "test_auc_ci": list(normal_interval(test_auc, se, LEVEL)),

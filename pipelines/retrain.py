@@ -148,8 +148,6 @@ def plan(config: RetrainStage, store: Store) -> Plan:
     return Plan(ups, pre, model, keep, widths, variant, sn, teacher)
 
 
-
-
 def run(config: RetrainStage, store: Store, reporter: Reporter = NULL) -> Manifest:
     if config.init not in INITS:
         raise ConfigError(f"unknown --init '{config.init}'; choose auto, fresh, rewind or supernet")

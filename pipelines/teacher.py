@@ -10,12 +10,10 @@ import torch
 
 from optembed.errors import ArtifactError, ConfigError
 from optembed.models.checkpoint import load_model
-from optembed.training.config import DEFAULT_DISTILL
 from optembed.training.distill import Teacher
 from pipelines.readers import resolve_chain
 from pipelines.store import Manifest, Store
 
-__all__ = ["DEFAULT_DISTILL", "TEACHER_KEY", "load", "metrics", "resolve", "upstream"]
 TEACHER_KEY = "retrain#teacher"
 
 
