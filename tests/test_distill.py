@@ -146,6 +146,8 @@ def test_a_distilled_retrain_names_its_teacher(trained: dict[str, object]) -> No
         source=sn.fingerprint, teacher=original.fingerprint, train=TrainConfig(epochs=1, batch_size=512, distill=0.5),  # type: ignore[attr-defined]
         device="cpu"), store)
     assert taught.fingerprint != plain.fingerprint
+    # auto: a warm start on the labels alone, a fresh start under a teacher
+    assert plain.params["init"] == "supernet" and taught.params["init"] == "fresh"  # type: ignore[attr-defined]
     assert taught.upstream[TEACHER_KEY] == original.fingerprint and TEACHER_KEY not in plain.upstream  # type: ignore[attr-defined]
     assert taught.metrics["teacher"] == original.fingerprint and taught.metrics["distill"] == 0.5  # type: ignore[attr-defined]
     assert "teacher" not in plain.metrics

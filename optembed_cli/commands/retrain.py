@@ -29,7 +29,8 @@ def retrain(
     init: Annotated[
         Init,
         typer.Option(
-            help="auto (supernet for masked variants, fresh for --full) | fresh | rewind (the supernet's initial "
+            help="auto (supernet for masked variants, fresh with --teacher or --full) | fresh | rewind (the "
+            "supernet's initial "
             "weights) | supernet (its trained weights, kept as epoch 0 when no epoch beats them).",
             rich_help_panel=INPUT,
         ),

@@ -78,7 +78,8 @@ def run(
         Init,
         typer.Option(
             "--retrain-init",
-            help="Start of the masked variants' re-training: auto (supernet) | fresh | rewind (the supernet's initial "
+            help="Start of the masked variants' re-training: auto (fresh when distilled, else supernet) | fresh | "
+            "rewind (the supernet's initial "
             "weights, as the paper) | supernet.",
             rich_help_panel="Training",
         ),
