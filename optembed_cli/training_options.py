@@ -70,8 +70,8 @@ EmbL2Opt = Annotated[
     typer.Option(
         "--embedding-l2",
         help="L2 regulariser of the embedding tables, (value / 2) * ||E||^2 added to each batch's loss: over the "
-        "whole table with adam, over the batch's rows with a sparse optimizer (default: auto, from 0.05 on 0.2M "
-        "training rows down to 1e-5 on 36M, as FuxiCTR's published recipes).",
+        "whole table with adam, over the batch's rows with a sparse optimizer (default: auto, 1.0 at 10k training "
+        "rows or fewer, 0.05 at 0.2M, down to 1e-5 at 36M, as FuxiCTR's published recipes).",
         show_default=False,
         rich_help_panel=TRAINING,
     ),

@@ -25,19 +25,25 @@ def test_auto_batch_size_by_hand(rows: int, batch: int) -> None:
 def test_auto_embedding_l2_meets_the_published_points_and_is_clipped() -> None:
     assert recipe.auto_embedding_l2(200_000) == pytest.approx(0.05)
     assert recipe.auto_embedding_l2(36_000_000) == pytest.approx(1e-5)
-    assert recipe.auto_embedding_l2(10_000) == 0.05  # clipped below the small point
-    assert recipe.auto_embedding_l2(500_000_000) == 1e-5  # and above the large one
+    assert recipe.auto_embedding_l2(500_000_000) == 1e-5  # clipped above the large point
+    # below the small point: 0.05 * 200,000 / rows, by hand, at most 1
+    assert recipe.auto_embedding_l2(100_000) == pytest.approx(0.1)
+    assert recipe.auto_embedding_l2(69_266) == pytest.approx(0.14)  # 0.1444 to two digits
+    assert recipe.auto_embedding_l2(16_000) == pytest.approx(0.62)  # 0.625 to two digits
+    assert recipe.auto_embedding_l2(10_000) == pytest.approx(1.0)
+    assert recipe.auto_embedding_l2(8_000) == 1.0 and recipe.auto_embedding_l2(0) == 1.0
+    assert recipe.auto_embedding_l2(199_999) == pytest.approx(0.05)  # continuous at the small point
     # in between: the straight line on log-log axes, by hand at the geometric midpoint
     mid = math.sqrt(200_000 * 36_000_000)
     assert recipe.auto_embedding_l2(int(mid)) == pytest.approx(math.sqrt(0.05 * 1e-5), rel=0.01)
-    values = [recipe.auto_embedding_l2(r) for r in (1e5, 1e6, 1e7, 1e8)]
+    values = [recipe.auto_embedding_l2(int(r)) for r in (1e4, 3e4, 1e5, 1e6, 1e7, 1e8)]
     assert values == sorted(values, reverse=True)
 
 
 def test_resolve_fills_only_the_auto_options() -> None:
     cfg, note = recipe.resolve(TrainConfig(), 69_266)
-    assert cfg.batch_size == 1024 and cfg.embedding_l2 == 0.05
-    assert note == "auto: batch size 1,024, embedding L2 0.05 (sized from 69,266 training rows)"
+    assert cfg.batch_size == 1024 and cfg.embedding_l2 == 0.14
+    assert note == "auto: batch size 1,024, embedding L2 0.14 (sized from 69,266 training rows)"
     given = TrainConfig(batch_size=300, embedding_l2=0.0)
     same, none = recipe.resolve(given, 69_266)
     assert same == given and none is None

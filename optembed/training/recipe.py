@@ -10,7 +10,13 @@ Two options depend on how much data there is, and a fixed default is wrong at on
   overfitting (FuxiCTR's published recipes use 0.05 on Frappe's ~0.2M training rows) and what
   starves the rare rows of large data (its Criteo recipes use 1e-5 on ~36M rows). Between those
   two published points it follows the straight line through them on log-log axes,
-  ``L2_SMALL * (rows / ROWS_SMALL) ** slope``, clipped to ``[L2_LARGE, L2_SMALL]``.
+  ``L2_SMALL * (rows / ROWS_SMALL) ** slope``, and stays at ``L2_LARGE`` above them. Below
+  ``ROWS_SMALL`` it grows as ``1 / rows`` (``L2_SMALL * ROWS_SMALL / rows``, at most ``L2_MAX``):
+  the same table memorises a smaller sample sooner. Measured with the Original (3 seeds each):
+  at 0.05 an 8k-row Criteo sample reached 0.741 test AUC / 0.484 logloss and a 16k-row planted
+  set 0.631 / 0.525 (above its base rate on one seed); at 1.0 and 0.2-1.0 they reached
+  0.753 / 0.450 and 0.69-0.70 / 0.50-0.51; Frappe's 69k rows went from 0.9615 / 0.2305 to
+  0.9620 / 0.2232 at 0.1.
 
 :func:`resolve` returns the configuration with both filled in and one line that says what was
 chosen; explicit values are kept as given.
@@ -29,6 +35,7 @@ MIN_AUTO_BATCH = 128
 MAX_AUTO_BATCH = 4096
 ROWS_SMALL, L2_SMALL = 2.0e5, 0.05
 ROWS_LARGE, L2_LARGE = 3.6e7, 1e-5
+L2_MAX = 1.0  # the embedding L2 of the smallest samples
 
 
 def auto_batch_size(rows: int) -> int:
@@ -43,9 +50,12 @@ def auto_batch_size(rows: int) -> int:
 def auto_embedding_l2(rows: int) -> float:
     """The embedding L2 for ``rows`` training rows (see the module docstring), rounded to two
     significant digits so that it reads well and nearby sizes share fingerprints."""
-    slope = math.log(L2_LARGE / L2_SMALL) / math.log(ROWS_LARGE / ROWS_SMALL)
-    value = L2_SMALL * (max(rows, 1) / ROWS_SMALL) ** slope
-    value = min(L2_SMALL, max(L2_LARGE, value))
+    rows = max(rows, 1)
+    if rows < ROWS_SMALL:
+        value = min(L2_MAX, L2_SMALL * ROWS_SMALL / rows)
+    else:
+        slope = math.log(L2_LARGE / L2_SMALL) / math.log(ROWS_LARGE / ROWS_SMALL)
+        value = max(L2_LARGE, L2_SMALL * (rows / ROWS_SMALL) ** slope)
     return float(f"{value:.2g}")
 
 
