@@ -23,11 +23,15 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from optembed.data import buckets
 from optembed.data.formats import (
@@ -51,6 +55,9 @@ from optembed.validation import check_number
 from optembed.progress import NULL, Reporter
 
 SPLIT_ROW_GROUP_ROWS = 122_880  # rows per Parquet row group of the encoded splits (~20 MB at 40 int32 fields)
+# fields with more kept values than this are encoded by a DuckDB hash join rather than an Arrow set
+# lookup, whose hash set is rebuilt for every batch of SPLIT_ROW_GROUP_ROWS rows
+ARROW_VOCAB_MAX = SPLIT_ROW_GROUP_ROWS // 2
 OOV_ID = 0
 MISSING_ID = 1
 SPLITS = ("train", "val", "test")
@@ -303,21 +310,12 @@ def _run(
         fields_meta[i]["bucketing"] = rule
 
     step("encoding and writing the splits")
-    joins = " ".join(f"LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in range(len(spec.fields)))
-    encoded = ", ".join(
-        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER) AS {q(f.name)}"
-        for i, f in enumerate(spec.fields)
-    )
-    # Row groups of SPLIT_ROW_GROUP_ROWS rows: the unit a streamed split is read and shuffled in.
-    # Hash joins do not keep the row order: each split is sorted back into file order (rowid), so
-    # the output is deterministic and keeps the file's (often temporal) order within each split.
+    # a label column is declared nullable in the splits where the parsed table holds a NULL in it
+    # (a skipped row), as the Parquet writer of DuckDB did from the table's statistics
+    nullable = [int(missing) > 0 for missing in per_label]
     outputs: dict[str, str] = {}
     for split_id, name in enumerate(SPLITS):
-        con.execute(
-            f"COPY (SELECT {', '.join(f'd.{q(col)}' for col in stored)}, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d "
-            f"{joins} ORDER BY d.rid) TO {lit(str(out_dir / f'{name}.parquet'))} (FORMAT parquet, COMPRESSION zstd, "
-            f"ROW_GROUP_SIZE {SPLIT_ROW_GROUP_ROWS})"
-        )
+        _write_split(con, spec, stored, nullable, split_id, out_dir / f"{name}.parquet", cfg.threads)
         outputs[name] = f"{name}.parquet"
     rates = [_positive_rates(p, rows, n) for p in label_positives]
     pos = rates[0]
@@ -360,6 +358,103 @@ def _run(
         metrics["label_positive_ratios"] = {source: round(r["all"], 6) for source, r in zip(spec.label_columns, rates, strict=True)}
     step("done")
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
+
+
+def _write_split(
+    con: duckdb.DuckDBPyConnection,
+    spec: FormatSpec,
+    stored: list[str],
+    nullable: list[bool],
+    split_id: int,
+    target: Path,
+    threads: int | None,
+) -> None:
+    """Encode the rows of one split and write them to ``target`` in file order (rowid), in row
+    groups of :data:`SPLIT_ROW_GROUP_ROWS` rows.
+
+    A field with at most :data:`ARROW_VOCAB_MAX` kept values is mapped in Arrow, batch by batch
+    (a set lookup of its vocabulary in id order: id = position + 2); a larger vocabulary is joined
+    in DuckDB, and only then is the split sorted back into file order. The rows stream through in
+    batches, so memory stays bounded by a few row groups."""
+    n_fields = len(spec.fields)
+    kept = [int(first_row(con, f"SELECT count(*) FROM vocab_{i}")[0]) for i in range(n_fields)]
+    joined = [i for i in range(n_fields) if kept[i] > ARROW_VOCAB_MAX]
+    mapped = [i for i in range(n_fields) if kept[i] <= ARROW_VOCAB_MAX]
+    vocab_values = {i: _zero_signed(_vocab_values(con, i)) for i in mapped}
+    labels = [f"d.{q(col)}" for col in stored]
+    columns = [
+        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER) AS {q(f'e{i}')}"
+        if i in joined
+        else f"d.c{i} AS {q(f'e{i}')}"
+        for i in range(n_fields)
+    ]
+    source = f"(SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d"
+    joins = "".join(f" LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in joined)
+    order = " ORDER BY d.rid" if joined else ""  # hash joins do not keep the row order; a plain scan does
+    sql = f"SELECT {', '.join(labels + columns)} FROM {source}{joins}{order}"
+    schema = pa.schema(
+        [pa.field(col, pa.int8(), nullable=null) for col, null in zip(stored, nullable, strict=True)]
+        + [pa.field(f.name, pa.int32()) for f in spec.fields]
+    )
+    pool = ThreadPoolExecutor(max_workers=max(1, int(threads or os.cpu_count() or 1)))
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    try:
+        with pq.ParquetWriter(str(target), schema, compression="zstd") as writer:
+            for batch in con.sql(sql).to_arrow_reader(SPLIT_ROW_GROUP_ROWS):
+                if batch.num_rows == 0:
+                    continue
+                raw = [batch.column(k) for k in range(batch.num_columns)]
+                cols = raw[: len(stored)] + list(
+                    pool.map(
+                        lambda i: raw[len(stored) + i] if i in joined else _encode(raw[len(stored) + i], vocab_values[i]),
+                        range(n_fields),
+                    )
+                )
+                pending.append(pa.RecordBatch.from_arrays([c.cast(t.type) for c, t in zip(cols, schema, strict=True)], schema=schema))
+                pending_rows += batch.num_rows
+                if pending_rows >= SPLIT_ROW_GROUP_ROWS:
+                    pending, pending_rows = _write_groups(writer, pending, final=False)
+            _write_groups(writer, pending, final=True)
+    finally:
+        pool.shutdown()
+
+
+def _write_groups(writer: pq.ParquetWriter, batches: list[pa.RecordBatch], final: bool) -> tuple[list[pa.RecordBatch], int]:
+    """Write the whole row groups among ``batches`` (all of them when ``final``); the rest, to keep."""
+    table = pa.Table.from_batches(batches, schema=writer.schema) if batches else None
+    if table is None or table.num_rows == 0:
+        return [], 0
+    whole = table.num_rows if final else table.num_rows - table.num_rows % SPLIT_ROW_GROUP_ROWS
+    if whole:
+        writer.write_table(table.slice(0, whole), row_group_size=SPLIT_ROW_GROUP_ROWS)
+    rest = table.slice(whole).combine_chunks().to_batches()
+    return rest, table.num_rows - whole
+
+
+def _vocab_values(con: duckdb.DuckDBPyConnection, i: int) -> pa.Array:
+    """The kept values of field ``i`` in id order (ids 2, 3, ...)."""
+    values = con.sql(f"SELECT value FROM vocab_{i} ORDER BY id").to_arrow_table().column(0)
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _zero_signed(values: pa.Array) -> pa.Array:
+    """Floating tokens with -0.0 made 0.0: DuckDB compares and groups them as one value, an Arrow set
+    lookup by their bits."""
+    if not pa.types.is_floating(values.type):
+        return values
+    return pc.if_else(pc.equal(values, 0), pa.scalar(0.0, values.type), values)
+
+
+def _encode(values: pa.Array, vocabulary: pa.Array) -> pa.Array:
+    """The ids of one field's tokens: 2 + position in ``vocabulary``; missing (NULL) tokens get
+    MISSING_ID and tokens outside the vocabulary OOV_ID."""
+    values = _zero_signed(values)
+    if vocabulary.type != values.type:
+        vocabulary = vocabulary.cast(values.type)
+    position = pc.index_in(values, value_set=vocabulary)
+    ids = pc.fill_null(pc.add(position, pa.scalar(2, position.type)), OOV_ID)
+    return pc.if_else(pc.is_null(values), pa.scalar(MISSING_ID, ids.type), ids)
 
 
 def _positive_rates(positives: dict[str, int], rows: dict[str, int], n: int) -> dict[str, float]:
