@@ -415,13 +415,13 @@ def _write_split(
 
     The batches stream through three stages at once: this thread fetches them from DuckDB,
     ``pool`` encodes them, one writer thread writes them in order. At most a few batches are in
-    flight, so memory stays bounded by a few row groups."""
+    flight, so memory stays bounded by a few row groups (not by the split)."""
     labels = [f"d.{q(col)}" for col in plan.labels]
     columns = [f"{sql} AS {q(f'e{i}')}" for i, sql in enumerate(plan.columns)]
     source = f"(SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d"
     order = " ORDER BY d.rid" if plan.joined else ""
     sql = f"SELECT {', '.join(labels + columns)} FROM {source}{plan.joins}{order}"
-    ahead = 2 * getattr(pool, "_max_workers", 1) + 2  # batches fetched but not yet written
+    ahead = 2  # batches in flight past the one being fetched: one encoding, one writing
     with pq.ParquetWriter(str(target), plan.schema, compression="zstd") as writer, ThreadPoolExecutor(1) as write_thread:
         groups = _RowGroups(writer)
         writes: deque[Future[None]] = deque()
