@@ -315,7 +315,7 @@ def _run(
     # (a skipped row), as the Parquet writer of DuckDB did from the table's statistics
     nullable = [int(missing) > 0 for missing in per_label]
     outputs: dict[str, str] = {}
-    plan = _encoding_plan(con, spec, stored, nullable, hash_exact)
+    plan = _encoding_plan(con, spec, stored, nullable, [int(meta["kept_values"]) for meta in fields_meta], hash_exact)
     with ThreadPoolExecutor(max_workers=max(1, int(cfg.threads or os.cpu_count() or 1))) as pool:
         for split_id, name in enumerate(SPLITS):
             _write_split(con, plan, split_id, out_dir / f"{name}.parquet", pool)
@@ -376,7 +376,12 @@ class _EncodingPlan:
 
 
 def _encoding_plan(
-    con: duckdb.DuckDBPyConnection, spec: FormatSpec, stored: list[str], nullable: list[bool], hash_exact: list[bool]
+    con: duckdb.DuckDBPyConnection,
+    spec: FormatSpec,
+    stored: list[str],
+    nullable: list[bool],
+    kept: list[int],
+    hash_exact: list[bool],
 ) -> _EncodingPlan:
     """A field with at most :data:`ARROW_VOCAB_MAX` kept values is looked up in Arrow, batch by
     batch: a set lookup of its vocabulary in id order (id = position + 2). A text field is looked
@@ -388,8 +393,7 @@ def _encoding_plan(
     joined: set[int] = set()
     vocabularies: dict[int, pa.Array] = {}
     for i in range(len(spec.fields)):
-        kept = int(first_row(con, f"SELECT count(*) FROM vocab_{i}")[0])
-        if kept > ARROW_VOCAB_MAX:
+        if kept[i] > ARROW_VOCAB_MAX:
             joined.add(i)
             columns.append(f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER)")
         elif types[f"c{i}"] == "VARCHAR" and hash_exact[i]:
@@ -545,18 +549,19 @@ def _vocabulary(
         f"CREATE TEMP TABLE counts_{i} AS SELECT c{i} AS value, count(*) FILTER (WHERE {counted}) AS n "
         f"FROM parsed WHERE split IS NOT NULL GROUP BY c{i}"
     )
-    distinct, rare_rows, missing_rows, hashes_unique = first_row(
+    distinct, rare_rows, missing_rows, kept, hashes_unique = first_row(
         con,
         f"SELECT count(value) FILTER (WHERE n > 0), coalesce(sum(n) FILTER (WHERE value IS NOT NULL AND n < {min_count}), 0), "
-        f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0), count(DISTINCT hash(value)) = count(value) FROM counts_{i}",
+        f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0), count(value) FILTER (WHERE n >= {min_count}), "
+        f"count(DISTINCT hash(value)) = count(value) FROM counts_{i}",
     )
+    kept = int(kept)
     con.execute(
         f"CREATE TEMP TABLE vocab_{i} AS SELECT value, text, CAST(row_number() OVER (ORDER BY n DESC, text) + 1 AS INTEGER) AS id, "
         f"n AS count FROM (SELECT value, {fspec.text_sql('value')} AS text, n FROM counts_{i} "
         f"WHERE value IS NOT NULL AND n >= {min_count})"
     )
     con.execute(f"DROP TABLE counts_{i}")
-    kept = int(first_row(con, f"SELECT count(*) FROM vocab_{i}")[0])
     vocab_file = f"vocab/{fspec.name if _SAFE_NAME.match(fspec.name) else f'field_{i:03d}'}.parquet"
     (out_dir / "vocab").mkdir(parents=True, exist_ok=True)
     con.execute(
