@@ -56,9 +56,11 @@ from optembed.validation import check_number
 from optembed.progress import NULL, Reporter
 
 SPLIT_ROW_GROUP_ROWS = 122_880  # rows per Parquet row group of the encoded splits (~20 MB at 40 int32 fields)
+# rows of a split fetched from DuckDB and encoded at a time (half a row group: less in flight)
+FETCH_ROWS = SPLIT_ROW_GROUP_ROWS // 2
 # fields with more kept values than this are encoded by a DuckDB hash join rather than an Arrow set
-# lookup, whose hash set is rebuilt for every batch of SPLIT_ROW_GROUP_ROWS rows
-ARROW_VOCAB_MAX = SPLIT_ROW_GROUP_ROWS // 2
+# lookup, whose hash set is rebuilt for every batch of FETCH_ROWS rows
+ARROW_VOCAB_MAX = FETCH_ROWS
 OOV_ID = 0
 MISSING_ID = 1
 SPLITS = ("train", "val", "test")
@@ -429,7 +431,7 @@ def _write_split(
     with pq.ParquetWriter(str(target), plan.schema, compression="zstd") as writer, ThreadPoolExecutor(1) as write_thread:
         groups = _RowGroups(writer)
         writes: deque[Future[None]] = deque()
-        for batch in con.sql(sql).to_arrow_reader(SPLIT_ROW_GROUP_ROWS):
+        for batch in con.sql(sql).to_arrow_reader(FETCH_ROWS):
             if batch.num_rows == 0:
                 continue
             encoded = pool.submit(_encode_batch, batch, plan)
