@@ -1,9 +1,11 @@
-"""Raw CTR data -> encoded Parquet splits and per-field vocabularies, all inside DuckDB.
+"""Raw CTR data -> encoded Parquet splits and per-field vocabularies, with DuckDB and Arrow.
 
 The work is out of core: DuckDB parses the raw file once into an in-memory table (spilling to
 disk under its memory limit), validates it, splits it by a seeded hash of each row's position
-(exact sizes, no sort), counts values per field with one GROUP BY each, builds vocabularies and
-encodes every split with hash joins, writing each split in file order.
+(exact sizes, no sort), counts values per field with one GROUP BY each and builds vocabularies.
+Each split then streams out of DuckDB in file order, in batches that Arrow encodes (a set
+lookup of each vocabulary; a field with a very large vocabulary is joined in DuckDB instead)
+and pyarrow writes as Parquet row groups.
 
 Numeric csv/Parquet fields (``numeric``) are bucketed by quantile bins whose boundaries are
 fitted on the training split only (:mod:`optembed.data.buckets`; recorded per field in
