@@ -159,12 +159,13 @@ def test_large_split_keeps_file_order_and_is_reproducible(tmp_path: Path) -> Non
     assert sorted(seen) == [c[-1] for _, _, c in rows]
 
 
-@pytest.mark.parametrize("arrow_max", [0, 40], ids=["all-joined", "mixed"])
+@pytest.mark.parametrize(("arrow_max", "by_text"), [(0, False), (40, False), (10**9, True)], ids=["all-joined", "mixed", "by-text"])
 def test_joined_and_arrow_encodings_write_the_same_splits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow_max: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow_max: int, by_text: bool
 ) -> None:
-    """Fields with large vocabularies are encoded by DuckDB joins, the others in Arrow: either way
-    the splits hold the same ids, rows and row groups (-0 and 0 are one value, as DuckDB counts them)."""
+    """Fields with large vocabularies are encoded by DuckDB joins, the others in Arrow (text fields
+    by the hash of their tokens, or by text where hashes collide): every way, the splits hold the
+    same ids, rows and row groups (-0 and 0 are one value, as DuckDB counts them)."""
     import optembed.data.preprocess as prep
 
     rows = tiny_rows(5_000, seed=7)
@@ -175,6 +176,9 @@ def test_joined_and_arrow_encodings_write_the_same_splits(
     cfg = PreprocessConfig(min_count=1, seed=3)
     preprocess(src, cfg, tmp_path / "arrow")
     monkeypatch.setattr(prep, "ARROW_VOCAB_MAX", arrow_max)
+    if by_text:
+        plan = prep._encoding_plan
+        monkeypatch.setattr(prep, "_encoding_plan", lambda con, spec, *a: plan(con, spec, *a[:-1], [False] * len(spec.fields)))
     preprocess(src, cfg, tmp_path / "joined")
     schema = json.loads((tmp_path / "arrow" / "schema.json").read_text())
     assert schema == json.loads((tmp_path / "joined" / "schema.json").read_text())
