@@ -388,7 +388,7 @@ def _encoding_plan(
     hash_exact: list[bool],
 ) -> _EncodingPlan:
     """A field with at most :data:`ARROW_VOCAB_MAX` kept values is looked up in Arrow, batch by
-    batch: a set lookup of its vocabulary in id order (id = position + 2). A text field is looked
+    batch: a set lookup of its vocabulary in id order (:func:`_vocab_values`). A text field is looked
     up by DuckDB's 64-bit ``hash`` of its tokens when that hash tells all of the field's values
     apart (checked while counting), which spares moving the text out of DuckDB; else by its text.
     A field with a larger vocabulary is joined in DuckDB."""
@@ -458,7 +458,7 @@ def _encode_batch(batch: pa.RecordBatch, plan: _EncodingPlan) -> pa.RecordBatch:
 
 class _RowGroups:
     """Encoded batches, in order, written as row groups of exactly SPLIT_ROW_GROUP_ROWS rows (the
-    last one shorter)."""
+    last one shorter): the unit a streamed split is read and shuffled in."""
 
     def __init__(self, writer: pq.ParquetWriter) -> None:
         self.writer = writer
