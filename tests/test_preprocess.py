@@ -159,6 +159,41 @@ def test_large_split_keeps_file_order_and_is_reproducible(tmp_path: Path) -> Non
     assert sorted(seen) == [c[-1] for _, _, c in rows]
 
 
+@pytest.mark.parametrize(("arrow_max", "by_text"), [(0, False), (40, False), (10**9, True)], ids=["all-joined", "mixed", "by-text"])
+def test_joined_and_arrow_encodings_write_the_same_splits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow_max: int, by_text: bool
+) -> None:
+    """Fields with large vocabularies are encoded by DuckDB joins, the others in Arrow (text fields
+    by the hash of their tokens, or by text where hashes collide): every way, the splits hold the
+    same ids, rows and row groups (-0 and 0 are one value, as DuckDB counts them)."""
+    import optembed.data.preprocess as prep
+
+    rows = tiny_rows(5_000, seed=7)
+    for k in range(0, 5_000, 3):
+        rows[k][1][0] = "-0" if k % 2 else "0"
+    src = write_criteo(tmp_path / "mixed.txt", rows)
+    monkeypatch.setattr(prep, "SPLIT_ROW_GROUP_ROWS", 1_000)
+    cfg = PreprocessConfig(min_count=1, seed=3)
+    preprocess(src, cfg, tmp_path / "arrow")
+    monkeypatch.setattr(prep, "ARROW_VOCAB_MAX", arrow_max)
+    if by_text:
+        plan = prep._encoding_plan
+        monkeypatch.setattr(prep, "_encoding_plan", lambda con, spec, *a: plan(con, spec, *a[:-1], [False] * len(spec.fields)))
+    preprocess(src, cfg, tmp_path / "joined")
+    schema = json.loads((tmp_path / "arrow" / "schema.json").read_text())
+    assert schema == json.loads((tmp_path / "joined" / "schema.json").read_text())
+    zero = [k for k, v in vocab(tmp_path / "arrow", schema, "I1").items() if v == "0"]
+    assert len(zero) == 1
+    for s in ("train", "val", "test"):
+        a, b = pq.ParquetFile(tmp_path / "arrow" / f"{s}.parquet"), pq.ParquetFile(tmp_path / "joined" / f"{s}.parquet")
+        assert a.read().equals(b.read()), s
+        groups = [a.metadata.row_group(g).num_rows for g in range(a.metadata.num_row_groups)]
+        assert groups == [b.metadata.row_group(g).num_rows for g in range(b.metadata.num_row_groups)]
+        assert all(n == 1_000 for n in groups[:-1]) and 0 < groups[-1] <= 1_000
+    train = pq.read_table(tmp_path / "arrow" / "train.parquet", columns=["I1"]).column(0).to_pylist()
+    assert zero[0] in train
+
+
 def test_count_on_train_sends_unseen_values_to_oov(tmp_path: Path) -> None:
     rows = tiny_rows(100, seed=4)
     src = write_criteo(tmp_path / "tiny.txt", rows)

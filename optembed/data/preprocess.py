@@ -1,9 +1,11 @@
-"""Raw CTR data -> encoded Parquet splits and per-field vocabularies, all inside DuckDB.
+"""Raw CTR data -> encoded Parquet splits and per-field vocabularies, with DuckDB and Arrow.
 
 The work is out of core: DuckDB parses the raw file once into an in-memory table (spilling to
 disk under its memory limit), validates it, splits it by a seeded hash of each row's position
-(exact sizes, no sort), counts values per field with one GROUP BY each, builds vocabularies and
-encodes every split with hash joins, writing each split in file order.
+(exact sizes, no sort), counts values per field with one GROUP BY each and builds vocabularies.
+Each split then streams out of DuckDB in file order, in batches that Arrow encodes (a set
+lookup of each vocabulary; a field with a very large vocabulary is joined in DuckDB instead)
+and pyarrow writes as Parquet row groups.
 
 Numeric csv/Parquet fields (``numeric``) are bucketed by quantile bins whose boundaries are
 fitted on the training split only (:mod:`optembed.data.buckets`; recorded per field in
@@ -23,11 +25,16 @@ import os
 import re
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from optembed.data import buckets
 from optembed.data.formats import (
@@ -51,6 +58,11 @@ from optembed.validation import check_number
 from optembed.progress import NULL, Reporter
 
 SPLIT_ROW_GROUP_ROWS = 122_880  # rows per Parquet row group of the encoded splits (~20 MB at 40 int32 fields)
+# rows of a split fetched from DuckDB and encoded at a time (half a row group: less in flight)
+FETCH_ROWS = SPLIT_ROW_GROUP_ROWS // 2
+# fields with more kept values than this are encoded by a DuckDB hash join rather than an Arrow set
+# lookup, whose hash set is rebuilt for every batch of FETCH_ROWS rows
+ARROW_VOCAB_MAX = FETCH_ROWS
 OOV_ID = 0
 MISSING_ID = 1
 SPLITS = ("train", "val", "test")
@@ -296,29 +308,22 @@ def _run(
     bucketing = _bucket_numeric(con, spec, step)
     min_count = cfg.resolved_min_count()
     counted = "split = 0" if cfg.count_on == "train" else "split IS NOT NULL"
-    fields_meta = [
-        _vocabulary(con, i, fspec, counted, min_count, out_dir, step) for i, fspec in enumerate(spec.fields)
-    ]
+    counted_fields = [_vocabulary(con, i, fspec, counted, min_count, out_dir, step) for i, fspec in enumerate(spec.fields)]
+    fields_meta = [meta for meta, _ in counted_fields]
+    hash_exact = [exact for _, exact in counted_fields]
     for i, rule in bucketing.items():
         fields_meta[i]["bucketing"] = rule
 
     step("encoding and writing the splits")
-    joins = " ".join(f"LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in range(len(spec.fields)))
-    encoded = ", ".join(
-        f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER) AS {q(f.name)}"
-        for i, f in enumerate(spec.fields)
-    )
-    # Row groups of SPLIT_ROW_GROUP_ROWS rows: the unit a streamed split is read and shuffled in.
-    # Hash joins do not keep the row order: each split is sorted back into file order (rowid), so
-    # the output is deterministic and keeps the file's (often temporal) order within each split.
+    # a label column is declared nullable in the splits where the parsed table holds a NULL in it
+    # (a skipped row), as the Parquet writer of DuckDB did from the table's statistics
+    nullable = [int(missing) > 0 for missing in per_label]
     outputs: dict[str, str] = {}
-    for split_id, name in enumerate(SPLITS):
-        con.execute(
-            f"COPY (SELECT {', '.join(f'd.{q(col)}' for col in stored)}, {encoded} FROM (SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d "
-            f"{joins} ORDER BY d.rid) TO {lit(str(out_dir / f'{name}.parquet'))} (FORMAT parquet, COMPRESSION zstd, "
-            f"ROW_GROUP_SIZE {SPLIT_ROW_GROUP_ROWS})"
-        )
-        outputs[name] = f"{name}.parquet"
+    plan = _encoding_plan(con, spec, stored, nullable, [int(meta["kept_values"]) for meta in fields_meta], hash_exact)
+    with ThreadPoolExecutor(max_workers=max(1, int(cfg.threads or os.cpu_count() or 1))) as pool:
+        for split_id, name in enumerate(SPLITS):
+            _write_split(con, plan, split_id, out_dir / f"{name}.parquet", pool)
+            outputs[name] = f"{name}.parquet"
     rates = [_positive_rates(p, rows, n) for p in label_positives]
     pos = rates[0]
 
@@ -362,6 +367,149 @@ def _run(
     return PreprocessResult(schema=schema, metrics=metrics, outputs=outputs)
 
 
+@dataclass
+class _EncodingPlan:
+    """How each field of the splits is encoded (:func:`_encoding_plan`)."""
+
+    labels: list[str]  # the stored label columns, first in every split
+    schema: pa.Schema
+    columns: list[str]  # SQL of the column fetched per field: its token, its token's hash, or its joined id
+    joins: str  # the LEFT JOINs of the joined fields
+    joined: set[int]
+    vocabularies: dict[int, pa.Array]  # per looked-up field, its kept tokens (or their hashes) in id order
+
+
+def _encoding_plan(
+    con: duckdb.DuckDBPyConnection,
+    spec: FormatSpec,
+    stored: list[str],
+    nullable: list[bool],
+    kept: list[int],
+    hash_exact: list[bool],
+) -> _EncodingPlan:
+    """A field with at most :data:`ARROW_VOCAB_MAX` kept values is looked up in Arrow, batch by
+    batch: a set lookup of its vocabulary in id order (:func:`_vocab_values`). A text field is looked
+    up by DuckDB's 64-bit ``hash`` of its tokens when that hash tells all of the field's values
+    apart (checked while counting), which spares moving the text out of DuckDB; else by its text.
+    A field with a larger vocabulary is joined in DuckDB."""
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE parsed)").fetchall())
+    columns: list[str] = []
+    joined: set[int] = set()
+    vocabularies: dict[int, pa.Array] = {}
+    for i in range(len(spec.fields)):
+        if kept[i] > ARROW_VOCAB_MAX:
+            joined.add(i)
+            columns.append(f"CAST(coalesce(v{i}.id, CASE WHEN d.c{i} IS NULL THEN {MISSING_ID} ELSE {OOV_ID} END) AS INTEGER)")
+        elif types[f"c{i}"] == "VARCHAR" and hash_exact[i]:
+            columns.append(f"CASE WHEN d.c{i} IS NOT NULL THEN hash(d.c{i}) END")
+            vocabularies[i] = _vocab_values(con, f"hash(value) FROM vocab_{i}")
+        else:
+            columns.append(f"d.c{i}")
+            vocabularies[i] = _zero_signed(_vocab_values(con, f"value FROM vocab_{i}"))
+    schema = pa.schema(
+        [pa.field(col, pa.int8(), nullable=null) for col, null in zip(stored, nullable, strict=True)]
+        + [pa.field(f.name, pa.int32()) for f in spec.fields]
+    )
+    joins = "".join(f" LEFT JOIN vocab_{i} v{i} ON d.c{i} = v{i}.value" for i in sorted(joined))
+    return _EncodingPlan(stored, schema, columns, joins, joined, vocabularies)
+
+
+def _write_split(
+    con: duckdb.DuckDBPyConnection, plan: _EncodingPlan, split_id: int, target: Path, pool: ThreadPoolExecutor
+) -> None:
+    """Encode the rows of one split (:func:`_encoding_plan`) and write them to ``target`` in file
+    order (rowid), in row groups of :data:`SPLIT_ROW_GROUP_ROWS` rows. A plain scan keeps that
+    order; hash joins do not, so with a joined field the split is sorted back by rowid.
+
+    The batches stream through three stages at once: this thread fetches them from DuckDB,
+    ``pool`` encodes them, one writer thread writes them in order. At most a few batches are in
+    flight, so memory stays bounded by a few row groups (not by the split)."""
+    labels = [f"d.{q(col)}" for col in plan.labels]
+    columns = [f"{sql} AS {q(f'e{i}')}" for i, sql in enumerate(plan.columns)]
+    source = f"(SELECT rowid AS rid, * FROM parsed WHERE split = {split_id}) d"
+    order = " ORDER BY d.rid" if plan.joined else ""
+    sql = f"SELECT {', '.join(labels + columns)} FROM {source}{plan.joins}{order}"
+    ahead = 2  # batches in flight past the one being fetched: one encoding, one writing
+    with pq.ParquetWriter(str(target), plan.schema, compression="zstd") as writer, ThreadPoolExecutor(1) as write_thread:
+        groups = _RowGroups(writer)
+        writes: deque[Future[None]] = deque()
+        for batch in con.sql(sql).to_arrow_reader(FETCH_ROWS):
+            if batch.num_rows == 0:
+                continue
+            encoded = pool.submit(_encode_batch, batch, plan)
+            writes.append(write_thread.submit(groups.add, encoded))
+            while len(writes) > ahead:
+                writes.popleft().result()
+        while writes:
+            writes.popleft().result()
+        groups.flush()
+
+
+def _encode_batch(batch: pa.RecordBatch, plan: _EncodingPlan) -> pa.RecordBatch:
+    n_labels = len(plan.labels)
+    columns = [batch.column(k) for k in range(n_labels)]
+    for i in range(len(plan.columns)):
+        raw = batch.column(n_labels + i)
+        columns.append(raw if i in plan.joined else _encode(raw, plan.vocabularies[i]))
+    return pa.RecordBatch.from_arrays(
+        [c.cast(f.type) for c, f in zip(columns, plan.schema, strict=True)], schema=plan.schema
+    )
+
+
+class _RowGroups:
+    """Encoded batches, in order, written as row groups of exactly SPLIT_ROW_GROUP_ROWS rows (the
+    last one shorter): the unit a streamed split is read and shuffled in."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, encoded: Future[pa.RecordBatch]) -> None:
+        batch = encoded.result()
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        if self.rows >= SPLIT_ROW_GROUP_ROWS:
+            self._write(self.rows - self.rows % SPLIT_ROW_GROUP_ROWS)
+
+    def flush(self) -> None:
+        if self.rows:
+            self._write(self.rows)
+
+    def _write(self, rows: int) -> None:
+        table = pa.Table.from_batches(self.pending, schema=self.writer.schema)
+        self.writer.write_table(table.slice(0, rows), row_group_size=SPLIT_ROW_GROUP_ROWS)
+        rest = table.slice(rows)
+        self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+        self.rows = rest.num_rows
+
+
+def _vocab_values(con: duckdb.DuckDBPyConnection, select: str) -> pa.Array:
+    """One column of a vocabulary table in id order (ids 2, 3, ...), after a NULL (id 1, missing):
+    a token's id is then its position in the array + 1. ``select``: 'EXPR FROM vocab_i'."""
+    values = con.sql(f"SELECT {select} ORDER BY id").to_arrow_table().column(0)
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return pa.concat_arrays([pa.nulls(1, values.type), values])
+
+
+def _zero_signed(values: pa.Array) -> pa.Array:
+    """Floating tokens with -0.0 made 0.0 (x + 0.0): DuckDB compares and groups them as one value,
+    an Arrow set lookup by their bits."""
+    if not pa.types.is_floating(values.type):
+        return values
+    return pc.add(values, pa.scalar(0.0, values.type))
+
+
+def _encode(values: pa.Array, vocabulary: pa.Array) -> pa.Array:
+    """The ids of one field's tokens: position in ``vocabulary`` (:func:`_vocab_values`) + 1, so
+    missing (NULL) tokens get MISSING_ID and kept ones 2..; tokens outside it get OOV_ID."""
+    values = _zero_signed(values)
+    if vocabulary.type != values.type:
+        vocabulary = vocabulary.cast(values.type)
+    position = pc.index_in(values, value_set=vocabulary, skip_nulls=False)
+    return pc.fill_null(pc.add(position, pa.scalar(MISSING_ID, position.type)), OOV_ID)
+
+
 def _positive_rates(positives: dict[str, int], rows: dict[str, int], n: int) -> dict[str, float]:
     rates = {name: positives[name] / rows[name] for name in SPLITS}
     rates["all"] = sum(positives.values()) / n
@@ -394,24 +542,30 @@ def _vocabulary(
     min_count: int,
     out_dir: Path,
     step: _Steps,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """Count field ``i`` over the counted rows (one GROUP BY, NULL = missing included), keep the
     values seen at least ``min_count`` times as ``vocab_i`` (ids 2.. by decreasing count, ties by
-    text) and write ``vocab/<field>.parquet``."""
+    text) and write ``vocab/<field>.parquet``. Also whether DuckDB's 64-bit ``hash`` tells every
+    value of the encoded rows apart (then the splits are encoded by hash: :func:`_encoding_plan`)."""
     step(f"counting {fspec.name}")
-    con.execute(f"CREATE TEMP TABLE counts_{i} AS SELECT c{i} AS value, count(*) AS n FROM parsed WHERE {counted} GROUP BY c{i}")
-    distinct, rare_rows, missing_rows = first_row(
-        con,
-        f"SELECT count(value), coalesce(sum(n) FILTER (WHERE value IS NOT NULL AND n < {min_count}), 0), "
-        f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0) FROM counts_{i}",
+    # every value of the encoded rows, with its count over the counted rows (0: seen elsewhere only)
+    con.execute(
+        f"CREATE TEMP TABLE counts_{i} AS SELECT c{i} AS value, count(*) FILTER (WHERE {counted}) AS n "
+        f"FROM parsed WHERE split IS NOT NULL GROUP BY c{i}"
     )
+    distinct, rare_rows, missing_rows, kept, hashes_unique = first_row(
+        con,
+        f"SELECT count(value) FILTER (WHERE n > 0), coalesce(sum(n) FILTER (WHERE value IS NOT NULL AND n < {min_count}), 0), "
+        f"coalesce(sum(n) FILTER (WHERE value IS NULL), 0), count(value) FILTER (WHERE n >= {min_count}), "
+        f"count(DISTINCT hash(value)) = count(value) FROM counts_{i}",
+    )
+    kept = int(kept)
     con.execute(
         f"CREATE TEMP TABLE vocab_{i} AS SELECT value, text, CAST(row_number() OVER (ORDER BY n DESC, text) + 1 AS INTEGER) AS id, "
         f"n AS count FROM (SELECT value, {fspec.text_sql('value')} AS text, n FROM counts_{i} "
         f"WHERE value IS NOT NULL AND n >= {min_count})"
     )
     con.execute(f"DROP TABLE counts_{i}")
-    kept = int(first_row(con, f"SELECT count(*) FROM vocab_{i}")[0])
     vocab_file = f"vocab/{fspec.name if _SAFE_NAME.match(fspec.name) else f'field_{i:03d}'}.parquet"
     (out_dir / "vocab").mkdir(parents=True, exist_ok=True)
     con.execute(
@@ -420,7 +574,7 @@ def _vocabulary(
         f"UNION ALL SELECT text, id, count, NULL FROM vocab_{i} ORDER BY id) "
         f"TO {lit(str(out_dir / vocab_file))} (FORMAT parquet)"
     )
-    return {
+    meta = {
         "name": fspec.name,
         "kind": fspec.kind,
         "cardinality": 2 + kept,
@@ -432,6 +586,7 @@ def _vocabulary(
         "missing_id": MISSING_ID,
         "vocab": vocab_file,
     }
+    return meta, bool(hashes_unique)
 
 
 def _split_sizes(n: int, split: tuple[float, float, float]) -> list[int]:
