@@ -88,7 +88,9 @@ def serving_net(model: CTRModel, lookup: nn.Module | None = None) -> ServingNet:
         return ServingNet(model).eval()
     net = ServingNet.__new__(ServingNet)
     nn.Module.__init__(net)
-    net.lookup, net.backbone = lookup, model
+    layout = getattr(lookup, "layout", None)
+    net.lookup, net.packs = lookup, layout is not None
+    net.backbone = model if layout is None else model.for_layout(layout)
     net.field_names = [f"f{i}" for i in range(model.n_fields)]
     net.n_fields = model.n_fields
     return net.eval()
