@@ -208,3 +208,21 @@ def test_the_onnx_graph_of_every_backbone_gives_the_models_scores(name: str, tas
         shapes = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
         pads = [n for n in graph.node if n.op_type == "Pad"]
         assert all(shapes.get(n.input[0], 2) == 2 for n in pads), "a Pad of a 3-d block"
+
+
+def test_a_model_over_tables_in_the_older_field_order_gives_the_same_logits() -> None:
+    """Tables laid out field by field (files written before the by-width layout): no packed
+    lookup, the padded head, whose first layer gathers its columns in the packed order."""
+    compact = compact_model(masked("deepfm", 1))
+    emb = compact.embedder
+    tables = [emb.table(f).detach().clone() for f in range(len(CARDS))]
+    sizes = torch.tensor([t.numel() for t in tables])
+    state = compact.state_dict()
+    state["embedder.flat"] = torch.cat([t.reshape(-1) for t in tables] + [torch.zeros(DIM)])
+    state["embedder.field_start"] = torch.cumsum(sizes, 0) - sizes
+    old = compact_model(masked("deepfm", 1))
+    old.load_state_dict(state)
+    x = ids(100, 8)
+    assert old.embedder.packed_lookup(old.embedder.ids(x)) is None
+    with torch.no_grad():
+        torch.testing.assert_close(old(x), compact(x), rtol=0, atol=1e-6)
