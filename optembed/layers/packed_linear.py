@@ -10,8 +10,9 @@ first. Either way the output is the full layer's, whose other columns only ever 
 
 The state keeps the columns in ascending order whatever ``kept``'s order (the layout model files
 always had), so a file reads into a layer of any column order: the weight is permuted once when
-it is loaded, never per batch. A state written by the full layer (``(out, in)`` weight) loads by
-taking its kept columns.
+it is loaded, never per batch (``state_dict(keep_vars=True)``, which hands out the parameter
+itself, gives it in memory order). An optimizer's state follows the parameter, in memory order. A
+state written by the full layer (``(out, in)`` weight) loads by taking its kept columns.
 """
 
 from __future__ import annotations
