@@ -10,13 +10,16 @@ twice, with the serving lookup (:class:`optembed.embedders.compact_lookup.Compac
 gathers of width-grouped tables) and with the earlier element-wise gather
 (the element-wise gather over the flat buffer, :class:`ElementLookup`); ``--slack`` adds compact graphs of other width
 groupings (0: one group per width, exactly the model's bytes; inf: one table padded to D).
-Every graph's outputs are checked against its in-package model first.
+The serving lookup hands the head its width groups' blocks unpadded (packed embeddings: the MLP's
+first layer laid out for the groups, DeepFM's FM term over the blocks); the element-gather and
+plain lookups give it the ``(B, n, D)`` block. Every graph's outputs are checked against its
+in-package model first.
 
 Timing: onnxruntime with 1 and 2 threads; per trial every graph in turn (interleaved, the order
 rotated each trial) runs ``--singles`` batch-1 calls (their median ms) and ``--batches`` calls at
 batch 4096 (their median, as samples/s); the table gives the median over ``--trials`` trials and
-ratios of those medians. One profiled run per lookup (``SessionOptions.enable_profiling``) lists
-the top operators by kernel time.
+ratios of those medians; the paired lines, the median over trials of each trial's own ratio. One
+profiled run per lookup (``SessionOptions.enable_profiling``) lists the top operators by kernel time.
 
 Usage::
 
@@ -88,7 +91,9 @@ def serving_net(model: CTRModel, lookup: nn.Module | None = None) -> ServingNet:
         return ServingNet(model).eval()
     net = ServingNet.__new__(ServingNet)
     nn.Module.__init__(net)
-    net.lookup, net.backbone = lookup, model
+    layout = getattr(lookup, "layout", None)
+    net.lookup, net.packs = lookup, layout is not None
+    net.backbone = model if layout is None else model.for_layout(layout)
     net.field_names = [f"f{i}" for i in range(model.n_fields)]
     net.n_fields = model.n_fields
     return net.eval()
@@ -250,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                 ms, rate = statistics.median(r["ms"]), statistics.median(r["rate"])
                 print(f"  {name:36s} {ms:7.3f} [{min(r['ms']):.3f}..{max(r['ms']):.3f}]  {rate:>9,.0f} "
                       f"[{min(r['rate']):,.0f}..{max(r['rate']):,.0f}]  {ms / base_ms:5.2f}x  {base_rate / rate:5.2f}x", flush=True)
+            for name, r in res.items():  # per trial, the graphs ran back to back: paired ratios are steadier under load
+                at1 = [m / b for m, b in zip(r["ms"], res[base]["ms"], strict=True)]
+                at_big = [b / v for v, b in zip(r["rate"], res[base]["rate"], strict=True)]
+                print(f"  paired per trial, {name:36s} at 1 {statistics.median(at1):.2f}x [{min(at1):.2f}..{max(at1):.2f}]  "
+                      f"at {BATCH} {statistics.median(at_big):.2f}x [{min(at_big):.2f}..{max(at_big):.2f}]", flush=True)
             for name, r in res.items():
                 ms, rate = statistics.median(r["ms"]), statistics.median(r["rate"])
                 table.append(f"| {threads} | {name} | {info[name][0]} | {info[name][1]:.1f} | {ms:.3f} [{min(r['ms']):.3f}..{max(r['ms']):.3f}] | "

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from optembed.embedders.packed import PackedEmbeddings, PackedLayout
 from optembed.errors import ArtifactError, ConfigError
 from optembed.layers.embedding import FieldEmbedding
 
@@ -85,6 +86,16 @@ class Embedder(nn.Module, ABC):
 
     def forward(self, x: Tensor, widths: Tensor | None = None) -> Tensor:
         return self.lookup(self.ids(x), widths)
+
+    def packed_layout(self) -> PackedLayout | None:
+        """The layout of :meth:`packed_lookup`'s embeddings (the exact one: ``sum(D_f)`` columns),
+        or ``None`` for an embedder that hands the head the ``(B, n, D)`` block only."""
+        return None
+
+    def packed_lookup(self, ids: Tensor) -> PackedEmbeddings | None:
+        """``(B, n)`` ids from :meth:`ids` -> the embeddings in :meth:`packed_layout`, without the
+        zero padding to ``D`` (``None``: use :meth:`lookup`)."""
+        return None
 
     # -- training --------------------------------------------------------------------------
     def regularizer(self) -> Tensor | None:

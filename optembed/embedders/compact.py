@@ -10,7 +10,10 @@ The embedder trains as it serves: ``flat`` is its one parameter (an optimizer's 
 cover the kept entries only), and its tables are laid out by width, widest first, so the fields
 of one width form one contiguous ``(rows, width)`` table (:meth:`CompactEmbedder.width_tables`).
 A lookup gathers rows from those tables, one gather per distinct width, and pads them to ``D``:
-its gradient lands on the kept entries alone. A file whose tables lie in another order (written
+its gradient lands on the kept entries alone. :meth:`CompactEmbedder.packed_lookup` stops before
+the padding: the blocks of one width, which the heads read as they are
+(:class:`~optembed.embedders.packed.PackedEmbeddings`), so nothing is padded to ``D`` on the way
+to an MLP's first layer or DeepFM's FM term. A file whose tables lie in another order (written
 before this layout) is read with the general window lookup (:meth:`CompactEmbedder.window_lookup`),
 which gives the same values.
 """
@@ -25,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder
+from optembed.embedders.group_gather import group_gather
+from optembed.embedders.packed import PackedEmbeddings, PackedLayout
 from optembed.errors import ConfigError
 
 class CompactEmbedder(Embedder):
@@ -128,6 +133,27 @@ class CompactEmbedder(Embedder):
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return out if groups.identity else out.index_select(1, groups.inverse)
 
+    def packed_layout(self) -> PackedLayout:
+        return PackedLayout.exact(self.widths, self.dim)
+
+    def packed_lookup(self, ids: Tensor) -> PackedEmbeddings | None:
+        groups = self._width_groups()
+        if groups is None or groups.packed is None:
+            return None  # a file of the older field order: the padded lookup
+        table_order, inverse = groups.packed
+        indices = []
+        for t in table_order:
+            fields, row_offset = groups.index[t]
+            indices.append((ids if fields.numel() == ids.shape[1] else ids.index_select(1, fields)) + row_offset)
+        blocks = group_gather(self.flat, [groups.tables[t] for t in table_order], indices)
+        return PackedEmbeddings(blocks, self._layout(), inverse)
+
+    def _layout(self) -> PackedLayout:
+        cached = self.__dict__.get("_layout_cache")
+        if cached is None:
+            cached = self.__dict__["_layout_cache"] = self.packed_layout()
+        return cached
+
     def window_lookup(self, ids: Tensor) -> Tensor:
         """The lookup for any table layout: the buffer viewed as overlapping ``D``-wide windows,
         one row gather for all fields, the columns beyond each width zeroed (its gradient is a
@@ -143,6 +169,7 @@ class CompactEmbedder(Embedder):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__.pop("_groups_cache", None)  # the loaded starts may lay the tables out otherwise
+        self.__dict__.pop("_layout_cache", None)
         super()._load_from_state_dict(*args, **kwargs)
 
     def _width_groups(self) -> _Groups | None:
@@ -179,11 +206,24 @@ class CompactEmbedder(Embedder):
 class _Groups:
     """The by-width layout of a compact embedder's buffer: per table of one width its first
     entry, rows and width, the fields it holds (a ``long`` index on the ids' device) with their
-    row offsets inside it, and the field permutation from table order back to field order."""
+    row offsets inside it, and the field permutation from table order back to field order.
+    ``packed``: the tables in the order of :meth:`PackedLayout.exact` (widest first) and the
+    field permutation from that order back to field order (``None`` when it is the identity);
+    ``None`` when a table's fields are not in field order (then the exact layout does not apply)."""
 
-    def __init__(self, tables: list[tuple[int, int, int]], index: list[tuple[Tensor, Tensor]], inverse: Tensor) -> None:
+    def __init__(
+        self, tables: list[tuple[int, int, int]], index: list[tuple[Tensor, Tensor]], inverse: Tensor,
+        members: list[list[int]],
+    ) -> None:
         self.tables, self.index, self.inverse = tables, index, inverse
         self.identity = bool((inverse == torch.arange(inverse.numel(), device=inverse.device)).all())
+        self.packed: tuple[list[int], Tensor | None] | None = None
+        if all(m == sorted(m) for m in members):
+            order = sorted(range(len(tables)), key=lambda t: -tables[t][2])
+            fields = torch.tensor([f for t in order for f in members[t]], dtype=torch.long)
+            perm = torch.argsort(fields)
+            same = bool((perm == torch.arange(perm.numel())).all())
+            self.packed = (order, None if same else perm.to(inverse.device))
 
     @classmethod
     def of(cls, field_start: Tensor, field_width: Tensor, kept: Sequence[int]) -> _Groups | None:
@@ -216,4 +256,4 @@ class _Groups:
         in_table_order = [f for m in members for f in m]
         inverse = torch.empty(len(in_table_order), dtype=torch.long)
         inverse[torch.tensor(in_table_order, dtype=torch.long)] = torch.arange(len(in_table_order))
-        return cls(tables, index, inverse.to(device))
+        return cls(tables, index, inverse.to(device), members)

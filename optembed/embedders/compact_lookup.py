@@ -8,7 +8,11 @@ that puts the fields in group order and one ``Split``, then per group one row ``
 zero ``Pad`` to ``D``, one ``Concat`` and one fixed field permutation (``Gather`` on axis 1)
 back to field order. No index arithmetic runs over the ``(B, n, D)`` elements, and the
 embeddings are the embedder's own values with zero padding, so the head computes exactly what
-the in-package model computes.
+the in-package model computes. An exported graph stops before the padding
+(:meth:`CompactLookup.packed`): the group blocks go to the head as packed embeddings in the
+lookup's :attr:`CompactLookup.layout`, and the head's first layer is laid out for it
+(:meth:`optembed.models.base.CTRModel.for_layout`: a zero weight column per column of a group's
+padding), so no ``(B, n, D)`` block is built at all.
 
 Fields of nearby widths may share a group, padded to its widest (:func:`width_groups`): the
 fewest groups whose padding adds at most ``slack`` x the embedder's entries (zeros in the
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optembed.embedders.compact import CompactEmbedder
+from optembed.embedders.packed import PackedEmbeddings, PackedLayout
 
 DEFAULT_SLACK = 0.01  # the exported tables may hold up to 1% more entries than the embedder (zeros)
 
@@ -107,6 +112,7 @@ class CompactLookup(nn.Module):
         self.register_buffer("order", torch.tensor(order, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("inverse", torch.argsort(self.order), persistent=False)
         self.permuted = order != list(range(len(kept)))
+        self.layout = PackedLayout.of_groups(groups, embedder.widths, embedder.dim)
 
     def tables(self) -> list[Tensor]:
         return [getattr(self, f"table{g}") for g in range(len(self.widths))]
@@ -116,16 +122,16 @@ class CompactLookup(nn.Module):
         e = self.embedder
         return F.embedding(x + e.remap_offsets, e.remap.unsqueeze(1)).squeeze(-1).long()
 
-    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+    def packed(self, ids: Tensor) -> tuple[Tensor, PackedEmbeddings]:
+        """Ids -> (compact rows, the group blocks as packed embeddings in :attr:`layout`)."""
         rows = self.rows(ids)
         index = rows + self.row_offset
         if self.permuted:
             index = index.index_select(1, self.order)
         parts = index.split(self.sizes, dim=1) if len(self.sizes) > 1 else (index,)
-        dim = self.embedder.dim
-        embs = []
-        for part, table, width in zip(parts, self.tables(), self.widths, strict=True):
-            emb = F.embedding(part, table)
-            embs.append(F.pad(emb, (0, dim - width)) if width < dim else emb)
-        emb = torch.cat(embs, dim=1) if len(embs) > 1 else embs[0]
-        return rows, emb.index_select(1, self.inverse) if self.permuted else emb
+        blocks = [F.embedding(part, table) for part, table in zip(parts, self.tables(), strict=True)]
+        return rows, PackedEmbeddings(blocks, self.layout, self.inverse if self.permuted else None)
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        rows, packed = self.packed(ids)
+        return rows, packed.padded()

@@ -7,7 +7,10 @@ head. Its forward has no branch on the batch size and no in-place writes, so ``t
 can trace it with a symbolic batch dimension and the ONNX exporter can translate every operator.
 The head is the model's own module, so the graph computes what the in-package model computes;
 the head's parameters are shared, not copied (a compact lookup copies its tables into width
-groups when the net is built).
+groups when the net is built). A lookup with a packed layout (the compact tables') hands the
+head its group blocks unpadded (:meth:`~optembed.models.base.CTRModel.head_packed`), and the
+head's first layers are then laid out for the lookup's groups
+(:meth:`~optembed.models.base.CTRModel.for_layout`: those weights are copies).
 """
 
 from __future__ import annotations
@@ -30,11 +33,17 @@ class ServingNet(nn.Module):
     def __init__(self, model: CTRModel, field_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.lookup = model.embedder.serving_lookup()
-        self.backbone = model
+        layout = getattr(self.lookup, "layout", None)
+        self.packs = layout is not None
+        self.backbone = model if layout is None else model.for_layout(layout)
         self.field_names = list(field_names) if field_names is not None else [f"f{i}" for i in range(model.n_fields)]
         self.n_fields = len(self.field_names)
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        rows, emb = self.lookup(ids)
-        logit = self.backbone.head(emb, rows)
+        if self.packs:
+            rows, packed = self.lookup.packed(ids)
+            logit = self.backbone.head_packed(packed, rows)
+        else:
+            rows, emb = self.lookup(ids)
+            logit = self.backbone.head(emb, rows)
         return logit, torch.sigmoid(logit)

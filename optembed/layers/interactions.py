@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -14,6 +17,24 @@ def fm_second_order(emb: Tensor) -> Tensor:
     square_of_sum = emb.sum(dim=1).pow(2)
     sum_of_squares = emb.pow(2).sum(dim=1)
     return 0.5 * (square_of_sum - sum_of_squares).sum(dim=-1)
+
+
+def fm_second_order_packed(blocks: Sequence[Tensor], flat: Tensor) -> Tensor:
+    """:func:`fm_second_order` of fields zero-padded to a common width, from the unpadded
+    ``(B, n_g, W_g)`` blocks of fields of one width and ``flat``, the ``(B, P)`` blocks flattened
+    end to end -> ``(B,)``.
+
+    Column ``k`` of ``sum_f e_f`` sums the fields wider than ``k`` only: every block's sum over its
+    fields, ``(B, W_g)``, added into the first ``W_g`` columns (narrowest first, each partial sum
+    padded to the next width: nothing is as wide as the padded block but one ``(B, max W_g)``
+    sum); ``sum_f |e_f|^2`` is the sum of the squares of all packed entries.
+    """
+    sums = sorted((b.sum(dim=1) for b in blocks), key=lambda s: s.shape[-1])
+    total = sums[0]
+    for s in sums[1:]:
+        grow = s.shape[-1] - total.shape[-1]
+        total = s + (F.pad(total, (0, grow)) if grow else total)
+    return 0.5 * (total.pow(2).sum(dim=-1) - flat.pow(2).sum(dim=-1))
 
 
 def fm_second_order_masked(emb: Tensor, masks: Tensor) -> Tensor:

@@ -16,7 +16,8 @@ class MLP(nn.Module):
     with ``out_dim=None`` the module stops after the last hidden block (used by DCN,
     whose deep tower is concatenated with the cross network before the output layer).
     ``kept_inputs``: the input columns that can be nonzero; the first linear layer then reads
-    those alone (:class:`~optembed.layers.packed_linear.PackedLinear`).
+    those alone (:class:`~optembed.layers.packed_linear.PackedLinear`), in that order from packed
+    inputs (:meth:`forward_packed`).
     """
 
     def __init__(
@@ -58,6 +59,15 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    def forward_packed(self, x: Tensor) -> Tensor:
+        """The stack on packed inputs: the columns ``kept_inputs`` lists, in its order (all the
+        inputs, in order, when the first layer is a plain one)."""
+        first = self.first
+        if first is None:
+            return x
+        pre = first.forward_packed(x) if isinstance(first, PackedLinear) else first(x)
+        return self.after_first(pre)
 
     def after_first(self, pre: Tensor) -> Tensor:
         """The rest of the stack, given the first linear layer's output ``pre``."""

@@ -12,6 +12,7 @@ its last layer by :attr:`CTRModel.tasks` and shapes its output with :meth:`CTRMo
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -19,9 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from optembed.embedders.base import Embedder, param_bytes
+from optembed.embedders.packed import PackedEmbeddings, PackedLayout
 from optembed.embedders.table import MODES, TableEmbedder
 from optembed.errors import ConfigError
 from optembed.layers.embedding import FieldEmbedding
+from optembed.layers.packed_linear import PackedLinear
 from optembed.models.candidates import CandidateBatch
 from optembed.models.config import ModelConfig
 
@@ -90,16 +93,46 @@ class CTRModel(nn.Module, ABC):
         """``(B', n, D)`` embeddings and ``(B', n)`` ids (same batch) -> logits ``(B',)``
         (``(B', T)`` for several tasks)."""
 
+    def head_packed(self, emb: PackedEmbeddings, x: Tensor) -> Tensor:
+        """:meth:`head` on packed embeddings (:meth:`Embedder.packed_lookup`); this default pads
+        them to ``(B, n, D)`` first, backbones override it to read the packed columns."""
+        return self.head(emb.padded(), x)
+
     def mlp_inputs(self, in_dim: int) -> Tensor | None:
         """The columns of an MLP input of ``in_dim`` (the flattened ``(n, D)`` embeddings, then any
         other features) that can be nonzero, when the embedder zero-pads fixed widths (its
-        MLP then reads those alone); ``None`` otherwise."""
+        MLP then reads those alone), in the order of the embedder's packed columns
+        (:meth:`Embedder.packed_layout`; field order without one); ``None`` otherwise."""
         widths = self.embedder.zero_padded_widths()
         if widths is None or all(int(w) == self.embed_dim for w in widths):
             return None  # nothing is zero for certain: the full layer
         dim = self.embed_dim
-        cols = [f * dim + c for f, w in enumerate(widths) for c in range(int(w))]
+        layout = self.embedder.packed_layout()
+        if layout is not None:
+            cols = layout.columns()
+        else:
+            cols = [f * dim + c for f, w in enumerate(widths) for c in range(int(w))]
         return torch.tensor(cols + list(range(len(widths) * dim, in_dim)), dtype=torch.long)
+
+    def for_layout(self, layout: PackedLayout) -> CTRModel:
+        """This model reading packed embeddings of ``layout`` (an exported graph's width groups):
+        itself for its embedder's own layout, else a copy sharing every parameter and buffer but
+        the first layers that read the packed columns, whose weights are laid out for ``layout``
+        (a zero column for each column of padding)."""
+        if layout == self.embedder.packed_layout():
+            return self
+        if layout.dim != self.embed_dim or len(layout.widths) != self.n_fields:
+            raise ConfigError(f"a packed layout of {len(layout.widths)} fields x {layout.dim} does not fit this model")
+        tensors = [*self.parameters(), *self.buffers()]
+        out = copy.deepcopy(self, memo={id(t): t for t in tensors})
+        cols = layout.columns()
+        n_dim = self.n_fields * self.embed_dim
+        for name, module in list(out.named_modules()):
+            if isinstance(module, PackedLinear):
+                extra = [c for c in module.kept.tolist() if c >= n_dim]  # inputs after the embeddings
+                parent, _, child = name.rpartition(".")
+                setattr(out.get_submodule(parent), child, module.relayout(cols + extra))
+        return out
 
     def additive_id_tables(self) -> list[FieldEmbedding]:
         """The head's per-id tables whose looked-up values are summed into the logit (DeepFM's
@@ -118,6 +151,10 @@ class CTRModel(nn.Module, ABC):
         """Logits ``(B,)`` (``(B, T)`` for several tasks); ``widths`` of shape ``(B, n)`` or ``(n,)``
         keep prefix columns."""
         ids = self.embedder.ids(x)
+        if widths is None:
+            packed = self.embedder.packed_lookup(ids)
+            if packed is not None:
+                return self.head_packed(packed, ids)
         return self.head(self.embedder.lookup(ids, widths), ids)
 
     def forward_candidates(self, x: Tensor, candidates: Tensor, block: int | None = None) -> Tensor:

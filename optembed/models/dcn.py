@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from optembed.embedders.packed import PackedEmbeddings
 from optembed.layers.interactions import CrossNetwork
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
@@ -22,6 +23,12 @@ class DCN(CTRModel):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         flat = emb.flatten(1)
         both = torch.cat([self.cross(flat), self.deep(flat)], dim=1)
+        return self.task_logits(self.out(both))
+
+    def head_packed(self, emb: PackedEmbeddings, x: Tensor) -> Tensor:
+        """The deep tower reads the packed columns; the cross network, whose biases make the
+        padded columns nonzero from its first layer on, the zero-padded block."""
+        both = torch.cat([self.cross(emb.padded().flatten(1)), self.deep.forward_packed(emb.flat)], dim=1)
         return self.task_logits(self.out(both))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from optembed.embedders.packed import PackedEmbeddings
 from optembed.layers.embedding import FieldEmbedding
-from optembed.layers.interactions import fm_second_order, fm_second_order_masked
+from optembed.layers.interactions import fm_second_order, fm_second_order_masked, fm_second_order_packed
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
 from optembed.models.candidates import CandidateBatch
@@ -33,6 +34,14 @@ class DeepFM(CTRModel):
         deep = self.task_logits(self.mlp(emb.flatten(1)))
         # summed in this order (one task: bit for bit the one-task model's logits)
         return self.bias + self.per_task(first) + self.per_task(fm_second_order(emb)) + deep
+
+    def head_packed(self, emb: PackedEmbeddings, x: Tensor) -> Tensor:
+        """:meth:`head` on the packed columns: the MLP's first layer reads them as they are, the FM
+        term sums each width's block (:func:`fm_second_order_packed`); nothing is padded to ``D``."""
+        first = self.linear(x).sum(dim=(1, 2))
+        flat = emb.flat
+        deep = self.task_logits(self.mlp.forward_packed(flat))
+        return self.bias + self.per_task(first) + self.per_task(fm_second_order_packed(emb.blocks, flat)) + deep
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         first = self.linear(x).sum(dim=(1, 2))  # the same for every candidate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optembed.embedders.packed import PackedEmbeddings
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
 from optembed.models.candidates import CandidateBatch
@@ -17,6 +18,9 @@ class FNN(CTRModel):
 
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         return self.task_logits(self.mlp(emb.flatten(1)))
+
+    def head_packed(self, emb: PackedEmbeddings, x: Tensor) -> Tensor:
+        return self.task_logits(self.mlp.forward_packed(emb.flat))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         return self.candidate_logits(cands.through_mlp(self.mlp, emb), cands.size, x.shape[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optembed.embedders.packed import PackedEmbeddings
 from optembed.layers.interactions import PairwiseInnerProduct
 from optembed.layers.mlp import MLP
 from optembed.models.base import CTRModel
@@ -21,6 +22,12 @@ class IPNN(CTRModel):
     def head(self, emb: Tensor, x: Tensor) -> Tensor:
         features = torch.cat([emb.flatten(1), self.products(emb)], dim=1)
         return self.task_logits(self.mlp(features))
+
+    def head_packed(self, emb: PackedEmbeddings, x: Tensor) -> Tensor:
+        """The MLP reads the packed columns and the inner products, which are taken over the
+        zero-padded block (a pair's product over the narrower width)."""
+        features = torch.cat([emb.flat, self.products(emb.padded())], dim=1)
+        return self.task_logits(self.mlp.forward_packed(features))
 
     def head_candidates(self, emb: Tensor, x: Tensor, cands: CandidateBatch) -> Tensor:
         products = self.products(cands.stacked(emb))
