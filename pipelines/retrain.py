@@ -51,8 +51,10 @@ from pipelines.readers import load_row_mask, read_best_widths, resolve_chain, se
 
 STAGE = "retrain"
 # 2: --patience N stops after N epochs without a validation AUC gain (was N + 1); 0 never stops; 3: warm start folds
-# pruned rows into OOV; 4: a masked variant trains its compact tables (trains_compact), saved as its model
-VERSION = 4
+# pruned rows into OOV; 4: a masked variant trains its compact tables (trains_compact), saved as its model;
+# 5: the compact heads read packed embeddings, whose first layer keeps its columns (and their optimizer state)
+# by width: a resume checkpoint of version 4 does not apply, and the new fingerprints keep it from being read
+VERSION = 5
 SOURCES = ("search", "supernet", "preprocess")
 # supernet: warm start from the trained supernet (its weights kept as epoch 0 unless beaten);
 # auto: supernet for the masked variants trained on the labels alone; fresh under a teacher (on Frappe, 3 seeds,

@@ -207,7 +207,7 @@ def test_default_fingerprints_are_pinned() -> None:
         (supernet, supernet.stage_params(supernet.SupernetStage(model=ModelConfig("deepfm"))), "d40070ca256bbdac"),
         (search, search.stage_params(search.SearchStage(), True), "cbc872d222030bb0"),  # version 5 (4: 114568168726600a)
         (retrain, retrain.stage_params(retrain.RetrainStage(init="supernet"), ModelConfig("deepfm"), "optembed"),
-         "0c04ed17decab4d0"),  # version 4 (3: 551604fc992f799c)
+         "f32c39587ef6742a"),  # version 5 (4: 0c04ed17decab4d0, 3: 551604fc992f799c)
         (baseline, baseline.stage_params(baseline.BaselineStage("qr", options={"operation": "mult", "collisions": 2,
                                                                              "min_rows": 100})), "0b77a81e8d6835be"),
         (compress, compress.stage_params(compress.CompressStage()), "556c43ebaaf54227"),
