@@ -44,11 +44,6 @@ class PackedLayout:
     def of_groups(cls, groups: Sequence[tuple[int, Sequence[int]]], widths: Sequence[int], dim: int) -> PackedLayout:
         return cls(tuple((int(w), tuple(int(f) for f in fs)) for w, fs in groups), tuple(int(w) for w in widths), int(dim))
 
-    @property
-    def field_order(self) -> list[int]:
-        """The fields in packed order."""
-        return [f for _, fields in self.groups for f in fields]
-
     def columns(self) -> list[int]:
         """Per packed column, its column ``f x D + c`` in the flattened ``(n, D)`` block, or ``-1``
         for a column past the field's width (a merged group's padding: always zero)."""

@@ -30,8 +30,7 @@ def retrain(
         Init,
         typer.Option(
             help="auto (supernet for masked variants, fresh with --teacher or --full) | fresh | rewind (the "
-            "supernet's initial "
-            "weights) | supernet (its trained weights, kept as epoch 0 when no epoch beats them).",
+            "supernet's initial weights) | supernet (its trained weights, kept as epoch 0 when no epoch beats them).",
             rich_help_panel=INPUT,
         ),
     ] = "auto",

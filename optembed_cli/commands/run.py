@@ -79,8 +79,7 @@ def run(
         typer.Option(
             "--retrain-init",
             help="Start of the masked variants' re-training: auto (fresh when distilled, else supernet) | fresh | "
-            "rewind (the supernet's initial "
-            "weights, as the paper) | supernet.",
+            "rewind (the supernet's initial weights, as the paper) | supernet.",
             rich_help_panel="Training",
         ),
     ] = "auto",
