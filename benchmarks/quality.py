@@ -365,6 +365,8 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
         search["row_rank"] = args.row_rank
     if args.min_traffic is not None:
         search["min_traffic"] = args.min_traffic
+    if args.noise_z is not None:
+        search["noise_z"] = args.noise_z
     compress: dict[str, Any] = {}
     if args.compress_variants:
         compress = {"variants": list(args.compress_variants), "min_rows": args.compress_min_rows}
@@ -851,6 +853,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="supernet: share of samples trained at full width (default: TrainConfig's)")
     ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
     ap.add_argument("--min-traffic", type=float, default=None, help="traffic share a positive row level keeps (default: the search's)")
+    ap.add_argument("--noise-z", type=float, default=None,
+                    help="standard errors the search subtracts before its tolerance test (default: the search's)")
     ap.add_argument("--row-rank", choices=("impact", "norm"), default=None, help="rows a row level keeps (default: the search's)")
     ap.add_argument("--max-auc", action="store_true", help="the paper's max-AUC search instead of the accuracy-bounded one")
     ap.add_argument("--retrain-init", choices=("auto", "fresh", "rewind", "supernet"), default="auto",
