@@ -51,6 +51,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -90,7 +91,8 @@ BASELINES = baseline.METHODS  # the paper's baselines: variants trained by the b
 TARGET = "optembed"
 COMPRESSIBLE = ("original", "optembed")
 PQ = "+pq"
-METRICS = ("test_auc", "delta_auc", "test_logloss", "delta_logloss", "sparsity", "embedding_bytes")
+METRICS = ("test_auc", "delta_auc", "test_logloss", "delta_logloss", "sparsity", "embedding_bytes", "val_auc",
+           "val_gap", "excess_val_gap", "search_climb")
 TRUTH_METRICS = ("noise_rows_kept", "min_traffic_kept", "spearman_widths")
 
 # Knobs with a full and a --quick value (None on the command line = the preset's).
@@ -186,6 +188,18 @@ def pooled_rows_kept(mask: torch.Tensor, rows_per_field: list[int], fields: list
     return kept / total if total else math.nan
 
 
+def _val_gap(row: dict[str, Any]) -> float:
+    return row.get("val_auc", math.nan) - row.get("test_auc", math.nan)
+
+
+# metrics computed from a run's row and its baseline's row of the same seed
+DERIVED: dict[str, Callable[[dict[str, Any], dict[str, Any]], float]] = {
+    "val_gap": lambda row, base: _val_gap(row),  # validation AUC of the kept epoch - test AUC
+    "excess_val_gap": lambda row, base: _val_gap(row) - _val_gap(base),  # what the choices fit beyond the Original's
+    "search_climb": lambda row, base: row.get("search_val_auc", math.nan) - row.get("supernet_val_auc", math.nan),
+}
+
+
 def aggregate(runs: list[dict[str, Any]], metrics: tuple[str, ...], baseline: str = BASELINE) -> dict[str, dict[str, Stat]]:
     """Per variant and metric, the :class:`Stat` over seeds. ``runs``: ``[{"seed", "models":
     {variant: {metric: value}}}]``; ``delta_auc`` (``delta_logloss``) is the test AUC (logloss) minus the
@@ -196,7 +210,9 @@ def aggregate(runs: list[dict[str, Any]], metrics: tuple[str, ...], baseline: st
         for variant, row in run["models"].items():
             per = values.setdefault(variant, {m: [] for m in metrics})
             for m in metrics:
-                if m.startswith("delta_"):
+                if m in DERIVED:
+                    per[m].append(DERIVED[m](row, base))
+                elif m.startswith("delta_"):
                     key = "test_" + m.removeprefix("delta_")
                     per[m].append(row.get(key, math.nan) - base.get(key, math.nan))
                 else:
@@ -460,6 +476,23 @@ def truth_stats(mask: torch.Tensor | None, widths: list[int], counts: torch.Tens
     }
 
 
+def selection_scores(store: Store, stage: str, fingerprint: str) -> dict[str, float]:
+    """What the chain's choices saw of an evaluated model: the validation AUC of its kept epoch
+    (``val_auc``; its gap to the test AUC, paired against the Original's, is how much the choices
+    fit the validation split) and, behind a search, the searched candidate's validation AUC on the
+    supernet (``search_val_auc``) against the supernet's own (``supernet_val_auc``)."""
+    manifest = store.lookup(stage, fingerprint)
+    if manifest is None:
+        return {}
+    out = {"val_auc": float(manifest.metrics.get("val_auc", math.nan))}
+    ancestry = resolve_chain(store, manifest)
+    search, sn = ancestry.get("search"), ancestry.get("supernet")
+    if search is not None and sn is not None:
+        out["search_val_auc"] = float(search.metrics.get("best_val_auc", math.nan))
+        out["supernet_val_auc"] = float(sn.metrics.get("val_auc", math.nan))
+    return out
+
+
 def run_seed(ds: DataSet, args: argparse.Namespace, store: Store, seed: int, rows: int, log: Log) -> dict[str, Any]:
     started = time.perf_counter()
     done = chain.run(chain_config(ds, args, seed, rows), store, log)
@@ -474,6 +507,7 @@ def run_seed(ds: DataSet, args: argparse.Namespace, store: Store, seed: int, row
         label = labels[row["id"]]
         entry = {k: row[k] for k in ("id", "stage", "test_auc", "test_logloss", "sparsity", "embedding_params",
                                      "embedding_bytes", "ratio_vs_original")}
+        entry.update(selection_scores(store, row["stage"], row["id"]))
         if ds.truth is not None and counts is not None:
             manifest = store.lookup(row["stage"], row["id"])
             assert manifest is not None
@@ -692,6 +726,23 @@ def _bytes(s: dict[str, float]) -> str:
     return f"{s['mean']:,.0f} [{s['min']:,.0f}..{s['max']:,.0f}]"
 
 
+def selection_markdown(agg: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The validation-vs-test table: how much the chain's choices (search, early stopping) fit the
+    validation split, per variant, against the Original's own gap on the same seeds."""
+    rows = [(v, s) for v, s in agg.items() if s.get("val_gap", {}).get("n", 0)]
+    if not rows:
+        return []
+    lines = ["", "Validation against test (the kept epoch's validation AUC; the search's climb: its chosen "
+             "candidate's validation AUC on the supernet less the supernet's own):", "",
+             "| variant | val AUC | val - test | that less the Original's (paired) | search climb |",
+             "|---|---|---|---|---|"]
+    for v, s in rows:
+        climb = _fmt(s["search_climb"], "+.4f") if s.get("search_climb", {}).get("n", 0) else ""
+        lines.append(f"| {v} | {_fmt(s['val_auc'], '.4f', spread=False)} | {_fmt(s['val_gap'], '+.4f')} | "
+                     f"{_fmt(s['excess_val_gap'], '+.4f')} | {climb} |")
+    return lines
+
+
 def dataset_markdown(result: dict[str, Any], plot: str | None, compress_note: str) -> str:
     agg = result["aggregate"]
     seeds = ",".join(str(r["seed"]) for r in result["runs"])
@@ -714,6 +765,7 @@ def dataset_markdown(result: dict[str, Any], plot: str | None, compress_note: st
     skipped = sorted({w for r in result["runs"] for w in r.get("skipped", [])})
     lines += [f"- {w}" for w in skipped]
     lines += ["", "\\* on the Pareto front of mean embedding bytes against mean test AUC." + compress_note]
+    lines += selection_markdown(agg)
     if result["planted"]:
         lines += ["", "Planted truth (final row mask and widths of each variant):", "",
                   "| variant | noise fields' rows kept | most kept noise field | lowest informative traffic kept | "

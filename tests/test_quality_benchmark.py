@@ -67,6 +67,25 @@ def test_aggregate_pairs_the_auc_change_by_seed() -> None:
     assert agg["optembed"]["sparsity"].max == pytest.approx(0.7)
 
 
+def test_the_validation_gap_is_paired_against_the_originals() -> None:
+    runs = [
+        {"seed": 0, "models": {"original": {"test_auc": 0.80, "val_auc": 0.78},
+                               "optembed": {"test_auc": 0.79, "val_auc": 0.81, "search_val_auc": 0.83,
+                                            "supernet_val_auc": 0.80}}},
+        {"seed": 1, "models": {"original": {"test_auc": 0.70, "val_auc": 0.72},
+                               "optembed": {"test_auc": 0.69, "val_auc": 0.74, "search_val_auc": 0.75,
+                                            "supernet_val_auc": 0.75}}},
+    ]
+    agg = q.aggregate(runs, ("val_auc", "val_gap", "excess_val_gap", "search_climb"))
+    # optembed's gaps +0.02 and +0.05 against the Original's -0.02 and +0.02: excess +0.04 and +0.03
+    assert agg["optembed"]["val_gap"].mean == pytest.approx(0.035)
+    assert (agg["optembed"]["excess_val_gap"].min, agg["optembed"]["excess_val_gap"].max) == pytest.approx((0.03, 0.04))
+    assert agg["optembed"]["search_climb"].mean == pytest.approx(0.015)
+    assert agg["original"]["excess_val_gap"].mean == 0.0 and agg["original"]["search_climb"].n == 0
+    table = "\n".join(q.selection_markdown({v: {m: s.to_dict() for m, s in per.items()} for v, per in agg.items()}))
+    assert "| optembed |" in table and "+0.0350" in table
+
+
 def test_summarize_skips_missing_values() -> None:
     s = q.summarize([1.0, math.nan, 3.0])
     assert (s.mean, s.min, s.max, s.n) == (2.0, 1.0, 3.0, 2)
