@@ -63,8 +63,9 @@ def test_a_taught_model_takes_at_most_the_small_data_l2() -> None:
     small, note = recipe.resolve(TrainConfig(distill=0.5), 16_000)
     assert small.embedding_l2 == 0.05 and recipe.auto_embedding_l2(16_000) == pytest.approx(0.62)
     assert note == "auto: batch size 256, embedding L2 0.05 (sized from 16,000 training rows, at most 0.05 under a teacher)"
-    large, _ = recipe.resolve(TrainConfig(distill=0.5), 1_000_000)
+    large, note = recipe.resolve(TrainConfig(distill=0.5), 1_000_000)
     assert large.embedding_l2 == recipe.auto_embedding_l2(1_000_000) < 0.05
+    assert note is not None and "under a teacher" not in note  # the cap did not bind
     given, _ = recipe.resolve(TrainConfig(distill=0.5, embedding_l2=0.3), 16_000)
     assert given.embedding_l2 == 0.3  # an explicit value is kept
     alone, _ = recipe.resolve(TrainConfig(), 16_000)

@@ -71,13 +71,16 @@ def resolve(cfg: TrainConfig, rows: int) -> tuple[TrainConfig, str | None]:
     if cfg.batch_size == AUTO:
         changes["batch_size"] = auto_batch_size(rows)
         chosen.append(f"batch size {changes['batch_size']:,}")
-    taught = cfg.distill > 0
+    capped = ""
     if cfg.embedding_l2 is None:  # sparse-adam applies none: 0 rather than a number it ignores
         l2 = auto_embedding_l2(rows)
-        changes["embedding_l2"] = 0.0 if cfg.embedding_optimizer == "sparse-adam" else min(l2, L2_SMALL) if taught else l2
-        chosen.append(f"embedding L2 {changes['embedding_l2']:g}")
+        if cfg.embedding_optimizer == "sparse-adam":
+            l2 = 0.0
+        elif cfg.distill > 0 and l2 > L2_SMALL:
+            l2, capped = L2_SMALL, f", at most {L2_SMALL:g} under a teacher"
+        changes["embedding_l2"] = l2
+        chosen.append(f"embedding L2 {l2:g}")
     if not changes:
         return cfg, None
-    capped = f", at most {L2_SMALL:g} under a teacher" if taught and "embedding_l2" in changes else ""
     note = f"auto: {', '.join(chosen)} (sized from {rows:,} training rows{capped})"
     return replace(cfg, **changes), note
