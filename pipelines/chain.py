@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from optembed.data.preprocess import PreprocessConfig
+from optembed.data.selection import MAX_FRACTION as MAX_SELECTION
+from optembed.embedders.table import SupernetMode
 from optembed.data.validation import check_input
 from optembed.errors import ConfigError
 from pipelines import run_schema as schema
@@ -70,6 +72,8 @@ class ChainConfig:
     retrain_init: str = "auto"  # auto | fresh | rewind | supernet (the masked variants' re-training start)
     # weight of the Original's probabilities in the compressed variants' training (0: the labels alone)
     distill: float = DEFAULT_DISTILL
+    # training rows the supernets hold out for the searches to score on (0: they score on validation)
+    selection: float = 0.0
     device: str = "auto"
     latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
@@ -86,6 +90,8 @@ class ChainConfig:
         for name, train in (("supernet", self.supernet), ("retrain", self.retrain)):
             if train.distill:
                 raise ConfigError(f"[{name}] distill: a run distils from its own Original; set [run] distill (--distill) instead")
+        if not 0.0 <= self.selection <= MAX_SELECTION:
+            raise ConfigError(f"[run] selection must be a fraction of the training rows in [0, {MAX_SELECTION:g}], got {self.selection:g}")
         if self.retrain_init not in retrain.INITS:
             raise ConfigError(f"[run] retrain_init must be one of {', '.join(retrain.INITS)}, got {self.retrain_init!r}")
         for method, options in self.baseline.items():
@@ -142,7 +148,7 @@ class CompressVariants:
 
 read_toml = schema.read_toml  # re-exported
 SECTIONS = ("data", "model", "supernet", "search", "retrain", "compress", "baseline", "run")
-RUN_KEYS = ("variants", "retrain_init", "distill", "device", "latency", "plot")  # the ChainConfig fields [run] sets
+RUN_KEYS = ("variants", "retrain_init", "distill", "selection", "device", "latency", "plot")  # the ChainConfig fields [run] sets
 
 
 def load_config(path: Path) -> ChainConfig:
@@ -353,7 +359,8 @@ def plan(config: ChainConfig) -> list[str]:
 
 def _supernet_config(config: ChainConfig, mode: str, source: str, done: Done) -> supernet.SupernetStage:
     return supernet.SupernetStage(
-        model=config.model, mode=mode, train=config.supernet, source=done[source].fingerprint, device=config.device
+        model=config.model, mode=mode, train=config.supernet, source=done[source].fingerprint, device=config.device,
+        selection=config.selection if SupernetMode.parse(mode).searchable else 0.0,
     )
 
 

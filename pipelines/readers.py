@@ -41,6 +41,18 @@ def read_row_mask_file(path: Path) -> dict[str, Any]:
     return info
 
 
+def load_selection(manifest: Manifest) -> torch.Tensor | None:
+    """The training rows a supernet held out of its training for the search (``None``: none)."""
+    if "selection" not in manifest.outputs:
+        return None
+    path = manifest.output("selection")
+    info = expect_dict(load_tensor_file(path, "selection file"), path, "selection file", ("rows", "train_rows"))
+    rows = info["rows"]
+    if not isinstance(rows, torch.Tensor) or rows.dtype != torch.long or rows.dim() != 1:
+        raise ArtifactError(f"selection file {path} holds no row indices; {FIX}")
+    return rows
+
+
 def search_row_mask(search: Manifest, supernet: Manifest) -> dict[str, Any]:
     """The row mask a search artifact settled on: its own row levels, else its supernet's m_e*."""
     if "row_mask" in search.outputs:

@@ -1,7 +1,10 @@
 """The ``search`` stage: per-field row levels and widths on a trained supernet (no training).
 
 Fitness is the validation AUC of the supernet under a row mask and a candidate's prefix widths,
-scored as ``retrain`` applies them (pruned ids read as their field's OOV row).
+scored as ``retrain`` applies them (pruned ids read as their field's OOV row). A supernet trained
+with a selection split (``supernet --selection``) is scored on those held-out training rows
+instead, so that the validation split stays out of the search's choices (the ``val_*`` names
+then refer to the selection split).
 
 Accuracy-bounded (the default, ``max_auc_drop`` set): on a supernet that prunes rows, each field
 first gets the smallest row level (fraction of its top rows by norm) that keeps the validation AUC
@@ -43,6 +46,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from optembed.data.selection import take
+from optembed.data.tensors import SplitTensors
 from optembed.errors import ArtifactError, ConfigError, TrainingError
 from optembed.evolution import EvolutionConfig, evolve
 from optembed.evolution.objectives import resolve_tolerances
@@ -63,7 +68,7 @@ from pipelines.data import load_dataset
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute
 from pipelines.store import Manifest, Store
-from pipelines.readers import load_row_mask, training_counts
+from pipelines.readers import load_row_mask, load_selection, training_counts
 
 STAGE = "search"
 # 2: masks scored as retrain applies them (pruned ids -> OOV); accuracy-bounded search; 3: folded OOV rows; 4: folded
@@ -166,15 +171,16 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         )
     rt = runtime_from_env(config.device)  # under torchrun: rank 0 searches, the others wait for its artifact
     device = rt.device
-    val_rows = int(pre.metrics.get("rows_val") or 0)
+    held = load_selection(sn)
+    val_rows = int(pre.metrics.get("rows_val") or 0) if held is None else held.numel()
     check_search_memory(evo.population, evo.generations, len(kept), val_rows, device, tasks=tasks)
     params = stage_params(config, rows_phase)
 
     def build(tmp: Path, manifest: Manifest) -> None:
         model, _ = load_model(sn.output("model"), device)
-        data = load_dataset(pre, device, splits=("val",))
-        val = data.splits["val"]
+        data, val, scored_on = _scoring_split(pre, sn, device)
         require_rankable(val, purpose="rank the candidates")
+        reporter.message(f"candidates scored on {scored_on}")
         names = data.field_names
         task_list = task_names(val.tasks, tasks)
         started = time.perf_counter()
@@ -245,6 +251,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
             "seconds": round(seconds, 3),
             "seconds_per_generation": round(seconds / max(generations, 1), 4),
             "val_rows": len(val),
+            "scored_on": "selection" if held is not None else "val",
             "device": str(device),
         }
         if rows is not None:
@@ -262,6 +269,26 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
         record_calibration(manifest, pre, {"val_logloss": chosen["logloss"]})
 
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
+
+
+def _scoring_split(pre: Manifest, sn: Manifest, device: torch.device) -> tuple[Any, SplitTensors, str]:
+    """The loaded data, the split the candidates are scored on and a phrase naming it: the
+    supernet's selection rows (training rows it did not train on) when it held some out, else the
+    validation split."""
+    held = load_selection(sn)
+    if held is None:
+        data = load_dataset(pre, device, splits=("val",))
+        return data, data.splits["val"], f"the validation split ({len(data.splits['val']):,} rows)"
+    data = load_dataset(pre, device, splits=("train",))
+    train = data.splits["train"]
+    if not isinstance(train, SplitTensors):
+        raise ConfigError(f"supernet {sn.fingerprint} held out selection rows, which the search reads from the training "
+                          "split, and that split does not fit in memory here")
+    if held.numel() and int(held.max()) >= len(train):
+        raise ArtifactError(f"supernet {sn.fingerprint}'s selection rows reach past its preprocess artifact's training split")
+    split = take(train, held.to(train.x.device))
+    data.splits = {"val": split}
+    return data, split, f"the selection split ({held.numel():,} training rows the supernet did not train on)"
 
 
 def width_tolerance(tolerances: tuple[float, ...], rows: RowLevelResult) -> tuple[float, ...]:

@@ -2,7 +2,9 @@
 
 Outputs (all self-describing): ``model.pt`` (best checkpoint by validation AUC), ``init.pt``
 (the initial weights, for ``retrain --init rewind``), ``row_mask.pt`` (the frozen row mask
-m_e*, per-field kept counts and thresholds), ``curves.parquet`` (one row per epoch).
+m_e*, per-field kept counts and thresholds), ``curves.parquet`` (one row per epoch); with
+``selection`` > 0, ``selection.pt``: the training rows held out of the supernet's training for the
+search to score on (:mod:`optembed.data.selection`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from optembed.errors import TrainingError
+from optembed.data import selection as sel
+from optembed.data.tensors import SplitTensors
+from optembed.errors import ConfigError, TrainingError
 from optembed.embedders.table import SupernetMode
 from optembed.models.base import CTRModel
 from optembed.models.checkpoint import save_model
@@ -23,7 +27,7 @@ from optembed.models.config import ModelConfig
 from optembed.models.registry import build_model
 from optembed.progress import NULL, Reporter
 from optembed.data.stream import DEFAULT_BUFFER_ROWS
-from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params
+from optembed.fingerprint import UNFINGERPRINTED, fingerprint_params, since_default
 from optembed.training.config import TrainConfig
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
@@ -44,6 +48,8 @@ class SupernetStage:
     model: ModelConfig
     mode: str = "optembed"
     train: TrainConfig = field(default_factory=TrainConfig)
+    # fraction of the training rows held out of training for the search to score on (0: it scores on validation)
+    selection: float = field(default=0.0, metadata=since_default(0.0))
     # preprocess artifact (fingerprint prefix or folder); None = newest (its fingerprint is the upstream's)
     source: str | None = field(default=None, metadata=UNFINGERPRINTED)
     device: str = field(default="auto", metadata=UNFINGERPRINTED)
@@ -64,6 +70,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     mode = SupernetMode.parse(config.mode)  # validated early
     config.model.validate()
     config.train.validate()
+    sel.check_fraction(config.selection)
     upstream = store.resolve(config.source, UPSTREAM)
     config = replace(config, model=with_data_tasks(config.model, read_schema(upstream)))
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
@@ -78,6 +85,12 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         data = load_dataset(upstream, device, stream=config.stream, buffer_rows=config.shuffle_buffer)
         if len(data.splits["train"]) == 0:
             raise TrainingError("the training split is empty")
+        held = None
+        if config.selection > 0:
+            data.splits["train"], held = _hold_out(data.splits["train"], config.selection, config.train.seed)
+            torch.save({"rows": held.cpu(), "fraction": config.selection, "train_rows": len(data.splits["train"]) + held.numel()},
+                       tmp / "selection.pt")
+            reporter.message(f"selection split: {held.numel():,} training rows held out for the search")
         torch.manual_seed(config.train.seed)
         model = build_model(data.cardinalities, config.model, mode).to(device)
         save_model(tmp / "init.pt", model, data.field_names, mode.name)
@@ -111,6 +124,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "init": "init.pt",
             "row_mask": "row_mask.pt",
             "curves": "curves.parquet",
+            **({"selection": "selection.pt"} if held is not None else {}),
         }
         manifest.metrics = {
             "best_epoch": result.best_epoch,
@@ -125,6 +139,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "kept_rows": kept,
             "total_rows": model.embedder.num_rows,
             "embedding_params": kept * d,
+            **({"selection_rows": held.numel()} if held is not None else {}),
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),
@@ -138,6 +153,17 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     if not manifest.cached:
         manifest.notes[:0] = auto_notes
     return manifest
+
+
+def _hold_out(train: SplitTensors, fraction: float, seed: int) -> tuple[SplitTensors, torch.Tensor]:
+    """The training split less its selection rows, and those rows' indices."""
+    if not isinstance(train, SplitTensors):
+        raise ConfigError("--selection needs the training split in memory; it streams (--stream, or too large to load)")
+    rows = sel.choose_rows(len(train), fraction, seed)
+    rest, _ = sel.split_off(train, rows)
+    if not rest.has_both_classes():
+        raise ConfigError(f"--selection {fraction:g} leaves the supernet a training split without both labels")
+    return rest, rows
 
 
 def _row_stats(model: CTRModel) -> dict[str, float]:

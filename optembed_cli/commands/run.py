@@ -28,7 +28,8 @@ from pipelines.store import Manifest
 SEARCH = EvolutionConfig()
 # the options of a --data run: with a configuration file its keys say these instead
 DATA_ONLY = (
-    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "distill", "compress",
+    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "distill", "selection",
+    "compress",
     *MODEL_OPTIONS.names, "epochs", "batch_size",
 )
 
@@ -92,6 +93,15 @@ def run(
             rich_help_panel="Training",
         ),
     ] = chain.DEFAULT_DISTILL,
+    selection: Annotated[
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Training rows the supernets hold out for the search to score on, so that the validation split "
+            "stays out of its choices (0: the search scores on validation).",
+            rich_help_panel="Training",
+        ),
+    ] = 0.0,
     compress: Annotated[
         str, typer.Option(help="Comma-separated re-trained variants to compress too (default options).", metavar="VARIANTS")
     ] = "",
@@ -155,6 +165,7 @@ def run(
             compress={"variants": split_list(compress)} if split_list(compress) else {},
             retrain_init=str(retrain_init),
             distill=distill,
+            selection=selection,
         )
     else:
         raise ConfigError("give a configuration file or --data FILE")

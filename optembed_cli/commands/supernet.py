@@ -36,6 +36,15 @@ def supernet(
     *,
     model: Values,
     norm: NormOpt = ModelDefaults().norm,
+    selection: Annotated[
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Training rows held out of the supernet's training for the search to score on, so that the "
+            "validation split stays out of its choices (0: the search scores on validation).",
+            rich_help_panel=PRUNING,
+        ),
+    ] = 0.0,
     train: Values,
     embedding: Values,
     pruning: Values,
@@ -59,6 +68,7 @@ def supernet(
         model=model_config(**model, norm=norm),
         mode=str(mode),
         train=train_config(**train, **embedding, **pruning),
+        selection=selection,
         source=source,
         device=device,
         stream=run["stream"],
