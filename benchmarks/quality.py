@@ -387,7 +387,7 @@ def chain_config(ds: DataSet, args: argparse.Namespace, seed: int, rows: int) ->
     if args.compress_variants:
         compress = {"variants": list(args.compress_variants), "min_rows": args.compress_min_rows}
     return chain.ChainConfig(
-        data=ds.path, preprocess=ds.preprocess, selection=args.selection,
+        data=ds.path, preprocess=ds.preprocess, selection=args.selection, distill_supernet=args.distill_supernet,
         model=model_config(args),
         supernet=TrainConfig(**_epochs(args.supernet_epochs), **super_train),
         retrain=TrainConfig(**_epochs(args.epochs), **train),
@@ -905,6 +905,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="supernet: share of samples trained at full width (default: TrainConfig's)")
     ap.add_argument("--max-auc-drop", type=float, default=None, help="search tolerance (default: the search's)")
     ap.add_argument("--min-traffic", type=float, default=None, help="traffic share a positive row level keeps (default: the search's)")
+    ap.add_argument("--distill-supernet", action="store_true",
+                    help="the supernets learn from the Original too (with --distill's weight)")
     ap.add_argument("--selection", type=float, default=0.0,
                     help="training rows the supernets hold out for the search to score on (0: it scores on validation)")
     ap.add_argument("--noise-z", type=float, default=None,

@@ -74,6 +74,8 @@ class ChainConfig:
     distill: float = DEFAULT_DISTILL
     # training rows the supernets hold out for the searches to score on (0: they score on validation)
     selection: float = 0.0
+    # the supernets learn from the Original too (with the distill weight), not only the re-trained variants
+    distill_supernet: bool = False
     device: str = "auto"
     latency: bool | None = None  # None: measured on a GPU only (on a CPU it is slow and noisy)
     plot: bool = False
@@ -148,7 +150,7 @@ class CompressVariants:
 
 read_toml = schema.read_toml  # re-exported
 SECTIONS = ("data", "model", "supernet", "search", "retrain", "compress", "baseline", "run")
-RUN_KEYS = ("variants", "retrain_init", "distill", "selection", "device", "latency", "plot")  # the ChainConfig fields [run] sets
+RUN_KEYS = ("variants", "retrain_init", "distill", "distill_supernet", "selection", "device", "latency", "plot")  # the ChainConfig fields [run] sets
 
 
 def load_config(path: Path) -> ChainConfig:
@@ -264,6 +266,9 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
     out = [Step("preprocess", preprocess.run, lambda done: preprocess.PreprocessStage(config.data, config.preprocess))]
     pre = "preprocess"
     modes = list(dict.fromkeys(SUPERNET_MODE[v] for v in config.variants if v in SUPERNET_MODE))
+    teacher_first = needs_teacher(config)
+    if teacher_first and config.distill_supernet and modes:  # the supernets learn from it
+        out.append(Step(TEACHER_STEP, retrain.run, functools.partial(_retrain_config, config, "original", pre)))
     for mode in modes:
         out.append(Step(f"supernet {mode}", supernet.run, functools.partial(_supernet_config, config, mode, pre)))
     searched: dict[str, str] = {}
@@ -274,8 +279,7 @@ def _steps(config: ChainConfig) -> tuple[list[Step], dict[str, str]]:
             searched[mode] = f"search {mode}"
             out.append(Step(searched[mode], search.run, functools.partial(_search_config, config, f"supernet {mode}")))
     evaluated: dict[str, str] = {}  # variant id -> the step whose artifact is evaluated, in the variants' order
-    teacher_first = needs_teacher(config)
-    if teacher_first:  # the Original first: the compressed variants learn from it
+    if teacher_first and not any(step.name == TEACHER_STEP for step in out):  # the compressed variants learn from it
         out.append(Step(TEACHER_STEP, retrain.run, functools.partial(_retrain_config, config, "original", pre)))
     for variant in config.variants:
         if variant == "optembed-noretrain":
@@ -358,8 +362,11 @@ def plan(config: ChainConfig) -> list[str]:
 
 
 def _supernet_config(config: ChainConfig, mode: str, source: str, done: Done) -> supernet.SupernetStage:
+    taught = config.distill_supernet and needs_teacher(config)
     return supernet.SupernetStage(
-        model=config.model, mode=mode, train=config.supernet, source=done[source].fingerprint, device=config.device,
+        model=config.model, mode=mode, source=done[source].fingerprint, device=config.device,
+        train=replace(config.supernet, distill=config.distill) if taught else config.supernet,
+        teacher=done[TEACHER_STEP].fingerprint if taught else None,
         selection=config.selection if SupernetMode.parse(mode).searchable else 0.0,
     )
 

@@ -32,6 +32,7 @@ from optembed.training.config import TrainConfig
 from optembed.training.runtime import runtime_from_env
 from optembed.training.trainer import Trainer
 from pipelines import resume as resume_mod
+from pipelines import teacher as teachers
 from pipelines.data import resolve_training, load_dataset, read_id_counts, read_schema
 from pipelines.calibration import record_calibration
 from pipelines.stage import execute, scale_metrics
@@ -50,6 +51,9 @@ class SupernetStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     # fraction of the training rows held out of training for the search to score on (0: it scores on validation)
     selection: float = field(default=0.0, metadata=since_default(0.0))
+    # a trained retrain artifact of the same data whose probabilities the supernet learns from beside the labels
+    # (weight train.distill); an upstream, so it enters the fingerprint through it
+    teacher: str | None = field(default=None, metadata=UNFINGERPRINTED)
     # preprocess artifact (fingerprint prefix or folder); None = newest (its fingerprint is the upstream's)
     source: str | None = field(default=None, metadata=UNFINGERPRINTED)
     device: str = field(default="auto", metadata=UNFINGERPRINTED)
@@ -72,6 +76,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     config.train.validate()
     sel.check_fraction(config.selection)
     upstream = store.resolve(config.source, UPSTREAM)
+    teacher = teachers.resolve(store, config.teacher, config.train.distill, upstream)
     config = replace(config, model=with_data_tasks(config.model, read_schema(upstream)))
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     rt = runtime_from_env(config.device)  # rank, world size and device of this process
@@ -97,7 +102,8 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
         resume_state = resume_mod.load_checkpoint(resume_dir, device) if config.resume else None
         if config.resume and resume_state is None:
             reporter.message("no interrupted run to resume; starting from scratch")
-        trainer = Trainer(model, config.train, device, reporter, epoch_stats=_row_stats, row_counts=counts, runtime=rt)
+        trainer = Trainer(model, config.train, device, reporter, epoch_stats=_row_stats, row_counts=counts, runtime=rt,
+                          teacher=teachers.load(teacher, device))
 
         result = trainer.fit(
             data.splits["train"], data.splits["val"], data.splits["test"], resume_state,
@@ -143,11 +149,13 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
             "train_samples_per_s": round(result.train_samples_per_s, 1),
             **result.optimizer_state_bytes,
             "device": str(device),
+            **teachers.metrics(teacher, config.train.distill),
             **scale_metrics(rt, data.streamed, config.shuffle_buffer),
         }
         record_calibration(manifest, upstream)
 
-    manifest = execute(store, STAGE, VERSION, params, {UPSTREAM: upstream}, build, force=config.force, device=device, runtime=rt)
+    ups = {UPSTREAM: upstream, **teachers.upstream(teacher)}
+    manifest = execute(store, STAGE, VERSION, params, ups, build, force=config.force, device=device, runtime=rt)
     if not manifest.cached and rt.is_main:  # published: the checkpoint of the run is no longer needed
         resume_mod.discard(resume_mod.resume_dir(store, STAGE, manifest.fingerprint))
     if not manifest.cached:
