@@ -5,6 +5,7 @@ checks (the teacher's data, its place in the fingerprint, the chain of the stude
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,41 @@ def test_cli_refuses_a_weight_without_teacher(cli, trained: dict[str, object]) -
     result = cli("retrain", "--from", sn.fingerprint, "--distill", "0.4", "--artifacts", str(store.root))  # type: ignore[attr-defined]
     assert result.exit_code != 0
     assert result.stderr.strip().splitlines() == ["error: --distill 0.4 needs a teacher: --teacher ID (a retrain artifact of the same data)"]
+
+
+def test_a_distilled_supernet_learns_from_its_teacher(trained: dict[str, object]) -> None:
+    """The supernet under a teacher: the teacher is an upstream (a new fingerprint), the trainer
+    receives it, and a search and retrain of that supernet follow its own chain."""
+    from pipelines import supernet
+
+    store, original = trained["store"], trained["original"]
+    seen: list[object] = []
+    init = supernet.Trainer.__init__
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("teacher"))
+        init(self, *args, **kwargs)
+
+    cfg = TrainConfig(epochs=1, batch_size=512, patience=5, distill=0.5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(supernet.Trainer, "__init__", recording)
+        taught = supernet.run(supernet.SupernetStage(model=SMALL_MODEL, train=cfg, teacher=original.fingerprint,  # type: ignore[attr-defined]
+                                                     source=trained["pre"].fingerprint, device="cpu"), store)  # type: ignore[arg-type, attr-defined]
+    assert len(seen) == 1 and isinstance(seen[0], Teacher)
+    plain = supernet.run(supernet.SupernetStage(model=SMALL_MODEL, train=replace(cfg, distill=0.0),
+                                                source=trained["pre"].fingerprint, device="cpu"), store)  # type: ignore[arg-type, attr-defined]
+    assert taught.fingerprint != plain.fingerprint and TEACHER_KEY not in plain.upstream
+    assert taught.upstream[TEACHER_KEY] == original.fingerprint and taught.metrics["teacher"] == original.fingerprint  # type: ignore[attr-defined]
+    assert resolve_chain(store, taught)["preprocess"].fingerprint == trained["pre"].fingerprint  # type: ignore[arg-type, attr-defined]
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        supernet.run(supernet.SupernetStage(model=SMALL_MODEL, train=cfg, source=trained["pre"].fingerprint, device="cpu"), store)  # type: ignore[arg-type, attr-defined]
+
+
+def test_the_run_trains_its_teacher_before_distilled_supernets(tmp_path: Path) -> None:
+    from pipelines import chain
+
+    plain = [s.name for s in chain.steps(chain.ChainConfig(data=tmp_path / "x.txt", variants=("original", "optembed")))]
+    assert plain.index("retrain original") > plain.index("supernet optembed")
+    cfg = chain.ChainConfig(data=tmp_path / "x.txt", variants=("original", "optembed"), distill_supernet=True)
+    names = [s.name for s in chain.steps(cfg)]
+    assert names.index("retrain original") < names.index("supernet optembed") and names.count("retrain original") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -10,7 +11,9 @@ from rich.table import Table
 from optembed_cli import ui
 from optembed_cli.core_choices import Mode
 from optembed_cli.option_groups import Values, with_groups
-from optembed_cli.options import PRUNING, ArtifactsOpt, ForceOpt, FromOpt, JsonOpt, TrackOpt
+from optembed_cli.options import (
+    PRUNING, ArtifactsOpt, DistillOpt, ForceOpt, FromOpt, JsonOpt, TeacherOpt, TrackOpt, distill_weight,
+)
 from optembed_cli.training_options import (
     EMBEDDING_OPTIONS, MODEL_OPTIONS, PRUNING_OPTIONS, RUN_OPTIONS, TRAINING_OPTIONS, DeviceOpt, ModelDefaults, NormOpt,
     model_config, train_config,
@@ -45,6 +48,8 @@ def supernet(
             rich_help_panel=PRUNING,
         ),
     ] = 0.0,
+    teacher: TeacherOpt = None,
+    distill: DistillOpt = None,
     train: Values,
     embedding: Values,
     pruning: Values,
@@ -62,12 +67,15 @@ def supernet(
       optembed supernet --epochs 4 --batch-size 512 --embed-dim 16 --mlp 128,64
 
       optembed supernet --from 3fa2 --mode dims-only --device cuda
+
+      optembed supernet --teacher ORIGINAL_ID   # distilled from the Original
     """
     ui.relaunch(run["nproc"])  # --nproc N: this command again as N data-parallel workers
     config = stage.SupernetStage(
         model=model_config(**model, norm=norm),
         mode=str(mode),
-        train=train_config(**train, **embedding, **pruning),
+        train=replace(train_config(**train, **embedding, **pruning), distill=distill_weight(teacher, distill)),
+        teacher=teacher,
         selection=selection,
         source=source,
         device=device,
