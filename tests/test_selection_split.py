@@ -105,3 +105,23 @@ def test_the_run_checks_its_selection(tmp_path: Path) -> None:
     cfg = chain.ChainConfig(data=tmp_path / "x.txt", selection=0.7)
     with pytest.raises(ConfigError, match="selection"):
         cfg.validate()
+
+
+def test_the_run_file_sets_selection_and_a_distilled_supernet(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("")
+    toml = tmp_path / "run.toml"
+    toml.write_text('[data]\npath = "x.txt"\n[run]\nselection = 0.1\ndistill_supernet = true\n')
+    cfg = chain.load_config(toml)
+    assert cfg.selection == 0.1 and cfg.distill_supernet
+    made = chain._supernet_config(cfg, "optembed", "preprocess", {"preprocess": _Fake("p"), "retrain original": _Fake("o")})
+    assert made.selection == 0.1 and made.teacher == "o" and made.train.distill == cfg.distill
+    plain = chain._supernet_config(chain.ChainConfig(data=tmp_path / "x.txt"), "optembed", "preprocess", {"preprocess": _Fake("p")})
+    assert plain.selection == 0.0 and plain.teacher is None and plain.train.distill == 0.0
+    toml.write_text('[data]\npath = "x.txt"\n[run]\nselection = "lots"\n')
+    with pytest.raises(ConfigError, match="selection"):
+        chain.load_config(toml)
+
+
+class _Fake:
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint

@@ -28,7 +28,7 @@ from pipelines.store import Manifest
 SEARCH = EvolutionConfig()
 # the options of a --data run: with a configuration file its keys say these instead
 DATA_ONLY = (
-    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "distill", "selection",
+    "format", "label", "fields", "numeric", "seed", "population", "generations", "variants", "retrain_init", "distill", "distill_supernet", "selection",
     "compress",
     *MODEL_OPTIONS.names, "epochs", "batch_size",
 )
@@ -93,6 +93,15 @@ def run(
             rich_help_panel="Training",
         ),
     ] = chain.DEFAULT_DISTILL,
+    distill_supernet: Annotated[
+        bool,
+        typer.Option(
+            "--distill-supernet",
+            help="The supernets learn from the Original too (with --distill's weight), so that the search judges "
+            "widths on a model as good as the Original.",
+            rich_help_panel="Training",
+        ),
+    ] = False,
     selection: Annotated[
         float,
         typer.Option(
@@ -165,6 +174,7 @@ def run(
             compress={"variants": split_list(compress)} if split_list(compress) else {},
             retrain_init=str(retrain_init),
             distill=distill,
+            distill_supernet=distill_supernet,
             selection=selection,
         )
     else:
