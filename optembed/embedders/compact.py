@@ -138,9 +138,10 @@ class CompactEmbedder(Embedder):
 
     def packed_lookup(self, ids: Tensor) -> PackedEmbeddings | None:
         groups = self._width_groups()
-        if groups is None or groups.packed is None:
+        packed = None if groups is None else groups.packed(self._layout())
+        if groups is None or packed is None:
             return None  # a file of the older field order: the padded lookup
-        table_order, inverse = groups.packed
+        table_order, inverse = packed
         indices = []
         for t in table_order:
             fields, row_offset = groups.index[t]
@@ -206,24 +207,28 @@ class CompactEmbedder(Embedder):
 class _Groups:
     """The by-width layout of a compact embedder's buffer: per table of one width its first
     entry, rows and width, the fields it holds (a ``long`` index on the ids' device) with their
-    row offsets inside it, and the field permutation from table order back to field order.
-    ``packed``: the tables in the order of :meth:`PackedLayout.exact` (widest first) and the
-    field permutation from that order back to field order (``None`` when it is the identity);
-    ``None`` when a table's fields are not in field order (then the exact layout does not apply)."""
+    row offsets inside it, and the field permutation from table order back to field order."""
 
     def __init__(
         self, tables: list[tuple[int, int, int]], index: list[tuple[Tensor, Tensor]], inverse: Tensor,
         members: list[list[int]],
     ) -> None:
-        self.tables, self.index, self.inverse = tables, index, inverse
+        self.tables, self.index, self.inverse, self.members = tables, index, inverse, members
         self.identity = bool((inverse == torch.arange(inverse.numel(), device=inverse.device)).all())
-        self.packed: tuple[list[int], Tensor | None] | None = None
-        if all(m == sorted(m) for m in members):
-            order = sorted(range(len(tables)), key=lambda t: -tables[t][2])
-            fields = torch.tensor([f for t in order for f in members[t]], dtype=torch.long)
-            perm = torch.argsort(fields)
-            same = bool((perm == torch.arange(perm.numel())).all())
-            self.packed = (order, None if same else perm.to(inverse.device))
+
+    def packed(self, layout: PackedLayout) -> tuple[list[int], Tensor | None] | None:
+        """The tables in ``layout``'s group order and the field permutation from that order back
+        to field order (``None`` when it is the identity); ``None`` when the tables do not hold
+        the layout's groups (a table's fields out of field order: the older layout)."""
+        by_width = {width: t for t, (_, _, width) in enumerate(self.tables)}
+        order = [by_width.get(width, -1) for width, _ in layout.groups]
+        if -1 in order or len(order) != len(self.tables):
+            return None
+        if any(tuple(self.members[t]) != fields for t, (_, fields) in zip(order, layout.groups, strict=True)):
+            return None
+        perm = torch.argsort(torch.tensor([f for _, fields in layout.groups for f in fields], dtype=torch.long))
+        same = bool((perm == torch.arange(perm.numel())).all())
+        return order, None if same else perm.to(self.inverse.device)
 
     @classmethod
     def of(cls, field_start: Tensor, field_width: Tensor, kept: Sequence[int]) -> _Groups | None:
