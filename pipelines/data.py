@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import torch
 
 from optembed.data.labels import label_columns, task_names
+from optembed.data.selection import held_count
 from optembed.data.stream import DEFAULT_BUFFER_ROWS, StreamSplit
 from optembed.data.tensors import SplitTensors, fits_on_device, read_split
 from optembed.errors import ArtifactError, ConfigError
@@ -151,12 +152,14 @@ def read_id_counts(manifest: Manifest, purpose: str = "--freq-lr") -> torch.Tens
 
 
 def resolve_training(
-    manifest: Manifest, train: TrainConfig, model: ModelConfig, device: torch.device
+    manifest: Manifest, train: TrainConfig, model: ModelConfig, device: torch.device, held_out: float = 0.0
 ) -> tuple[TrainConfig, list[str]]:
     """``train`` with its auto options (batch size 0, embedding L2 None) sized from the
-    preprocess artifact's training rows, checked to fit the device (:func:`check_training_fits`),
+    preprocess artifact's training rows (less the share ``held_out`` of them that the training does
+    not see: a supernet's selection split), checked to fit the device (:func:`check_training_fits`),
     and the note that says what was chosen (for the stage's manifest; empty when nothing was auto)."""
     rows = int(manifest.metrics.get("rows_train", 0))
+    rows -= held_count(rows, held_out)
     resolved, note = recipe.resolve(train, rows)
     check_training_fits(manifest, resolved, model, device)
     return resolved, [] if note is None else [note]

@@ -81,7 +81,7 @@ def run(config: SupernetStage, store: Store, reporter: Reporter = NULL) -> Manif
     counts = read_id_counts(upstream) if config.train.freq_lr != "none" else None
     rt = runtime_from_env(config.device)  # rank, world size and device of this process
     device = rt.device
-    train, auto_notes = resolve_training(upstream, config.train, config.model, device)
+    train, auto_notes = resolve_training(upstream, config.train, config.model, device, held_out=config.selection)
     config = replace(config, train=train)
     params = stage_params(config)
 

@@ -77,6 +77,7 @@ def test_the_supernet_trains_without_its_selection_rows(held_out) -> None:
     assert sn.params["selection"] == 0.2
     plain = supernet.SupernetStage(model=SMALL_MODEL, train=TrainConfig(epochs=1, batch_size=512, patience=5))
     assert "selection" not in supernet.stage_params(plain)  # supernets made before the option keep their fingerprints
+    assert any("sized from 12,800 training rows" in note for note in sn.notes)  # 16,000 less the 3,200 held out
 
 
 def test_the_search_scores_on_the_held_out_rows(held_out) -> None:

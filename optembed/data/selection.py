@@ -27,14 +27,22 @@ def check_fraction(fraction: float) -> None:
         raise ConfigError(f"--selection must be a fraction of the training rows in [0, {MAX_FRACTION:g}], got {fraction:g}")
 
 
+def held_count(n: int, fraction: float) -> int:
+    """How many of ``n`` training rows a ``fraction`` holds out: ``round(n * fraction)``, at least
+    one when ``fraction`` > 0, and one row always left to train on (0 below two rows)."""
+    if fraction == 0.0 or n < 2:
+        return 0
+    return min(max(1, round(n * fraction)), n - 1)
+
+
 def choose_rows(n: int, fraction: float, seed: int) -> Tensor:
     """Sorted ``int64`` indices of ``round(n * fraction)`` of ``n`` training rows (at least one
     when ``fraction`` > 0, and one row always left to train on), drawn by a permutation seeded
     with ``seed``; empty for ``fraction`` 0."""
     check_fraction(fraction)
-    if fraction == 0.0 or n < 2:
+    k = held_count(n, fraction)
+    if k == 0:
         return torch.empty(0, dtype=torch.long)
-    k = min(max(1, round(n * fraction)), n - 1)
     generator = torch.Generator().manual_seed(int(seed))
     return torch.sort(torch.randperm(n, generator=generator)[:k]).values
 
