@@ -801,7 +801,10 @@ def knobs_text(args: argparse.Namespace, device: torch.device) -> str:
             f"epochs (kept and stopped by validation {train.monitor}, patience {train.patience}, lr x {train.lr_decay:g} on "
             f"a plateau); {batch}; threshold regulariser alpha {alpha:g}, thresholds {t_opt} lr {t_lr:g}; {search}, "
             f"re-training init {args.retrain_init}, "
-            f"{f'distilled from the Original (weight {args.distill:g})' if args.distill > 0 else 'no distillation'}; search population {args.population}, {args.generations} generations, "
+            f"{f'distilled from the Original (weight {args.distill:g})' if args.distill > 0 else 'no distillation'}"
+            f"{', supernets distilled too' if args.distill_supernet and args.distill > 0 else ''}"
+            f"{f', selection split {args.selection:g} of the training rows' if args.selection else ''}"
+            f"{f', noise z {args.noise_z:g}' if args.noise_z is not None else ''}; search population {args.population}, {args.generations} generations, "
             f"top-k {args.topk}; seeds {args.seeds} (supernet, retrain and search seeds); variants "
             f"{', '.join(variant_order(args))}; alternatives {'on' if args.alternatives else 'off'}, peer "
             f"{'on' if args.peer else 'off'}; device `{device}`{'; preset --quick' if args.quick else ''}.")
