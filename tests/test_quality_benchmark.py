@@ -184,3 +184,11 @@ def test_baseline_variants_and_their_selection(tmp_path: Path) -> None:
     mask, widths = q.final_selection(None, Art(), ["a", "b", "c"], 4)  # type: ignore[arg-type]
     assert mask is not None and mask.tolist() == [True] * 3 + [False] * 5 + [True] * 2
     assert widths == [4, 0, 4]
+
+
+def test_the_auc_bound_is_marked_indicative_when_the_seeds_cannot_resolve_it() -> None:
+    noisy = q.summarize([-0.015, 0.018, 0.004, -0.002])  # std 0.013695: a standard error of 0.0068476
+    note = q._noise_note(noisy, 0.0005)
+    assert len(note) == 1 and "0.00685" in note[0] and "indicative only" in note[0]
+    assert q._noise_note(q.summarize([0.0011, 0.0012, 0.0013]), 0.0005) == []  # se 0.00006
+    assert "no spread" in q._noise_note(q.summarize([0.001]), 0.0005)[0]
