@@ -55,3 +55,8 @@ def rank_main(rank: int, world: int, port: int, settings: dict[str, Any], out: s
     runtime = runtime_from_env("cpu")
     _, final, aucs = train(runtime, settings)
     torch.save({"state": final, "aucs": aucs}, Path(out) / f"rank{rank}.pt")
+    # a spawned process ends without running atexit handlers (the runtime's leave among them): leave
+    # the group here, or gloo's threads can outlive it and abort the process on its way out
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
