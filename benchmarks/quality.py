@@ -479,14 +479,11 @@ def truth_stats(mask: torch.Tensor | None, widths: list[int], counts: torch.Tens
     }
 
 
-def selection_scores(store: Store, stage: str, fingerprint: str) -> dict[str, float]:
+def selection_scores(store: Store, manifest: Manifest) -> dict[str, float]:
     """What the chain's choices saw of an evaluated model: the validation AUC of its kept epoch
     (``val_auc``; its gap to the test AUC, paired against the Original's, is how much the choices
     fit the validation split) and, behind a search, the searched candidate's validation AUC on the
     supernet (``search_val_auc``) against the supernet's own (``supernet_val_auc``)."""
-    manifest = store.lookup(stage, fingerprint)
-    if manifest is None:
-        return {}
     out = {"val_auc": float(manifest.metrics.get("val_auc", math.nan))}
     ancestry = resolve_chain(store, manifest)
     search, sn = ancestry.get("search"), ancestry.get("supernet")
@@ -510,9 +507,10 @@ def run_seed(ds: DataSet, args: argparse.Namespace, store: Store, seed: int, row
         label = labels[row["id"]]
         entry = {k: row[k] for k in ("id", "stage", "test_auc", "test_logloss", "sparsity", "embedding_params",
                                      "embedding_bytes", "ratio_vs_original")}
-        entry.update(selection_scores(store, row["stage"], row["id"]))
+        manifest = store.lookup(row["stage"], row["id"])
+        if manifest is not None:
+            entry.update(selection_scores(store, manifest))
         if ds.truth is not None and counts is not None:
-            manifest = store.lookup(row["stage"], row["id"])
             assert manifest is not None
             mask, widths = final_selection(store, manifest, names, args.embed_dim)
             entry.update(truth_stats(mask, widths, counts, cards, names, ds.truth))

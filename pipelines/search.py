@@ -178,7 +178,7 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
 
     def build(tmp: Path, manifest: Manifest) -> None:
         model, _ = load_model(sn.output("model"), device)
-        data, val, scored_on = _scoring_split(pre, sn, device)
+        data, val, scored_on = _scoring_split(pre, sn, held, device)
         require_rankable(val, purpose="rank the candidates")
         reporter.message(f"candidates scored on {scored_on}")
         names = data.field_names
@@ -271,11 +271,12 @@ def run(config: SearchStage, store: Store, reporter: Reporter = NULL) -> Manifes
     return execute(store, STAGE, VERSION, params, {UPSTREAM: sn}, build, force=config.force, runtime=rt, collective=False)
 
 
-def _scoring_split(pre: Manifest, sn: Manifest, device: torch.device) -> tuple[Any, SplitTensors, str]:
+def _scoring_split(
+    pre: Manifest, sn: Manifest, held: torch.Tensor | None, device: torch.device
+) -> tuple[Any, SplitTensors, str]:
     """The loaded data, the split the candidates are scored on and a phrase naming it: the
-    supernet's selection rows (training rows it did not train on) when it held some out, else the
-    validation split."""
-    held = load_selection(sn)
+    supernet's selection rows ``held`` (training rows it did not train on) when it held some out,
+    else the validation split."""
     if held is None:
         data = load_dataset(pre, device, splits=("val",))
         return data, data.splits["val"], f"the validation split ({len(data.splits['val']):,} rows)"

@@ -215,11 +215,18 @@ class _Groups:
     ) -> None:
         self.tables, self.index, self.inverse, self.members = tables, index, inverse, members
         self.identity = bool((inverse == torch.arange(inverse.numel(), device=inverse.device)).all())
+        self._packed: dict[PackedLayout, tuple[list[int], Tensor | None] | None] = {}
 
     def packed(self, layout: PackedLayout) -> tuple[list[int], Tensor | None] | None:
         """The tables in ``layout``'s group order and the field permutation from that order back
         to field order (``None`` when it is the identity); ``None`` when the tables do not hold
-        the layout's groups (a table's fields out of field order: the older layout)."""
+        the layout's groups (a table's fields out of field order: the older layout). Worked out
+        once per layout: every lookup asks."""
+        if layout not in self._packed:
+            self._packed[layout] = self._packed_order(layout)
+        return self._packed[layout]
+
+    def _packed_order(self, layout: PackedLayout) -> tuple[list[int], Tensor | None] | None:
         by_width = {width: t for t, (_, _, width) in enumerate(self.tables)}
         order = [by_width.get(width, -1) for width, _ in layout.groups]
         if -1 in order or len(order) != len(self.tables):
